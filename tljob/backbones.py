@@ -1,0 +1,110 @@
+"""Backbone registry: which pretrained CNNs tljob can fine-tune, as plain data.
+
+This module imports neither TensorFlow nor Ray, so the config schema can validate backbone
+names and image sizes without loading a framework. ``tljob.model`` turns a ``BackboneSpec``
+into a Keras model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+PreprocessingMode = Literal["caffe", "tf", "torch", "none"]
+
+_MOBILENET_V2_WEIGHT_ROWS = (96, 128, 160, 192, 224)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registered backbone.
+
+    ``keras_module``/``keras_class`` name the constructor in ``tf_keras.applications``;
+    ``preprocessing`` is the ImageNet input convention its weights were trained with
+    (applied inside the model, on float pixels in [0, 255]); ``min_image_size`` is the
+    smallest input side the architecture accepts.
+    """
+
+    name: str
+    keras_module: str
+    keras_class: str
+    default_image_size: int
+    min_image_size: int
+    preprocessing: PreprocessingMode
+    description: str
+
+    def imagenet_weights_file(self, image_size: int) -> str:
+        """File name Keras caches the ImageNet no-top weights under, in ``<KERAS_HOME>/models``."""
+        if self.name == "mobilenet_v2":
+            rows = image_size if image_size in _MOBILENET_V2_WEIGHT_ROWS else 224
+            return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+        if self.name.startswith("efficientnet_"):
+            return f"efficientnet{self.name.split('_', 1)[1]}_notop.h5"
+        return f"{self.name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec(
+            name="resnet50",
+            keras_module="resnet50",
+            keras_class="ResNet50",
+            default_image_size=224,
+            min_image_size=32,
+            preprocessing="caffe",
+            description="ResNet-50 (He et al. 2015), 23.6M backbone parameters.",
+        ),
+        BackboneSpec(
+            name="vgg16",
+            keras_module="vgg16",
+            keras_class="VGG16",
+            default_image_size=224,
+            min_image_size=32,
+            preprocessing="caffe",
+            description="VGG-16 (Simonyan & Zisserman 2014), 14.7M backbone parameters.",
+        ),
+        BackboneSpec(
+            name="mobilenet_v2",
+            keras_module="mobilenet_v2",
+            keras_class="MobileNetV2",
+            default_image_size=224,
+            min_image_size=32,
+            preprocessing="tf",
+            description="MobileNetV2 1.0 (Sandler et al. 2018), 2.3M backbone parameters.",
+        ),
+        BackboneSpec(
+            name="efficientnet_b0",
+            keras_module="efficientnet",
+            keras_class="EfficientNetB0",
+            default_image_size=224,
+            min_image_size=32,
+            # EfficientNet carries its own Rescaling/Normalization layers: feed raw [0, 255].
+            preprocessing="none",
+            description="EfficientNet-B0 (Tan & Le 2019), 4.0M backbone parameters.",
+        ),
+    )
+}
+
+
+class UnknownBackboneError(ValueError):
+    """Raised for a backbone name that is not registered."""
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """Return the spec registered under ``name``; unknown names list the valid ones."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        valid = ", ".join(sorted(BACKBONES))
+        raise UnknownBackboneError(
+            f"unknown backbone {name!r}; registered backbones are: {valid}"
+        ) from None
+
+
+def keras_cache_dir() -> Path:
+    """Directory Keras looks in for downloaded weights (``$KERAS_HOME/models``)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"

@@ -1,0 +1,489 @@
+"""Running the staged fine-tune as a Ray Train job.
+
+``run_training_driver_fn`` (driver) prepares the data, writes the run's metadata, runs a
+``TensorflowTrainer`` and writes the summary. ``train_per_worker`` (on each worker) builds
+the model under ``MultiWorkerMirroredStrategy`` and runs the stages with plain
+``model.fit``; after every epoch all workers call ``ray.train.report`` and rank 0 attaches
+a checkpoint. Resuming = running again with the same ``run.name`` and ``run.storage_path``:
+the last checkpoint says which stage and epoch come next.
+
+Run directory ``<storage_path>/<run.name>/``::
+
+    config.yaml      resolved config          labels.json     index -> class name
+    data_report.json counts + quarantine      history.csv     one row per epoch
+    checkpoint_*/    Ray checkpoints          summary.json    final/best metrics, timing
+    model/model.keras  best epoch, uint8 RGB images of any size -> class probabilities
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import tensorflow as tf
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.tensorflow import TensorflowTrainer
+
+from tljob import model as keras_model
+from tljob import storage
+from tljob.config import JobConfig, StageSection, dump_config
+from tljob.data import DataError, PreparedData, prepare_data
+
+HISTORY_COLUMNS = (
+    "global_epoch",
+    "stage",
+    "stage_index",
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "trainable_tensors",
+    "seconds",
+)
+WEIGHTS_FILE = "model.weights.h5"
+BEST_WEIGHTS_FILE = "best.weights.h5"
+STATE_FILE = "state.json"
+OPTIMIZER_FILE = "optimizer.npz"
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint as ``state.json``.
+
+    ``stage_index``/``epoch`` point at the *next* epoch to run (0-based within the stage).
+    """
+
+    stage_index: int = 0
+    epoch: int = 0
+    learning_rate: float | None = None  # current LR of the stage in progress
+    callbacks: dict[str, dict[str, float]] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None  # history row of the best epoch so far
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainState:
+        return cls(**json.loads(text))
+
+
+def _is_better(row: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """Best epoch = highest val_accuracy, ties broken by lower val_loss, then earlier."""
+    if best is None:
+        return True
+    return (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
+
+
+def _to_tf_per_worker(
+    shard: Any, batch_size: int, image_size: int, shuffle: int
+) -> tf.data.Dataset:
+    return shard.to_tf(
+        feature_columns="image",
+        label_columns="label",
+        batch_size=batch_size,
+        drop_last=shuffle > 0,  # equal-sized training steps on every worker
+        prefetch_batches=2,
+        local_shuffle_buffer_size=max(shuffle, batch_size) if shuffle else None,
+        feature_type_spec=tf.TensorSpec(
+            shape=(None, image_size, image_size, 3), dtype=tf.uint8, name="image"
+        ),
+        label_type_spec=tf.TensorSpec(shape=(None,), dtype=tf.int64, name="label"),
+    )
+
+
+def _history_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _say(message: str) -> None:
+    # Plain stdout write: Ray Train's patched print() would log the line twice here.
+    sys.stdout.write(f"[tljob] {message}\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class _Restored:
+    state: TrainState
+    weights: list[np.ndarray] | None = None
+    best_weights: list[np.ndarray] | None = None
+    optimizer: list[np.ndarray] | None = None
+
+
+def _restore(plain: Any) -> _Restored:
+    """Read the latest checkpoint (if any) through the plain model copy."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return _Restored(TrainState())
+    with checkpoint.as_directory() as ckpt_dir:
+        with open(os.path.join(ckpt_dir, STATE_FILE)) as f:
+            state = TrainState.from_json(f.read())
+        best = keras_model.load_weights(plain, os.path.join(ckpt_dir, BEST_WEIGHTS_FILE))
+        current = keras_model.load_weights(plain, os.path.join(ckpt_dir, WEIGHTS_FILE))
+        with np.load(os.path.join(ckpt_dir, OPTIMIZER_FILE)) as npz:
+            optimizer = [npz[f"v{i}"] for i in range(len(npz.files))]
+    return _Restored(state, current, best, optimizer)
+
+
+def _write_checkpoint(
+    plain: Any,
+    weights: list[np.ndarray],
+    best_weights: list[np.ndarray],
+    optimizer: list[np.ndarray],
+    state: TrainState,
+    directory: str,
+) -> None:
+    keras_model.save_weights(plain, weights, os.path.join(directory, WEIGHTS_FILE))
+    keras_model.save_weights(plain, best_weights, os.path.join(directory, BEST_WEIGHTS_FILE))
+    np.savez(
+        os.path.join(directory, OPTIMIZER_FILE), **{f"v{i}": a for i, a in enumerate(optimizer)}
+    )
+    with open(os.path.join(directory, STATE_FILE), "w") as f:
+        f.write(state.to_json())
+
+
+def weights_digest(weights: list[np.ndarray]) -> str:
+    """sha256 over every weight tensor's bytes, in model order."""
+    h = hashlib.sha256()
+    for w in weights:
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def _history_row(
+    state: TrainState,
+    stage: StageSection,
+    stage_index: int,
+    epoch: int,
+    logs: dict[str, float],
+    learning_rate: float,
+    trainable_tensors: int,
+    seconds: float,
+) -> dict[str, Any]:
+    return {
+        "global_epoch": len(state.history) + 1,
+        "stage": stage.name,
+        "stage_index": stage_index,
+        "epoch": epoch + 1,
+        "loss": float(logs["loss"]),
+        "accuracy": float(logs["accuracy"]),
+        "val_loss": float(logs["val_loss"]),
+        "val_accuracy": float(logs["val_accuracy"]),
+        "learning_rate": learning_rate,
+        "trainable_tensors": trainable_tensors,
+        "seconds": round(seconds, 3),
+    }
+
+
+def train_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker loop: build, (resume,) run every stage, export the best epoch."""
+    tf.get_logger().setLevel("ERROR")
+    job = JobConfig.model_validate(loop_config["job"])
+    classes: list[str] = loop_config["classes"]
+    run_dir = storage.resolve(loop_config["run_dir"])
+    rank = ray.train.get_context().get_world_rank()
+    image_size = job.image_size
+    stages = job.train.stages
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    train_ds = _to_tf_per_worker(
+        ray.train.get_dataset_shard("train"),
+        job.train.batch_size,
+        image_size,
+        job.data.shuffle_buffer,
+    )
+    val_ds = _to_tf_per_worker(
+        ray.train.get_dataset_shard("val"), job.train.batch_size, image_size, 0
+    )
+    with strategy.scope():
+        net = keras_model.build_model(job.model, len(classes), image_size)
+    plain = keras_model.plain_copy(net)  # outside the scope: reads/writes weight files
+
+    restored = _restore(plain)
+    state = restored.state
+    if restored.weights is not None:
+        keras_model.set_weights(net, restored.weights)
+        if rank == 0:
+            last = state.history[-1]
+            _say(
+                f"resuming after stage {last['stage']!r} epoch {last['epoch']} "
+                f"(global epoch {last['global_epoch']}) from the last checkpoint"
+            )
+    best_weights = restored.best_weights
+
+    for stage_index, stage in enumerate(stages):
+        if stage_index < state.stage_index:
+            continue
+        resuming_stage = stage_index == state.stage_index and state.epoch > 0
+        with strategy.scope():
+            trainable_tensors = keras_model.set_trainable(net, stage.trainable)
+            keras_model.compile_for_stage(net, stage.optimizer, stage.learning_rate)
+            if resuming_stage and restored.optimizer:
+                keras_model.restore_optimizer_state(net, restored.optimizer)
+        if resuming_stage and state.learning_rate:
+            keras_model.set_learning_rate(net, state.learning_rate)
+        if rank == 0:
+            _say(
+                f"stage {stage_index + 1}/{len(stages)} {stage.name!r}: trainable="
+                f"{stage.trainable} ({trainable_tensors} trainable tensors), "
+                f"{stage.optimizer} lr={keras_model.current_learning_rate(net):.2e}, "
+                f"{stage.epochs} epochs"
+            )
+        callbacks = keras_model.stage_callbacks(
+            job.train.reduce_lr,
+            job.train.early_stopping,
+            state.callbacks if resuming_stage else {},
+        )
+        clock = {"epoch_start": time.monotonic()}
+
+        def on_epoch_begin(epoch: int, net: Any, clock: dict[str, float] = clock) -> None:
+            clock["epoch_start"] = time.monotonic()
+            clock["learning_rate"] = keras_model.current_learning_rate(net)
+
+        def on_epoch_end(
+            epoch: int,
+            logs: dict[str, float],
+            net: Any,
+            stage_index: int = stage_index,
+            stage: StageSection = stage,
+            trainable_tensors: int = trainable_tensors,
+            callbacks: list[Any] = callbacks,
+            clock: dict[str, float] = clock,
+        ) -> None:
+            nonlocal best_weights
+            row = _history_row(
+                state,
+                stage,
+                stage_index,
+                epoch,
+                logs,
+                clock["learning_rate"],
+                trainable_tensors,
+                time.monotonic() - clock["epoch_start"],
+            )
+            state.history.append(row)
+            stage_done = epoch + 1 >= stage.epochs or bool(net.stop_training)
+            state.stage_index, state.epoch = (
+                (stage_index + 1, 0) if stage_done else (stage_index, epoch + 1)
+            )
+            state.learning_rate = keras_model.current_learning_rate(net)
+            state.callbacks = keras_model.callback_state(callbacks)
+            weights = keras_model.get_weights(net)  # collective: every worker calls it
+            if _is_better(row, state.best):
+                state.best, best_weights = row, weights
+            metrics = {k: v for k, v in row.items() if k != "seconds"}
+            if rank != 0:
+                ray.train.report(metrics)
+                return
+            _say(
+                f"stage {stage_index + 1}/{len(stages)} {stage.name!r} epoch "
+                f"{epoch + 1}/{stage.epochs}: loss={row['loss']:.4f} "
+                f"accuracy={row['accuracy']:.4f} val_loss={row['val_loss']:.4f} "
+                f"val_accuracy={row['val_accuracy']:.4f} lr={row['learning_rate']:.2e} "
+                f"({row['seconds']:.1f}s)"
+            )
+            storage.write_text(run_dir.join("history.csv"), _history_csv(state.history))
+            with tempfile.TemporaryDirectory() as ckpt_dir:
+                _write_checkpoint(
+                    plain, weights, best_weights, keras_model.optimizer_state(net), state, ckpt_dir
+                )
+                ray.train.report(
+                    metrics,
+                    checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir),
+                    checkpoint_dir_name=f"checkpoint_epoch_{row['global_epoch']:04d}",
+                )
+
+        net.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=stage.epochs,
+            initial_epoch=state.epoch if resuming_stage else 0,
+            callbacks=[*callbacks, keras_model.EpochHooks(on_epoch_begin, on_epoch_end)],
+            verbose=0,
+        )
+
+    # Gradients are all-reduced, so every replica must end with the same weights; each
+    # worker records a digest and the driver checks that they agree.
+    final_weights = keras_model.get_weights(net)
+    storage.write_text(
+        run_dir.join("replicas", f"rank_{rank}.sha256"), weights_digest(final_weights)
+    )
+    if rank == 0:
+        with tempfile.TemporaryDirectory() as export_dir:
+            plain.set_weights(best_weights if best_weights is not None else final_weights)
+            keras_model.export_model(plain, os.path.join(export_dir, "model.keras"))
+            storage.upload_dir(export_dir, run_dir.join("model"))
+        _say(
+            f"exported the best epoch ({state.best['global_epoch'] if state.best else '-'}) "
+            f"to {run_dir.join('model', 'model.keras').uri}"
+        )
+
+
+def evaluate_exported(model_uri: str, val: ray.data.Dataset, batch_size: int) -> dict[str, Any]:
+    """Accuracy of the saved model on the whole validation set (not sharded, no drops)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "model.keras")
+        with open(local, "wb") as f:
+            f.write(storage.read_bytes(storage.resolve(model_uri)))
+        net = keras_model.load_exported(local)
+        correct = total = 0
+        for batch in val.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            probs = keras_model.predict_probabilities(net, batch["image"])
+            correct += int((probs.argmax(axis=1) == batch["label"]).sum())
+            total += len(batch["label"])
+    return {"images": total, "correct": correct, "accuracy": correct / total}
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: str
+    summary: dict[str, Any]
+
+
+def _check_labels_match(run_dir: storage.Location, classes: list[str]) -> None:
+    labels = run_dir.join("labels.json")
+    if storage.exists(labels):
+        previous = json.loads(storage.read_text(labels))
+        previous_classes = [previous[str(i)] for i in range(len(previous))]
+        if previous_classes != classes:
+            raise DataError(
+                f"run {run_dir.uri!r} was trained on classes {previous_classes}, but "
+                f"`data.source` now has {classes}; choose a new `run.name` to start afresh"
+            )
+
+
+def run_training_driver_fn(job: JobConfig) -> TrainOutcome:
+    """Prepare data, train (or resume) on the Ray cluster, export, and summarise.
+
+    Expects ``ray.init`` to have been called. Raises ``DataError`` for unusable input.
+    """
+    started = time.monotonic()
+    storage_root = storage.resolve(job.run.storage_path)
+    run_dir = storage_root.join(job.run.name)
+    prepared: PreparedData = prepare_data(job.data, job.image_size)
+    _check_labels_match(run_dir, prepared.classes)
+    storage.write_text(run_dir.join("config.yaml"), dump_config(job))
+    storage.write_text(
+        run_dir.join("labels.json"),
+        json.dumps({str(i): c for i, c in enumerate(prepared.classes)}, indent=1),
+    )
+    data_report = {
+        **prepared.summary(),
+        "quarantined": prepared.quarantined,
+        "skipped": prepared.skipped,
+    }
+    storage.write_text(run_dir.join("data_report.json"), json.dumps(data_report, indent=1))
+    _print_data_summary(prepared)
+
+    resources = {"CPU": job.scaling.cpus_per_worker}
+    if job.scaling.use_gpu:
+        resources["GPU"] = job.scaling.gpus_per_worker
+    trainer = TensorflowTrainer(
+        train_per_worker,
+        train_loop_config={
+            "job": job.model_dump(mode="json"),
+            "classes": prepared.classes,
+            "run_dir": run_dir.uri,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=job.scaling.num_workers,
+            use_gpu=job.scaling.use_gpu,
+            resources_per_worker=resources,
+        ),
+        run_config=RunConfig(
+            name=job.run.name,
+            storage_path=storage_root.uri,
+            checkpoint_config=CheckpointConfig(num_to_keep=job.run.checkpoints_to_keep),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+        datasets={"train": prepared.train, "val": prepared.val},
+    )
+    result = trainer.fit()
+    history = list(csv.DictReader(io.StringIO(storage.read_text(run_dir.join("history.csv")))))
+    exported = evaluate_exported(
+        run_dir.join("model", "model.keras").uri, prepared.val, job.train.batch_size
+    )
+    summary = _summary(job, prepared, history, exported, time.monotonic() - started)
+    summary["checkpoint"] = result.checkpoint.path if result.checkpoint else None
+    storage.write_text(run_dir.join("summary.json"), json.dumps(summary, indent=1))
+    return TrainOutcome(run_dir=run_dir.uri, summary=summary)
+
+
+def _summary(
+    job: JobConfig,
+    prepared: PreparedData,
+    history: list[dict[str, str]],
+    exported: dict[str, Any],
+    wall_seconds: float,
+) -> dict[str, Any]:
+    rows = [
+        {
+            k: (v if k == "stage" else float(v) if "." in v or "e" in v else int(v))
+            for k, v in row.items()
+        }
+        for row in history
+    ]
+    best = max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"], -r["global_epoch"]))
+    per_stage: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        stage = per_stage.setdefault(row["stage"], {"epochs": 0})
+        stage.update(
+            epochs=stage["epochs"] + 1,
+            final_val_accuracy=row["val_accuracy"],
+            final_val_loss=row["val_loss"],
+        )
+        stage["best_val_accuracy"] = max(stage.get("best_val_accuracy", 0.0), row["val_accuracy"])
+    return {
+        "run": job.run.name,
+        "backbone": job.model.backbone,
+        "weights": job.model.weights,
+        "image_size": job.image_size,
+        "num_workers": job.scaling.num_workers,
+        "classes": prepared.classes,
+        "data": prepared.summary(),
+        "epochs": len(rows),
+        "final": rows[-1],
+        "best": best,
+        "stages": per_stage,
+        "exported_model": {"path": "model/model.keras", **exported},
+        "wall_seconds": round(wall_seconds, 1),
+    }
+
+
+def _print_data_summary(prepared: PreparedData) -> None:
+    tr, va = prepared.counts["train"], prepared.counts["val"]
+    print(
+        f"[tljob] data: {len(prepared.classes)} classes; train {tr.used} images "
+        f"({tr.quarantined} quarantined), val {va.used} images ({va.quarantined} quarantined), "
+        f"{len(prepared.skipped)} non-image files skipped",
+        flush=True,
+    )
+    for q in prepared.quarantined[:10]:
+        print(f"[tljob]   quarantined {q['path']}: {q['reason']}", flush=True)
+    if len(prepared.quarantined) > 10:
+        print(
+            f"[tljob]   ... {len(prepared.quarantined) - 10} more in data_report.json", flush=True
+        )
+
+
+def ensure_ray() -> None:
+    """Join the cluster in RAY_ADDRESS (as under ``ray job submit``), else start a local one."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
