@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tljob.errors import UserError
+
 PreprocessingMode = Literal["caffe", "tf", "torch", "none"]
 
 _MOBILENET_V2_WEIGHT_ROWS = (96, 128, 160, 192, 224)
@@ -89,7 +91,7 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-class UnknownBackboneError(ValueError):
+class UnknownBackboneError(UserError, ValueError):
     """Raised for a backbone name that is not registered."""
 
 
@@ -108,3 +110,43 @@ def keras_cache_dir() -> Path:
     """Directory Keras looks in for downloaded weights (``$KERAS_HOME/models``)."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     return Path(home) / "models"
+
+
+_IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+# Folder of the URL above that holds each Keras module's weights files.
+_URL_FOLDER = {"resnet50": "resnet", "efficientnet": "efficientnetb0"}
+
+
+class WeightsUnavailableError(UserError, FileNotFoundError):
+    """Requested backbone weights are not on this machine (tljob never downloads them)."""
+
+
+def resolve_weights_file(spec: BackboneSpec, weights: str, image_size: int) -> str | None:
+    """Turn ``model.weights`` into a local file path, or None for random initialisation.
+
+    ``imagenet`` is read from the Keras cache only. A missing file raises
+    ``WeightsUnavailableError`` naming the exact file to pre-seed and where it is published,
+    instead of attempting a download.
+    """
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        fname = spec.imagenet_weights_file(image_size)
+        path = keras_cache_dir() / fname
+        if not path.is_file():
+            folder = _URL_FOLDER.get(spec.keras_module, spec.keras_module)
+            raise WeightsUnavailableError(
+                f"`model.weights` ('imagenet'): ImageNet weights for backbone {spec.name!r} "
+                f"are not in the Keras cache, and tljob never downloads at run time. "
+                f"Pre-seed the file {path} (Keras cache dir {path.parent}; set KERAS_HOME "
+                f"to use another), e.g. by copying {_IMAGENET_WEIGHTS_URL}{folder}/{fname} "
+                "from a machine with network access; or set `model.weights` to 'none' or "
+                "to a local .h5 file."
+            )
+        return str(path)
+    if not Path(weights).is_file():
+        raise WeightsUnavailableError(
+            f"`model.weights` ({weights!r}): no such file; give a readable no-top "
+            f".h5 / .weights.h5 weights file for backbone {spec.name!r}"
+        )
+    return weights

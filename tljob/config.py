@@ -16,13 +16,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tljob.backbones import BACKBONES, get_backbone
+from tljob.errors import UserError
 
 TRAINABLE_PATTERN = re.compile(r"^(head|all|top:([1-9][0-9]*))$")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message names the field, the value and the rule."""
 
 
@@ -288,14 +289,20 @@ def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
             key: Any = int(part)
         elif isinstance(node, dict):
             key = part
-        else:
-            raise ConfigError(f"override `{'.'.join(path)}`: `{where}` is inside a plain value")
+        else:  # unreachable: plain values are rejected one level up
+            raise ConfigError(f"override `{'.'.join(path)}`: `{where}` is not a section")
         if last:
             node[key] = value
-        else:
-            if isinstance(node, dict) and not isinstance(node.get(key), dict | list):
-                node[key] = {}
-            node = node[key]
+            return
+        child = node.get(key) if isinstance(node, dict) else node[key]
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict | list):
+            raise ConfigError(
+                f"override `{'.'.join(path)}`: `{'.'.join(path[: i + 2])}` is inside a plain "
+                f"value (`{where}` is {child!r})"
+            )
+        node = child
 
 
 def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] = ()) -> JobConfig:

@@ -23,13 +23,14 @@ import ray.data
 
 from tljob import storage
 from tljob.config import IMAGE_EXTENSIONS, DataSection
+from tljob.errors import UserError
 from tljob.images import ImageDecodeError, decode_rgb, resize_bilinear_uint8
 
 _ROWS_PER_BLOCK = 256
 _DECODE_BATCH = 64
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The input data cannot be used; the message names what is wrong and what to do."""
 
 
@@ -196,9 +197,13 @@ def image_dataset(items: list[dict[str, Any]], image_size: int) -> ray.data.Data
     )
 
 
-def prepare_data(data_cfg: DataSection, image_size: int) -> PreparedData:
-    """List, split and check the images of ``data_cfg``; return training-ready datasets."""
-    listing = list_images(data_cfg.source, data_cfg.max_images_per_class)
+def prepare_data(
+    data_cfg: DataSection, image_size: int, listing: ImageListing | None = None
+) -> PreparedData:
+    """List (unless ``listing`` is given), split and check the images of ``data_cfg``;
+    return training-ready datasets. Needs a running Ray."""
+    if listing is None:
+        listing = list_images(data_cfg.source, data_cfg.max_images_per_class)
     train_items, val_items = split_stratified(listing, data_cfg.val_fraction, data_cfg.seed)
     if not val_items:
         raise DataError(

@@ -24,17 +24,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tljob.backbones import BackboneSpec, get_backbone, keras_cache_dir
+from tljob.backbones import BackboneSpec, get_backbone, resolve_weights_file
 from tljob.config import EarlyStoppingSection, ModelSection, ReduceLRSection
 
 BACKBONE_LAYER = "backbone"
-_IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-# Subfolder of the URL above that holds each module's weights files.
-_URL_FOLDER = {"resnet50": "resnet", "efficientnet": "efficientnetb0"}
-
-
-class WeightsUnavailableError(FileNotFoundError):
-    """Requested backbone weights are not on this machine (tljob never downloads them)."""
+SCRATCH_BATCHNORM_MOMENTUM = 0.9
 
 
 @tf_keras.saving.register_keras_serializable(package="tljob")
@@ -94,46 +88,23 @@ class BackbonePreprocess(tf_keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-def resolve_weights(spec: BackboneSpec, weights: str, image_size: int) -> str | None:
-    """Turn the config's ``model.weights`` into a file path (or None for random init).
-
-    ``imagenet`` is read from the Keras cache only; when the file is missing the error names
-    the exact file to pre-seed and where to get it, instead of attempting a download.
-    """
-    if weights == "none":
-        return None
-    if weights == "imagenet":
-        fname = spec.imagenet_weights_file(image_size)
-        path = keras_cache_dir() / fname
-        if not path.is_file():
-            folder = _URL_FOLDER.get(spec.keras_module, spec.keras_module)
-            raise WeightsUnavailableError(
-                f"`model.weights` ('imagenet'): ImageNet weights for backbone {spec.name!r} "
-                f"are not in the Keras cache and tljob does not download at run time. "
-                f"Pre-seed the file {path} (cache dir: {path.parent}, or set KERAS_HOME), "
-                f"e.g. copy it from a machine with network access where it is published as "
-                f"{_IMAGENET_WEIGHTS_URL}{folder}/{fname}; or set `model.weights` to 'none' "
-                "or a local .h5 file."
-            )
-        return str(path)
-    if not Path(weights).is_file():
-        raise WeightsUnavailableError(
-            f"`model.weights` ({weights!r}): no such file; give a readable no-top "
-            ".h5 / .weights.h5 file for backbone " + repr(spec.name)
-        )
-    return weights
-
-
 def build_backbone(spec: BackboneSpec, image_size: int, weights: str) -> tf_keras.Model:
     """The registered Keras application without its classifier, named ``backbone``."""
     module = importlib.import_module(f"tf_keras.applications.{spec.keras_module}")
     constructor = getattr(module, spec.keras_class)
     backbone = constructor(
         include_top=False,
-        weights=resolve_weights(spec, weights, image_size),
+        weights=resolve_weights_file(spec, weights, image_size),
         input_shape=(image_size, image_size, 3),
     )
     backbone._name = BACKBONE_LAYER  # a stable name lets freezing find it after reloads
+    if weights == "none":
+        # Keras' ImageNet BatchNorm momentum (0.999 in MobileNetV2) needs thousands of
+        # steps before the moving statistics used at validation mean anything; from random
+        # weights, runs are short enough that 0.9 is the usable choice.
+        for layer in backbone.layers:
+            if isinstance(layer, tf_keras.layers.BatchNormalization):
+                layer.momentum = SCRATCH_BATCHNORM_MOMENTUM
     return backbone
 
 
@@ -268,13 +239,31 @@ class EpochHooks(tf_keras.callbacks.Callback):
         self._end(epoch, dict(logs or {}), self.model)
 
 
+class SyncBatchNormStatistics(tf_keras.callbacks.Callback):
+    """Before every evaluation, give all replicas the mean of their BatchNorm statistics.
+
+    When BatchNorm trains (random-init backbones), each replica updates its own moving
+    mean/variance from its own batches; without this, every worker would validate with
+    different statistics and the saved model (which gets the mean) would not be the model
+    that was validated. Reading the sync-on-read statistics here is a collective, which is
+    safe because every worker runs the same callbacks at the same point.
+    """
+
+    def on_test_begin(self, logs: dict[str, float] | None = None) -> None:
+        for layer in self.model.submodules:
+            if isinstance(layer, tf_keras.layers.BatchNormalization):
+                for variable in (layer.moving_mean, layer.moving_variance):
+                    variable.assign(variable.read_value())
+
+
 def stage_callbacks(
     reduce_lr: ReduceLRSection,
     early_stopping: EarlyStoppingSection,
     state: dict[str, dict[str, Any]],
 ) -> list[Any]:
-    """ReduceLROnPlateau / EarlyStopping for one stage, resumed from ``state`` when given."""
-    callbacks: list[Any] = []
+    """BatchNorm sync, ReduceLROnPlateau and EarlyStopping for one stage, the latter two
+    resumed from ``state`` when given."""
+    callbacks: list[Any] = [SyncBatchNormStatistics()]
     if reduce_lr.enabled:
         callbacks.append(
             ResumableReduceLROnPlateau(

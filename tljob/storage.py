@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from tljob.errors import UserError
 
-class StorageError(ValueError):
+
+class StorageError(UserError, ValueError):
     """A URI that cannot be used; the message names it and says why."""
 
 

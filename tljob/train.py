@@ -38,7 +38,7 @@ from ray.train.tensorflow import TensorflowTrainer
 from tljob import model as keras_model
 from tljob import storage
 from tljob.config import JobConfig, StageSection, dump_config
-from tljob.data import DataError, PreparedData, prepare_data
+from tljob.data import DataError, ImageListing, PreparedData, prepare_data
 
 HISTORY_COLUMNS = (
     "global_epoch",
@@ -89,15 +89,21 @@ def _is_better(row: dict[str, Any], best: dict[str, Any] | None) -> bool:
 
 
 def _to_tf_per_worker(
-    shard: Any, batch_size: int, image_size: int, shuffle: int
+    shard: Any, batch_size: int, world_size: int, image_size: int, shuffle: int
 ) -> tf.data.Dataset:
+    """The worker's Ray Data shard as a tf.data pipeline of (uint8 images, int64 labels).
+
+    Under MultiWorkerMirroredStrategy Keras treats each batch of this dataset as a global
+    batch and splits it across the ``world_size`` replicas, so batches of
+    ``batch_size * world_size`` give every worker ``batch_size`` images per step.
+    """
     return shard.to_tf(
         feature_columns="image",
         label_columns="label",
-        batch_size=batch_size,
+        batch_size=batch_size * world_size,
         drop_last=shuffle > 0,  # equal-sized training steps on every worker
         prefetch_batches=2,
-        local_shuffle_buffer_size=max(shuffle, batch_size) if shuffle else None,
+        local_shuffle_buffer_size=max(shuffle, batch_size * world_size) if shuffle else None,
         feature_type_spec=tf.TensorSpec(
             shape=(None, image_size, image_size, 3), dtype=tf.uint8, name="image"
         ),
@@ -198,7 +204,8 @@ def train_per_worker(loop_config: dict[str, Any]) -> None:
     job = JobConfig.model_validate(loop_config["job"])
     classes: list[str] = loop_config["classes"]
     run_dir = storage.resolve(loop_config["run_dir"])
-    rank = ray.train.get_context().get_world_rank()
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
     image_size = job.image_size
     stages = job.train.stages
 
@@ -206,11 +213,12 @@ def train_per_worker(loop_config: dict[str, Any]) -> None:
     train_ds = _to_tf_per_worker(
         ray.train.get_dataset_shard("train"),
         job.train.batch_size,
+        world_size,
         image_size,
         job.data.shuffle_buffer,
     )
     val_ds = _to_tf_per_worker(
-        ray.train.get_dataset_shard("val"), job.train.batch_size, image_size, 0
+        ray.train.get_dataset_shard("val"), job.train.batch_size, world_size, image_size, 0
     )
     with strategy.scope():
         net = keras_model.build_model(job.model, len(classes), image_size)
@@ -369,7 +377,7 @@ def _check_labels_match(run_dir: storage.Location, classes: list[str]) -> None:
             )
 
 
-def run_training_driver_fn(job: JobConfig) -> TrainOutcome:
+def run_training_driver_fn(job: JobConfig, listing: ImageListing | None = None) -> TrainOutcome:
     """Prepare data, train (or resume) on the Ray cluster, export, and summarise.
 
     Expects ``ray.init`` to have been called. Raises ``DataError`` for unusable input.
@@ -377,7 +385,7 @@ def run_training_driver_fn(job: JobConfig) -> TrainOutcome:
     started = time.monotonic()
     storage_root = storage.resolve(job.run.storage_path)
     run_dir = storage_root.join(job.run.name)
-    prepared: PreparedData = prepare_data(job.data, job.image_size)
+    prepared: PreparedData = prepare_data(job.data, job.image_size, listing)
     _check_labels_match(run_dir, prepared.classes)
     storage.write_text(run_dir.join("config.yaml"), dump_config(job))
     storage.write_text(
@@ -422,6 +430,13 @@ def run_training_driver_fn(job: JobConfig) -> TrainOutcome:
     )
     summary = _summary(job, prepared, history, exported, time.monotonic() - started)
     summary["checkpoint"] = result.checkpoint.path if result.checkpoint else None
+    digests = [
+        storage.read_text(run_dir.join("replicas", f"rank_{r}.sha256")).strip()
+        for r in range(job.scaling.num_workers)
+    ]
+    summary["replica_weights_identical"] = len(set(digests)) == 1
+    if not summary["replica_weights_identical"]:
+        print(f"[tljob] WARNING: workers ended with different weights: {digests}", flush=True)
     storage.write_text(run_dir.join("summary.json"), json.dumps(summary, indent=1))
     return TrainOutcome(run_dir=run_dir.uri, summary=summary)
 

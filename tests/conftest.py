@@ -1,0 +1,104 @@
+"""Shared fixtures: real image trees on disk and a real local Ray cluster.
+
+The Ray cluster is a real ``ray start --head`` (with the job server, so ``ray job submit``
+works against it), started once per session and always stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_digits_tree(root: Path, classes: int, per_class: int, scale: int = 1) -> Path:
+    """scikit-learn's 8x8 digits as greyscale PNGs in ``root/<digit>/<index>.png``."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for c in range(classes):
+        folder = root / f"digit_{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in np.flatnonzero(digits.target == c)[:per_class]:
+            img = (digits.images[i] * (255 / 16)).astype(np.uint8)
+            if scale > 1:
+                img = np.kron(img, np.ones((scale, scale), dtype=np.uint8))
+            Image.fromarray(img, mode="L").save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture
+def digits_tree(tmp_path: Path) -> Path:
+    return write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real local Ray head (2 CPUs, job server on). Yields the GCS and dashboard addresses."""
+    temp_dir = Path("/tmp") / f"tljob-ray-{os.getpid()}"  # short: unix socket paths
+    gcs_port, dash_port = _free_port(), _free_port()
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    subprocess.run(
+        [ray_bin, "start", "--head", "--num-cpus=2", "--num-gpus=0",
+         f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
+         "--include-dashboard=true", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        check=True, env=env, capture_output=True, text=True, timeout=180,
+    )
+    addresses = {
+        "gcs": f"127.0.0.1:{gcs_port}",
+        "dashboard": f"http://127.0.0.1:{dash_port}",
+    }
+    try:
+        _wait_for_dashboard(addresses["dashboard"])
+        yield addresses
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_dashboard(url: str, timeout: float = 90.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+@pytest.fixture
+def ray_connected(ray_cluster):
+    """This test process connected to the session's Ray cluster as a driver."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=ray_cluster["gcs"], log_to_driver=False)
+    yield ray_cluster

@@ -1,0 +1,189 @@
+"""Config schema: good files, each kind of bad input, override order, import hygiene."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tljob.config import ConfigError, JobConfig, dump_config, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+GOOD = """
+    data: {source: /data/flowers, image_size: 160, val_fraction: 0.25, seed: 7}
+    model:
+      backbone: resnet50
+      weights: none
+      head: {dropout: 0.3, dense_units: [256]}
+    train:
+      batch_size: 16
+      stages:
+        - {name: head, epochs: 3, learning_rate: 0.001, trainable: head}
+        - {name: tune, epochs: 2, learning_rate: 0.0001, optimizer: sgd, trainable: "top:40"}
+    scaling: {num_workers: 4, cpus_per_worker: 1.5}
+    run: {name: flowers-r50, storage_path: /runs}
+"""
+
+
+def test_good_file_is_read_exactly(tmp_path):
+    job = load_config(write(tmp_path, GOOD))
+    assert job.data.source == "/data/flowers"
+    assert job.image_size == 160
+    assert job.model.backbone == "resnet50"
+    assert job.model.head.dense_units == [256]
+    assert [(s.name, s.epochs, s.learning_rate, s.optimizer, s.trainable)
+            for s in job.train.stages] == [
+        ("head", 3, 0.001, "adam", "head"),
+        ("tune", 2, 0.0001, "sgd", "top:40"),
+    ]
+    assert job.scaling.num_workers == 4 and job.scaling.cpus_per_worker == 1.5
+
+
+def test_defaults_are_the_classic_recipe():
+    job = load_config(None, ["data.source=/x"])
+    head, tune = job.train.stages
+    assert (head.trainable, head.optimizer, head.learning_rate) == ("head", "adam", 1e-4)
+    assert tune.trainable.startswith("top:") and tune.learning_rate == pytest.approx(1e-5)
+    assert (job.train.reduce_lr.enabled, job.train.reduce_lr.monitor,
+            job.train.reduce_lr.factor) == (True, "val_loss", 0.5)
+    assert job.model.weights == "imagenet"
+    assert job.image_size == 224  # the backbone's default when data.image_size is empty
+
+
+def test_every_field_has_a_description():
+    from pydantic import BaseModel
+
+    missing = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            if not field.description:
+                missing.append(prefix + name)
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+
+    walk(JobConfig, "")
+    from tljob.config import StageSection
+
+    walk(StageSection, "train.stages[].")
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "expected"),
+    [
+        ("train: {batch_sizee: 3}", [], "`train.batch_sizee` is not a known setting"),
+        ("train: {batch_size: 0}", [], "`train.batch_size` (0)"),
+        ("train: {batch_size: many}", [], "`train.batch_size` ('many')"),
+        ("model: {backbone: resnet5}", [],
+         "`model.backbone` ('resnet5'): unknown backbone 'resnet5'; registered backbones are: "
+         "efficientnet_b0, mobilenet_v2, resnet50, vgg16"),
+        ("model: {weights: imagenet21k}", [], "`model.weights` ('imagenet21k'): must be"),
+        ("data: {val_fraction: 1.5}", [], "`data.val_fraction` (1.5)"),
+        ("", ["train.stages.0.trainable=top:0"],
+         "`train.stages.0.trainable` ('top:0'): must be 'head', 'all' or 'top:N' with N >= 1"),
+        ("", ["train.stages.1.optimizer=adagrad"],
+         "`train.stages.1.optimizer` ('adagrad'): must be one of adam, sgd, rmsprop"),
+        ("", ["train.stages.1.name=head"], "stage names must be unique; repeated: head"),
+        ("", ["train.stages=[]"], "`train.stages` ([]): at least one stage is required"),
+        ("", ["data.image_size=16"],
+         "`data.image_size` (16) must be >= 32 for backbone 'mobilenet_v2'"),
+        ("run: {name: 'my run'}", [], "`run.name` ('my run'): must be letters"),
+        ("- a\n- b\n", [], "must hold a mapping of sections, not a list"),
+        ("train: {batch_size: [1, 2\n", [], "is not valid YAML"),
+    ],
+)
+def test_bad_input_names_field_value_and_rule(tmp_path, text, overrides, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), overrides)
+    assert expected in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.batch_size", "must look like dotted.path=value"),
+        ("=3", "must look like dotted.path=value"),
+        ("train..batch_size=3", "must look like dotted.path=value"),
+        ("train.stages.5.epochs=3", "`train.stages.5` indexes a list of 2 entries"),
+        ("train.batch_size.x=3", "`train.batch_size.x` is inside a plain value"),
+    ],
+)
+def test_bad_override_syntax(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert expected in str(err.value)
+
+
+def test_override_order_defaults_then_file_then_set(tmp_path):
+    path = write(tmp_path, """
+        train: {batch_size: 16}
+        data: {source: /from/file, seed: 5}
+    """)
+    job = load_config(path, ["train.batch_size=64", "train.batch_size=8",
+                             "train.stages.1.epochs=9", "model.head.dense_units=[128, 64]"])
+    assert job.train.batch_size == 8  # last --set wins over earlier --set and the file
+    assert job.data.seed == 5  # file wins over default
+    assert job.data.source == "/from/file"
+    assert job.train.stages[1].epochs == 9  # --set edits the default stage list
+    assert job.train.stages[1].name == "fine_tune"
+    assert job.model.head.dense_units == [128, 64]  # YAML list value
+    assert job.data.val_fraction == 0.2  # untouched default
+
+
+def test_override_values_are_yaml_scalars():
+    job = load_config(None, ["scaling.use_gpu=true", "data.max_images_per_class=null",
+                             "train.stages.0.learning_rate=3e-4", "run.name='007'"])
+    assert job.scaling.use_gpu is True
+    assert job.data.max_images_per_class is None
+    assert job.train.stages[0].learning_rate == pytest.approx(3e-4)
+    assert job.run.name == "007"  # quoted, as in YAML
+
+
+def test_resolved_config_round_trips(tmp_path):
+    job = load_config(write(tmp_path, GOOD), ["train.batch_size=12"])
+    saved = tmp_path / "resolved.yaml"
+    saved.write_text(dump_config(job))
+    again = load_config(saved)
+    assert again == job
+    assert yaml.safe_load(saved.read_text())["data"]["image_size"] == 160
+
+
+def test_config_module_imports_neither_ray_nor_tensorflow():
+    code = (
+        "import sys, tljob.config, tljob.backbones, tljob.cli;"
+        "bad = [m for m in ('ray', 'tensorflow', 'tf_keras', 'keras') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cli_bad_config_exits_2_before_ray_starts(tmp_path):
+    path = write(tmp_path, "train: {batch_size: -1}\n")
+    code = (
+        "import sys; from tljob.cli import main;"
+        f"rc = main(['train', '--config', {str(path)!r}, '--set', 'model.weights=none']);"
+        "assert 'ray' not in sys.modules, 'ray was imported'; sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("tljob: error: invalid config:")
+    assert "`train.batch_size` (-1)" in proc.stderr
+    assert "Traceback" not in proc.stderr
