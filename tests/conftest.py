@@ -21,6 +21,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The test cluster listens on loopback only. Ray 2.60 turns token authentication on when
+# ~/.ray/auth_token exists, which would make results depend on the machine's history.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 
 def _free_port() -> int:
@@ -58,11 +61,25 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     ray_bin = str(Path(sys.executable).with_name("ray"))
     env = {**os.environ, "RAY_ADDRESS": ""}
     subprocess.run(
-        [ray_bin, "start", "--head", "--num-cpus=2", "--num-gpus=0",
-         f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
-         "--include-dashboard=true", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        check=True, env=env, capture_output=True, text=True, timeout=180,
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            f"--port={gcs_port}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash_port}",
+            "--include-dashboard=true",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     addresses = {
         "gcs": f"127.0.0.1:{gcs_port}",
@@ -81,6 +98,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _wait_for_dashboard(url: str, timeout: float = 90.0) -> None:
+    import urllib.error
     import urllib.request
 
     deadline = time.monotonic() + timeout
@@ -88,6 +106,8 @@ def _wait_for_dashboard(url: str, timeout: float = 90.0) -> None:
         try:
             with urllib.request.urlopen(f"{url}/api/version", timeout=5):
                 return
+        except urllib.error.HTTPError:
+            return  # the server answers (401 when Ray's token authentication is on)
         except OSError:
             if time.monotonic() > deadline:
                 raise

@@ -41,8 +41,9 @@ def test_good_file_is_read_exactly(tmp_path):
     assert job.image_size == 160
     assert job.model.backbone == "resnet50"
     assert job.model.head.dense_units == [256]
-    assert [(s.name, s.epochs, s.learning_rate, s.optimizer, s.trainable)
-            for s in job.train.stages] == [
+    assert [
+        (s.name, s.epochs, s.learning_rate, s.optimizer, s.trainable) for s in job.train.stages
+    ] == [
         ("head", 3, 0.001, "adam", "head"),
         ("tune", 2, 0.0001, "sgd", "top:40"),
     ]
@@ -54,8 +55,11 @@ def test_defaults_are_the_classic_recipe():
     head, tune = job.train.stages
     assert (head.trainable, head.optimizer, head.learning_rate) == ("head", "adam", 1e-4)
     assert tune.trainable.startswith("top:") and tune.learning_rate == pytest.approx(1e-5)
-    assert (job.train.reduce_lr.enabled, job.train.reduce_lr.monitor,
-            job.train.reduce_lr.factor) == (True, "val_loss", 0.5)
+    assert (
+        job.train.reduce_lr.enabled,
+        job.train.reduce_lr.monitor,
+        job.train.reduce_lr.factor,
+    ) == (True, "val_loss", 0.5)
     assert job.model.weights == "imagenet"
     assert job.image_size == 224  # the backbone's default when data.image_size is empty
 
@@ -86,19 +90,31 @@ def test_every_field_has_a_description():
         ("train: {batch_sizee: 3}", [], "`train.batch_sizee` is not a known setting"),
         ("train: {batch_size: 0}", [], "`train.batch_size` (0)"),
         ("train: {batch_size: many}", [], "`train.batch_size` ('many')"),
-        ("model: {backbone: resnet5}", [],
-         "`model.backbone` ('resnet5'): unknown backbone 'resnet5'; registered backbones are: "
-         "efficientnet_b0, mobilenet_v2, resnet50, vgg16"),
+        (
+            "model: {backbone: resnet5}",
+            [],
+            "`model.backbone` ('resnet5'): unknown backbone 'resnet5'; registered backbones are: "
+            "efficientnet_b0, mobilenet_v2, resnet50, vgg16",
+        ),
         ("model: {weights: imagenet21k}", [], "`model.weights` ('imagenet21k'): must be"),
         ("data: {val_fraction: 1.5}", [], "`data.val_fraction` (1.5)"),
-        ("", ["train.stages.0.trainable=top:0"],
-         "`train.stages.0.trainable` ('top:0'): must be 'head', 'all' or 'top:N' with N >= 1"),
-        ("", ["train.stages.1.optimizer=adagrad"],
-         "`train.stages.1.optimizer` ('adagrad'): must be one of adam, sgd, rmsprop"),
+        (
+            "",
+            ["train.stages.0.trainable=top:0"],
+            "`train.stages.0.trainable` ('top:0'): must be 'head', 'all' or 'top:N' with N >= 1",
+        ),
+        (
+            "",
+            ["train.stages.1.optimizer=adagrad"],
+            "`train.stages.1.optimizer` ('adagrad'): must be one of adam, sgd, rmsprop",
+        ),
         ("", ["train.stages.1.name=head"], "stage names must be unique; repeated: head"),
         ("", ["train.stages=[]"], "`train.stages` ([]): at least one stage is required"),
-        ("", ["data.image_size=16"],
-         "`data.image_size` (16) must be >= 32 for backbone 'mobilenet_v2'"),
+        (
+            "",
+            ["data.image_size=16"],
+            "`data.image_size` (16) must be >= 32 for backbone 'mobilenet_v2'",
+        ),
         ("run: {name: 'my run'}", [], "`run.name` ('my run'): must be letters"),
         ("- a\n- b\n", [], "must hold a mapping of sections, not a list"),
         ("train: {batch_size: [1, 2\n", [], "is not valid YAML"),
@@ -132,12 +148,22 @@ def test_bad_override_syntax(override, expected):
 
 
 def test_override_order_defaults_then_file_then_set(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         train: {batch_size: 16}
         data: {source: /from/file, seed: 5}
-    """)
-    job = load_config(path, ["train.batch_size=64", "train.batch_size=8",
-                             "train.stages.1.epochs=9", "model.head.dense_units=[128, 64]"])
+    """,
+    )
+    job = load_config(
+        path,
+        [
+            "train.batch_size=64",
+            "train.batch_size=8",
+            "train.stages.1.epochs=9",
+            "model.head.dense_units=[128, 64]",
+        ],
+    )
     assert job.train.batch_size == 8  # last --set wins over earlier --set and the file
     assert job.data.seed == 5  # file wins over default
     assert job.data.source == "/from/file"
@@ -148,8 +174,15 @@ def test_override_order_defaults_then_file_then_set(tmp_path):
 
 
 def test_override_values_are_yaml_scalars():
-    job = load_config(None, ["scaling.use_gpu=true", "data.max_images_per_class=null",
-                             "train.stages.0.learning_rate=3e-4", "run.name='007'"])
+    job = load_config(
+        None,
+        [
+            "scaling.use_gpu=true",
+            "data.max_images_per_class=null",
+            "train.stages.0.learning_rate=3e-4",
+            "run.name='007'",
+        ],
+    )
     assert job.scaling.use_gpu is True
     assert job.data.max_images_per_class is None
     assert job.train.stages[0].learning_rate == pytest.approx(3e-4)

@@ -1,0 +1,209 @@
+"""Backbone registry, model assembly, freezing, BatchNorm mode, resizing and export.
+
+Every registered backbone is built and trained for one step at a tiny input size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from tljob import model as keras_model
+from tljob.backbones import (
+    BACKBONES,
+    UnknownBackboneError,
+    WeightsUnavailableError,
+    get_backbone,
+    resolve_weights_file,
+)
+from tljob.config import load_config
+from tljob.images import resize_bilinear_uint8
+
+TINY = 32
+
+
+def model_cfg(backbone: str = "mobilenet_v2", weights: str = "none", *extra: str):
+    return load_config(
+        None,
+        [
+            "data.source=x",
+            f"model.backbone={backbone}",
+            f"model.weights={weights}",
+            f"data.image_size={TINY}",
+            *extra,
+        ],
+    ).model
+
+
+def batch(n: int = 4, size: int = TINY, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), rng.integers(0, 3, (n,)))
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_registered_backbone_builds_and_trains_one_step(name):
+    net = keras_model.build_model(model_cfg(name), num_classes=3, image_size=TINY)
+    keras_model.set_trainable(net, "all")
+    keras_model.compile_for_stage(net, "adam", 1e-3)
+    x, y = batch()
+    before = [w.copy() for w in net.get_weights()]
+    history = net.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    changed = sum(not np.array_equal(a, b) for a, b in zip(before, net.get_weights()))
+    assert changed > 0
+    probs = net.predict_on_batch(x)
+    assert probs.shape == (4, 3) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_unknown_backbone_lists_the_registered_ones():
+    with pytest.raises(UnknownBackboneError) as err:
+        get_backbone("alexnet9")
+    assert str(err.value) == (
+        "unknown backbone 'alexnet9'; registered backbones are: "
+        "efficientnet_b0, mobilenet_v2, resnet50, vgg16"
+    )
+
+
+def test_imagenet_offline_names_the_cache_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(WeightsUnavailableError) as err:
+        resolve_weights_file(get_backbone("resnet50"), "imagenet", 224)
+    expected = (
+        tmp_path / "keras" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    )
+    assert f"Pre-seed the file {expected}" in str(err.value)
+    assert "never downloads" in str(err.value)
+    # once the file is there, it is used (no download is attempted either way)
+    expected.parent.mkdir(parents=True)
+    expected.write_bytes(b"x")
+    assert resolve_weights_file(get_backbone("resnet50"), "imagenet", 224) == str(expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "fname"),
+    [
+        ("mobilenet_v2", 160, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5"),
+        ("mobilenet_v2", 100, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+        ("efficientnet_b0", 224, "efficientnetb0_notop.h5"),
+        ("vgg16", 224, "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    ],
+)
+def test_imagenet_cache_file_names(name, size, fname):
+    assert get_backbone(name).imagenet_weights_file(size) == fname
+
+
+def test_weights_path_must_exist(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="no such file"):
+        resolve_weights_file(get_backbone("vgg16"), str(tmp_path / "w.h5"), TINY)
+
+
+def _expected_trainable(net, spec: str) -> int:
+    backbone = keras_model.backbone_of(net)
+    head = 2  # classifier kernel + bias (no hidden layers, dropout has no weights)
+    if spec == "head":
+        return head
+    layers = backbone.layers if spec == "all" else backbone.layers[-int(spec[4:]) :]
+    return head + sum(len(layer.trainable_weights) for layer in layers)
+
+
+@pytest.mark.parametrize("spec", ["head", "top:1", "top:12", "all"])
+def test_trainable_counts_per_stage(spec):
+    net = keras_model.build_model(model_cfg("mobilenet_v2"), 3, TINY)
+    count = keras_model.set_trainable(net, spec)
+    assert count == len(net.trainable_weights) == _expected_trainable(net, spec)
+
+
+def test_trainable_counts_exact_for_mobilenet_v2():
+    net = keras_model.build_model(model_cfg("mobilenet_v2"), 3, TINY)
+    # MobileNetV2's last layers: Conv_1 (kernel), Conv_1_bn (gamma, beta), out_relu (none)
+    assert [keras_model.set_trainable(net, s) for s in ("head", "top:3", "all")] == [2, 5, 158]
+    hidden = keras_model.build_model(
+        model_cfg("mobilenet_v2", "none", "model.head.dense_units=[16]"), 3, TINY
+    )
+    assert keras_model.set_trainable(hidden, "head") == 4
+
+
+def _bn_layers(net):
+    return [
+        l
+        for l in keras_model.backbone_of(net).layers
+        if isinstance(l, tf_keras.layers.BatchNormalization)
+    ]
+
+
+def _train_step_all(net):
+    keras_model.set_trainable(net, "all")
+    keras_model.compile_for_stage(net, "sgd", 0.1)
+    x, y = batch(8)
+    net.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+
+def test_batchnorm_stays_in_inference_mode_with_pretrained_weights(tmp_path):
+    # "Pretrained" weights from a file: any weights file makes tljob treat BN as frozen.
+    spec = get_backbone("mobilenet_v2")
+    source = keras_model.build_backbone(spec, TINY, "none")
+    x, _ = batch(16, seed=5)
+    for _ in range(20):  # give the moving statistics real values, as pretraining would
+        source(tf.cast(x, tf.float32) / 127.5 - 1, training=True)
+    weights_file = tmp_path / "backbone.h5"
+    source.save_weights(str(weights_file))
+    net = keras_model.build_model(model_cfg("mobilenet_v2", str(weights_file)), 3, TINY)
+    bn = _bn_layers(net)
+    moving_before = [l.moving_mean.numpy().copy() for l in bn]
+    gamma_before = [l.gamma.numpy().copy() for l in bn]
+    _train_step_all(net)
+    # moving statistics untouched: the layers ran in inference mode while training
+    assert all(np.array_equal(a, l.moving_mean.numpy()) for a, l in zip(moving_before, bn))
+    # ...yet the layers were trainable: their scale parameters did move
+    assert any(not np.array_equal(a, l.gamma.numpy()) for a, l in zip(gamma_before, bn))
+
+
+def test_batchnorm_trains_from_random_weights():
+    net = keras_model.build_model(model_cfg("mobilenet_v2", "none"), 3, TINY)
+    bn = _bn_layers(net)
+    assert {l.momentum for l in bn} == {keras_model.SCRATCH_BATCHNORM_MOMENTUM}
+    moving_before = [l.moving_mean.numpy().copy() for l in bn]
+    _train_step_all(net)
+    assert any(not np.array_equal(a, l.moving_mean.numpy()) for a, l in zip(moving_before, bn))
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "size"),
+    [(8, 8, 32), (28, 28, 96), (100, 37, 64), (300, 200, 224), (5, 9, 32), (64, 64, 64)],
+)
+def test_pipeline_resize_equals_model_resize_exactly(h, w, size):
+    image = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    in_model = keras_model.ResizeImages(size)(image[None]).numpy()[0]
+    assert np.array_equal(resize_bilinear_uint8(image, size), in_model.astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("mode", "reference"),
+    [
+        ("caffe", tf_keras.applications.resnet50.preprocess_input),
+        ("tf", tf_keras.applications.mobilenet_v2.preprocess_input),
+        ("torch", tf_keras.applications.densenet.preprocess_input),
+    ],
+)
+def test_backbone_preprocessing_matches_keras(mode, reference):
+    x = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    ours = keras_model.BackbonePreprocess(mode)(tf.constant(x)).numpy()
+    np.testing.assert_allclose(ours, reference(x.copy()), rtol=1e-5, atol=1e-4)
+
+
+def test_exported_model_reloads_and_takes_any_size(tmp_path):
+    net = keras_model.build_model(model_cfg("mobilenet_v2"), 3, TINY)
+    path = tmp_path / "model.keras"
+    keras_model.export_model(net, path)
+    loaded = keras_model.load_exported(path)
+    small = np.random.default_rng(3).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    big = np.random.default_rng(4).integers(0, 256, (2, 50, 70, 3), dtype=np.uint8)
+    for images in (small, big):
+        resized = np.stack([resize_bilinear_uint8(i, TINY) for i in images])
+        np.testing.assert_allclose(
+            loaded.predict_on_batch(images), net.predict_on_batch(resized), rtol=1e-5, atol=1e-6
+        )
+    assert loaded.input.dtype == tf.uint8
