@@ -51,7 +51,7 @@ def test_every_registered_backbone_builds_and_trains_one_step(name):
     before = [w.copy() for w in net.get_weights()]
     history = net.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    changed = sum(not np.array_equal(a, b) for a, b in zip(before, net.get_weights()))
+    changed = sum(not np.array_equal(a, b) for a, b in zip(before, net.get_weights(), strict=True))
     assert changed > 0
     probs = net.predict_on_batch(x)
     assert probs.shape == (4, 3) and probs.dtype == np.float32
@@ -128,9 +128,9 @@ def test_trainable_counts_exact_for_mobilenet_v2():
 
 def _bn_layers(net):
     return [
-        l
-        for l in keras_model.backbone_of(net).layers
-        if isinstance(l, tf_keras.layers.BatchNormalization)
+        layer
+        for layer in keras_model.backbone_of(net).layers
+        if isinstance(layer, tf_keras.layers.BatchNormalization)
     ]
 
 
@@ -152,22 +152,31 @@ def test_batchnorm_stays_in_inference_mode_with_pretrained_weights(tmp_path):
     source.save_weights(str(weights_file))
     net = keras_model.build_model(model_cfg("mobilenet_v2", str(weights_file)), 3, TINY)
     bn = _bn_layers(net)
-    moving_before = [l.moving_mean.numpy().copy() for l in bn]
-    gamma_before = [l.gamma.numpy().copy() for l in bn]
+    moving_before = [layer.moving_mean.numpy().copy() for layer in bn]
+    gamma_before = [layer.gamma.numpy().copy() for layer in bn]
     _train_step_all(net)
     # moving statistics untouched: the layers ran in inference mode while training
-    assert all(np.array_equal(a, l.moving_mean.numpy()) for a, l in zip(moving_before, bn))
+    assert all(
+        np.array_equal(a, layer.moving_mean.numpy())
+        for a, layer in zip(moving_before, bn, strict=True)
+    )
     # ...yet the layers were trainable: their scale parameters did move
-    assert any(not np.array_equal(a, l.gamma.numpy()) for a, l in zip(gamma_before, bn))
+    assert any(
+        not np.array_equal(a, layer.gamma.numpy())
+        for a, layer in zip(gamma_before, bn, strict=True)
+    )
 
 
 def test_batchnorm_trains_from_random_weights():
     net = keras_model.build_model(model_cfg("mobilenet_v2", "none"), 3, TINY)
     bn = _bn_layers(net)
-    assert {l.momentum for l in bn} == {keras_model.SCRATCH_BATCHNORM_MOMENTUM}
-    moving_before = [l.moving_mean.numpy().copy() for l in bn]
+    assert {layer.momentum for layer in bn} == {keras_model.SCRATCH_BATCHNORM_MOMENTUM}
+    moving_before = [layer.moving_mean.numpy().copy() for layer in bn]
     _train_step_all(net)
-    assert any(not np.array_equal(a, l.moving_mean.numpy()) for a, l in zip(moving_before, bn))
+    assert any(
+        not np.array_equal(a, layer.moving_mean.numpy())
+        for a, layer in zip(moving_before, bn, strict=True)
+    )
 
 
 @pytest.mark.parametrize(
