@@ -1,0 +1,214 @@
+"""The whole job on a real local Ray cluster with 2 workers: job submission, outputs,
+replica consistency, the exported model, and resuming after a crash."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, write_digits_tree
+from tljob.config import load_config
+from tljob.data import list_images, split_stratified
+from tljob.images import load_image
+
+pytestmark = pytest.mark.ray
+
+
+def job_yaml(tmp_path: Path, data: Path, name: str, stages: list[dict], **extra) -> Path:
+    tree = {
+        "data": {"source": str(data), "image_size": 32, "val_fraction": 0.2, "seed": 1},
+        "model": {"backbone": "vgg16", "weights": "none", "head": {"dropout": 0.0}},
+        "train": {"batch_size": 4, "stages": stages, "reduce_lr": {"patience": 1}},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+        "run": {"name": name, "storage_path": str(tmp_path / "runs")},
+    }
+    for key, value in extra.items():
+        tree[key].update(value)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def read_history(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def driver_env(ray_cluster) -> dict[str, str]:
+    return {**os.environ, "RAY_ADDRESS": ray_cluster["gcs"], "PYTHONUNBUFFERED": "1"}
+
+
+def digest_of_weights_file(run_dir: Path, checkpoint: str, config: Path) -> str:
+    from tljob import model as keras_model
+    from tljob.train import weights_digest
+
+    job = load_config(config)
+    labels = json.loads((run_dir / "labels.json").read_text())
+    plain = keras_model.build_model(job.model, len(labels), job.image_size)
+    weights = keras_model.load_weights(plain, run_dir / checkpoint / "model.weights.h5")
+    return weights_digest(weights)
+
+
+def test_ray_job_submit_trains_on_two_workers_end_to_end(tmp_path, ray_cluster):
+    data = write_digits_tree(tmp_path / "digits", classes=4, per_class=20)
+    stages = [
+        {"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"},
+        {"name": "fine_tune", "epochs": 2, "learning_rate": 1e-4, "trainable": "all"},
+    ]
+    config = job_yaml(tmp_path, data, "submitted", stages)
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    proc = subprocess.run(
+        [
+            ray_bin,
+            "job",
+            "submit",
+            "--address",
+            ray_cluster["dashboard"],
+            "--",
+            sys.executable,
+            str(REPO / "ray_jobs" / "train.py"),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "succeeded" in proc.stdout.lower()
+    # progress is visible while it runs, and the final table is printed
+    assert "[tljob] stage 1/2 'head' epoch 1/1: loss=" in proc.stdout
+    assert "[tljob] stage 2/2 'fine_tune' epoch 2/2: loss=" in proc.stdout
+    assert "val_acc best" in proc.stdout
+
+    run_dir = tmp_path / "runs" / "submitted"
+    job = load_config(config)
+    assert load_config(run_dir / "config.yaml") == job
+    labels = json.loads((run_dir / "labels.json").read_text())
+    assert labels == {"0": "digit_0", "1": "digit_1", "2": "digit_2", "3": "digit_3"}
+
+    history = read_history(run_dir)
+    assert [(r["global_epoch"], r["stage"], r["epoch"]) for r in history] == [
+        ("1", "head", "1"),
+        ("2", "fine_tune", "1"),
+        ("3", "fine_tune", "2"),
+    ]
+    assert [int(r["trainable_tensors"]) for r in history] == [2, 28, 28]
+    assert float(history[0]["learning_rate"]) == pytest.approx(1e-3)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["data"]["splits"]["train"] == {
+        "listed": 64,
+        "used": 64,
+        "quarantined": 0,
+        "per_class_used": {f"digit_{c}": 16 for c in range(4)},
+    }
+    assert summary["data"]["splits"]["val"]["used"] == 16
+    best_row = max(
+        history,
+        key=lambda r: (float(r["val_accuracy"]), -float(r["val_loss"]), -int(r["global_epoch"])),
+    )
+    assert summary["best"]["global_epoch"] == int(best_row["global_epoch"])
+    assert summary["epochs"] == 3 and summary["num_workers"] == 2
+
+    # gradients were all-reduced: both workers ended with identical weights, equal to the
+    # weights rank 0 saved in the last checkpoint
+    digests = {p.name: p.read_text() for p in sorted((run_dir / "replicas").iterdir())}
+    assert list(digests) == ["rank_0.sha256", "rank_1.sha256"]
+    assert digests["rank_0.sha256"] == digests["rank_1.sha256"]
+    assert summary["replica_weights_identical"] is True
+    assert (
+        digest_of_weights_file(run_dir, "checkpoint_epoch_0003", config)
+        == (digests["rank_0.sha256"])
+    )
+
+    # the exported model, fed the original 8x8 files at their own size, reproduces the
+    # reported validation accuracy of the best epoch exactly
+    from tljob import model as keras_model
+
+    exported = keras_model.load_exported(run_dir / "model" / "model.keras")
+    _, val = split_stratified(list_images(str(data)), 0.2, seed=1)
+    images = np.stack([load_image(v["path"]) for v in val])
+    assert images.shape == (16, 8, 8, 3)
+    predicted = keras_model.predict_probabilities(exported, images).argmax(axis=1)
+    correct = int((predicted == np.array([v["label"] for v in val])).sum())
+    assert correct == round(summary["best"]["val_accuracy"] * 16)
+    assert summary["exported_model"]["correct"] == correct
+
+
+def _snapshot_checkpoints(run_dir: Path) -> list[str]:
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    if not snapshot.exists():
+        return []
+    try:
+        results = json.loads(snapshot.read_text())["checkpoint_results"]
+    except (json.JSONDecodeError, KeyError):
+        return []  # caught mid-write; look again
+    return [r["checkpoint_dir_name"] for r in results]
+
+
+def test_rerun_resumes_from_the_last_checkpoint_after_a_crash(tmp_path, ray_cluster):
+    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
+    stages = [
+        {"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"},
+        {"name": "fine_tune", "epochs": 4, "learning_rate": 1e-4, "trainable": "top:4"},
+    ]
+    config = job_yaml(tmp_path, data, "crashy", stages)
+    run_dir = tmp_path / "runs" / "crashy"
+    command = [sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", str(config)]
+    first = subprocess.Popen(
+        command,
+        env=driver_env(ray_cluster),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 600
+    while "checkpoint_epoch_0002" not in _snapshot_checkpoints(run_dir):
+        assert first.poll() is None, first.stdout.read()[-4000:]
+        assert time.monotonic() < deadline, "no second checkpoint within 10 minutes"
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)  # the driver dies mid-stage, without warning
+    first.wait(timeout=60)
+    saved = _snapshot_checkpoints(run_dir)
+    last = max(saved)
+    state = json.loads((run_dir / last / "state.json").read_text())
+    done = len(state["history"])
+    assert 2 <= done < 5, "the crash came too late to test resuming"
+
+    second = subprocess.run(
+        command, env=driver_env(ray_cluster), capture_output=True, text=True, timeout=900
+    )
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    resumed_from = state["history"][-1]
+    assert (
+        f"resuming after stage {resumed_from['stage']!r} epoch {resumed_from['epoch']} "
+        f"(global epoch {done})"
+    ) in second.stdout
+    history = read_history(run_dir)
+    assert [(r["stage"], r["epoch"]) for r in history] == [
+        ("head", "1"),
+        ("fine_tune", "1"),
+        ("fine_tune", "2"),
+        ("fine_tune", "3"),
+        ("fine_tune", "4"),
+    ]
+    # epochs before the crash are kept as they were, not retrained
+    for before, after in zip(state["history"], history[:done], strict=True):
+        assert float(after["val_loss"]) == pytest.approx(before["val_loss"], rel=1e-6)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 5
+    # the resumed run trained only the remaining epochs: one report per epoch after the crash
+    assert second.stdout.count("[tljob] stage 2/2 'fine_tune' epoch ") == 5 - done
