@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, write_digits_tree
+
 from tljob.config import load_config
 from tljob.data import list_images, split_stratified
 from tljob.images import load_image
