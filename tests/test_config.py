@@ -220,3 +220,12 @@ def test_cli_bad_config_exits_2_before_ray_starts(tmp_path):
     assert proc.stderr.startswith("tljob: error: invalid config:")
     assert "`train.batch_size` (-1)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_readme_config_reference_is_current():
+    from tljob.cli import config_reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start, end = "<!-- config-reference:start -->\n", "\n<!-- config-reference:end -->"
+    documented = readme[readme.index(start) + len(start) : readme.index(end)]
+    assert documented == config_reference(), "regenerate with: tljob config --reference"

@@ -117,23 +117,41 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 def config_reference() -> str:
     """Every setting with its default and description, as a Markdown table."""
+    import typing
+
     from pydantic import BaseModel
 
     rows = ["| setting | default | description |", "| --- | --- | --- |"]
 
-    def walk(model: type[BaseModel], prefix: str) -> None:
+    def cell(text: str) -> str:
+        return text.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+    def walk(model: type[BaseModel], prefix: str, defaults: Any) -> None:
         for name, field in model.model_fields.items():
             annotation = field.annotation
+            default = getattr(defaults, name, None) if defaults is not None else None
+            if defaults is None and not field.is_required():
+                default = field.get_default(call_default_factory=True)
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                walk(annotation, f"{prefix}{name}.")
+                walk(annotation, f"{prefix}{name}.", default)
                 continue
-            default = field.get_default(call_default_factory=True)
-            if isinstance(default, list) and default and isinstance(default[0], BaseModel):
-                default = [d.model_dump() for d in default]
-            shown = "" if default is None else f"`{default}`"
-            rows.append(f"| `{prefix}{name}` | {shown} | {field.description} |")
+            args = typing.get_args(annotation)
+            item = args[0] if typing.get_origin(annotation) is list and args else None
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                names = ", ".join(getattr(d, "name", "?") for d in default or [])
+                shown = f"{len(default or [])} entries: {names}"
+                rows.append(f"| `{prefix}{name}` | {shown} | {cell(field.description)} |")
+                walk(item, f"{prefix}{name}[].", None)
+                continue
+            if field.is_required():
+                shown = "required"
+            elif default in (None, ""):
+                shown = "empty"
+            else:
+                shown = f"`{default}`"
+            rows.append(f"| `{prefix}{name}` | {shown} | {cell(field.description)} |")
 
-    walk(JobConfig, "")
+    walk(JobConfig, "", JobConfig.model_construct())
     return "\n".join(rows)
 
 

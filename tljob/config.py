@@ -34,8 +34,8 @@ class _Section(BaseModel):
 class DataSection(_Section):
     source: str = Field(
         "",
-        description="Where the images are: a local directory or file:// URI holding "
-        "<source>/<class name>/<image file>.",
+        description="Required. Where the images are: a local directory or file:// URI "
+        "holding <source>/<class name>/<image file>.",
     )
     layout: Literal["folders"] = Field(
         "folders", description="How classes are encoded. 'folders': one sub-folder per class."
