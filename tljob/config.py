@@ -212,6 +212,9 @@ class RunSection(_Section):
         "against the current directory.",
     )
     checkpoints_to_keep: int = Field(2, ge=1, description="Latest checkpoints kept on storage.")
+    progress_seconds: float = Field(
+        30.0, gt=0.0, description="Print a progress line within an epoch at most this often."
+    )
 
     @field_validator("name")
     @classmethod

@@ -16,6 +16,7 @@ Importing this module registers the custom layers, so ``load_exported`` (or plai
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,25 @@ class EpochHooks(tf_keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self._end(epoch, dict(logs or {}), self.model)
+
+
+class BatchProgress(tf_keras.callbacks.Callback):
+    """Calls ``report(steps_done, logs)`` during training, at most every ``interval_s``
+    seconds, so long epochs show progress between the per-epoch lines."""
+
+    def __init__(self, report: Callable[[int, dict[str, float]], None], interval_s: float):
+        super().__init__()
+        self._report, self._interval_s = report, interval_s
+        self._last = time.monotonic()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._last = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._interval_s:
+            self._last = now
+            self._report(batch + 1, dict(logs or {}))
 
 
 class SyncBatchNormStatistics(tf_keras.callbacks.Callback):

@@ -173,175 +173,206 @@ def weights_digest(weights: list[np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _history_row(
-    state: TrainState,
-    stage: StageSection,
-    stage_index: int,
-    epoch: int,
-    logs: dict[str, float],
-    learning_rate: float,
-    trainable_tensors: int,
-    seconds: float,
-) -> dict[str, Any]:
-    return {
-        "global_epoch": len(state.history) + 1,
-        "stage": stage.name,
-        "stage_index": stage_index,
-        "epoch": epoch + 1,
-        "loss": float(logs["loss"]),
-        "accuracy": float(logs["accuracy"]),
-        "val_loss": float(logs["val_loss"]),
-        "val_accuracy": float(logs["val_accuracy"]),
-        "learning_rate": learning_rate,
-        "trainable_tensors": trainable_tensors,
-        "seconds": round(seconds, 3),
-    }
+class _WorkerRun:
+    """One worker's view of a run: the distributed model, its plain copy, the state, and the
+    per-epoch bookkeeping. Every method runs on every worker, in the same order, because
+    reading weights under MultiWorkerMirroredStrategy is a collective; only rank 0 writes."""
+
+    def __init__(self, job: JobConfig, loop_config: dict[str, Any]) -> None:
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        self.job = job
+        self.stages = job.train.stages
+        self.run_dir = storage.resolve(loop_config["run_dir"])
+        # Each worker's shard is cut into global batches (drop_last), each split into
+        # world_size replica batches that this worker steps through.
+        shard_rows = loop_config["train_images"] // self.world_size
+        global_batch = job.train.batch_size * self.world_size
+        self.steps_per_epoch = shard_rows // global_batch * self.world_size
+
+        self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        self.train_ds = _to_tf_per_worker(
+            ray.train.get_dataset_shard("train"),
+            job.train.batch_size,
+            self.world_size,
+            job.image_size,
+            job.data.shuffle_buffer,
+        )
+        self.val_ds = _to_tf_per_worker(
+            ray.train.get_dataset_shard("val"),
+            job.train.batch_size,
+            self.world_size,
+            job.image_size,
+            0,
+        )
+        with self.strategy.scope():
+            self.net = keras_model.build_model(
+                job.model, len(loop_config["classes"]), job.image_size
+            )
+        self.plain = keras_model.plain_copy(self.net)  # outside the scope: weight files
+
+        restored = _restore(self.plain)
+        self.state = restored.state
+        self.best_weights = restored.best_weights
+        self.restored_optimizer = restored.optimizer
+        if restored.weights is not None:
+            keras_model.set_weights(self.net, restored.weights)
+            last = self.state.history[-1]
+            self.say(
+                f"resuming after stage {last['stage']!r} epoch {last['epoch']} "
+                f"(global epoch {last['global_epoch']}) from the last checkpoint"
+            )
+        # set per stage / epoch by run_stage and the hooks
+        self.stage_index, self.stage = 0, self.stages[0]
+        self.trainable_tensors = 0
+        self.callbacks: list[Any] = []
+        self.epoch, self.epoch_start, self.epoch_learning_rate = 0, time.monotonic(), 0.0
+
+    def say(self, message: str) -> None:
+        if self.rank == 0:
+            _say(message)
+
+    def _where(self) -> str:
+        return (
+            f"stage {self.stage_index + 1}/{len(self.stages)} {self.stage.name!r} "
+            f"epoch {self.epoch + 1}/{self.stage.epochs}"
+        )
+
+    def run(self) -> None:
+        for stage_index, stage in enumerate(self.stages):
+            if stage_index >= self.state.stage_index:
+                self.run_stage(stage_index, stage)
+        self.finish()
+
+    def run_stage(self, stage_index: int, stage: StageSection) -> None:
+        state, net = self.state, self.net
+        self.stage_index, self.stage = stage_index, stage
+        resuming = stage_index == state.stage_index and state.epoch > 0
+        with self.strategy.scope():
+            self.trainable_tensors = keras_model.set_trainable(net, stage.trainable)
+            keras_model.compile_for_stage(net, stage.optimizer, stage.learning_rate)
+            if resuming and self.restored_optimizer:
+                keras_model.restore_optimizer_state(net, self.restored_optimizer)
+        if resuming and state.learning_rate:
+            keras_model.set_learning_rate(net, state.learning_rate)
+        self.say(
+            f"stage {stage_index + 1}/{len(self.stages)} {stage.name!r}: trainable="
+            f"{stage.trainable} ({self.trainable_tensors} trainable tensors), "
+            f"{stage.optimizer} lr={keras_model.current_learning_rate(net):.2e}, "
+            f"{stage.epochs} epochs"
+        )
+        self.callbacks = keras_model.stage_callbacks(
+            self.job.train.reduce_lr,
+            self.job.train.early_stopping,
+            state.callbacks if resuming else {},
+        )
+        net.fit(
+            self.train_ds,
+            validation_data=self.val_ds,
+            epochs=stage.epochs,
+            initial_epoch=state.epoch if resuming else 0,
+            callbacks=[
+                *self.callbacks,
+                keras_model.BatchProgress(self.on_progress, self.job.run.progress_seconds),
+                keras_model.EpochHooks(self.on_epoch_begin, self.on_epoch_end),
+            ],
+            verbose=0,
+        )
+
+    def on_epoch_begin(self, epoch: int, net: Any) -> None:
+        self.epoch, self.epoch_start = epoch, time.monotonic()
+        self.epoch_learning_rate = keras_model.current_learning_rate(net)
+
+    def on_progress(self, steps: int, logs: dict[str, float]) -> None:
+        rate = (
+            steps
+            * self.job.train.batch_size
+            * self.world_size
+            / (time.monotonic() - self.epoch_start)
+        )
+        self.say(
+            f"{self._where()}: step {steps}/{self.steps_per_epoch} "
+            f"loss={logs.get('loss', 0.0):.4f} accuracy={logs.get('accuracy', 0.0):.4f} "
+            f"({rate:.0f} images/s)"
+        )
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], net: Any) -> None:
+        state, stage = self.state, self.stage
+        row = {
+            "global_epoch": len(state.history) + 1,
+            "stage": stage.name,
+            "stage_index": self.stage_index,
+            "epoch": epoch + 1,
+            "loss": float(logs["loss"]),
+            "accuracy": float(logs["accuracy"]),
+            "val_loss": float(logs["val_loss"]),
+            "val_accuracy": float(logs["val_accuracy"]),
+            "learning_rate": self.epoch_learning_rate,  # what this epoch trained with
+            "trainable_tensors": self.trainable_tensors,
+            "seconds": round(time.monotonic() - self.epoch_start, 3),
+        }
+        state.history.append(row)
+        stage_done = epoch + 1 >= stage.epochs or bool(net.stop_training)
+        state.stage_index, state.epoch = (
+            (self.stage_index + 1, 0) if stage_done else (self.stage_index, epoch + 1)
+        )
+        state.learning_rate = keras_model.current_learning_rate(net)  # after ReduceLR
+        state.callbacks = keras_model.callback_state(self.callbacks)
+        weights = keras_model.get_weights(net)  # collective: every worker calls it
+        if _is_better(row, state.best):
+            state.best, self.best_weights = row, weights
+        metrics = {k: v for k, v in row.items() if k != "seconds"}
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        self.say(
+            f"{self._where()}: loss={row['loss']:.4f} accuracy={row['accuracy']:.4f} "
+            f"val_loss={row['val_loss']:.4f} val_accuracy={row['val_accuracy']:.4f} "
+            f"lr={row['learning_rate']:.2e} ({row['seconds']:.1f}s)"
+        )
+        storage.write_text(self.run_dir.join("history.csv"), _history_csv(state.history))
+        with tempfile.TemporaryDirectory() as ckpt_dir:
+            _write_checkpoint(
+                self.plain,
+                weights,
+                self.best_weights,
+                keras_model.optimizer_state(net),
+                state,
+                ckpt_dir,
+            )
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir),
+                checkpoint_dir_name=f"checkpoint_epoch_{row['global_epoch']:04d}",
+            )
+
+    def finish(self) -> None:
+        """Record this replica's weight digest; rank 0 exports the best epoch."""
+        # Gradients are all-reduced, so every replica must end with the same weights; each
+        # worker records a digest and the driver checks that they agree.
+        final_weights = keras_model.get_weights(self.net)
+        storage.write_text(
+            self.run_dir.join("replicas", f"rank_{self.rank}.sha256"),
+            weights_digest(final_weights),
+        )
+        if self.rank != 0:
+            return
+        with tempfile.TemporaryDirectory() as export_dir:
+            best = self.best_weights if self.best_weights is not None else final_weights
+            self.plain.set_weights(best)
+            keras_model.export_model(self.plain, os.path.join(export_dir, "model.keras"))
+            storage.upload_dir(export_dir, self.run_dir.join("model"))
+        best_epoch = self.state.best["global_epoch"] if self.state.best else "-"
+        self.say(
+            f"exported the best epoch ({best_epoch}) to "
+            f"{self.run_dir.join('model', 'model.keras').uri}"
+        )
 
 
 def train_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker loop: build, (resume,) run every stage, export the best epoch."""
     tf.get_logger().setLevel("ERROR")
-    job = JobConfig.model_validate(loop_config["job"])
-    classes: list[str] = loop_config["classes"]
-    run_dir = storage.resolve(loop_config["run_dir"])
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    image_size = job.image_size
-    stages = job.train.stages
-
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    train_ds = _to_tf_per_worker(
-        ray.train.get_dataset_shard("train"),
-        job.train.batch_size,
-        world_size,
-        image_size,
-        job.data.shuffle_buffer,
-    )
-    val_ds = _to_tf_per_worker(
-        ray.train.get_dataset_shard("val"), job.train.batch_size, world_size, image_size, 0
-    )
-    with strategy.scope():
-        net = keras_model.build_model(job.model, len(classes), image_size)
-    plain = keras_model.plain_copy(net)  # outside the scope: reads/writes weight files
-
-    restored = _restore(plain)
-    state = restored.state
-    if restored.weights is not None:
-        keras_model.set_weights(net, restored.weights)
-        if rank == 0:
-            last = state.history[-1]
-            _say(
-                f"resuming after stage {last['stage']!r} epoch {last['epoch']} "
-                f"(global epoch {last['global_epoch']}) from the last checkpoint"
-            )
-    best_weights = restored.best_weights
-
-    for stage_index, stage in enumerate(stages):
-        if stage_index < state.stage_index:
-            continue
-        resuming_stage = stage_index == state.stage_index and state.epoch > 0
-        with strategy.scope():
-            trainable_tensors = keras_model.set_trainable(net, stage.trainable)
-            keras_model.compile_for_stage(net, stage.optimizer, stage.learning_rate)
-            if resuming_stage and restored.optimizer:
-                keras_model.restore_optimizer_state(net, restored.optimizer)
-        if resuming_stage and state.learning_rate:
-            keras_model.set_learning_rate(net, state.learning_rate)
-        if rank == 0:
-            _say(
-                f"stage {stage_index + 1}/{len(stages)} {stage.name!r}: trainable="
-                f"{stage.trainable} ({trainable_tensors} trainable tensors), "
-                f"{stage.optimizer} lr={keras_model.current_learning_rate(net):.2e}, "
-                f"{stage.epochs} epochs"
-            )
-        callbacks = keras_model.stage_callbacks(
-            job.train.reduce_lr,
-            job.train.early_stopping,
-            state.callbacks if resuming_stage else {},
-        )
-        clock = {"epoch_start": time.monotonic()}
-
-        def on_epoch_begin(epoch: int, net: Any, clock: dict[str, float] = clock) -> None:
-            clock["epoch_start"] = time.monotonic()
-            clock["learning_rate"] = keras_model.current_learning_rate(net)
-
-        def on_epoch_end(
-            epoch: int,
-            logs: dict[str, float],
-            net: Any,
-            stage_index: int = stage_index,
-            stage: StageSection = stage,
-            trainable_tensors: int = trainable_tensors,
-            callbacks: list[Any] = callbacks,
-            clock: dict[str, float] = clock,
-        ) -> None:
-            nonlocal best_weights
-            row = _history_row(
-                state,
-                stage,
-                stage_index,
-                epoch,
-                logs,
-                clock["learning_rate"],
-                trainable_tensors,
-                time.monotonic() - clock["epoch_start"],
-            )
-            state.history.append(row)
-            stage_done = epoch + 1 >= stage.epochs or bool(net.stop_training)
-            state.stage_index, state.epoch = (
-                (stage_index + 1, 0) if stage_done else (stage_index, epoch + 1)
-            )
-            state.learning_rate = keras_model.current_learning_rate(net)
-            state.callbacks = keras_model.callback_state(callbacks)
-            weights = keras_model.get_weights(net)  # collective: every worker calls it
-            if _is_better(row, state.best):
-                state.best, best_weights = row, weights
-            metrics = {k: v for k, v in row.items() if k != "seconds"}
-            if rank != 0:
-                ray.train.report(metrics)
-                return
-            _say(
-                f"stage {stage_index + 1}/{len(stages)} {stage.name!r} epoch "
-                f"{epoch + 1}/{stage.epochs}: loss={row['loss']:.4f} "
-                f"accuracy={row['accuracy']:.4f} val_loss={row['val_loss']:.4f} "
-                f"val_accuracy={row['val_accuracy']:.4f} lr={row['learning_rate']:.2e} "
-                f"({row['seconds']:.1f}s)"
-            )
-            storage.write_text(run_dir.join("history.csv"), _history_csv(state.history))
-            with tempfile.TemporaryDirectory() as ckpt_dir:
-                _write_checkpoint(
-                    plain, weights, best_weights, keras_model.optimizer_state(net), state, ckpt_dir
-                )
-                ray.train.report(
-                    metrics,
-                    checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir),
-                    checkpoint_dir_name=f"checkpoint_epoch_{row['global_epoch']:04d}",
-                )
-
-        net.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=stage.epochs,
-            initial_epoch=state.epoch if resuming_stage else 0,
-            callbacks=[*callbacks, keras_model.EpochHooks(on_epoch_begin, on_epoch_end)],
-            verbose=0,
-        )
-
-    # Gradients are all-reduced, so every replica must end with the same weights; each
-    # worker records a digest and the driver checks that they agree.
-    final_weights = keras_model.get_weights(net)
-    storage.write_text(
-        run_dir.join("replicas", f"rank_{rank}.sha256"), weights_digest(final_weights)
-    )
-    if rank == 0:
-        with tempfile.TemporaryDirectory() as export_dir:
-            plain.set_weights(best_weights if best_weights is not None else final_weights)
-            keras_model.export_model(plain, os.path.join(export_dir, "model.keras"))
-            storage.upload_dir(export_dir, run_dir.join("model"))
-        _say(
-            f"exported the best epoch ({state.best['global_epoch'] if state.best else '-'}) "
-            f"to {run_dir.join('model', 'model.keras').uri}"
-        )
+    _WorkerRun(JobConfig.model_validate(loop_config["job"]), loop_config).run()
 
 
 def evaluate_exported(model_uri: str, val: ray.data.Dataset, batch_size: int) -> dict[str, Any]:
@@ -409,6 +440,7 @@ def run_training_driver_fn(job: JobConfig, listing: ImageListing | None = None) 
             "job": job.model_dump(mode="json"),
             "classes": prepared.classes,
             "run_dir": run_dir.uri,
+            "train_images": prepared.counts["train"].used,
         },
         scaling_config=ScalingConfig(
             num_workers=job.scaling.num_workers,
