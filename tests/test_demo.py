@@ -87,7 +87,7 @@ def test_demo_smoke_run_on_a_tiny_subset(tmp_path, ray_cluster):
     assert "classes           10: ankle_boot, bag, coat," in out
     assert "train images      80 used of 80 listed, 0 quarantined" in out
     assert "val images        20 used of 20 listed, 0 quarantined" in out
-    run_dir = workdir / "runs" / "fashion-mnist-demo"
+    run_dir = workdir / "runs" / "fashion-mnist-demo-10"
     assert f"exported model    {run_dir}/model/model.keras" in out
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [(name, s["epochs"]) for name, s in summary["stages"].items()] == [

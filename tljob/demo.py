@@ -50,7 +50,7 @@ DEMO_CONFIG: dict[str, Any] = {
         "reduce_lr": {"patience": 1},
     },
     "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
-    "run": {"name": "fashion-mnist-demo"},
+    "run": {},  # name and storage_path: see demo_config_tree
 }
 
 
@@ -113,10 +113,12 @@ def write_image_tree(
     return counts
 
 
-def demo_config_tree(workdir: Path, images_dir: Path) -> dict[str, Any]:
+def demo_config_tree(workdir: Path, images_dir: Path, per_class: int) -> dict[str, Any]:
     tree = yaml.safe_load(yaml.safe_dump(DEMO_CONFIG))  # deep copy
     tree["data"]["source"] = str(images_dir)
     tree["run"]["storage_path"] = str(workdir / "runs")
+    # One run per subset size, so a rerun resumes (or re-reports) the same experiment.
+    tree["run"]["name"] = f"fashion-mnist-demo-{per_class}"
     return tree
 
 
@@ -139,7 +141,9 @@ def run_demo(
     counts = write_image_tree(images, labels, images_dir, per_class)
     print(f"[tljob] demo: wrote {sum(counts.values())} Fashion-MNIST images to {images_dir}")
     demo_yaml = work / "demo.yaml"
-    demo_yaml.write_text(yaml.safe_dump(demo_config_tree(work, images_dir), sort_keys=False))
+    demo_yaml.write_text(
+        yaml.safe_dump(demo_config_tree(work, images_dir, per_class), sort_keys=False)
+    )
     job = resolve_job(str(demo_yaml), overrides)
     print(f"[tljob] demo: config {demo_yaml} (rerun it with: tljob train --config {demo_yaml})")
     return run_job(job)

@@ -32,13 +32,15 @@ import numpy as np
 import ray
 import ray.train
 import tensorflow as tf
+import yaml
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
 
 from tljob import model as keras_model
 from tljob import storage
 from tljob.config import JobConfig, StageSection, dump_config
-from tljob.data import DataError, ImageListing, PreparedData, prepare_data
+from tljob.data import ImageListing, PreparedData, list_images, prepare_data
+from tljob.errors import UserError
 
 HISTORY_COLUMNS = (
     "global_epoch",
@@ -396,28 +398,56 @@ class TrainOutcome:
     summary: dict[str, Any]
 
 
-def _check_labels_match(run_dir: storage.Location, classes: list[str]) -> None:
+class RunMismatchError(UserError):
+    """A rerun whose classes or network differ from the run it would resume."""
+
+
+def check_resumable(run_dir: storage.Location, job: JobConfig, classes: list[str]) -> None:
+    """Refuse to resume a run trained on other classes or with another network.
+
+    Stages, learning rates and epochs may change between reruns (e.g. to extend training);
+    the classes, ``model`` section and image size may not, since the checkpointed weights
+    would not fit.
+    """
     labels = run_dir.join("labels.json")
     if storage.exists(labels):
         previous = json.loads(storage.read_text(labels))
         previous_classes = [previous[str(i)] for i in range(len(previous))]
         if previous_classes != classes:
-            raise DataError(
+            raise RunMismatchError(
                 f"run {run_dir.uri!r} was trained on classes {previous_classes}, but "
                 f"`data.source` now has {classes}; choose a new `run.name` to start afresh"
+            )
+    saved = run_dir.join("config.yaml")
+    if storage.exists(saved):
+        before = yaml.safe_load(storage.read_text(saved))
+        now = job.model_dump(mode="json")
+        changed = [
+            f"`{section}.{key}` ({before[section].get(key)!r} -> {now[section][key]!r})"
+            for section, keys in (("model", now["model"]), ("data", ["image_size"]))
+            for key in keys
+            if before.get(section, {}).get(key) != now[section][key]
+        ]
+        if changed:
+            raise RunMismatchError(
+                f"run {run_dir.uri!r} cannot resume with a different network: "
+                f"{', '.join(changed)}; choose a new `run.name` to start afresh"
             )
 
 
 def run_training_driver_fn(job: JobConfig, listing: ImageListing | None = None) -> TrainOutcome:
     """Prepare data, train (or resume) on the Ray cluster, export, and summarise.
 
-    Expects ``ray.init`` to have been called. Raises ``DataError`` for unusable input.
+    Expects ``ray.init`` to have been called. Raises a ``UserError`` (exit 2) for unusable
+    input or a run it cannot resume.
     """
     started = time.monotonic()
     storage_root = storage.resolve(job.run.storage_path)
     run_dir = storage_root.join(job.run.name)
+    if listing is None:
+        listing = list_images(job.data.source, job.data.max_images_per_class)
+    check_resumable(run_dir, job, listing.classes)
     prepared: PreparedData = prepare_data(job.data, job.image_size, listing)
-    _check_labels_match(run_dir, prepared.classes)
     storage.write_text(run_dir.join("config.yaml"), dump_config(job))
     storage.write_text(
         run_dir.join("labels.json"),
