@@ -55,6 +55,12 @@ HISTORY_COLUMNS = (
     "trainable_tensors",
     "seconds",
 )
+# How to read each history.csv column back (float covers "nan" from a diverged epoch).
+_HISTORY_TYPES: dict[str, Any] = {
+    **dict.fromkeys(HISTORY_COLUMNS, float),
+    **dict.fromkeys(("global_epoch", "stage_index", "epoch", "trainable_tensors"), int),
+    "stage": str,
+}
 WEIGHTS_FILE = "model.weights.h5"
 BEST_WEIGHTS_FILE = "best.weights.h5"
 STATE_FILE = "state.json"
@@ -510,13 +516,7 @@ def _summary(
     exported: dict[str, Any],
     wall_seconds: float,
 ) -> dict[str, Any]:
-    rows = [
-        {
-            k: (v if k == "stage" else float(v) if "." in v or "e" in v else int(v))
-            for k, v in row.items()
-        }
-        for row in history
-    ]
+    rows = [{k: _HISTORY_TYPES[k](v) for k, v in row.items()} for row in history]
     best = max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"], -r["global_epoch"]))
     per_stage: dict[str, dict[str, Any]] = {}
     for row in rows:
