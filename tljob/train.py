@@ -89,29 +89,37 @@ class TrainState:
         return cls(**json.loads(text))
 
 
+def _rank(row: dict[str, Any]) -> tuple[float, float]:
+    """Epochs compare by val_accuracy, then by lower val_loss; on a tie the earlier wins."""
+    return (row["val_accuracy"], -row["val_loss"])
+
+
 def _is_better(row: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    """Best epoch = highest val_accuracy, ties broken by lower val_loss, then earlier."""
-    if best is None:
-        return True
-    return (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
+    return best is None or _rank(row) > _rank(best)
+
+
+def _best_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(rows, key=lambda r: (*_rank(r), -r["global_epoch"]))
 
 
 def _to_tf_per_worker(
-    shard: Any, batch_size: int, world_size: int, image_size: int, shuffle: int
+    shard: Any, batch_size: int, world_size: int, image_size: int, training: bool, shuffle: int
 ) -> tf.data.Dataset:
     """The worker's Ray Data shard as a tf.data pipeline of (uint8 images, int64 labels).
 
     Under MultiWorkerMirroredStrategy Keras treats each batch of this dataset as a global
     batch and splits it across the ``world_size`` replicas, so batches of
-    ``batch_size * world_size`` give every worker ``batch_size`` images per step.
+    ``batch_size * world_size`` give every worker ``batch_size`` images per step. Training
+    drops the last partial batch (and shuffles when ``shuffle`` > 0); validation keeps all.
     """
+    global_batch = batch_size * world_size
     return shard.to_tf(
         feature_columns="image",
         label_columns="label",
-        batch_size=batch_size * world_size,
-        drop_last=shuffle > 0,  # equal-sized training steps on every worker
+        batch_size=global_batch,
+        drop_last=training,
         prefetch_batches=2,
-        local_shuffle_buffer_size=max(shuffle, batch_size * world_size) if shuffle else None,
+        local_shuffle_buffer_size=max(shuffle, global_batch) if training and shuffle else None,
         feature_type_spec=tf.TensorSpec(
             shape=(None, image_size, image_size, 3), dtype=tf.uint8, name="image"
         ),
@@ -204,14 +212,16 @@ class _WorkerRun:
             job.train.batch_size,
             self.world_size,
             job.image_size,
-            job.data.shuffle_buffer,
+            training=True,
+            shuffle=job.data.shuffle_buffer,
         )
         self.val_ds = _to_tf_per_worker(
             ray.train.get_dataset_shard("val"),
             job.train.batch_size,
             self.world_size,
             job.image_size,
-            0,
+            training=False,
+            shuffle=0,
         )
         with self.strategy.scope():
             self.net = keras_model.build_model(
@@ -429,7 +439,7 @@ def check_resumable(run_dir: storage.Location, job: JobConfig, classes: list[str
         before = yaml.safe_load(storage.read_text(saved))
         now = job.model_dump(mode="json")
         changed = [
-            f"`{section}.{key}` ({before[section].get(key)!r} -> {now[section][key]!r})"
+            f"`{section}.{key}` ({before.get(section, {}).get(key)!r} -> {now[section][key]!r})"
             for section, keys in (("model", now["model"]), ("data", ["image_size"]))
             for key in keys
             if before.get(section, {}).get(key) != now[section][key]
@@ -504,7 +514,7 @@ def run_training_driver_fn(job: JobConfig, listing: ImageListing | None = None) 
     ]
     summary["replica_weights_identical"] = len(set(digests)) == 1
     if not summary["replica_weights_identical"]:
-        print(f"[tljob] WARNING: workers ended with different weights: {digests}", flush=True)
+        _say(f"WARNING: workers ended with different weights: {digests}")
     storage.write_text(run_dir.join("summary.json"), json.dumps(summary, indent=1))
     return TrainOutcome(run_dir=run_dir.uri, summary=summary)
 
@@ -517,7 +527,7 @@ def _summary(
     wall_seconds: float,
 ) -> dict[str, Any]:
     rows = [{k: _HISTORY_TYPES[k](v) for k, v in row.items()} for row in history]
-    best = max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"], -r["global_epoch"]))
+    best = _best_row(rows)
     per_stage: dict[str, dict[str, Any]] = {}
     for row in rows:
         stage = per_stage.setdefault(row["stage"], {"epochs": 0})
@@ -546,18 +556,15 @@ def _summary(
 
 def _print_data_summary(prepared: PreparedData) -> None:
     tr, va = prepared.counts["train"], prepared.counts["val"]
-    print(
-        f"[tljob] data: {len(prepared.classes)} classes; train {tr.used} images "
+    _say(
+        f"data: {len(prepared.classes)} classes; train {tr.used} images "
         f"({tr.quarantined} quarantined), val {va.used} images ({va.quarantined} quarantined), "
-        f"{len(prepared.skipped)} non-image files skipped",
-        flush=True,
+        f"{len(prepared.skipped)} non-image files skipped"
     )
     for q in prepared.quarantined[:10]:
-        print(f"[tljob]   quarantined {q['path']}: {q['reason']}", flush=True)
+        _say(f"  quarantined {q['path']}: {q['reason']}")
     if len(prepared.quarantined) > 10:
-        print(
-            f"[tljob]   ... {len(prepared.quarantined) - 10} more in data_report.json", flush=True
-        )
+        _say(f"  ... {len(prepared.quarantined) - 10} more in data_report.json")
 
 
 def ensure_ray() -> None:
