@@ -195,29 +195,3 @@ def test_find_corrupt_on_clean_data_finds_nothing(tmp_path, ray_connected):
     root = write_digits_tree(tmp_path / "d", classes=2, per_class=5)
     items = [{"path": str(p)} for p in sorted(root.rglob("*.png"))]
     assert find_corrupt(items) == {}
-
-
-def test_a_run_is_not_resumed_with_other_classes_or_network(tmp_path):
-    from tljob import storage
-    from tljob.config import dump_config
-    from tljob.train import RunMismatchError, check_resumable
-
-    run_dir = storage.resolve(str(tmp_path / "runs" / "r"))
-    job = load_config(None, ["data.source=/x", "model.weights=none", "data.image_size=64"])
-    check_resumable(run_dir, job, ["a", "b"])  # nothing saved yet: a fresh run
-    storage.write_text(run_dir.join("labels.json"), '{"0": "a", "1": "b"}')
-    storage.write_text(run_dir.join("config.yaml"), dump_config(job))
-    longer = load_config(
-        None,
-        ["data.source=/x", "model.weights=none", "data.image_size=64", "train.stages.1.epochs=20"],
-    )
-    check_resumable(run_dir, longer, ["a", "b"])  # more epochs: fine, it resumes
-    with pytest.raises(RunMismatchError, match=r"trained on classes \['a', 'b'\], but"):
-        check_resumable(run_dir, job, ["a", "b", "c"])
-    other = load_config(
-        None, ["data.source=/x", "model.weights=none", "data.image_size=96", "model.backbone=vgg16"]
-    )
-    with pytest.raises(RunMismatchError) as err:
-        check_resumable(run_dir, other, ["a", "b"])
-    assert "`model.backbone` ('mobilenet_v2' -> 'vgg16')" in str(err.value)
-    assert "`data.image_size` (64 -> 96)" in str(err.value)

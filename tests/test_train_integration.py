@@ -50,7 +50,7 @@ def driver_env(ray_cluster) -> dict[str, str]:
 
 def digest_of_weights_file(run_dir: Path, checkpoint: str, config: Path) -> str:
     from tljob import model as keras_model
-    from tljob.train import weights_digest
+    from tljob.run.worker import weights_digest
 
     job = load_config(config)
     labels = json.loads((run_dir / "labels.json").read_text())

@@ -14,7 +14,7 @@ from typing import Any
 
 from tljob.backbones import get_backbone, resolve_weights_file
 from tljob.config import JobConfig, dump_config, load_config
-from tljob.errors import UserError
+from tljob.errors import JobFailedError, UserError
 
 EXIT_USER_ERROR = 2
 EXIT_JOB_FAILED = 1
@@ -79,11 +79,11 @@ def resolve_job(config_path: str | None, overrides: Sequence[str]) -> JobConfig:
 
 def run_job(job: JobConfig) -> dict[str, Any]:
     """List the data (cheap, no Ray), then train on Ray. Returns the run summary."""
-    from tljob import data, train  # Ray and TensorFlow load here, not for config errors
+    from tljob import data  # Ray and TensorFlow load here, not for config errors
+    from tljob.run import driver
 
     listing = data.list_images(job.data.source, job.data.max_images_per_class)
-    train.ensure_ray()
-    outcome = train.run_training_driver_fn(job, listing=listing)
+    outcome = driver.run_job_driver_fn(job, listing)
     return {**outcome.summary, "run_dir": outcome.run_dir}
 
 
@@ -208,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"tljob: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except JobFailedError as e:
+        print(f"tljob: failed: {e}", file=sys.stderr)
+        return EXIT_JOB_FAILED
 
 
 if __name__ == "__main__":

@@ -7,3 +7,8 @@ CLI prints it without a traceback and exits with code 2.
 
 class UserError(Exception):
     """Bad input from the user (config, data, weights, paths): exit code 2."""
+
+
+class JobFailedError(Exception):
+    """The job started but could not finish (exit code 1); the message says what happened,
+    what was kept, and what to do."""

@@ -181,6 +181,9 @@ def compile_for_stage(model: tf_keras.Model, optimizer: str, learning_rate: floa
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    # Under MultiWorkerMirroredStrategy the metrics are already global; Keras' default
+    # ("auto" = sum over replicas) would show per-batch figures num_workers times too big.
+    model.distribute_reduction_method = "first"
 
 
 def current_learning_rate(model: tf_keras.Model) -> float:
@@ -257,6 +260,23 @@ class BatchProgress(tf_keras.callbacks.Callback):
         if now - self._last >= self._interval_s:
             self._last = now
             self._report(batch + 1, dict(logs or {}))
+
+
+class StopOnNonFiniteLoss(tf_keras.callbacks.Callback):
+    """Stop training at the first batch whose loss is NaN or infinite (like Keras'
+    ``TerminateOnNaN``), and remember where. The batch loss is the global figure, the same
+    on every worker, so all workers stop at the same step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step: int | None = None
+        self.loss: float | None = None
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        if self.step is None and not np.isfinite(loss):
+            self.step, self.loss = batch + 1, loss
+            self.model.stop_training = True
 
 
 class SyncBatchNormStatistics(tf_keras.callbacks.Callback):

@@ -7,6 +7,7 @@ storage (``s3://``) is rejected with a clear message until it is supported here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import shutil
@@ -91,12 +92,20 @@ def write_text(loc: Location, text: str) -> None:
 
 
 def upload_dir(local_dir: str | Path, dest: Location) -> None:
-    """Copy a local directory tree to ``dest`` (replacing files of the same name)."""
-    if dest.is_local():
-        shutil.copytree(local_dir, dest.path, dirs_exist_ok=True)
+    """Copy a local directory tree to ``dest`` (replacing files of the same name).
+
+    Directories and files get the default permissions of new files at ``dest``, not those
+    of ``local_dir`` (a ``tempfile`` directory is private, the run directory is not).
+    """
+    if not dest.is_local():
+        dest.fs.create_dir(dest.path, recursive=True)
+        pafs.copy_files(str(local_dir), dest.path, destination_filesystem=dest.fs)
         return
-    dest.fs.create_dir(dest.path, recursive=True)
-    pafs.copy_files(str(local_dir), dest.path, destination_filesystem=dest.fs)
+    for folder, _, names in os.walk(local_dir):
+        target = os.path.join(dest.path, os.path.relpath(folder, local_dir))
+        os.makedirs(target, exist_ok=True)
+        for name in names:
+            shutil.copyfile(os.path.join(folder, name), os.path.join(target, name))
 
 
 def list_files(loc: Location) -> list[str]:
@@ -104,3 +113,36 @@ def list_files(loc: Location) -> list[str]:
     selector = pafs.FileSelector(loc.path, recursive=True)
     infos = loc.fs.get_file_info(selector)
     return sorted(i.path for i in infos if i.type == pafs.FileType.File)
+
+
+def create_exclusive(loc: Location, data: bytes) -> bool:
+    """Create ``loc`` holding ``data`` unless it exists; return whether this call created it.
+
+    Atomic on local disk (``O_EXCL``). Object stores have no such primitive here, so there
+    it is check-then-write, which is enough to stop a second run started by hand.
+    """
+    if loc.is_local():
+        os.makedirs(os.path.dirname(loc.path), exist_ok=True)
+        try:
+            fd = os.open(loc.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+    if exists(loc):
+        return False
+    write_bytes(loc, data)
+    return True
+
+
+def delete_file(loc: Location) -> None:
+    """Delete a file; a file that is already gone is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        loc.fs.delete_file(loc.path)
+
+
+def delete_dir(loc: Location) -> None:
+    """Delete a directory tree; one that is already gone is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        loc.fs.delete_dir(loc.path)

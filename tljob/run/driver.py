@@ -1,0 +1,265 @@
+"""The driver side of a run: check, lock, plan, launch the ``TensorflowTrainer``, summarise.
+
+``run_job_driver_fn`` is the whole run for a validated config and a listing. In order:
+the run directory is checked and locked (before Ray starts), the resume plan is made from
+the newest complete checkpoint on storage and said out loud, Ray is joined, the data is
+scanned and split, the workers train, and the summary is written from the checkpointed
+history. A NaN/inf loss ends the run with ``TrainingDivergedError`` (exit 1), keeping the
+last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import yaml
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.tensorflow import TensorflowTrainer
+
+from tljob import storage
+from tljob.config import JobConfig, dump_config
+from tljob.data import ImageListing, PreparedData, prepare_data
+from tljob.errors import JobFailedError
+from tljob.run import checkpoint as ckpt_files
+from tljob.run.ledger import (
+    ResumePlan,
+    RunMismatchError,
+    TrainState,
+    best_row,
+    history_csv,
+    plan_resume,
+)
+from tljob.run.lock import RunLock, prepare_run_dir
+from tljob.run.worker import DIVERGED_FILE, say, train_fn_per_worker
+
+
+class TrainingDivergedError(JobFailedError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: str
+    summary: dict[str, Any]
+
+
+def _read_state(ckpt: storage.Location) -> TrainState:
+    return TrainState.from_json(storage.read_text(ckpt.join(ckpt_files.STATE_FILE)))
+
+
+def plan_run(run_dir: storage.Location, job: JobConfig, classes: list[str]) -> ResumePlan:
+    """Where this run starts: fresh, or after the newest complete checkpoint on storage.
+
+    Removes incomplete checkpoint directories newer than it (an interrupted upload) and
+    rewrites ``history.csv`` to the chosen checkpoint's history, so both agree."""
+    labels = run_dir.join("labels.json")
+    name, incomplete = ckpt_files.newest_complete(run_dir)
+    if name is not None and storage.exists(labels):
+        previous = json.loads(storage.read_text(labels))
+        previous_classes = [previous[str(i)] for i in range(len(previous))]
+        if previous_classes != classes:
+            raise RunMismatchError(
+                f"run {run_dir.uri!r} was trained on classes {previous_classes}, but "
+                f"`data.source` now has {classes}; choose a new `run.name` to start afresh"
+            )
+    saved = run_dir.join("config.yaml")
+    saved_config = yaml.safe_load(storage.read_text(saved)) if storage.exists(saved) else None
+    state = _read_state(run_dir.join(name)) if name else None
+    plan = plan_resume(state, name, saved_config, job, run_dir.uri)
+    for stale in incomplete:
+        say(f"removing {stale}: incomplete (its upload was interrupted)")
+        storage.delete_dir(run_dir.join(stale))
+    history = run_dir.join("history.csv")
+    if state is not None:
+        storage.write_text(history, history_csv(state.history))
+    else:
+        storage.delete_file(history)
+    return plan
+
+
+def evaluate_exported(model_uri: str, val: ray.data.Dataset, batch_size: int) -> dict[str, Any]:
+    """Accuracy of the saved model on the whole validation set (not sharded, no drops)."""
+    from tljob import model as keras_model  # TensorFlow only for this re-check
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "model.keras")
+        with open(local, "wb") as f:
+            f.write(storage.read_bytes(storage.resolve(model_uri)))
+        net = keras_model.load_exported(local)
+        correct = total = 0
+        for batch in val.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            probs = keras_model.predict_probabilities(net, batch["image"])
+            correct += int((probs.argmax(axis=1) == batch["label"]).sum())
+            total += len(batch["label"])
+    return {"images": total, "correct": correct, "accuracy": correct / total}
+
+
+def _diverged(run_dir: storage.Location) -> TrainingDivergedError | None:
+    marker = run_dir.join(DIVERGED_FILE)
+    if not storage.exists(marker):
+        return None
+    info = json.loads(storage.read_text(marker))
+    storage.delete_file(marker)
+    kept, _ = ckpt_files.newest_complete(run_dir)
+    step = f" step {info['step']}" if info.get("step") else ""
+    kept_text = (
+        f"the last good checkpoint, {kept}, is kept and a rerun of the same `run.name` "
+        "resumes from it"
+        if kept
+        else "no epoch had finished, so there is no checkpoint"
+    )
+    return TrainingDivergedError(
+        f"training stopped: {', '.join(info['non_finite'])} became non-finite "
+        f"({info['loss']}) in stage {info['stage_index'] + 1} {info['stage']!r} epoch "
+        f"{info['epoch']}{step}, at learning rate {info['learning_rate']:.3g}; nothing of "
+        f"that epoch was saved and no model was exported; {kept_text}. Lower "
+        f"`train.stages.{info['stage_index']}.learning_rate` (with a new `run.name`) and "
+        "train again"
+    )
+
+
+def run_job_driver_fn(job: JobConfig, listing: ImageListing) -> TrainOutcome:
+    """Check, lock and plan before Ray starts; then train (or resume) and summarise.
+
+    Raises ``UserError`` (exit 2) for unusable input, a busy or unwritable run directory or
+    a rerun that contradicts the run so far; ``TrainingDivergedError`` (exit 1) for a
+    non-finite loss.
+    """
+    run_dir = prepare_run_dir(job.run.storage_path, job.run.name)
+    with RunLock(run_dir, say=say):
+        plan = plan_run(run_dir, job, listing.classes)
+        say(plan.message)
+        ensure_ray()
+        return _train_and_summarise(job, listing, plan, run_dir)
+
+
+def _train_and_summarise(
+    job: JobConfig, listing: ImageListing, plan: ResumePlan, run_dir: storage.Location
+) -> TrainOutcome:
+    started = time.monotonic()
+    prepared: PreparedData = prepare_data(job.data, job.image_size, listing)
+    storage.write_text(run_dir.join("config.yaml"), dump_config(job))
+    storage.write_text(
+        run_dir.join("labels.json"),
+        json.dumps({str(i): c for i, c in enumerate(prepared.classes)}, indent=1),
+    )
+    data_report = {
+        **prepared.summary(),
+        "quarantined": prepared.quarantined,
+        "skipped": prepared.skipped,
+    }
+    storage.write_text(run_dir.join("data_report.json"), json.dumps(data_report, indent=1))
+    _print_data_summary(prepared)
+    storage.delete_file(run_dir.join(DIVERGED_FILE))
+
+    resources = {"CPU": job.scaling.cpus_per_worker}
+    if job.scaling.use_gpu:
+        resources["GPU"] = job.scaling.gpus_per_worker
+    trainer = TensorflowTrainer(
+        train_fn_per_worker,
+        train_loop_config={
+            "job": job.model_dump(mode="json"),
+            "classes": prepared.classes,
+            "run_dir": run_dir.uri,
+            "train_images": prepared.counts["train"].used,
+            "start": {
+                "stage_index": plan.stage_index,
+                "epoch": plan.epoch,
+                "checkpoint": run_dir.join(plan.checkpoint).uri if plan.checkpoint else None,
+            },
+        },
+        scaling_config=ScalingConfig(
+            num_workers=job.scaling.num_workers,
+            use_gpu=job.scaling.use_gpu,
+            resources_per_worker=resources,
+        ),
+        run_config=RunConfig(
+            name=job.run.name,
+            storage_path=run_dir.uri.rsplit("/", 1)[0],
+            checkpoint_config=CheckpointConfig(num_to_keep=job.run.checkpoints_to_keep),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+        datasets={"train": prepared.train, "val": prepared.val},
+    )
+    trainer.fit()
+    diverged = _diverged(run_dir)
+    if diverged is not None:
+        raise diverged
+    latest, _ = ckpt_files.newest_complete(run_dir)
+    if latest is None:
+        raise JobFailedError(f"training ended without a checkpoint in {run_dir.uri}")
+    history = _read_state(run_dir.join(latest)).history
+    storage.write_text(run_dir.join("history.csv"), history_csv(history))
+    exported = evaluate_exported(
+        run_dir.join("model", "model.keras").uri, prepared.val, job.train.batch_size
+    )
+    summary = _summary(job, prepared, history, exported, time.monotonic() - started)
+    summary["checkpoint"] = run_dir.join(latest).uri
+    digests = [
+        storage.read_text(run_dir.join("replicas", f"rank_{r}.sha256")).strip()
+        for r in range(job.scaling.num_workers)
+    ]
+    summary["replica_weights_identical"] = len(set(digests)) == 1
+    if not summary["replica_weights_identical"]:
+        say(f"WARNING: workers ended with different weights: {digests}")
+    storage.write_text(run_dir.join("summary.json"), json.dumps(summary, indent=1))
+    return TrainOutcome(run_dir=run_dir.uri, summary=summary)
+
+
+def _summary(
+    job: JobConfig,
+    prepared: PreparedData,
+    rows: list[dict[str, Any]],
+    exported: dict[str, Any],
+    wall_seconds: float,
+) -> dict[str, Any]:
+    best = best_row(rows)
+    per_stage: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        stage = per_stage.setdefault(row["stage"], {"epochs": 0})
+        stage.update(
+            epochs=stage["epochs"] + 1,
+            final_val_accuracy=row["val_accuracy"],
+            final_val_loss=row["val_loss"],
+        )
+        stage["best_val_accuracy"] = max(stage.get("best_val_accuracy", 0.0), row["val_accuracy"])
+    return {
+        "run": job.run.name,
+        "backbone": job.model.backbone,
+        "weights": job.model.weights,
+        "image_size": job.image_size,
+        "num_workers": job.scaling.num_workers,
+        "classes": prepared.classes,
+        "data": prepared.summary(),
+        "epochs": len(rows),
+        "final": rows[-1],
+        "best": best,
+        "stages": per_stage,
+        "exported_model": {"path": "model/model.keras", **exported},
+        "wall_seconds": round(wall_seconds, 1),
+    }
+
+
+def _print_data_summary(prepared: PreparedData) -> None:
+    tr, va = prepared.counts["train"], prepared.counts["val"]
+    say(
+        f"data: {len(prepared.classes)} classes; train {tr.used} images "
+        f"({tr.quarantined} quarantined), val {va.used} images ({va.quarantined} quarantined), "
+        f"{len(prepared.skipped)} non-image files skipped"
+    )
+    for q in prepared.quarantined[:10]:
+        say(f"  quarantined {q['path']}: {q['reason']}")
+    if len(prepared.quarantined) > 10:
+        say(f"  ... {len(prepared.quarantined) - 10} more in data_report.json")
+
+
+def ensure_ray() -> None:
+    """Join the cluster in RAY_ADDRESS (as under ``ray job submit``), else start a local one."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)

@@ -1,0 +1,170 @@
+"""The run directory: checked writable before Ray starts, and one run at a time in it (pure).
+
+``<run_dir>/run.lock`` holds who owns the run (host, pid, start time) and a heartbeat the
+owner refreshes while it lives. A second run with the same ``run.name`` is refused with the
+holder's details. A lock whose owner is gone is taken over: on the same host when its pid
+is no longer running, from any host when its heartbeat is older than ``stale_after_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from tljob import storage
+from tljob.errors import UserError
+
+LOCK_FILE = "run.lock"
+
+
+class RunLockedError(UserError):
+    """Another live tljob process holds the run directory."""
+
+
+class StoragePathError(UserError):
+    """``run.storage_path`` cannot hold the run."""
+
+
+def prepare_run_dir(storage_path: str, name: str) -> storage.Location:
+    """Resolve and create ``<run.storage_path>/<run.name>``; raise ``StoragePathError``
+    (exit 2, before Ray starts) when it is not a directory that can be written."""
+    field = f"`run.storage_path` ({storage_path!r})"
+    try:
+        root = storage.resolve(storage_path)
+    except storage.StorageError as e:
+        raise StoragePathError(f"{field}: {e}") from None
+    run_dir = root.join(name)
+    for loc in (root, run_dir):
+        info = loc.fs.get_file_info(loc.path)
+        if info.type == storage.pafs.FileType.File:
+            raise StoragePathError(
+                f"{field}: {loc.uri} is an existing file, not a directory; point "
+                "`run.storage_path` at a directory (it is created if missing)"
+            )
+    try:
+        run_dir.fs.create_dir(run_dir.path, recursive=True)
+        probe = run_dir.join(".tljob-write-test")
+        storage.write_bytes(probe, b"")
+        storage.delete_file(probe)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise StoragePathError(
+            f"{field}: cannot write the run directory {run_dir.uri} ({reason}); choose a "
+            "directory this user can write to"
+        ) from None
+    return run_dir
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class RunLock:
+    """Hold ``<run_dir>/run.lock`` from ``acquire`` to ``release`` (or use ``with``)."""
+
+    def __init__(
+        self,
+        run_dir: storage.Location,
+        heartbeat_s: float = 30.0,
+        stale_after_s: float = 300.0,
+        say: Any = None,
+    ) -> None:
+        self.location = run_dir.join(LOCK_FILE)
+        self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
+        self._say = say or (lambda message: None)
+        self._token = uuid.uuid4().hex
+        self._owner = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.time(),
+            "token": self._token,
+        }
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _record(self) -> bytes:
+        return json.dumps({**self._owner, "heartbeat": time.time()}, indent=1).encode()
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(storage.read_text(self.location))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # unreadable or half-written: treat as held, judged by its age below
+
+    def _is_stale(self, holder: dict[str, Any]) -> tuple[bool, str]:
+        if holder.get("host") == self._owner["host"] and isinstance(holder.get("pid"), int):
+            if not _pid_alive(holder["pid"]):
+                return True, f"pid {holder['pid']} is no longer running"
+            return False, ""
+        age = time.time() - float(holder.get("heartbeat", 0.0))
+        if age > self.stale_after_s:
+            return True, f"its heartbeat is {age:.0f} s old"
+        return False, ""
+
+    def acquire(self) -> RunLock:
+        """Take the lock or raise ``RunLockedError`` naming the holder."""
+        for _ in range(3):
+            if storage.create_exclusive(self.location, self._record()):
+                self._start_heartbeat()
+                return self
+            holder = self._holder()
+            if holder is None:
+                continue  # released in between: try again
+            stale, why = self._is_stale(holder)
+            if not stale:
+                raise RunLockedError(
+                    f"run directory {self.location.uri.rsplit('/', 1)[0]!r} is in use by another "
+                    f"tljob run: pid {holder.get('pid', '?')} on host {holder.get('host', '?')!r}, "
+                    f"started {_iso(float(holder.get('started', 0.0)))} (lock file "
+                    f"{self.location.uri}). Wait for it to finish or choose another "
+                    "`run.name`; if that process is gone, delete the lock file"
+                )
+            self._say(
+                f"taking over the stale lock of pid {holder.get('pid', '?')} on host "
+                f"{holder.get('host', '?')!r} ({why})"
+            )
+            storage.delete_file(self.location)
+        raise RunLockedError(f"could not take the lock {self.location.uri}: it keeps changing")
+
+    def _start_heartbeat(self) -> None:
+        def beat() -> None:
+            while not self._stop.wait(self.heartbeat_s):
+                with contextlib.suppress(OSError):  # a storage hiccup: the next beat retries
+                    storage.write_bytes(self.location, self._record())
+
+        self._thread = threading.Thread(target=beat, name="tljob-run-lock", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        """Stop the heartbeat and delete the lock file if it is still ours."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        holder = self._holder()
+        if holder and holder.get("token") == self._token:
+            storage.delete_file(self.location)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,319 @@
+"""The Ray Train worker loop: ``train_fn_per_worker`` runs the stages with plain ``model.fit``.
+
+Every worker builds the model under ``MultiWorkerMirroredStrategy`` and runs the same
+callbacks in the same order (reading weights is a collective there); only rank 0 writes.
+After every epoch all workers call ``ray.train.report`` and rank 0 attaches a checkpoint,
+then writes ``history.csv`` from the checkpointed state, so the history on storage never
+runs ahead of the newest complete checkpoint. A NaN or infinite loss stops every worker at
+the same step; that epoch is not recorded, and rank 0 leaves ``diverged.json`` for the driver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import tensorflow as tf
+
+from tljob import model as keras_model
+from tljob import storage
+from tljob.config import JobConfig, StageSection
+from tljob.run import checkpoint as ckpt_files
+from tljob.run.ledger import METRICS, TrainState, history_csv, is_better
+
+DIVERGED_FILE = "diverged.json"
+
+
+def say(message: str) -> None:
+    # Plain stdout write: Ray Train's patched print() would log the line twice here.
+    sys.stdout.write(f"[tljob] {message}\n")
+    sys.stdout.flush()
+
+
+def weights_digest(weights: list[np.ndarray]) -> str:
+    """sha256 over every weight tensor's bytes, in model order."""
+    h = hashlib.sha256()
+    for w in weights:
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def _to_tf_per_worker(
+    shard: Any, batch_size: int, world_size: int, image_size: int, training: bool, shuffle: int
+) -> tf.data.Dataset:
+    """The worker's Ray Data shard as a tf.data pipeline of (uint8 images, int64 labels).
+
+    Under MultiWorkerMirroredStrategy Keras treats each batch of this dataset as a global
+    batch and splits it across the ``world_size`` replicas, so batches of
+    ``batch_size * world_size`` give every worker ``batch_size`` images per step. Training
+    drops the last partial batch (and shuffles when ``shuffle`` > 0); validation keeps all.
+    """
+    global_batch = batch_size * world_size
+    return shard.to_tf(
+        feature_columns="image",
+        label_columns="label",
+        batch_size=global_batch,
+        drop_last=training,
+        prefetch_batches=2,
+        local_shuffle_buffer_size=max(shuffle, global_batch) if training and shuffle else None,
+        feature_type_spec=tf.TensorSpec(
+            shape=(None, image_size, image_size, 3), dtype=tf.uint8, name="image"
+        ),
+        label_type_spec=tf.TensorSpec(shape=(None,), dtype=tf.int64, name="label"),
+    )
+
+
+def _restore(plain: Any, checkpoint_uri: str | None) -> tuple[Any, ...]:
+    """(state, current weights, best weights, optimizer arrays) of the checkpoint the driver
+    chose, read through the plain model copy; a fresh state when there is none."""
+    if checkpoint_uri is None:
+        return TrainState(), None, None, None
+    with tempfile.TemporaryDirectory() as local:
+        ckpt_files.download(storage.resolve(checkpoint_uri), local)
+        with open(os.path.join(local, ckpt_files.STATE_FILE)) as f:
+            state = TrainState.from_json(f.read())
+        current = keras_model.load_weights(plain, os.path.join(local, ckpt_files.WEIGHTS_FILE))
+        best = keras_model.load_weights(plain, os.path.join(local, ckpt_files.BEST_WEIGHTS_FILE))
+        with np.load(os.path.join(local, ckpt_files.OPTIMIZER_FILE)) as npz:
+            optimizer = [npz[f"v{i}"] for i in range(len(npz.files))]
+    return state, current, best, optimizer
+
+
+class _WorkerRun:
+    """One worker's view of a run: the distributed model, its plain copy, the state, and the
+    per-epoch bookkeeping."""
+
+    def __init__(self, job: JobConfig, loop_config: dict[str, Any]) -> None:
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        self.job = job
+        self.stages = job.train.stages
+        self.run_dir = storage.resolve(loop_config["run_dir"])
+        self.start = loop_config["start"]  # {"stage_index", "epoch", "checkpoint"}
+        # Each worker's shard is cut into global batches (drop_last), each split into
+        # world_size replica batches that this worker steps through.
+        shard_rows = loop_config["train_images"] // self.world_size
+        global_batch = job.train.batch_size * self.world_size
+        self.steps_per_epoch = shard_rows // global_batch * self.world_size
+
+        self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        self.train_ds, self.val_ds = (
+            _to_tf_per_worker(
+                ray.train.get_dataset_shard(split),
+                job.train.batch_size,
+                self.world_size,
+                job.image_size,
+                training=split == "train",
+                shuffle=job.data.shuffle_buffer if split == "train" else 0,
+            )
+            for split in ("train", "val")
+        )
+        with self.strategy.scope():
+            self.net = keras_model.build_model(
+                job.model, len(loop_config["classes"]), job.image_size
+            )
+        self.plain = keras_model.plain_copy(self.net)  # outside the scope: weight files
+
+        self.state, weights, self.best_weights, self.restored_optimizer = _restore(
+            self.plain, self.start["checkpoint"]
+        )
+        if weights is not None:
+            keras_model.set_weights(self.net, weights)
+        # set per stage / epoch by run_stage and the hooks
+        self.stage_index, self.stage = 0, self.stages[0]
+        self.trainable_tensors = 0
+        self.callbacks: list[Any] = []
+        self.nan_guard = keras_model.StopOnNonFiniteLoss()
+        self.diverged: dict[str, Any] | None = None
+        self.epoch, self.epoch_start, self.epoch_learning_rate = 0, time.monotonic(), 0.0
+
+    def say(self, message: str) -> None:
+        if self.rank == 0:
+            say(message)
+
+    def _where(self) -> str:
+        return (
+            f"stage {self.stage_index + 1}/{len(self.stages)} {self.stage.name!r} "
+            f"epoch {self.epoch + 1}/{self.stage.epochs}"
+        )
+
+    def run(self) -> None:
+        for stage_index, stage in enumerate(self.stages):
+            if stage_index >= self.start["stage_index"] and self.diverged is None:
+                self.run_stage(stage_index, stage)
+        self.finish()
+
+    def run_stage(self, stage_index: int, stage: StageSection) -> None:
+        state, net = self.state, self.net
+        self.stage_index, self.stage = stage_index, stage
+        continuing = stage_index == self.start["stage_index"] and self.start["epoch"] > 0
+        with self.strategy.scope():
+            self.trainable_tensors = keras_model.set_trainable(net, stage.trainable)
+            keras_model.compile_for_stage(net, stage.optimizer, stage.learning_rate)
+            if continuing and self.restored_optimizer:
+                keras_model.restore_optimizer_state(net, self.restored_optimizer)
+        if continuing and state.learning_rate:
+            keras_model.set_learning_rate(net, state.learning_rate)
+        self.say(
+            f"stage {stage_index + 1}/{len(self.stages)} {stage.name!r}: trainable="
+            f"{stage.trainable} ({self.trainable_tensors} trainable tensors), "
+            f"{stage.optimizer} lr={keras_model.current_learning_rate(net):.2e}, "
+            f"{stage.epochs} epochs"
+        )
+        self.callbacks = keras_model.stage_callbacks(
+            self.job.train.reduce_lr,
+            self.job.train.early_stopping,
+            state.callbacks if continuing else {},
+        )
+        net.fit(
+            self.train_ds,
+            validation_data=self.val_ds,
+            epochs=stage.epochs,
+            initial_epoch=self.start["epoch"] if continuing else 0,
+            callbacks=[
+                self.nan_guard,
+                *self.callbacks,
+                keras_model.BatchProgress(self.on_progress, self.job.run.progress_seconds),
+                keras_model.EpochHooks(self.on_epoch_begin, self.on_epoch_end),
+            ],
+            verbose=0,
+        )
+
+    def on_epoch_begin(self, epoch: int, net: Any) -> None:
+        self.epoch, self.epoch_start = epoch, time.monotonic()
+        self.epoch_learning_rate = keras_model.current_learning_rate(net)
+
+    def on_progress(self, steps: int, logs: dict[str, float]) -> None:
+        rate = (
+            steps
+            * self.job.train.batch_size
+            * self.world_size
+            / (time.monotonic() - self.epoch_start)
+        )
+        self.say(
+            f"{self._where()}: step {steps}/{self.steps_per_epoch} "
+            f"loss={logs.get('loss', 0.0):.4f} accuracy={logs.get('accuracy', 0.0):.4f} "
+            f"({rate:.0f} images/s)"
+        )
+
+    def _check_finite(self, logs: dict[str, float], net: Any) -> bool:
+        """False (and training stopped, the reason kept) when a metric is NaN or infinite.
+
+        The logs are global figures, identical on every worker, so all decide alike."""
+        bad = {k: float(logs.get(k, math.nan)) for k in METRICS}
+        bad = {k: v for k, v in bad.items() if not math.isfinite(v)}
+        if not bad and self.nan_guard.step is None:
+            return True
+        net.stop_training = True
+        step = self.nan_guard.step
+        self.diverged = {
+            "stage": self.stage.name,
+            "stage_index": self.stage_index,
+            "epoch": self.epoch + 1,
+            "step": step,
+            "loss": self.nan_guard.loss if step is not None else bad.get("loss"),
+            "non_finite": sorted(bad) or ["loss"],
+            "learning_rate": self.epoch_learning_rate,
+        }
+        return False
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], net: Any) -> None:
+        if not self._check_finite(logs, net):
+            return  # nothing of this epoch is recorded or saved
+        state, stage = self.state, self.stage
+        row = {
+            "global_epoch": len(state.history) + 1,
+            "stage": stage.name,
+            "stage_index": self.stage_index,
+            "epoch": epoch + 1,
+            **{k: float(logs[k]) for k in METRICS},
+            "learning_rate": self.epoch_learning_rate,  # what this epoch trained with
+            "trainable_tensors": self.trainable_tensors,
+            "seconds": round(time.monotonic() - self.epoch_start, 3),
+        }
+        state.history.append(row)
+        if net.stop_training and epoch + 1 < stage.epochs:
+            state.stopped_early.append(self.stage_index)  # EarlyStopping ended the stage
+        state.learning_rate = keras_model.current_learning_rate(net)  # after ReduceLR
+        state.callbacks = keras_model.callback_state(self.callbacks)
+        weights = keras_model.get_weights(net)  # collective: every worker calls it
+        if is_better(row, state.best):
+            state.best, self.best_weights = row, weights
+        metrics = {k: v for k, v in row.items() if k != "seconds"}
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        self.say(
+            f"{self._where()}: loss={row['loss']:.4f} accuracy={row['accuracy']:.4f} "
+            f"val_loss={row['val_loss']:.4f} val_accuracy={row['val_accuracy']:.4f} "
+            f"lr={row['learning_rate']:.2e} ({row['seconds']:.1f}s)"
+        )
+        with tempfile.TemporaryDirectory() as ckpt_dir:
+            self._write_checkpoint(weights, keras_model.optimizer_state(net), ckpt_dir)
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir),
+                checkpoint_dir_name=ckpt_files.checkpoint_name(row["global_epoch"]),
+            )
+        # report() has uploaded the checkpoint: the history may now include this epoch.
+        storage.write_text(self.run_dir.join("history.csv"), history_csv(state.history))
+
+    def _write_checkpoint(
+        self, weights: list[np.ndarray], optimizer: list[np.ndarray], directory: str
+    ) -> None:
+        join = os.path.join
+        keras_model.save_weights(self.plain, weights, join(directory, ckpt_files.WEIGHTS_FILE))
+        keras_model.save_weights(
+            self.plain, self.best_weights, join(directory, ckpt_files.BEST_WEIGHTS_FILE)
+        )
+        np.savez(
+            join(directory, ckpt_files.OPTIMIZER_FILE),
+            **{f"v{i}": a for i, a in enumerate(optimizer)},
+        )
+        with open(join(directory, ckpt_files.STATE_FILE), "w") as f:
+            f.write(self.state.to_json())
+        ckpt_files.write_manifest(directory)
+
+    def finish(self) -> None:
+        """Record this replica's weight digest; rank 0 exports the best epoch (or, after a
+        non-finite loss, records where it happened and exports nothing)."""
+        if self.diverged is not None:
+            if self.rank == 0:
+                storage.write_text(
+                    self.run_dir.join(DIVERGED_FILE), json.dumps(self.diverged, indent=1)
+                )
+            return
+        # Gradients are all-reduced, so every replica must end with the same weights; each
+        # worker records a digest and the driver checks that they agree.
+        final_weights = keras_model.get_weights(self.net)
+        storage.write_text(
+            self.run_dir.join("replicas", f"rank_{self.rank}.sha256"),
+            weights_digest(final_weights),
+        )
+        if self.rank != 0:
+            return
+        with tempfile.TemporaryDirectory() as export_dir:
+            best = self.best_weights if self.best_weights is not None else final_weights
+            self.plain.set_weights(best)
+            keras_model.export_model(self.plain, os.path.join(export_dir, "model.keras"))
+            storage.upload_dir(export_dir, self.run_dir.join("model"))
+        best_epoch = self.state.best["global_epoch"] if self.state.best else "-"
+        self.say(
+            f"exported the best epoch ({best_epoch}) to "
+            f"{self.run_dir.join('model', 'model.keras').uri}"
+        )
+
+
+def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker loop: build, (resume,) run the remaining stages, export the best."""
+    tf.get_logger().setLevel("ERROR")
+    _WorkerRun(JobConfig.model_validate(loop_config["job"]), loop_config).run()
