@@ -6,8 +6,10 @@ works against it), started once per session and always stopped at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -93,8 +95,51 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
 
         if ray.is_initialized():
             ray.shutdown()
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _processes() -> dict[int, tuple[int, bytes]]:
+    """pid -> (parent pid, command line) of every process visible in /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            found[int(entry.name)] = (ppid, (entry / "cmdline").read_bytes())
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+    return found
+
+
+def _stop_cluster(temp_dir: Path, grace_s: float = 20.0) -> None:
+    """Stop this cluster only: its processes name ``temp_dir`` on their command line, and
+    their workers descend from them. (``ray stop`` would stop every Ray on the machine.)"""
+    procs = _processes()
+    ours = {pid for pid, (_, cmd) in procs.items() if str(temp_dir).encode() in cmd}
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _) in procs.items() if ppid in ours} - ours
+        ours |= children
+        grew = bool(children)
+    ours.discard(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in ours:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(_alive(p) for p in ours):
+            time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's bookkeeping remains
 
 
 def _wait_for_dashboard(url: str, timeout: float = 90.0) -> None:

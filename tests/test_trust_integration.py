@@ -1,0 +1,187 @@
+"""Results you can trust, on a real local Ray cluster: a diverging loss stops the run, a
+rerun extends a finished stage or is refused, a killed worker's rerun resumes from the
+newest complete checkpoint, and a second run on a busy run directory is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, write_digits_tree
+
+from tljob import storage
+from tljob.run import checkpoint as ckpt_files
+from tljob.run.ledger import parse_history_csv
+
+pytestmark = pytest.mark.ray
+
+
+def tiny_job(tmp_path: Path, name: str, stages: list[dict], workers: int = 1) -> Path:
+    data = tmp_path / "digits"
+    if not data.exists():
+        write_digits_tree(data, classes=3, per_class=10)
+    tree = {
+        "data": {"source": str(data), "image_size": 32, "val_fraction": 0.2, "seed": 1},
+        "model": {"backbone": "vgg16", "weights": "none", "head": {"dropout": 0.0}},
+        "train": {"batch_size": 4, "stages": stages},
+        "scaling": {"num_workers": workers, "cpus_per_worker": 0.5},
+        "run": {"name": name, "storage_path": str(tmp_path / "runs")},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def tljob_train(ray_cluster, config: Path, *overrides: str) -> list[str]:
+    command = [sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", str(config)]
+    for override in overrides:
+        command += ["--set", override]
+    return command
+
+
+def run(ray_cluster, command: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster["gcs"], "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def history(run_dir: Path) -> list[dict]:
+    return parse_history_csv((run_dir / "history.csv").read_text())
+
+
+def head(epochs: int, lr: float = 1e-3, **extra) -> dict:
+    return {"name": "head", "epochs": epochs, "learning_rate": lr, "trainable": "head", **extra}
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, ray_cluster):
+    stages = [
+        head(1),
+        {
+            "name": "blow_up",
+            "epochs": 2,
+            "learning_rate": 1e30,
+            "optimizer": "sgd",
+            "trainable": "all",
+        },
+    ]
+    config = tiny_job(tmp_path, "nan", stages)
+    proc = run(ray_cluster, tljob_train(ray_cluster, config))
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    err = proc.stderr
+    assert "tljob: failed: training stopped: loss" in err
+    assert "became non-finite" in err and "in stage 2 'blow_up' epoch 1 step " in err
+    assert "at learning rate 1e+30" in err
+    assert "the last good checkpoint, checkpoint_epoch_0001, is kept" in err
+    assert "Lower `train.stages.1.learning_rate`" in err
+    assert "Traceback" not in err
+    run_dir = tmp_path / "runs" / "nan"
+    assert [(r["stage"], r["epoch"]) for r in history(run_dir)] == [("head", 1)]
+    assert ckpt_files.checkpoint_dirs(storage.resolve(str(run_dir))) == ["checkpoint_epoch_0001"]
+    assert not (run_dir / "model").exists()  # no NaN model was exported
+    assert not (run_dir / "diverged.json").exists()
+    assert not (run_dir / "run.lock").exists()
+
+
+def test_extending_a_finished_stage_trains_the_new_epochs_and_shrinking_is_refused(
+    tmp_path, ray_cluster
+):
+    config = tiny_job(tmp_path, "extend", [head(1)])
+    run_dir = tmp_path / "runs" / "extend"
+    first = run(ray_cluster, tljob_train(ray_cluster, config))
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "[tljob] starting fresh: " in first.stdout
+
+    longer = run(ray_cluster, tljob_train(ray_cluster, config, "train.stages.0.epochs=3"))
+    assert longer.returncode == 0, longer.stdout[-3000:] + longer.stderr[-3000:]
+    assert (
+        "[tljob] resuming after stage 'head' epoch 1 (global epoch 1) from "
+        "checkpoint_epoch_0001; next: stage 1/1 'head' epoch 2/3"
+    ) in longer.stdout
+    assert longer.stdout.count("[tljob] stage 1/1 'head' epoch ") == 2  # epochs 2 and 3 only
+    assert [(r["stage"], r["epoch"]) for r in history(run_dir)] == [
+        ("head", 1),
+        ("head", 2),
+        ("head", 3),
+    ]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["train"]["stages"][0]["epochs"] == 3
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["checkpoint"].endswith("checkpoint_epoch_0003")
+
+    shorter = run(ray_cluster, tljob_train(ray_cluster, config, "train.stages.0.epochs=2"))
+    assert shorter.returncode == 2
+    assert "`train.stages.0.epochs` (2) is less than the 3 epoch(s)" in shorter.stderr
+    # the saved config still says what happened
+    assert yaml.safe_load((run_dir / "config.yaml").read_text()) == saved
+
+
+def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"the run ended before {what}: " + proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.2)
+
+
+def _train_worker_pids() -> list[int]:
+    """Processes of Ray Train workers on this machine (their command line names them)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"RayTrainWorker" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue  # ended meanwhile
+    return pids
+
+
+def test_a_killed_worker_resumes_from_the_newest_complete_checkpoint(tmp_path, ray_cluster):
+    config = tiny_job(tmp_path, "killed", [head(4)])
+    run_dir = storage.resolve(str(tmp_path / "runs" / "killed"))
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster["gcs"], "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(
+        tljob_train(ray_cluster, config),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for(lambda: storage.exists(run_dir.join("run.lock")), first, "lock")
+        # a second run on the same run directory is refused at once, naming the holder
+        second = run(ray_cluster, tljob_train(ray_cluster, config), timeout=120)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"is in use by another tljob run: pid {first.pid} on host" in second.stderr
+
+        _wait_for(lambda: ckpt_files.newest_complete(run_dir)[0], first, "checkpoint")
+        workers = _train_worker_pids()
+        assert workers, "no Ray Train worker process found"
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        first.wait(timeout=300)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=60)
+    assert first.returncode != 0
+    done, _ = ckpt_files.newest_complete(run_dir)
+    epochs_done = int(done.rsplit("_", 1)[1])
+    assert epochs_done < 4, "the kill came too late to test resuming"
+    # history.csv never runs ahead of the newest complete checkpoint
+    assert len(history(Path(run_dir.path))) <= epochs_done
+
+    rerun = run(ray_cluster, tljob_train(ray_cluster, config))
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert (
+        f"[tljob] resuming after stage 'head' epoch {epochs_done} (global epoch {epochs_done}) "
+        f"from {done}; next: stage 1/1 'head' epoch {epochs_done + 1}/4"
+    ) in rerun.stdout
+    assert rerun.stdout.count("[tljob] stage 1/1 'head' epoch ") == 4 - epochs_done
+    assert [r["epoch"] for r in history(Path(run_dir.path))] == [1, 2, 3, 4]
