@@ -298,9 +298,9 @@ def test_resolved_config_round_trips(tmp_path):
     assert yaml.safe_load(saved.read_text())["data"]["image_size"] == 160
 
 
-def test_config_module_imports_neither_ray_nor_tensorflow():
+def test_config_and_preflight_import_neither_ray_nor_tensorflow():
     code = (
-        "import sys, tljob.config, tljob.backbones, tljob.cli;"
+        "import sys, tljob.config, tljob.backbones, tljob.cli, tljob.preflight;"
         "bad = [m for m in ('ray', 'tensorflow', 'tf_keras', 'keras') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
