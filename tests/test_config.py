@@ -126,6 +126,106 @@ def test_bad_input_names_field_value_and_rule(tmp_path, text, overrides, expecte
     assert expected in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("override", "field", "shown"),
+    [
+        ("train.stages.0.learning_rate=.inf", "train.stages.0.learning_rate", "inf"),
+        ("train.stages.1.learning_rate=-.inf", "train.stages.1.learning_rate", "-inf"),
+        ("train.stages.0.learning_rate=.nan", "train.stages.0.learning_rate", "nan"),
+        ("model.head.dropout=.nan", "model.head.dropout", "nan"),
+        ("model.head.dropout=nan", "model.head.dropout", "'nan'"),  # a YAML string
+        ("train.reduce_lr.factor=.nan", "train.reduce_lr.factor", "nan"),
+        ("train.reduce_lr.min_lr=.inf", "train.reduce_lr.min_lr", "inf"),
+        ("scaling.cpus_per_worker=.inf", "scaling.cpus_per_worker", "inf"),
+        ("scaling.gpus_per_worker=.nan", "scaling.gpus_per_worker", "nan"),
+        ("scaling.data_cpus=.inf", "scaling.data_cpus", "inf"),
+        ("scaling.resource_wait_seconds=.inf", "scaling.resource_wait_seconds", "inf"),
+        ("data.val_fraction=.nan", "data.val_fraction", "nan"),
+        ("run.progress_seconds=.inf", "run.progress_seconds", "inf"),
+    ],
+)
+def test_non_finite_floats_are_refused_naming_the_field(override, field, shown):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.source=/x", override])
+    assert str(err.value) == (
+        f"invalid config:\n  `{field}` ({shown}): must be a finite number, not inf or nan"
+    )
+
+
+def test_every_float_field_refuses_inf_and_nan():
+    # Walk the schema, so a float field added later is covered too.
+    from pydantic import BaseModel
+
+    from tljob.config import StageSection
+
+    floats: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+            elif ann is float or ann == float | None:
+                floats.append(prefix + name)
+
+    walk(JobConfig, "")
+    walk(StageSection, "train.stages.0.")
+    assert "train.stages.0.learning_rate" in floats and "scaling.data_cpus" in floats
+    for path in floats:
+        for value in (".inf", ".nan"):
+            with pytest.raises(ConfigError, match=f"`{path}` "):
+                load_config(None, [f"{path}={value}"])
+
+
+@pytest.mark.parametrize(
+    ("override", "shown"),
+    [
+        ("train.reduce_lr.monitor=bogus", "`train.reduce_lr.monitor` ('bogus')"),
+        ("train.early_stopping.monitor=val_acc", "`train.early_stopping.monitor` ('val_acc')"),
+        ("train.early_stopping.monitor=acc", "`train.early_stopping.monitor` ('acc')"),
+        ("train.reduce_lr.monitor=lr", "`train.reduce_lr.monitor` ('lr')"),
+    ],
+)
+def test_monitor_must_be_a_reported_metric(override, shown):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == (
+        f"invalid config:\n  {shown}: is not a metric a run reports, so the callback would "
+        "never act; use one of loss, accuracy, val_loss, val_accuracy"
+    )
+
+
+@pytest.mark.parametrize("name", ["loss", "accuracy", "val_loss", "val_accuracy"])
+def test_every_reported_metric_can_be_monitored(name):
+    job = load_config(
+        None, [f"train.reduce_lr.monitor={name}", f"train.early_stopping.monitor={name}"]
+    )
+    assert job.train.reduce_lr.monitor == job.train.early_stopping.monitor == name
+
+
+def test_reported_metrics_follow_the_compiled_metrics():
+    from tljob.config import METRICS, REPORTED_METRICS
+
+    assert METRICS == ("accuracy",)
+    assert REPORTED_METRICS == ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def test_image_size_has_an_upper_bound():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.image_size=10000"])
+    assert "`data.image_size` (10000): Input should be less than or equal to 1024" in str(err.value)
+    assert load_config(None, ["data.image_size=1024"]).image_size == 1024
+
+
+def test_scaling_defaults_for_the_preflight_check():
+    job = load_config(None, [])
+    assert (job.scaling.data_cpus, job.scaling.resource_wait_seconds) == (1.0, 0.0)
+    job = load_config(None, ["scaling.data_cpus=0.25", "scaling.resource_wait_seconds=600"])
+    assert (job.scaling.data_cpus, job.scaling.resource_wait_seconds) == (0.25, 600.0)
+    with pytest.raises(ConfigError, match=r"`scaling.resource_wait_seconds` \(-1\)"):
+        load_config(None, ["scaling.resource_wait_seconds=-1"])
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
@@ -198,9 +298,9 @@ def test_resolved_config_round_trips(tmp_path):
     assert yaml.safe_load(saved.read_text())["data"]["image_size"] == 160
 
 
-def test_config_module_imports_neither_ray_nor_tensorflow():
+def test_config_and_preflight_import_neither_ray_nor_tensorflow():
     code = (
-        "import sys, tljob.config, tljob.backbones, tljob.cli;"
+        "import sys, tljob.config, tljob.backbones, tljob.cli, tljob.preflight;"
         "bad = [m for m in ('ray', 'tensorflow', 'tf_keras', 'keras') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -58,6 +58,23 @@ def test_every_registered_backbone_builds_and_trains_one_step(name):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_fit_reports_exactly_the_metrics_callbacks_may_monitor():
+    # The config validates `monitor` settings against REPORTED_METRICS; this keeps that
+    # tuple equal to what a compiled model really reports when it validates every epoch.
+    from tljob.config import REPORTED_METRICS
+
+    net = keras_model.build_model(model_cfg("mobilenet_v2"), num_classes=3, image_size=TINY)
+    keras_model.compile_for_stage(net, "adam", 1e-3)
+    x, y = batch()
+    seen: list[tuple[str, ...]] = []
+    hooks = keras_model.EpochHooks(lambda e, m: None, lambda e, logs, m: seen.append(tuple(logs)))
+    history = net.fit(
+        x, y, batch_size=4, epochs=1, validation_data=(x, y), callbacks=[hooks], verbose=0
+    )
+    assert seen == [REPORTED_METRICS]
+    assert tuple(history.history) == REPORTED_METRICS
+
+
 def test_unknown_backbone_lists_the_registered_ones():
     with pytest.raises(UnknownBackboneError) as err:
         get_backbone("alexnet9")

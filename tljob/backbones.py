@@ -27,6 +27,14 @@ class BackboneSpec:
     ``preprocessing`` is the ImageNet input convention its weights were trained with
     (applied inside the model, on float pixels in [0, 255]); ``min_image_size`` is the
     smallest input side the architecture accepts.
+
+    Sizes, for the preflight memory estimate (``tljob.preflight``), measured on the real
+    no-top Keras model and checked against it by the tests: ``parameters`` (all weights,
+    trainable or not), ``feature_channels`` (channels of the last feature map, the input of
+    the head), and ``activations_per_pixel``: the sum over the backbone's layers of their
+    output elements for one image, divided by the pixels of that image (side x side),
+    measured at ``default_image_size``. It is nearly constant in the side, so one image's
+    activations at side ``s`` are about ``activations_per_pixel * s * s`` float32 values.
     """
 
     name: str
@@ -36,6 +44,9 @@ class BackboneSpec:
     min_image_size: int
     preprocessing: PreprocessingMode
     description: str
+    parameters: int
+    feature_channels: int
+    activations_per_pixel: float
 
     def imagenet_weights_file(self, image_size: int) -> str:
         """File name Keras caches the ImageNet no-top weights under, in ``<KERAS_HOME>/models``."""
@@ -58,6 +69,9 @@ BACKBONES: dict[str, BackboneSpec] = {
             min_image_size=32,
             preprocessing="caffe",
             description="ResNet-50 (He et al. 2015), 23.6M backbone parameters.",
+            parameters=23_587_712,
+            feature_channels=2048,
+            activations_per_pixel=739.7,
         ),
         BackboneSpec(
             name="vgg16",
@@ -67,6 +81,9 @@ BACKBONES: dict[str, BackboneSpec] = {
             min_image_size=32,
             preprocessing="caffe",
             description="VGG-16 (Simonyan & Zisserman 2014), 14.7M backbone parameters.",
+            parameters=14_714_688,
+            feature_channels=512,
+            activations_per_pixel=303.5,
         ),
         BackboneSpec(
             name="mobilenet_v2",
@@ -76,6 +93,9 @@ BACKBONES: dict[str, BackboneSpec] = {
             min_image_size=32,
             preprocessing="tf",
             description="MobileNetV2 1.0 (Sandler et al. 2018), 2.3M backbone parameters.",
+            parameters=2_257_984,
+            feature_channels=1280,
+            activations_per_pixel=434.7,
         ),
         BackboneSpec(
             name="efficientnet_b0",
@@ -86,6 +106,9 @@ BACKBONES: dict[str, BackboneSpec] = {
             # EfficientNet carries its own Rescaling/Normalization layers: feed raw [0, 255].
             preprocessing="none",
             description="EfficientNet-B0 (Tan & Le 2019), 4.0M backbone parameters.",
+            parameters=4_049_571,
+            feature_channels=1280,
+            activations_per_pixel=500.5,
         ),
     )
 }

@@ -21,6 +21,14 @@ from tljob.errors import UserError
 TRAINABLE_PATTERN = re.compile(r"^(head|all|top:([1-9][0-9]*))$")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+MAX_IMAGE_SIZE = 1024
+
+# What every stage compiles (``tljob.model.compile_for_stage`` reads these) and therefore the
+# exact names Keras reports after each epoch, since fit validates every epoch. Callbacks may
+# only watch these names; anything else would be accepted by Keras and never act.
+LOSS = "sparse_categorical_crossentropy"
+METRICS = ("accuracy",)
+REPORTED_METRICS = tuple(prefix + name for prefix in ("", "val_") for name in ("loss", *METRICS))
 
 
 class ConfigError(UserError, ValueError):
@@ -28,7 +36,18 @@ class ConfigError(UserError, ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: inf/nan in any float field (learning rates, dropout, CPUs, ...)
+    # is a config error, not a run that trains on nothing or never schedules.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _reported_metric(name: str) -> str:
+    if name not in REPORTED_METRICS:
+        raise ValueError(
+            "is not a metric a run reports, so the callback would never act; "
+            "use one of " + ", ".join(REPORTED_METRICS)
+        )
+    return name
 
 
 class DataSection(_Section):
@@ -43,8 +62,12 @@ class DataSection(_Section):
     image_size: int | None = Field(
         None,
         ge=1,
+        le=MAX_IMAGE_SIZE,
         description="Side in pixels images are resized to (bilinear) before the backbone. "
-        "Empty means the backbone's default (224 for the ImageNet backbones).",
+        "Empty means the backbone's default (224 for the ImageNet backbones). At most "
+        f"{MAX_IMAGE_SIZE}: a worker's memory grows with the square of the side (at 1024 one "
+        "batch of 32 already needs tens of GiB for backprop), and the preflight check refuses "
+        "sizes the cluster's nodes cannot hold.",
     )
     val_fraction: float = Field(
         0.2,
@@ -150,16 +173,24 @@ def _default_stages() -> list[StageSection]:
 
 class ReduceLRSection(_Section):
     enabled: bool = Field(True, description="Use ReduceLROnPlateau.")
-    monitor: str = Field("val_loss", description="Metric watched.")
+    monitor: str = Field(
+        "val_loss", description="Metric watched: " + ", ".join(REPORTED_METRICS) + "."
+    )
     factor: float = Field(0.5, gt=0.0, lt=1.0, description="Multiply the LR by this.")
     patience: int = Field(2, ge=0, description="Epochs without improvement before reducing.")
     min_lr: float = Field(1e-7, ge=0.0, description="Lower bound on the learning rate.")
 
+    _known_monitor = field_validator("monitor")(_reported_metric)
+
 
 class EarlyStoppingSection(_Section):
     enabled: bool = Field(False, description="Stop a stage early when the metric stalls.")
-    monitor: str = Field("val_loss", description="Metric watched.")
+    monitor: str = Field(
+        "val_loss", description="Metric watched: " + ", ".join(REPORTED_METRICS) + "."
+    )
     patience: int = Field(3, ge=0, description="Epochs without improvement before stopping.")
+
+    _known_monitor = field_validator("monitor")(_reported_metric)
 
 
 class TrainSection(_Section):
@@ -194,10 +225,24 @@ class ScalingSection(_Section):
     cpus_per_worker: float = Field(
         0.5,
         gt=0.0,
-        description="CPUs reserved per worker. Keep it below the CPUs per node so Ray Data "
-        "has cores left to decode images (whole CPUs on a small node can deadlock).",
+        description="CPUs reserved per worker. A worker must fit on one node, and the "
+        "workers together must leave `scaling.data_cpus` free (checked before training).",
     )
     gpus_per_worker: float = Field(1.0, ge=0.0, description="GPUs per worker when use_gpu.")
+    data_cpus: float = Field(
+        1.0,
+        ge=0.0,
+        description="CPUs of the cluster left unreserved by the workers, for Ray Data to "
+        "decode images. A job whose workers leave fewer is refused before it starts: with no "
+        "CPU left, the workers wait forever for images.",
+    )
+    resource_wait_seconds: float = Field(
+        0.0,
+        ge=0.0,
+        description="0: the cluster is fixed, and a job it cannot hold is refused at once. "
+        "On an autoscaling cluster, wait up to this many seconds for nodes to appear before "
+        "refusing.",
+    )
 
 
 class RunSection(_Section):
@@ -258,6 +303,8 @@ def _format_errors(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             lines.append(f"`{path}` is not a known setting (check the spelling)")
+        elif e["type"] == "finite_number":
+            lines.append(f"`{path}` ({e['input']!r}): must be a finite number, not inf or nan")
         elif path:
             lines.append(f"`{path}` ({e['input']!r}): {msg}")
         else:

@@ -26,7 +26,7 @@ import tensorflow as tf
 import tf_keras
 
 from tljob.backbones import BackboneSpec, get_backbone, resolve_weights_file
-from tljob.config import EarlyStoppingSection, ModelSection, ReduceLRSection
+from tljob.config import LOSS, METRICS, EarlyStoppingSection, ModelSection, ReduceLRSection
 
 BACKBONE_LAYER = "backbone"
 SCRATCH_BATCHNORM_MOMENTUM = 0.9
@@ -175,12 +175,12 @@ _OPTIMIZERS: dict[str, Callable[[float], Any]] = {
 
 
 def compile_for_stage(model: tf_keras.Model, optimizer: str, learning_rate: float) -> None:
-    """Compile with a fresh optimizer; call inside the distribution strategy's scope."""
-    model.compile(
-        optimizer=_OPTIMIZERS[optimizer](learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    """Compile with a fresh optimizer; call inside the distribution strategy's scope.
+
+    Loss and metrics come from ``tljob.config`` (``LOSS``, ``METRICS``), which also derives
+    ``REPORTED_METRICS``, the names callbacks may monitor.
+    """
+    model.compile(optimizer=_OPTIMIZERS[optimizer](learning_rate), loss=LOSS, metrics=list(METRICS))
     # Under MultiWorkerMirroredStrategy the metrics are already global; Keras' default
     # ("auto" = sum over replicas) would show per-batch figures num_workers times too big.
     model.distribute_reduction_method = "first"

@@ -15,16 +15,15 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from tljob.config import JobConfig
+from tljob.config import REPORTED_METRICS, JobConfig
 from tljob.errors import UserError
 
-METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 HISTORY_COLUMNS = (
     "global_epoch",
     "stage",
     "stage_index",
     "epoch",
-    *METRICS,
+    *REPORTED_METRICS,
     "learning_rate",
     "trainable_tensors",
     "seconds",

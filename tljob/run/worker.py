@@ -26,9 +26,9 @@ import tensorflow as tf
 
 from tljob import model as keras_model
 from tljob import storage
-from tljob.config import JobConfig, StageSection
+from tljob.config import REPORTED_METRICS, JobConfig, StageSection
 from tljob.run import checkpoint as ckpt_files
-from tljob.run.ledger import METRICS, TrainState, history_csv, is_better
+from tljob.run.ledger import TrainState, history_csv, is_better
 
 DIVERGED_FILE = "diverged.json"
 
@@ -209,7 +209,7 @@ class _WorkerRun:
         """False (and training stopped, the reason kept) when a metric is NaN or infinite.
 
         The logs are global figures, identical on every worker, so all decide alike."""
-        bad = {k: float(logs.get(k, math.nan)) for k in METRICS}
+        bad = {k: float(logs.get(k, math.nan)) for k in REPORTED_METRICS}
         bad = {k: v for k, v in bad.items() if not math.isfinite(v)}
         if not bad and self.nan_guard.step is None:
             return True
@@ -235,7 +235,7 @@ class _WorkerRun:
             "stage": stage.name,
             "stage_index": self.stage_index,
             "epoch": epoch + 1,
-            **{k: float(logs[k]) for k in METRICS},
+            **{k: float(logs[k]) for k in REPORTED_METRICS},
             "learning_rate": self.epoch_learning_rate,  # what this epoch trained with
             "trainable_tensors": self.trainable_tensors,
             "seconds": round(time.monotonic() - self.epoch_start, 3),
