@@ -310,3 +310,32 @@ def test_a_run_is_not_resumed_with_other_classes(tmp_path):
     assert [(r["stage"], r["epoch"]) for r in rows] == [("head", 1)]
     with pytest.raises(RunMismatchError, match=r"trained on classes \['a', 'b'\], but"):
         plan_run(run_dir, job, ["a", "b", "c"])
+
+
+def test_too_few_images_for_a_batch_is_refused_before_ray_starts(tmp_path, capsys):
+    from conftest import write_digits_tree
+
+    from tljob.cli import main
+
+    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
+    (tmp_path / "job.yaml").write_text("{}")
+    code = main(
+        [
+            "train",
+            "--config",
+            str(tmp_path / "job.yaml"),
+            "--set",
+            f"data.source={data}",
+            "--set",
+            "model.weights=none",
+            "--set",
+            f"run.storage_path={tmp_path / 'runs'}",
+            "--set",
+            "scaling.num_workers=1",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "`train.batch_size` (32)" in err and "24" in err
+    assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+    assert not (tmp_path / "runs").exists()  # refused before anything was written

@@ -185,3 +185,24 @@ def test_a_killed_worker_resumes_from_the_newest_complete_checkpoint(tmp_path, r
     ) in rerun.stdout
     assert rerun.stdout.count("[tljob] stage 1/1 'head' epoch ") == 4 - epochs_done
     assert [r["epoch"] for r in history(Path(run_dir.path))] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("scaling", "message"),
+    [
+        ({"num_workers": 8}, "`scaling.num_workers` (8)"),
+        ({"num_workers": 2, "cpus_per_worker": 1.0}, "`scaling.data_cpus` (1)"),
+    ],
+)
+def test_a_job_the_cluster_cannot_place_is_refused_instead_of_hanging(
+    tmp_path, ray_cluster, scaling, message
+):
+    config = tiny_job(tmp_path, "too-big", [head(1)])
+    overrides = [f"scaling.{k}={v}" for k, v in scaling.items()]
+    started = time.monotonic()
+    proc = run(ray_cluster, tljob_train(ray_cluster, config, *overrides), timeout=180)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert time.monotonic() - started < 120
+    assert message in proc.stderr
+    assert "2 CPU" in proc.stderr  # the cluster's size is named
+    assert "Traceback" not in proc.stderr

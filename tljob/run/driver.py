@@ -22,9 +22,9 @@ import yaml
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
 
-from tljob import storage
+from tljob import preflight, storage
 from tljob.config import JobConfig, dump_config
-from tljob.data import ImageListing, PreparedData, prepare_data
+from tljob.data import ImageListing, PreparedData, prepare_data, split_stratified
 from tljob.errors import JobFailedError
 from tljob.run import checkpoint as ckpt_files
 from tljob.run.ledger import (
@@ -131,12 +131,33 @@ def run_job_driver_fn(job: JobConfig, listing: ImageListing) -> TrainOutcome:
     a rerun that contradicts the run so far; ``TrainingDivergedError`` (exit 1) for a
     non-finite loss.
     """
+    train_items, val_items = split_stratified(listing, job.data.val_fraction, job.data.seed)
+    _check_batches(job, len(train_items), len(val_items))  # the listing's counts: at most
     run_dir = prepare_run_dir(job.run.storage_path, job.run.name)
     with RunLock(run_dir, say=say):
         plan = plan_run(run_dir, job, listing.classes)
         say(plan.message)
         ensure_ray()
+        _check_cluster(job, len(listing.classes))
         return _train_and_summarise(job, listing, plan, run_dir)
+
+
+def _check_batches(job: JobConfig, train_images: int, val_images: int) -> None:
+    preflight.check_batches(train_images, val_images, job.train.batch_size, job.scaling.num_workers)
+
+
+def _check_cluster(job: JobConfig, num_classes: int) -> None:
+    """Refuse (exit 2) a job the cluster cannot place or hold in memory, instead of letting
+    Ray wait for resources forever; on an autoscaling cluster, wait a bounded time."""
+    if job.scaling.resource_wait_seconds > 0:
+        from ray.autoscaler.sdk import request_resources
+
+        # Without a pending request an autoscaler sees no demand and adds no nodes.
+        request_resources(bundles=preflight.resource_request(job.scaling))
+    nodes = preflight.wait_for_resources(
+        job.scaling, lambda: preflight.nodes_from_ray(ray.nodes()), say=say
+    )
+    preflight.check_memory(job, nodes, num_classes=num_classes)
 
 
 def _train_and_summarise(
@@ -144,6 +165,7 @@ def _train_and_summarise(
 ) -> TrainOutcome:
     started = time.monotonic()
     prepared: PreparedData = prepare_data(job.data, job.image_size, listing)
+    _check_batches(job, prepared.counts["train"].used, prepared.counts["val"].used)
     storage.write_text(run_dir.join("config.yaml"), dump_config(job))
     storage.write_text(
         run_dir.join("labels.json"),
