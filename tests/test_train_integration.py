@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def test_ray_job_submit_trains_on_two_workers_end_to_end(tmp_path, ray_cluster):
         {"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"},
         {"name": "fine_tune", "epochs": 2, "learning_rate": 1e-4, "trainable": "all"},
     ]
-    config = job_yaml(tmp_path, data, "submitted", stages)
+    # a progress line after every step, to compare with the epoch's figures
+    config = job_yaml(tmp_path, data, "submitted", stages, run={"progress_seconds": 0.001})
     ray_bin = str(Path(sys.executable).with_name("ray"))
     proc = subprocess.run(
         [
@@ -92,7 +94,20 @@ def test_ray_job_submit_trains_on_two_workers_end_to_end(tmp_path, ray_cluster):
     assert "[tljob] stage 2/2 'fine_tune' epoch 2/2: loss=" in proc.stdout
     assert "val_acc best" in proc.stdout
 
+    # progress lines show global figures: the last step's running accuracy is the epoch's
+    for tag in ("stage 1/2 'head' epoch 1/1", "stage 2/2 'fine_tune' epoch 2/2"):
+        steps = re.findall(
+            rf"\[tljob\] {tag}: step (\d+)/(\d+) loss=\S+ accuracy=(\S+)", proc.stdout
+        )
+        epoch_accuracy = re.search(rf"\[tljob\] {tag}: loss=\S+ accuracy=(\S+)", proc.stdout)
+        assert steps and steps[-1][0] == steps[-1][1] == "8", steps
+        assert all(float(acc) <= 1.0 for _, _, acc in steps)
+        assert steps[-1][2] == epoch_accuracy.group(1)
+
     run_dir = tmp_path / "runs" / "submitted"
+    # everything the run wrote is readable by others, the exported model included
+    for path in [run_dir, run_dir / "model", run_dir / "model" / "model.keras"]:
+        assert path.stat().st_mode & 0o004, path
     job = load_config(config)
     assert load_config(run_dir / "config.yaml") == job
     labels = json.loads((run_dir / "labels.json").read_text())
