@@ -1,0 +1,56 @@
+"""Checks made before training starts, so a job that cannot work fails in seconds, saying
+what to change, instead of hanging forever or being killed by the cluster.
+
+Everything here (``cluster``, ``memory``, ``batches``) is a pure function of the config and
+of plain numbers: this package imports neither Ray nor TensorFlow, so it is tested without a
+cluster. The driver passes it what Ray
+reports (``ray.nodes()``), and the image counts of the listing and of the corrupt-file scan::
+
+    check_batches(train_images, val_images, job.train.batch_size, job.scaling.num_workers)
+    if job.scaling.resource_wait_seconds > 0:   # autoscaling: ask for the nodes first
+        ray.autoscaler.sdk.request_resources(bundles=resource_request(job.scaling))
+    nodes = wait_for_resources(job.scaling, lambda: nodes_from_ray(ray.nodes()))
+    check_memory(job, nodes, num_classes=len(classes))
+
+Every failure is a ``PreflightError``, a ``UserError`` (the CLI prints it and exits 2).
+"""
+
+from tljob.preflight._common import (
+    GIB,
+    ClusterTooSmallError,
+    PreflightError,
+    ResourceWaitTimeoutError,
+    TooFewImagesError,
+    WorkerMemoryError,
+)
+from tljob.preflight.batches import check_batches
+from tljob.preflight.cluster import (
+    Node,
+    check_resources,
+    missing_resources,
+    nodes_from_ray,
+    resource_request,
+    wait_for_resources,
+    workers_per_node,
+)
+from tljob.preflight.memory import WorkerMemory, check_memory, estimate_worker_memory
+
+__all__ = [
+    "GIB",
+    "ClusterTooSmallError",
+    "Node",
+    "PreflightError",
+    "ResourceWaitTimeoutError",
+    "TooFewImagesError",
+    "WorkerMemory",
+    "WorkerMemoryError",
+    "check_batches",
+    "check_memory",
+    "check_resources",
+    "estimate_worker_memory",
+    "missing_resources",
+    "nodes_from_ray",
+    "resource_request",
+    "wait_for_resources",
+    "workers_per_node",
+]

@@ -1,0 +1,49 @@
+"""Whether the image counts give every worker a training step and validation images (pure)."""
+
+from __future__ import annotations
+
+from tljob.preflight._common import TooFewImagesError
+
+
+def check_batches(train_images: int, val_images: int, batch_size: int, num_workers: int) -> None:
+    """Refuse (``TooFewImagesError``) image counts that give a training epoch no step, or
+    leave a worker nothing to validate on.
+
+    Ray Train splits each dataset evenly: every worker gets ``images // num_workers`` rows.
+    A worker's training rows are cut into global batches of ``batch_size * num_workers``
+    (Keras splits each across the replicas), and the last partial batch is dropped; so an
+    epoch has no step when a worker's share is smaller than one global batch.
+    """
+    per_worker = train_images // num_workers
+    global_batch = batch_size * num_workers
+    workers = f"{num_workers} worker{'s' if num_workers != 1 else ''}"
+    if per_worker < global_batch:
+        largest_batch = per_worker // num_workers
+        most_workers = next(
+            (k for k in range(num_workers - 1, 0, -1) if train_images // k >= batch_size * k),
+            None,
+        )
+        options = []
+        if largest_batch:
+            options.append(f"`train.batch_size` <= {largest_batch}")
+        if most_workers:
+            options.append(f"`scaling.num_workers` <= {most_workers}")
+        options.append("more training images")
+        none_works = "" if largest_batch else f" No `train.batch_size` works with {workers}."
+        raise TooFewImagesError(
+            f"too few training images for one step: {train_images} training images over "
+            f"{workers} (`scaling.num_workers`) give each worker {per_worker}, fewer than "
+            f"one global batch of `train.batch_size` ({batch_size}) × {num_workers} = "
+            f"{global_batch} images (the last partial batch is dropped), so an epoch would "
+            f"have no steps.{none_works} Use " + ", or ".join(options) + "."
+        )
+    if val_images < num_workers:
+        options = [f"`scaling.num_workers` <= {val_images}"] if val_images else []
+        options += ["a larger `data.val_fraction`", "more images"]
+        raise TooFewImagesError(
+            f"too few validation images: {val_images} for {workers} "
+            f"(`scaling.num_workers`); the validation set is split evenly, so each worker "
+            f"gets {val_images // num_workers} and would validate on nothing. Use "
+            + ", or ".join(options)
+            + "."
+        )
