@@ -18,9 +18,11 @@ import pytest
 import yaml
 from conftest import REPO, write_digits_tree
 
+from tljob import storage
 from tljob.config import load_config
 from tljob.data import list_images, split_stratified
 from tljob.images import load_image
+from tljob.run import checkpoint as ckpt_files
 
 pytestmark = pytest.mark.ray
 
@@ -162,18 +164,7 @@ def test_ray_job_submit_trains_on_two_workers_end_to_end(tmp_path, ray_cluster):
     assert summary["exported_model"]["correct"] == correct
 
 
-def _snapshot_checkpoints(run_dir: Path) -> list[str]:
-    snapshot = run_dir / "checkpoint_manager_snapshot.json"
-    if not snapshot.exists():
-        return []
-    try:
-        results = json.loads(snapshot.read_text())["checkpoint_results"]
-    except (json.JSONDecodeError, KeyError):
-        return []  # caught mid-write; look again
-    return [r["checkpoint_dir_name"] for r in results]
-
-
-def test_rerun_resumes_from_the_last_checkpoint_after_a_crash(tmp_path, ray_cluster):
+def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_cluster):
     data = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
     stages = [
         {"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"},
@@ -190,18 +181,34 @@ def test_rerun_resumes_from_the_last_checkpoint_after_a_crash(tmp_path, ray_clus
         stderr=subprocess.STDOUT,
         text=True,
     )
+    run_loc = storage.resolve(str(run_dir))
     deadline = time.monotonic() + 600
-    while "checkpoint_epoch_0002" not in _snapshot_checkpoints(run_dir):
+    while (ckpt_files.newest_complete(run_loc)[0] or "") < "checkpoint_epoch_0002":
         assert first.poll() is None, first.stdout.read()[-4000:]
         assert time.monotonic() < deadline, "no second checkpoint within 10 minutes"
         time.sleep(0.5)
-    os.killpg(first.pid, signal.SIGKILL)  # the driver dies mid-stage, without warning
-    first.wait(timeout=60)
-    saved = _snapshot_checkpoints(run_dir)
-    last = max(saved)
+    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C mid-stage
+    try:
+        first.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+        pytest.fail("Ctrl-C did not stop the run within 2 minutes")
+    assert first.returncode == 130
+    out = first.stdout.read()
+    assert "[tljob] interrupted. Rerun the same command to resume from checkpoint_epoch_" in out
+    assert "tljob: interrupted" in out
+    assert not (run_dir / "run.lock").exists()  # the interrupted run let go of its lock
+    last, _ = ckpt_files.newest_complete(run_loc)
     state = json.loads((run_dir / last / "state.json").read_text())
     done = len(state["history"])
     assert 2 <= done < 5, "the crash came too late to test resuming"
+    # history.csv never holds an epoch that the newest complete checkpoint does not
+    on_disk = read_history(run_dir)
+    assert len(on_disk) <= done
+    assert [r["global_epoch"] for r in on_disk] == [
+        str(r["global_epoch"]) for r in state["history"][: len(on_disk)]
+    ]
 
     second = subprocess.run(
         command, env=driver_env(ray_cluster), capture_output=True, text=True, timeout=900

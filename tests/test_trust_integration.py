@@ -170,8 +170,11 @@ def test_a_killed_worker_resumes_from_the_newest_complete_checkpoint(tmp_path, r
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(timeout=60)
-    assert first.returncode != 0
+    assert first.returncode == 1
+    out = first.stdout.read()
+    assert "tljob: failed: training failed: " in out
     done, _ = ckpt_files.newest_complete(run_dir)
+    assert f"Rerun the same command to resume from {done} in {run_dir.uri}." in out
     epochs_done = int(done.rsplit("_", 1)[1])
     assert epochs_done < 4, "the kill came too late to test resuming"
     # history.csv never runs ahead of the newest complete checkpoint

@@ -18,6 +18,7 @@ from tljob.errors import JobFailedError, UserError
 
 EXIT_USER_ERROR = 2
 EXIT_JOB_FAILED = 1
+EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -211,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobFailedError as e:
         print(f"tljob: failed: {e}", file=sys.stderr)
         return EXIT_JOB_FAILED
+    except KeyboardInterrupt:
+        print("tljob: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -124,6 +124,13 @@ def _diverged(run_dir: storage.Location) -> TrainingDivergedError | None:
     )
 
 
+def _resume_hint(run_dir: storage.Location) -> str:
+    kept, _ = ckpt_files.newest_complete(run_dir)
+    if kept is None:
+        return "No epoch had finished; rerunning the same command starts afresh."
+    return f"Rerun the same command to resume from {kept} in {run_dir.uri}."
+
+
 def run_job_driver_fn(job: JobConfig, listing: ImageListing) -> TrainOutcome:
     """Check, lock and plan before Ray starts; then train (or resume) and summarise.
 
@@ -209,7 +216,14 @@ def _train_and_summarise(
         ),
         datasets={"train": prepared.train, "val": prepared.val},
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        detail = "\n  ".join(str(e).strip().splitlines()[:12])
+        raise JobFailedError(f"training failed: {detail}\n{_resume_hint(run_dir)}") from e
+    except KeyboardInterrupt:
+        say(f"interrupted. {_resume_hint(run_dir)}")
+        raise
     diverged = _diverged(run_dir)
     if diverged is not None:
         raise diverged
