@@ -42,7 +42,7 @@ def test_non_images_and_stray_files_are_skipped_and_counted(tmp_path):
     Image.new("RGB", (5, 5)).save(root / "digit_1" / "nested" / "deep.JPG")
     listing = list_images(str(root))
     assert sorted((Path(s["path"]).name, s["reason"]) for s in listing.skipped) == [
-        (".DS_Store", "not_an_image_file"),
+        (".DS_Store", "hidden"),
         ("README.txt", "outside_class_folder"),
         ("notes.csv", "not_an_image_file"),
     ]

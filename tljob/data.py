@@ -1,20 +1,21 @@
 """Input images: listing, labelling, splitting, checking and streaming them with Ray Data.
 
-Driver side (cheap, paths only): list ``<source>/<class>/**/<image>``, build one sorted
-class -> index map for the whole run, and split each class into train/validation with the
-configured seed. Cluster side (Ray Data): one scan decodes every listed file once to find
-the corrupt ones (quarantined, never silently dropped), then each epoch streams the good
-files through decode + bilinear resize into uint8 ``image`` / int64 ``label`` rows.
+Driver side (cheap, paths only): ``list_images`` (in ``tljob.listing``) lists
+``<source>/<class>/**/<image>`` and builds one sorted class -> index map for the whole run;
+each class is split into train/validation with the configured seed. Cluster side (Ray
+Data): one scan decodes every listed file once to find the corrupt ones (quarantined,
+never silently dropped), then each epoch streams the good files through decode + bilinear
+resize into uint8 ``image`` / int64 ``label`` rows.
 
-Accounting: for each split, ``listed == used + quarantined``; files that are not images or
-sit outside a class folder are counted in ``skipped`` at listing time.
+Accounting: for each split, ``listed == used + quarantined``; files that are not images,
+sit outside a class folder, are hidden or are reached through a symlink cycle are counted in
+``skipped`` at listing time.
 """
 
 from __future__ import annotations
 
-import posixpath
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -22,25 +23,22 @@ import ray
 import ray.data
 
 from tljob import storage
-from tljob.config import IMAGE_EXTENSIONS, DataSection
-from tljob.errors import UserError
+from tljob.config import DataSection
 from tljob.images import ImageDecodeError, decode_rgb, resize_bilinear_uint8
+from tljob.listing import DataError, ImageListing, list_images
+
+__all__ = [
+    "DataError",
+    "ImageListing",
+    "PreparedData",
+    "find_corrupt",
+    "list_images",
+    "prepare_data",
+    "split_stratified",
+]
 
 _ROWS_PER_BLOCK = 256
 _DECODE_BATCH = 64
-
-
-class DataError(UserError, ValueError):
-    """The input data cannot be used; the message names what is wrong and what to do."""
-
-
-@dataclass
-class ImageListing:
-    """The images found under a source, by class (class names sorted)."""
-
-    classes: list[str]
-    files: dict[str, list[str]]  # class name -> sorted file paths
-    skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}
 
 
 @dataclass
@@ -69,56 +67,6 @@ class PreparedData:
             "skipped_at_listing": len(self.skipped),
             "skipped_reasons": dict(Counter(s["reason"] for s in self.skipped)),
         }
-
-
-def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
-    """List a folder-per-class tree. Raises ``DataError`` for an unusable tree."""
-    if not source:
-        raise DataError(
-            "`data.source` is empty: set it to the folder that holds one "
-            "sub-folder of images per class"
-        )
-    try:
-        root = storage.resolve(source)
-    except storage.StorageError as e:
-        raise DataError(f"`data.source` ({source!r}): {e}") from None
-    if not storage.is_dir(root):
-        raise DataError(f"`data.source` ({source!r}) is not an existing directory")
-    files: dict[str, list[str]] = {}
-    skipped: list[dict[str, str]] = []
-    class_dirs = sorted(
-        info.base_name
-        for info in root.fs.get_file_info(storage.pafs.FileSelector(root.path))
-        if info.type == storage.pafs.FileType.Directory and not info.base_name.startswith(".")
-    )
-    for path in storage.list_files(root):
-        rel = posixpath.relpath(path, root.path)
-        parts = rel.split("/")
-        if len(parts) < 2 or parts[0].startswith("."):
-            skipped.append({"path": path, "reason": "outside_class_folder"})
-        elif not path.lower().endswith(IMAGE_EXTENSIONS):
-            skipped.append({"path": path, "reason": "not_an_image_file"})
-        else:
-            files.setdefault(parts[0], []).append(path)
-    if not class_dirs:
-        raise DataError(
-            f"`data.source` ({source!r}) has no class folders: expected "
-            "<source>/<class name>/<image files>"
-        )
-    empty = [c for c in class_dirs if c not in files]
-    if empty:
-        raise DataError(
-            f"`data.source` ({source!r}): class folder(s) {', '.join(map(repr, empty))} hold "
-            f"no image files ({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder"
-        )
-    if len(class_dirs) < 2:
-        raise DataError(
-            f"`data.source` ({source!r}) has one class ({class_dirs[0]!r}); "
-            "classification needs at least two class folders"
-        )
-    if max_per_class is not None:
-        files = {c: paths[:max_per_class] for c, paths in files.items()}
-    return ImageListing(classes=class_dirs, files=files, skipped=skipped)
 
 
 def split_stratified(

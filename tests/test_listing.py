@@ -1,0 +1,115 @@
+"""Listing: symlinks are followed once, hidden entries skipped; real files, no Ray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from conftest import write_digits_tree
+
+from tljob import storage
+from tljob.data import list_images, split_stratified
+
+# --- listing: symlinks are followed once, hidden entries are skipped at every depth ---
+
+
+def test_a_symlink_loop_in_a_class_folder_is_listed_once(tmp_path):
+    root = write_digits_tree(tmp_path / "d", classes=2, per_class=8)
+    os.symlink(".", root / "digit_0" / "loopdir")  # ln -s . d/digit_0/loopdir
+    listing = list_images(str(root))
+    # pyarrow's recursive FileSelector followed this loop 40 levels deep: 328 + 8 files
+    assert listing.count() == 16
+    assert [len(listing.files[c]) for c in listing.classes] == [8, 8]
+    assert listing.skipped == [
+        {"path": str(root / "digit_0" / "loopdir"), "reason": "directory_cycle"}
+    ]
+    train, val = split_stratified(listing, 0.25, seed=0)
+    assert len({i["path"] for i in train + val}) == len(train + val) == 16
+
+
+def test_symlinked_folders_that_are_not_cycles_are_followed_once(tmp_path):
+    root = write_digits_tree(tmp_path / "d", classes=3, per_class=4)
+    outside = write_digits_tree(tmp_path / "outside", classes=4, per_class=2) / "digit_3"
+    cats = tmp_path / "elsewhere" / "cats"
+    shutil.move(root / "digit_2", cats)
+    os.symlink(cats, root / "digit_2")  # a class folder that is a symlink: a class
+    os.symlink(outside, root / "digit_1" / "extra")  # followed, listed under digit_1
+    os.symlink(outside, root / "digit_1" / "extra_again")  # the same folder: once only
+    os.symlink("../digit_0", root / "digit_1" / "zeros")  # a sibling class: listed there
+    os.symlink("../..", root / "digit_0" / "up")  # a folder above the root: a cycle
+    os.symlink(root / "digit_0", root / "zeros_alias")  # not a second class
+    listing = list_images(str(root))
+    assert listing.classes == ["digit_0", "digit_1", "digit_2"]
+    assert [len(listing.files[c]) for c in listing.classes] == [4, 6, 4]
+    assert _relative(listing.files["digit_1"], root)[4:] == [
+        f"digit_1/extra/{name}" for name in sorted(os.listdir(outside))
+    ]
+    assert all(p.startswith(str(root / "digit_2") + "/") for p in listing.files["digit_2"])
+    assert [
+        (p, s["reason"])
+        for p, s in zip(
+            _relative([s["path"] for s in listing.skipped], root), listing.skipped, strict=True
+        )
+    ] == [
+        ("digit_0/up", "directory_cycle"),
+        ("digit_1/extra_again", "directory_already_listed"),
+        ("digit_1/zeros", "directory_already_listed"),
+        ("zeros_alias", "directory_already_listed"),
+    ]
+
+
+def _relative(paths: list[str], root: Path) -> list[str]:
+    return [Path(p).relative_to(root).as_posix() for p in paths]
+
+
+def test_hidden_files_and_folders_are_skipped_at_every_depth(tmp_path):
+    root = write_digits_tree(tmp_path / "d", classes=2, per_class=3)
+    image = sorted((root / "digit_0").iterdir())[0]
+    checkpoints = root / "digit_0" / ".ipynb_checkpoints"
+    checkpoints.mkdir()
+    shutil.copy(image, checkpoints / "img-checkpoint.png")
+    shutil.copy(image, checkpoints / "other-checkpoint.png")
+    (root / "digit_1" / "sub").mkdir()
+    shutil.copy(image, root / "digit_1" / "sub" / ".hidden.png")
+    shutil.copy(image, root / "digit_1" / "sub" / "seen.png")
+    (root / ".cache" / "digit_0").mkdir(parents=True)
+    shutil.copy(image, root / ".cache" / "digit_0" / "x.png")
+    listing = list_images(str(root))
+    assert listing.classes == ["digit_0", "digit_1"]
+    assert [len(listing.files[c]) for c in listing.classes] == [3, 4]
+    assert listing.skipped == [  # a hidden folder is one entry; its files are not read
+        {"path": str(root / ".cache"), "reason": "hidden"},
+        {"path": str(checkpoints), "reason": "hidden"},
+        {"path": str(root / "digit_1" / "sub" / ".hidden.png"), "reason": "hidden"},
+    ]
+
+
+def test_non_local_filesystems_skip_hidden_entries_the_same_way(tmp_path):
+    import pyarrow.fs as pafs
+
+    root = write_digits_tree(tmp_path / "d", classes=2, per_class=2)
+    (root / "digit_0" / ".ipynb_checkpoints").mkdir()
+    (root / "digit_0" / ".ipynb_checkpoints" / "a.png").write_bytes(b"x")
+    (root / "digit_1" / "sub").mkdir()
+    (root / "digit_1" / "sub" / ".b.png").write_bytes(b"x")
+    local = storage.walk_files(storage.resolve(str(root)))
+    # SubTreeFileSystem is not a LocalFileSystem: this takes the pyarrow listing path
+    subtree = storage.Location(
+        pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()), "d", "sub://d"
+    )
+    other = storage.walk_files(subtree)
+
+    def rel(paths, base):
+        return sorted(os.path.relpath(p, base) for p in paths)
+
+    assert rel(other.files, "d") == rel(local.files, root)
+    assert len(other.files) == 4
+    assert sorted((os.path.relpath(s["path"], "d"), s["reason"]) for s in other.skipped) == [
+        ("digit_0/.ipynb_checkpoints", "hidden"),
+        ("digit_1/sub/.b.png", "hidden"),
+    ]
+    assert sorted(s["path"] for s in local.skipped) == [
+        str(root / "digit_0" / ".ipynb_checkpoints"),
+        str(root / "digit_1" / "sub" / ".b.png"),
+    ]
