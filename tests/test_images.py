@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tljob.data import scan_file
 from tljob.images import ImageDecodeError, UnsupportedImageError, decode_rgb
 from tljob.report import clean_reason
 
@@ -103,19 +104,27 @@ def test_16bit_grey_alpha_png_takes_pillows_high_byte():
         (np.array([[0.25, 0.5], [0.0, 1.0]], dtype=np.float32), "32-bit floating-point pixels"),
     ],
 )
-def test_high_bit_depth_without_a_known_range_is_unsupported(array, message):
+def test_high_bit_depth_without_a_known_range_is_unsupported(tmp_path, array, message):
     data = _saved(Image.fromarray(array), "TIFF")
     with pytest.raises(UnsupportedImageError) as err:
         decode_rgb(data)
     assert str(err.value) == (
         f"{message} have no known value range; save the image with 8 or 16 bits per channel"
     )
+    path = tmp_path / "wide.tif"
+    path.write_bytes(data)
+    assert scan_file(str(path)).problem == f"unsupported_image: {err.value}"
 
 
-def test_unidentifiable_file_reason_has_no_object_repr():
+def test_unidentifiable_file_reason_has_no_object_repr(tmp_path):
     with pytest.raises(ImageDecodeError) as err:
         decode_rgb(b"not an image at all")
     assert str(err.value) == "not a recognised image format"
+    path = tmp_path / "fake.jpg"
+    path.write_bytes(b"\x00" * 100)
+    scan = scan_file(str(path))
+    assert scan.problem == "corrupt_image: not a recognised image format"
+    assert scan.sha256 == "cd00e292c5970d3c5e2f0ffa5171e555bc46bfc4faddfb4a418b6840b86e79a3"
 
 
 def test_every_decode_failure_reason_is_plain_text():

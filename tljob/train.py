@@ -41,6 +41,7 @@ from tljob import storage
 from tljob.config import JobConfig, StageSection, dump_config
 from tljob.data import ImageListing, PreparedData, list_images, prepare_data
 from tljob.errors import UserError
+from tljob.report import data_summary_line, set_aside_lines
 
 HISTORY_COLUMNS = (
     "global_epoch",
@@ -469,11 +470,7 @@ def run_training_driver_fn(job: JobConfig, listing: ImageListing | None = None) 
         run_dir.join("labels.json"),
         json.dumps({str(i): c for i, c in enumerate(prepared.classes)}, indent=1),
     )
-    data_report = {
-        **prepared.summary(),
-        "quarantined": prepared.quarantined,
-        "skipped": prepared.skipped,
-    }
+    data_report = prepared.report()
     storage.write_text(run_dir.join("data_report.json"), json.dumps(data_report, indent=1))
     _print_data_summary(prepared)
 
@@ -555,16 +552,9 @@ def _summary(
 
 
 def _print_data_summary(prepared: PreparedData) -> None:
-    tr, va = prepared.counts["train"], prepared.counts["val"]
-    _say(
-        f"data: {len(prepared.classes)} classes; train {tr.used} images "
-        f"({tr.quarantined} quarantined), val {va.used} images ({va.quarantined} quarantined), "
-        f"{len(prepared.skipped)} non-image files skipped"
-    )
-    for q in prepared.quarantined[:10]:
-        _say(f"  quarantined {q['path']}: {q['reason']}")
-    if len(prepared.quarantined) > 10:
-        _say(f"  ... {len(prepared.quarantined) - 10} more in data_report.json")
+    _say(data_summary_line(prepared.summary()))
+    for line in set_aside_lines(prepared.quarantined, prepared.duplicates):
+        _say(line)
 
 
 def ensure_ray() -> None:
