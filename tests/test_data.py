@@ -302,9 +302,12 @@ def test_a_split_left_empty_by_duplicates_is_a_clear_error(tmp_path, ray_connect
     job = _job(root, "data.val_fraction=0.5")
     with pytest.raises(DataError) as err:
         prepare_data(job.data, job.image_size)
-    assert (
-        "after setting aside 2 duplicate(s) and quarantining 0 file(s) the val split is empty"
-    ) in str(err.value)
+    zeros, ones = (sorted((root / f"digit_{c}").iterdir()) for c in (0, 1))
+    assert str(err.value).endswith(
+        "after setting aside 2 duplicate(s) and quarantining 0 file(s) the val split is empty; "
+        "every class needs at least 2 distinct readable images. Set aside: "
+        f"{zeros[1]} (duplicate of {zeros[0]}); {ones[1]} (duplicate of {ones[0]})"
+    )
 
 
 def test_end_of_run_table_states_the_data_accounting():

@@ -87,6 +87,29 @@ def test_hidden_files_and_folders_are_skipped_at_every_depth(tmp_path):
     ]
 
 
+def test_broken_symlinks_are_skipped_and_file_symlinks_are_files(tmp_path):
+    root = write_digits_tree(tmp_path / "d", classes=2, per_class=2)
+    zeros = sorted((root / "digit_0").iterdir())
+    os.symlink("nowhere.png", root / "digit_0" / "gone.png")
+    os.symlink("self.png", root / "digit_0" / "self.png")  # a symlink loop (ELOOP)
+    os.symlink(zeros[0], root / "digit_0" / "again.png")  # a second path to one file
+    os.symlink(zeros[1], root / "digit_1" / "stolen.png")  # ... and one in another class
+    listing = list_images(str(root))
+    assert _relative(listing.files["digit_0"], root) == [
+        "digit_0/" + name for name in sorted([zeros[0].name, zeros[1].name, "again.png"])
+    ]
+    assert "digit_1/stolen.png" in _relative(listing.files["digit_1"], root)
+    assert [(Path(s["path"]).name, s["reason"]) for s in listing.skipped] == [
+        ("gone.png", "broken_symlink"),
+        ("self.png", "broken_symlink"),
+    ]
+    checked = check_listing(listing, _scan_locally(listing))
+    assert checked.duplicates == [
+        {"path": str(root / "digit_0" / "again.png"), "duplicate_of": str(zeros[0])}
+    ]
+    assert [Path(q["path"]).name for q in checked.quarantined] == [zeros[1].name, "stolen.png"]
+
+
 def test_non_local_filesystems_skip_hidden_entries_the_same_way(tmp_path):
     import pyarrow.fs as pafs
 

@@ -233,8 +233,7 @@ def prepare_data(
                 f"`data.source` ({data_cfg.source!r}): after setting aside "
                 f"{len(checked.duplicates)} duplicate(s) and quarantining "
                 f"{len(checked.quarantined)} file(s) the {split} split is empty; every class "
-                "needs at least 2 distinct readable images (see the files named in the "
-                "quarantine and duplicate lists)"
+                f"needs at least 2 distinct readable images. Set aside: {_examples(checked)}"
             )
     counts = {split: _split_counts(listing.classes, it) for split, it in items.items()}
     _check_accounting(len(paths), counts, checked)
@@ -248,6 +247,14 @@ def prepare_data(
         quarantined=checked.quarantined,
         skipped=listing.skipped,
     )
+
+
+def _examples(checked: CheckedListing, limit: int = 5) -> str:
+    """The first set-aside files, for an error raised before data_report.json exists."""
+    found = [f"{q['path']} ({q['reason']})" for q in checked.quarantined]
+    found += [f"{d['path']} (duplicate of {d['duplicate_of']})" for d in checked.duplicates]
+    more = f" and {len(found) - limit} more" if len(found) > limit else ""
+    return "; ".join(found[:limit]) + more
 
 
 def _split_counts(classes: list[str], items: list[dict[str, Any]]) -> SplitCounts:

@@ -212,8 +212,8 @@ class _LocalWalk:
                 return "dir"
             if entry.is_file(follow_symlinks=False):
                 return "file"
-        except OSError:
-            return "not_a_regular_file"
+        except OSError:  # e.g. a symlink loop (ELOOP)
+            return "broken_symlink" if entry.is_symlink() else "not_a_regular_file"
         return "not_a_regular_file"
 
 
