@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +19,12 @@ from tljob.data import (
     find_corrupt,
     list_images,
     prepare_data,
+    scan_file,
     split_stratified,
 )
 from tljob.images import ImageDecodeError, decode_rgb
+from tljob.listing import check_listing
+from tljob.report import data_summary_line, data_summary_table
 
 
 def test_classes_and_labels_come_from_sorted_folders(tmp_path):
@@ -42,7 +47,7 @@ def test_non_images_and_stray_files_are_skipped_and_counted(tmp_path):
     Image.new("RGB", (5, 5)).save(root / "digit_1" / "nested" / "deep.JPG")
     listing = list_images(str(root))
     assert sorted((Path(s["path"]).name, s["reason"]) for s in listing.skipped) == [
-        (".DS_Store", "not_an_image_file"),
+        (".DS_Store", "hidden"),
         ("README.txt", "outside_class_folder"),
         ("notes.csv", "not_an_image_file"),
     ]
@@ -154,44 +159,180 @@ def test_decode_and_resize_batch_feeds_uint8_at_training_size(tmp_path):
     assert out["label"].dtype == np.int64 and out["label"].tolist() == [1, 0]
 
 
+def _job(root: Path, *overrides: str):
+    return load_config(
+        None,
+        [f"data.source={root}", "data.image_size=32", "model.weights=none", *overrides],
+    )
+
+
 def test_corrupt_files_are_quarantined_and_counted(tmp_path, ray_connected):
     root = write_digits_tree(tmp_path / "d", classes=3, per_class=10)
     victims = [sorted((root / f"digit_{c}").iterdir())[i] for c, i in ((0, 0), (2, 5))]
-    victims[0].write_bytes(victims[0].read_bytes()[:40])  # truncated PNG
+    victims[0].write_bytes(victims[0].read_bytes()[:50])  # truncated PNG
     victims[1].write_bytes(b"\x89PNG but not really")
     (root / "digit_1" / "todo.txt").write_text("x")
-    job = load_config(
-        None,
-        [
-            f"data.source={root}",
-            "data.image_size=32",
-            "data.val_fraction=0.3",
-            "model.weights=none",
-        ],
-    )
+    job = _job(root, "data.val_fraction=0.3")
     prepared = prepare_data(job.data, job.image_size)
+    assert prepared.quarantined == [
+        {"path": str(victims[0]), "reason": "corrupt_image: OSError: image file is truncated"},
+        {"path": str(victims[1]), "reason": "corrupt_image: not a recognised image format"},
+    ]
     counts = prepared.counts
-    assert sorted(q["path"] for q in prepared.quarantined) == sorted(map(str, victims))
-    assert all(q["reason"].startswith("corrupt_image:") for q in prepared.quarantined)
-    for split in ("train", "val"):
-        c = counts[split]
-        assert c.listed == c.used + c.quarantined
-    assert counts["train"].listed + counts["val"].listed == 30
-    assert counts["train"].quarantined + counts["val"].quarantined == 2
-    assert counts["val"].listed == 9  # 3 per class
-    assert prepared.train.count() == counts["train"].used
-    assert prepared.val.count() == counts["val"].used
+    # quarantined before the split: 9 good images in classes 0 and 2, 10 in class 1
+    assert counts["val"].per_class_used == {"digit_0": 3, "digit_1": 3, "digit_2": 3}
+    assert counts["train"].per_class_used == {"digit_0": 6, "digit_1": 7, "digit_2": 6}
+    assert prepared.listed == 30 == counts["train"].used + counts["val"].used + 2
+    assert prepared.train.count() == counts["train"].used == 19
+    assert prepared.val.count() == counts["val"].used == 9
     assert prepared.summary()["skipped_at_listing"] == 1
     rows = prepared.val.take_all()
     assert {r["image"].shape for r in rows} == {(32, 32, 3)}
-    _, val_items = split_stratified(list_images(str(root)), 0.3, seed=0)
-    bad = {str(v) for v in victims}
-    assert sorted(r["label"] for r in rows) == sorted(
-        v["label"] for v in val_items if v["path"] not in bad
-    )
+    listing = list_images(str(root))
+    scans = {p: scan_file(p) for c in listing.classes for p in listing.files[c]}
+    _, val_items = split_stratified(check_listing(listing, scans).usable, 0.3, seed=0)
+    assert sorted(r["label"] for r in rows) == sorted(v["label"] for v in val_items)
 
 
 def test_find_corrupt_on_clean_data_finds_nothing(tmp_path, ray_connected):
     root = write_digits_tree(tmp_path / "d", classes=2, per_class=5)
     items = [{"path": str(p)} for p in sorted(root.rglob("*.png"))]
     assert find_corrupt(items) == {}
+
+
+def test_prepare_data_accounts_for_every_listed_file(tmp_path, ray_connected):
+    root = write_digits_tree(tmp_path / "d", classes=3, per_class=10)
+    zeros, ones, twos = (sorted((root / f"digit_{c}").iterdir()) for c in range(3))
+    (root / "digit_0" / "copy").mkdir()
+    shutil.copy(zeros[0], root / "digit_0" / "copy" / "dup.png")  # duplicate in class
+    shutil.copy(ones[4], root / "digit_2" / "stray.png")  # the same bytes in two classes
+    twos[7].write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)  # corrupt
+    (root / "digit_1" / ".ipynb_checkpoints").mkdir()
+    shutil.copy(ones[0], root / "digit_1" / ".ipynb_checkpoints" / "x-checkpoint.png")
+    os.symlink(".", root / "digit_0" / "loopdir")
+    (root / "digit_1" / "notes.txt").write_text("x")
+    job = _job(root, "data.val_fraction=0.3", "data.seed=5")
+    prepared = prepare_data(job.data, job.image_size)
+
+    summary = prepared.summary()
+    assert summary == {
+        "classes": 3,
+        "listed": 32,
+        "duplicates": 1,
+        "quarantined": 3,
+        "splits": {
+            "train": {"used": 19, "per_class_used": {"digit_0": 7, "digit_1": 6, "digit_2": 6}},
+            "val": {"used": 9, "per_class_used": {"digit_0": 3, "digit_1": 3, "digit_2": 3}},
+        },
+        "quarantined_reasons": {"corrupt_image": 1, "label_conflict": 2},
+        "skipped_at_listing": 3,
+        "skipped_reasons": {"hidden": 1, "directory_cycle": 1, "not_an_image_file": 1},
+    }
+    splits = summary["splits"]
+    assert summary["listed"] == (
+        splits["train"]["used"]
+        + splits["val"]["used"]
+        + summary["duplicates"]
+        + summary["quarantined"]
+    )
+    conflict = "label_conflict: identical bytes are filed under classes 'digit_1', 'digit_2'"
+    assert prepared.quarantined == [
+        {"path": str(ones[4]), "reason": conflict},
+        {"path": str(twos[7]), "reason": "corrupt_image: not a recognised image format"},
+        {"path": str(root / "digit_2" / "stray.png"), "reason": conflict},
+    ]
+    assert prepared.duplicates == [
+        {"path": str(root / "digit_0" / "copy" / "dup.png"), "duplicate_of": str(zeros[0])}
+    ]
+    report = prepared.report()
+    assert report["duplicate_files"] == prepared.duplicates
+    assert report["quarantined_files"] == prepared.quarantined
+    assert report["skipped_files"] == [
+        {"path": str(root / "digit_0" / "loopdir"), "reason": "directory_cycle"},
+        {"path": str(root / "digit_1" / ".ipynb_checkpoints"), "reason": "hidden"},
+        {"path": str(root / "digit_1" / "notes.txt"), "reason": "not_an_image_file"},
+    ]
+    train_rows, val_rows = prepared.train.take_all(), prepared.val.take_all()
+    assert (len(train_rows), len(val_rows)) == (19, 9)
+    # every digit image is distinct, so no picture may be in both splits
+    assert not {r["image"].tobytes() for r in train_rows} & {r["image"].tobytes() for r in val_rows}
+    assert data_summary_table(summary) == [
+        "images            32 listed = 19 train + 9 val + 1 duplicates + 3 quarantined",
+        "train images      19 used (digit_0 7, digit_1 6, digit_2 6)",
+        "val images        9 used (digit_0 3, digit_1 3, digit_2 3)",
+        "quarantined       corrupt_image 1, label_conflict 2",
+        "skipped files     3 at listing (directory_cycle 1, hidden 1, not_an_image_file 1)",
+    ]
+    assert data_summary_line(summary).startswith(
+        "data: 3 classes; images 32 listed = 19 train + 9 val + 1 duplicates + 3 quarantined; "
+    )
+
+
+def test_a_split_left_empty_by_duplicates_is_a_clear_error(tmp_path, ray_connected):
+    root = write_digits_tree(tmp_path / "d", classes=2, per_class=2)
+    for c in (0, 1):
+        first, second = sorted((root / f"digit_{c}").iterdir())
+        shutil.copy(first, second)  # two paths, one content: one image per class
+    job = _job(root, "data.val_fraction=0.5")
+    with pytest.raises(DataError) as err:
+        prepare_data(job.data, job.image_size)
+    zeros, ones = (sorted((root / f"digit_{c}").iterdir()) for c in (0, 1))
+    assert str(err.value).endswith(
+        "after setting aside 2 duplicate(s) and quarantining 0 file(s) the val split is empty; "
+        "every class needs at least 2 distinct readable images. Set aside: "
+        f"{zeros[1]} (duplicate of {zeros[0]}); {ones[1]} (duplicate of {ones[0]})"
+    )
+
+
+def test_end_of_run_table_states_the_data_accounting():
+    from tljob.cli import format_summary
+    from tljob.report import set_aside_lines
+
+    data = {
+        "classes": 2,
+        "listed": 12,
+        "duplicates": 1,
+        "quarantined": 2,
+        "splits": {
+            "train": {"used": 6, "per_class_used": {"cat": 3, "dog": 3}},
+            "val": {"used": 3, "per_class_used": {"cat": 2, "dog": 1}},
+        },
+        "quarantined_reasons": {"label_conflict": 2},
+        "skipped_at_listing": 0,
+        "skipped_reasons": {},
+    }
+    summary = {
+        "backbone": "vgg16",
+        "weights": "none",
+        "image_size": 32,
+        "num_workers": 2,
+        "classes": ["cat", "dog"],
+        "data": data,
+        "stages": {"head": {"epochs": 1, "best_val_accuracy": 0.5, "final_val_accuracy": 0.5}},
+        "best": {"global_epoch": 1, "stage": "head", "epoch": 1, "val_accuracy": 0.5},
+        "exported_model": {
+            "path": "model/model.keras",
+            "correct": 1,
+            "images": 3,
+            "accuracy": 1 / 3,
+        },
+        "run_dir": "/runs/r",
+        "checkpoint": "/runs/r/checkpoint_epoch_0001",
+        "wall_seconds": 3.0,
+    }
+    lines = format_summary(summary, "tljob run 'r'").splitlines()
+    start = lines.index("classes           2: cat, dog") + 1
+    assert lines[start : start + 4] == [
+        "images            12 listed = 6 train + 3 val + 1 duplicates + 2 quarantined",
+        "train images      6 used (cat 3, dog 3)",
+        "val images        3 used (cat 2, dog 1)",
+        "quarantined       label_conflict 2",
+    ]
+    assert lines[start + 4] == ""  # nothing skipped at listing: no row
+    quarantined = [{"path": f"/d/{i}.png", "reason": "corrupt_image: x"} for i in range(12)]
+    duplicates = [{"path": "/d/b.png", "duplicate_of": "/d/a.png"}]
+    assert set_aside_lines(quarantined, duplicates)[-3:] == [
+        "  quarantined /d/9.png: corrupt_image: x",
+        "  ... 2 more quarantined in data_report.json",
+        "  duplicate /d/b.png of /d/a.png",
+    ]

@@ -85,8 +85,9 @@ def test_demo_smoke_run_on_a_tiny_subset(tmp_path, ray_cluster):
     out = proc.stdout
     assert "tljob demo: Fashion-MNIST" in out
     assert "classes           10: ankle_boot, bag, coat," in out
-    assert "train images      80 used of 80 listed, 0 quarantined" in out
-    assert "val images        20 used of 20 listed, 0 quarantined" in out
+    assert "images            100 listed = 80 train + 20 val + 0 duplicates + 0 quarantined" in out
+    assert "train images      80 used (ankle_boot 8, bag 8, coat 8, " in out
+    assert "val images        20 used (ankle_boot 2, bag 2, coat 2, " in out
     run_dir = workdir / "runs" / "fashion-mnist-demo-10"
     assert f"exported model    {run_dir}/model/model.keras" in out
     summary = json.loads((run_dir / "summary.json").read_text())

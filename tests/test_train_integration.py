@@ -126,12 +126,15 @@ def test_ray_job_submit_trains_on_two_workers_end_to_end(tmp_path, ray_cluster):
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["data"]["splits"]["train"] == {
-        "listed": 64,
         "used": 64,
-        "quarantined": 0,
         "per_class_used": {f"digit_{c}": 16 for c in range(4)},
     }
     assert summary["data"]["splits"]["val"]["used"] == 16
+    assert (summary["data"]["listed"], summary["data"]["duplicates"]) == (80, 0)
+    assert summary["data"]["quarantined"] == 0
+    report = json.loads((run_dir / "data_report.json").read_text())
+    assert report["listed"] == 80
+    assert report["quarantined_files"] == report["duplicate_files"] == []
     best_row = max(
         history,
         key=lambda r: (float(r["val_accuracy"]), -float(r["val_loss"]), -int(r["global_epoch"])),

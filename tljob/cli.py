@@ -15,6 +15,7 @@ from typing import Any
 from tljob.backbones import get_backbone, resolve_weights_file
 from tljob.config import JobConfig, dump_config, load_config
 from tljob.errors import JobFailedError, UserError
+from tljob.report import data_summary_table
 
 EXIT_USER_ERROR = 2
 EXIT_JOB_FAILED = 1
@@ -162,7 +163,6 @@ def _fmt(value: Any) -> str:
 
 def format_summary(summary: dict[str, Any], title: str) -> str:
     """The end-of-run table: data, per-stage validation accuracy, where things are."""
-    splits = summary["data"]["splits"]
     classes = summary["classes"]
     lines = [
         "",
@@ -172,14 +172,7 @@ def format_summary(summary: dict[str, Any], title: str) -> str:
         f"{summary['image_size']}x{summary['image_size']}, {summary['num_workers']} workers",
         f"classes           {len(classes)}: {', '.join(classes)}",
     ]
-    for split in ("train", "val"):
-        s = splits[split]
-        lines.append(
-            f"{split + ' images':<18}{s['used']} used of {s['listed']} listed, "
-            f"{s['quarantined']} quarantined"
-        )
-    if summary["data"]["skipped_at_listing"]:
-        lines.append(f"skipped files     {summary['data']['skipped_at_listing']} (not images)")
+    lines += data_summary_table(summary["data"])
     lines += ["", f"{'stage':<18}{'epochs':>6}  {'val_acc best':>12}  {'val_acc last':>12}"]
     for name, st in summary["stages"].items():
         lines.append(

@@ -1,20 +1,33 @@
-"""Input images: listing, labelling, splitting, checking and streaming them with Ray Data.
+"""Input images: listing, checking, splitting and streaming them with Ray Data.
 
-Driver side (cheap, paths only): list ``<source>/<class>/**/<image>``, build one sorted
-class -> index map for the whole run, and split each class into train/validation with the
-configured seed. Cluster side (Ray Data): one scan decodes every listed file once to find
-the corrupt ones (quarantined, never silently dropped), then each epoch streams the good
-files through decode + bilinear resize into uint8 ``image`` / int64 ``label`` rows.
+Driver side (cheap, paths only): ``list_images`` (in ``tljob.listing``) lists
+``<source>/<class>/**/<image>`` and builds one sorted class -> index map for the whole run.
+Cluster side (Ray Data): one scan reads and decodes every listed file once and returns its
+sha256 and, for a file that cannot be used, why. Back on the driver, ``check_listing``
+quarantines undecodable files and label conflicts and keeps one copy of byte-identical
+files; only then is each class split into train/validation with the configured seed, so a
+content can never be in both splits. Each epoch streams the kept files through decode +
+bilinear resize into uint8 ``image`` / int64 ``label`` rows.
 
-Accounting: for each split, ``listed == used + quarantined``; files that are not images or
-sit outside a class folder are counted in ``skipped`` at listing time.
+Accounting, written to ``summary.json["data"]`` and ``data_report.json``::
+
+    listed == train.used + val.used + duplicates + quarantined
+
+``listed``: image files found in class folders (after listing skips and
+``max_images_per_class``). ``duplicates``: byte-identical copies set aside, each
+``{path, duplicate_of}``. ``quarantined``: files that cannot be trusted, each
+``{path, reason}``; the reason starts with its kind: ``corrupt_image``,
+``unsupported_image`` (high bit depth with no known range), ``unreadable_file`` or
+``label_conflict``. Files not listed at all (hidden, symlink cycles, not images, outside a
+class folder) are in ``skipped`` ``{path, reason}``, counted as ``skipped_at_listing``.
 """
 
 from __future__ import annotations
 
-import posixpath
+import hashlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -22,32 +35,40 @@ import ray
 import ray.data
 
 from tljob import storage
-from tljob.config import IMAGE_EXTENSIONS, DataSection
-from tljob.errors import UserError
-from tljob.images import ImageDecodeError, decode_rgb, resize_bilinear_uint8
+from tljob.config import DataSection
+from tljob.images import ImageDecodeError, UnsupportedImageError, decode_rgb, resize_bilinear_uint8
+from tljob.listing import (
+    CheckedListing,
+    DataError,
+    ImageListing,
+    ImageScan,
+    check_listing,
+    list_images,
+)
+from tljob.report import clean_reason
+
+__all__ = [
+    "DataError",
+    "ImageListing",
+    "ImageScan",
+    "PreparedData",
+    "SplitCounts",
+    "decode_and_resize_batch",
+    "find_corrupt",
+    "image_dataset",
+    "list_images",
+    "prepare_data",
+    "scan_images",
+    "split_stratified",
+]
 
 _ROWS_PER_BLOCK = 256
 _DECODE_BATCH = 64
 
 
-class DataError(UserError, ValueError):
-    """The input data cannot be used; the message names what is wrong and what to do."""
-
-
-@dataclass
-class ImageListing:
-    """The images found under a source, by class (class names sorted)."""
-
-    classes: list[str]
-    files: dict[str, list[str]]  # class name -> sorted file paths
-    skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}
-
-
 @dataclass
 class SplitCounts:
-    listed: int
     used: int
-    quarantined: int
     per_class_used: dict[str, int]
 
 
@@ -58,67 +79,39 @@ class PreparedData:
     classes: list[str]
     train: ray.data.Dataset
     val: ray.data.Dataset
-    counts: dict[str, SplitCounts]
-    quarantined: list[dict[str, str]]  # {path, split, reason}
+    counts: dict[str, SplitCounts]  # "train" / "val"
+    listed: int
+    duplicates: list[dict[str, str]]  # {path, duplicate_of}
+    quarantined: list[dict[str, str]]  # {path, reason}
     skipped: list[dict[str, str]]  # {path, reason}
 
     def summary(self) -> dict[str, Any]:
+        """The counts (``summary.json["data"]``); see the module docstring."""
         return {
             "classes": len(self.classes),
+            "listed": self.listed,
+            "duplicates": len(self.duplicates),
+            "quarantined": len(self.quarantined),
             "splits": {name: asdict(c) for name, c in self.counts.items()},
+            "quarantined_reasons": _count_by(
+                q["reason"].split(":", 1)[0] for q in self.quarantined
+            ),
             "skipped_at_listing": len(self.skipped),
-            "skipped_reasons": dict(Counter(s["reason"] for s in self.skipped)),
+            "skipped_reasons": _count_by(s["reason"] for s in self.skipped),
+        }
+
+    def report(self) -> dict[str, Any]:
+        """``data_report.json``: the counts, and every file set aside with why."""
+        return {
+            **self.summary(),
+            "quarantined_files": self.quarantined,
+            "duplicate_files": self.duplicates,
+            "skipped_files": self.skipped,
         }
 
 
-def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
-    """List a folder-per-class tree. Raises ``DataError`` for an unusable tree."""
-    if not source:
-        raise DataError(
-            "`data.source` is empty: set it to the folder that holds one "
-            "sub-folder of images per class"
-        )
-    try:
-        root = storage.resolve(source)
-    except storage.StorageError as e:
-        raise DataError(f"`data.source` ({source!r}): {e}") from None
-    if not storage.is_dir(root):
-        raise DataError(f"`data.source` ({source!r}) is not an existing directory")
-    files: dict[str, list[str]] = {}
-    skipped: list[dict[str, str]] = []
-    class_dirs = sorted(
-        info.base_name
-        for info in root.fs.get_file_info(storage.pafs.FileSelector(root.path))
-        if info.type == storage.pafs.FileType.Directory and not info.base_name.startswith(".")
-    )
-    for path in storage.list_files(root):
-        rel = posixpath.relpath(path, root.path)
-        parts = rel.split("/")
-        if len(parts) < 2 or parts[0].startswith("."):
-            skipped.append({"path": path, "reason": "outside_class_folder"})
-        elif not path.lower().endswith(IMAGE_EXTENSIONS):
-            skipped.append({"path": path, "reason": "not_an_image_file"})
-        else:
-            files.setdefault(parts[0], []).append(path)
-    if not class_dirs:
-        raise DataError(
-            f"`data.source` ({source!r}) has no class folders: expected "
-            "<source>/<class name>/<image files>"
-        )
-    empty = [c for c in class_dirs if c not in files]
-    if empty:
-        raise DataError(
-            f"`data.source` ({source!r}): class folder(s) {', '.join(map(repr, empty))} hold "
-            f"no image files ({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder"
-        )
-    if len(class_dirs) < 2:
-        raise DataError(
-            f"`data.source` ({source!r}) has one class ({class_dirs[0]!r}); "
-            "classification needs at least two class folders"
-        )
-    if max_per_class is not None:
-        files = {c: paths[:max_per_class] for c, paths in files.items()}
-    return ImageListing(classes=class_dirs, files=files, skipped=skipped)
+def _count_by(keys: Iterable[str]) -> dict[str, int]:
+    return dict(sorted(Counter(keys).items()))  # sorted: the same data, the same text
 
 
 def split_stratified(
@@ -150,16 +143,29 @@ def _read(path: str) -> bytes:
     return storage.read_bytes(storage.resolve(path))
 
 
+def scan_file(path: str) -> ImageScan:
+    """Read one file, hash its bytes and decode it once (the pixels are not kept)."""
+    try:
+        data = _read(path)
+    except OSError as e:
+        return ImageScan(sha256="", problem=f"unreadable_file: {clean_reason(str(e))}")
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        decode_rgb(data)
+    except UnsupportedImageError as e:
+        return ImageScan(digest, f"unsupported_image: {e}")
+    except ImageDecodeError as e:
+        return ImageScan(digest, f"corrupt_image: {e}")
+    return ImageScan(digest, "")
+
+
 def _scan_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Decode each file once; keep only the reason for files that fail."""
-    reasons = []
-    for path in batch["path"]:
-        try:
-            decode_rgb(_read(str(path)))
-            reasons.append("")
-        except (ImageDecodeError, OSError) as e:
-            reasons.append(f"corrupt_image: {e}")
-    return {"path": batch["path"], "reason": np.array(reasons, dtype=object)}
+    scans = [scan_file(str(path)) for path in batch["path"]]
+    return {
+        "path": batch["path"],
+        "sha256": np.array([s.sha256 for s in scans], dtype=object),
+        "problem": np.array([s.problem for s in scans], dtype=object),
+    }
 
 
 def decode_and_resize_batch(batch: dict[str, np.ndarray], image_size: int) -> dict[str, Any]:
@@ -175,19 +181,26 @@ def _dataset(items: list[dict[str, Any]]) -> ray.data.Dataset:
     return ray.data.from_items(items, override_num_blocks=blocks)
 
 
-def find_corrupt(items: list[dict[str, Any]]) -> dict[str, str]:
-    """Decode every file of ``items`` on the cluster; return {path: reason} for failures."""
-    if not items:
+def scan_images(paths: Sequence[str]) -> dict[str, ImageScan]:
+    """Read, hash and decode every file of ``paths`` once, on the cluster (Ray Data)."""
+    if not paths:
         return {}
-    scanned = _dataset([{"path": it["path"]} for it in items]).map_batches(
+    scanned = _dataset([{"path": p} for p in paths]).map_batches(
         _scan_batch, batch_size=_DECODE_BATCH
     )
-    bad: dict[str, str] = {}
+    scans: dict[str, ImageScan] = {}
     for batch in scanned.iter_batches(batch_size=4096, batch_format="numpy"):
-        for path, reason in zip(batch["path"], batch["reason"], strict=True):
-            if reason:
-                bad[str(path)] = str(reason)
-    return bad
+        for path, digest, problem in zip(
+            batch["path"], batch["sha256"], batch["problem"], strict=True
+        ):
+            scans[str(path)] = ImageScan(sha256=str(digest), problem=str(problem))
+    return scans
+
+
+def find_corrupt(items: list[dict[str, Any]]) -> dict[str, str]:
+    """{path: reason} for the files of ``items`` (``{"path", ...}``) that cannot be used."""
+    scans = scan_images([it["path"] for it in items])
+    return {path: scan.problem for path, scan in scans.items() if scan.problem}
 
 
 def image_dataset(items: list[dict[str, Any]], image_size: int) -> ray.data.Dataset:
@@ -200,44 +213,61 @@ def image_dataset(items: list[dict[str, Any]], image_size: int) -> ray.data.Data
 def prepare_data(
     data_cfg: DataSection, image_size: int, listing: ImageListing | None = None
 ) -> PreparedData:
-    """List (unless ``listing`` is given), split and check the images of ``data_cfg``;
-    return training-ready datasets. Needs a running Ray."""
+    """List (unless ``listing`` is given), check, dedupe and split the images of
+    ``data_cfg``; return training-ready datasets and the accounting. Needs a running Ray."""
     if listing is None:
         listing = list_images(data_cfg.source, data_cfg.max_images_per_class)
-    train_items, val_items = split_stratified(listing, data_cfg.val_fraction, data_cfg.seed)
-    if not val_items:
+    # Fail before the scan when no class could give a validation image anyway.
+    if not split_stratified(listing, data_cfg.val_fraction, data_cfg.seed)[1]:
         raise DataError(
             f"`data.val_fraction` ({data_cfg.val_fraction}) leaves no validation images: "
             "every class needs at least 2 images"
         )
-    bad = find_corrupt(train_items + val_items)
-    counts: dict[str, SplitCounts] = {}
-    quarantined: list[dict[str, str]] = []
-    good: dict[str, list[dict[str, Any]]] = {}
-    for split, items in (("train", train_items), ("val", val_items)):
-        good[split] = [it for it in items if it["path"] not in bad]
-        quarantined += [
-            {"path": it["path"], "split": split, "reason": bad[it["path"]]}
-            for it in items
-            if it["path"] in bad
-        ]
-        per_class = Counter(listing.classes[it["label"]] for it in good[split])
-        counts[split] = SplitCounts(
-            listed=len(items),
-            used=len(good[split]),
-            quarantined=len(items) - len(good[split]),
-            per_class_used={c: per_class.get(c, 0) for c in listing.classes},
-        )
-    if not good["train"] or not good["val"]:
-        raise DataError(
-            f"`data.source` ({data_cfg.source!r}): after quarantining {len(bad)} unreadable "
-            "image(s) a split is empty; see the listed files"
-        )
+    paths = [p for name in listing.classes for p in listing.files[name]]
+    checked = check_listing(listing, scan_images(paths))
+    train_items, val_items = split_stratified(checked.usable, data_cfg.val_fraction, data_cfg.seed)
+    items = {"train": train_items, "val": val_items}
+    for split, split_items in items.items():
+        if not split_items:
+            raise DataError(
+                f"`data.source` ({data_cfg.source!r}): after setting aside "
+                f"{len(checked.duplicates)} duplicate(s) and quarantining "
+                f"{len(checked.quarantined)} file(s) the {split} split is empty; every class "
+                f"needs at least 2 distinct readable images. Set aside: {_examples(checked)}"
+            )
+    counts = {split: _split_counts(listing.classes, it) for split, it in items.items()}
+    _check_accounting(len(paths), counts, checked)
     return PreparedData(
         classes=listing.classes,
-        train=image_dataset(good["train"], image_size).randomize_block_order(),
-        val=image_dataset(good["val"], image_size),
+        train=image_dataset(items["train"], image_size).randomize_block_order(),
+        val=image_dataset(items["val"], image_size),
         counts=counts,
-        quarantined=quarantined,
+        listed=len(paths),
+        duplicates=checked.duplicates,
+        quarantined=checked.quarantined,
         skipped=listing.skipped,
     )
+
+
+def _examples(checked: CheckedListing, limit: int = 5) -> str:
+    """The first set-aside files, for an error raised before data_report.json exists."""
+    found = [f"{q['path']} ({q['reason']})" for q in checked.quarantined]
+    found += [f"{d['path']} (duplicate of {d['duplicate_of']})" for d in checked.duplicates]
+    more = f" and {len(found) - limit} more" if len(found) > limit else ""
+    return "; ".join(found[:limit]) + more
+
+
+def _split_counts(classes: list[str], items: list[dict[str, Any]]) -> SplitCounts:
+    per_class = Counter(classes[it["label"]] for it in items)
+    return SplitCounts(used=len(items), per_class_used={c: per_class.get(c, 0) for c in classes})
+
+
+def _check_accounting(listed: int, counts: dict[str, SplitCounts], checked: CheckedListing) -> None:
+    accounted = (
+        sum(c.used for c in counts.values()) + len(checked.duplicates) + len(checked.quarantined)
+    )
+    if accounted != listed:  # a bug in tljob, never the user's data
+        raise RuntimeError(
+            f"data accounting is off: {listed} listed but {accounted} used, duplicate or "
+            "quarantined"
+        )

@@ -13,27 +13,95 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tljob.report import clean_reason
+
 # Decompression bombs are treated as corrupt input rather than a warning.
 Image.MAX_IMAGE_PIXELS = 16384 * 16384
 
 
 class ImageDecodeError(ValueError):
-    """The bytes are not a readable image."""
+    """The bytes are not a readable image; the message is the reason, without object reprs."""
+
+
+class UnsupportedImageError(ImageDecodeError):
+    """A readable image whose pixel values cannot be mapped to 8 bits: no known range."""
+
+
+# Pillow's modes for one unsigned 16-bit channel (little, big and native endian).
+_UINT16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT = 258, 339
+_TIFF_UNSIGNED = 1
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
     """Decode image bytes to a uint8 (H, W, 3) RGB array.
 
     EXIF orientation is applied; greyscale, palette, CMYK and RGBA images are converted to
-    RGB (alpha is dropped). Raises ``ImageDecodeError`` with the decoder's reason.
+    RGB (alpha is dropped). High bit depth is scaled, never clipped: 16-bit greyscale
+    (PNG, TIFF) maps v to round(v * 255 / 65535); for 16-bit colour PNG/TIFF Pillow itself
+    keeps the high byte (v // 256, at most 1 away from the rounded value). Other integer
+    and floating-point images (32-bit, signed, float), whose value range is not known,
+    raise ``UnsupportedImageError``.
+    Raises ``ImageDecodeError`` with a plain reason for anything that does not decode.
     """
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # force a full decode: truncated files fail here, not later
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
+            transposed = ImageOps.exif_transpose(im)
+            if transposed.mode in (*_UINT16_MODES, "I", "F"):
+                grey = _high_bit_depth_to_uint8(transposed, im)
+                return np.repeat(grey[:, :, None], 3, axis=2)
+            return np.asarray(transposed.convert("RGB"), dtype=np.uint8)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not a recognised image format") from None
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"too many pixels: {clean_reason(str(e))}") from None
+    except Exception as e:  # a malformed file can make any decoder step fail
+        raise ImageDecodeError(clean_reason(f"{type(e).__name__}: {e}")) from None
+
+
+def _value_range_top(im: Image.Image) -> int | None:
+    """The largest value a single-channel high-bit-depth image can hold, when known."""
+    if im.mode in _UINT16_MODES:
+        return 65535
+    if im.mode == "I" and im.format == "PNG":
+        return 65535  # PNG greyscale has at most 16 bits (older Pillow opens it as "I")
+    if im.mode == "I" and im.format == "TIFF":
+        bits = _tiff_tag(im, _TIFF_BITS_PER_SAMPLE, 32)
+        if bits == 16 and _tiff_tag(im, _TIFF_SAMPLE_FORMAT, _TIFF_UNSIGNED) == _TIFF_UNSIGNED:
+            return 65535
+    return None
+
+
+def _tiff_tag(im: Image.Image, tag: int, default: int) -> int:
+    """The first value of a TIFF tag (``default`` when absent or not a TIFF)."""
+    value = getattr(im, "tag_v2", {}).get(tag, default)
+    return value[0] if isinstance(value, tuple) and value else value
+
+
+def _pixel_kind(im: Image.Image) -> str:
+    """E.g. "32-bit signed integer", from the TIFF tags when there are some."""
+    bits = _tiff_tag(im, _TIFF_BITS_PER_SAMPLE, 32)
+    sample_format = _tiff_tag(im, _TIFF_SAMPLE_FORMAT, 3 if im.mode == "F" else 2)
+    kind = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
+    return f"{bits}-bit {kind.get(sample_format, 'integer')}"
+
+
+def _high_bit_depth_to_uint8(pixels: Image.Image, opened: Image.Image) -> np.ndarray:
+    """Scale ``pixels`` from 0..top to 0..255, rounded, where ``opened`` (the image as read,
+    with its format and tags) says what top is; ``UnsupportedImageError`` if it cannot."""
+    top = _value_range_top(opened)
+    if top is None:
+        raise UnsupportedImageError(
+            f"{_pixel_kind(opened)} pixels have no known value range; save the image with 8 "
+            "or 16 bits per channel"
+        )
+    values = np.asarray(pixels).astype(np.float64)
+    if values.size and (values.min() < 0 or values.max() > top):
+        raise UnsupportedImageError(f"pixel values outside the range 0..{top}")
+    return np.rint(values * 255.0 / top).astype(np.uint8)
 
 
 def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

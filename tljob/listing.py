@@ -1,0 +1,155 @@
+"""Which files are the images of which class, and which of them can be trusted.
+
+Pure driver-side logic on paths and scan results: no Ray, no TensorFlow, no decoding.
+
+``list_images`` walks ``<source>/<class>/**/<image>`` (``storage.walk_files``: hidden
+entries skipped at every depth, each real folder listed once, symlink cycles skipped) and
+records every file it does not use in ``ImageListing.skipped`` as ``{path, reason}``:
+``hidden``, ``directory_cycle``, ``directory_already_listed``, ``broken_symlink``,
+``not_a_regular_file``, ``unreadable_directory``, ``outside_class_folder`` and
+``not_an_image_file``.
+
+``check_listing`` takes what the cluster scan found for every listed file (its sha256 and
+whether it decodes) and decides, before any train/validation split:
+
+* a file that does not decode, or has no known pixel range, is quarantined;
+* byte-identical files in one class: the first path in sorted order is kept, every other
+  copy is a duplicate ``{path, duplicate_of}``, so no content can be in both splits;
+* byte-identical files in two or more classes are a label conflict: every copy is
+  quarantined, with a reason that names the classes.
+
+So every listed file is exactly one of: usable, duplicate, quarantined.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tljob import storage
+from tljob.config import IMAGE_EXTENSIONS
+from tljob.errors import UserError
+
+
+class DataError(UserError, ValueError):
+    """The input data cannot be used; the message names what is wrong and what to do."""
+
+
+@dataclass
+class ImageListing:
+    """The images found under a source, by class (class names sorted)."""
+
+    classes: list[str]
+    files: dict[str, list[str]]  # class name -> sorted file paths
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}
+
+    def count(self) -> int:
+        return sum(len(self.files.get(c, [])) for c in self.classes)
+
+
+def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
+    """List a folder-per-class tree (at most ``max_per_class`` images of each class, the
+    first in sorted path order). Raises ``DataError`` for an unusable tree."""
+    if not source:
+        raise DataError(
+            "`data.source` is empty: set it to the folder that holds one "
+            "sub-folder of images per class"
+        )
+    try:
+        root = storage.resolve(source)
+    except storage.StorageError as e:
+        raise DataError(f"`data.source` ({source!r}): {e}") from None
+    if not storage.is_dir(root):
+        raise DataError(f"`data.source` ({source!r}) is not an existing directory")
+    walk = storage.walk_files(root)
+    # Class folders are the folders listed directly under the root: hidden ones, cycles and
+    # links to a folder listed elsewhere are not (they are in ``walk.skipped``).
+    class_dirs = sorted(
+        posixpath.basename(d) for d in walk.directories if posixpath.dirname(d) == root.path
+    )
+    files: dict[str, list[str]] = {}
+    skipped = list(walk.skipped)
+    for path in walk.files:
+        parts = posixpath.relpath(path, root.path).split("/")
+        if len(parts) < 2:
+            skipped.append({"path": path, "reason": "outside_class_folder"})
+        elif not path.lower().endswith(IMAGE_EXTENSIONS):
+            skipped.append({"path": path, "reason": "not_an_image_file"})
+        else:
+            files.setdefault(parts[0], []).append(path)
+    if not class_dirs:
+        raise DataError(
+            f"`data.source` ({source!r}) has no class folders: expected "
+            "<source>/<class name>/<image files>"
+        )
+    empty = [c for c in class_dirs if c not in files]
+    if empty:
+        raise DataError(
+            f"`data.source` ({source!r}): class folder(s) {', '.join(map(repr, empty))} hold "
+            f"no image files ({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder"
+        )
+    if len(class_dirs) < 2:
+        raise DataError(
+            f"`data.source` ({source!r}) has one class ({class_dirs[0]!r}); "
+            "classification needs at least two class folders"
+        )
+    files = {c: sorted(paths)[:max_per_class] for c, paths in files.items()}
+    skipped.sort(key=lambda s: s["path"])
+    return ImageListing(classes=class_dirs, files=files, skipped=skipped)
+
+
+@dataclass(frozen=True)
+class ImageScan:
+    """What the cluster scan found for one file."""
+
+    sha256: str  # hex digest of the file's bytes; "" when it could not be read
+    problem: str  # why it cannot be used ("<kind>: <detail>"); "" when it decodes
+
+
+@dataclass
+class CheckedListing:
+    """A listing split into the usable images and the files set aside, with why."""
+
+    usable: ImageListing  # unique, decodable images of every class (sorted paths)
+    duplicates: list[dict[str, str]]  # {path, duplicate_of}, sorted by path
+    quarantined: list[dict[str, str]]  # {path, reason}, sorted by path
+
+
+def check_listing(listing: ImageListing, scans: Mapping[str, ImageScan]) -> CheckedListing:
+    """Set aside undecodable files, byte-identical copies and label conflicts.
+
+    ``scans`` must hold every path of ``listing``. Every listed path ends up in exactly one
+    of ``usable``, ``duplicates`` and ``quarantined``.
+    """
+    quarantined: list[dict[str, str]] = []
+    by_content: dict[str, list[tuple[str, str]]] = {}  # sha256 -> [(path, class)]
+    for name in listing.classes:
+        for path in listing.files.get(name, []):
+            scan = scans[path]
+            if scan.problem:
+                quarantined.append({"path": path, "reason": scan.problem})
+            else:
+                by_content.setdefault(scan.sha256, []).append((path, name))
+    duplicates: list[dict[str, str]] = []
+    kept: set[str] = set()
+    for copies in by_content.values():
+        classes = sorted({name for _, name in copies})
+        if len(classes) > 1:
+            # The same bytes cannot be two classes: neither label can be trusted.
+            reason = "label_conflict: identical bytes are filed under classes " + ", ".join(
+                map(repr, classes)
+            )
+            quarantined += [{"path": path, "reason": reason} for path, _ in copies]
+            continue
+        paths = sorted(path for path, _ in copies)
+        kept.add(paths[0])
+        duplicates += [{"path": p, "duplicate_of": paths[0]} for p in paths[1:]]
+    usable = {
+        name: [p for p in listing.files.get(name, []) if p in kept] for name in listing.classes
+    }
+    return CheckedListing(
+        usable=ImageListing(classes=listing.classes, files=usable, skipped=listing.skipped),
+        duplicates=sorted(duplicates, key=lambda d: d["path"]),
+        quarantined=sorted(quarantined, key=lambda q: q["path"]),
+    )

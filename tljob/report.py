@@ -1,0 +1,80 @@
+"""The human-readable end-of-run lines about the data, and clean reasons for bad files.
+
+Owns what a person reads about the input: the driver's one-line data summary, the data
+rows of the end-of-run table (``cli.format_summary``) and the list of files set aside.
+Pure: imports neither Ray nor TensorFlow. Everything renders from the data summary dict
+(``PreparedData.summary()``, stored as ``summary.json["data"]``), so what is printed is
+what is written down.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+LABEL_WIDTH = 18
+_OBJECT_REPR = re.compile(r"<[^<>]*(?:\bobject\b| at 0x)[^<>]*>|<\w+(?:\.\w+)+[^<>]*>")
+_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
+
+
+def clean_reason(text: str) -> str:
+    """``text`` without object reprs (``<_io.BytesIO object at 0x7f…>``) or memory
+    addresses, which differ on every run and mean nothing to the reader."""
+    text = _ADDRESS.sub("", _OBJECT_REPR.sub("", text))
+    return re.sub(r"\s+", " ", text).strip().rstrip(":").strip()
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items())
+
+
+def data_summary_rows(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) rows for a data summary; the first states the accounting
+    ``listed = train + val + duplicates + quarantined``."""
+    train, val = data["splits"]["train"], data["splits"]["val"]
+    rows = [
+        (
+            "images",
+            f"{data['listed']} listed = {train['used']} train + {val['used']} val + "
+            f"{data['duplicates']} duplicates + {data['quarantined']} quarantined",
+        ),
+        ("train images", f"{train['used']} used ({_counts(train['per_class_used'])})"),
+        ("val images", f"{val['used']} used ({_counts(val['per_class_used'])})"),
+    ]
+    if data["quarantined"]:
+        rows.append(("quarantined", _counts(data.get("quarantined_reasons", {}))))
+    if data["skipped_at_listing"]:
+        rows.append(
+            (
+                "skipped files",
+                f"{data['skipped_at_listing']} at listing ({_counts(data['skipped_reasons'])})",
+            )
+        )
+    return rows
+
+
+def data_summary_table(data: Mapping[str, Any], label_width: int = LABEL_WIDTH) -> list[str]:
+    """The data rows of the end-of-run table, labels padded to ``label_width``."""
+    return [f"{label:<{label_width}}{text}" for label, text in data_summary_rows(data)]
+
+
+def data_summary_line(data: Mapping[str, Any]) -> str:
+    """The same rows on one line, for the driver's log."""
+    rows = "; ".join(f"{label} {text}" for label, text in data_summary_rows(data))
+    return f"data: {data['classes']} classes; {rows}"
+
+
+def set_aside_lines(
+    quarantined: Sequence[Mapping[str, str]],
+    duplicates: Sequence[Mapping[str, str]],
+    limit: int = 10,
+) -> list[str]:
+    """Up to ``limit`` quarantined files and ``limit`` duplicates, one per line."""
+    lines = [f"  quarantined {q['path']}: {q['reason']}" for q in quarantined[:limit]]
+    if len(quarantined) > limit:
+        lines.append(f"  ... {len(quarantined) - limit} more quarantined in data_report.json")
+    lines += [f"  duplicate {d['path']} of {d['duplicate_of']}" for d in duplicates[:limit]]
+    if len(duplicates) > limit:
+        lines.append(f"  ... {len(duplicates) - limit} more duplicates in data_report.json")
+    return lines
