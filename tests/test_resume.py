@@ -312,30 +312,24 @@ def test_a_run_is_not_resumed_with_other_classes(tmp_path):
         plan_run(run_dir, job, ["a", "b", "c"])
 
 
-def test_too_few_images_for_a_batch_is_refused_before_ray_starts(tmp_path, capsys):
+def test_too_few_images_for_a_batch_is_refused_before_ray_starts(tmp_path):
     from conftest import write_digits_tree
-
-    from tljob.cli import main
 
     data = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
     (tmp_path / "job.yaml").write_text("{}")
-    code = main(
-        [
-            "train",
-            "--config",
-            str(tmp_path / "job.yaml"),
-            "--set",
-            f"data.source={data}",
-            "--set",
-            "model.weights=none",
-            "--set",
-            f"run.storage_path={tmp_path / 'runs'}",
-            "--set",
-            "scaling.num_workers=1",
-        ]
-    )
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "`train.batch_size` (32)" in err and "24" in err
-    assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+    overrides = [
+        f"data.source={data}",
+        "model.weights=none",
+        f"run.storage_path={tmp_path / 'runs'}",
+        "scaling.num_workers=1",
+    ]
+    command = [sys.executable, "-m", "tljob.cli", "train", "--config", str(tmp_path / "job.yaml")]
+    for override in overrides:
+        command += ["--set", override]
+    # an address nobody listens on: reaching Ray at all would fail differently
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "`train.batch_size` (32)" in proc.stderr and "24 training images" in proc.stderr
+    assert "Connecting to existing Ray cluster" not in proc.stderr
     assert not (tmp_path / "runs").exists()  # refused before anything was written
