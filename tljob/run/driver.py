@@ -26,6 +26,7 @@ from tljob import preflight, storage
 from tljob.config import JobConfig, dump_config
 from tljob.data import ImageListing, PreparedData, prepare_data, split_stratified
 from tljob.errors import JobFailedError
+from tljob.report import data_summary_line, set_aside_lines
 from tljob.run import checkpoint as ckpt_files
 from tljob.run.ledger import (
     ResumePlan,
@@ -178,11 +179,7 @@ def _train_and_summarise(
         run_dir.join("labels.json"),
         json.dumps({str(i): c for i, c in enumerate(prepared.classes)}, indent=1),
     )
-    data_report = {
-        **prepared.summary(),
-        "quarantined": prepared.quarantined,
-        "skipped": prepared.skipped,
-    }
+    data_report = prepared.report()
     storage.write_text(run_dir.join("data_report.json"), json.dumps(data_report, indent=1))
     _print_data_summary(prepared)
     storage.delete_file(run_dir.join(DIVERGED_FILE))
@@ -283,16 +280,9 @@ def _summary(
 
 
 def _print_data_summary(prepared: PreparedData) -> None:
-    tr, va = prepared.counts["train"], prepared.counts["val"]
-    say(
-        f"data: {len(prepared.classes)} classes; train {tr.used} images "
-        f"({tr.quarantined} quarantined), val {va.used} images ({va.quarantined} quarantined), "
-        f"{len(prepared.skipped)} non-image files skipped"
-    )
-    for q in prepared.quarantined[:10]:
-        say(f"  quarantined {q['path']}: {q['reason']}")
-    if len(prepared.quarantined) > 10:
-        say(f"  ... {len(prepared.quarantined) - 10} more in data_report.json")
+    say(data_summary_line(prepared.summary()))
+    for line in set_aside_lines(prepared.quarantined, prepared.duplicates):
+        say(line)
 
 
 def ensure_ray() -> None:
