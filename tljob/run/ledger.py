@@ -99,10 +99,6 @@ class ResumePlan:
     complete: bool = False  # every stage has already run: nothing to train
     message: str = ""
 
-    @property
-    def continues_stage(self) -> bool:
-        return self.epoch > 0
-
 
 # Settings a rerun may change: where and how fast it runs, not what was trained.
 _CHANGEABLE_ON_RESUME = (
