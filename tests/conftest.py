@@ -89,6 +89,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     }
     try:
         _wait_for_dashboard(addresses["dashboard"])
+        _wait_for_job_agent(addresses["dashboard"])
         yield addresses
     finally:
         import ray
@@ -97,6 +98,27 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
             ray.shutdown()
         _stop_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_job_agent(url: str, timeout: float = 180.0) -> None:
+    """Submit a no-op job until the job server takes it: right after start-up it answers
+    "No available agent to submit job" for a while, longer on a loaded machine."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(url)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            job_id = client.submit_job(entrypoint="true")
+            break
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+    while client.get_job_status(job_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the warm-up job {job_id} did not finish")
+        time.sleep(1)
 
 
 def _processes() -> dict[int, tuple[int, bytes]]:
