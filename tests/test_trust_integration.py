@@ -23,10 +23,12 @@ from tljob.run.ledger import parse_history_csv
 pytestmark = pytest.mark.ray
 
 
-def tiny_job(tmp_path: Path, name: str, stages: list[dict], workers: int = 1) -> Path:
+def tiny_job(
+    tmp_path: Path, name: str, stages: list[dict], workers: int = 1, classes: int = 3, per_class=10
+) -> Path:
     data = tmp_path / "digits"
     if not data.exists():
-        write_digits_tree(data, classes=3, per_class=10)
+        write_digits_tree(data, classes=classes, per_class=per_class)
     tree = {
         "data": {"source": str(data), "image_size": 32, "val_fraction": 0.2, "seed": 1},
         "model": {"backbone": "vgg16", "weights": "none", "head": {"dropout": 0.0}},
@@ -193,19 +195,24 @@ def test_a_killed_worker_resumes_from_the_newest_complete_checkpoint(tmp_path, r
 @pytest.mark.parametrize(
     ("scaling", "message"),
     [
-        ({"num_workers": 8}, "`scaling.num_workers` (8)"),
-        ({"num_workers": 2, "cpus_per_worker": 1.0}, "`scaling.data_cpus` (1)"),
+        ({"num_workers": 8}, "8 workers (`scaling.num_workers`) × 0.5 (`scaling.cpus_per_worker`)"),
+        (
+            {"num_workers": 2, "cpus_per_worker": 1.0},
+            "2 workers (`scaling.num_workers`) × 1 (`scaling.cpus_per_worker`) + 1 left for "
+            "Ray Data to decode images (`scaling.data_cpus`) = 3 CPUs, the cluster has 2",
+        ),
     ],
 )
 def test_a_job_the_cluster_cannot_place_is_refused_instead_of_hanging(
     tmp_path, ray_cluster, scaling, message
 ):
-    config = tiny_job(tmp_path, "too-big", [head(1)])
+    # enough images that 8 workers would each get whole batches: only the cluster is short
+    config = tiny_job(tmp_path, "too-big", [head(1)], classes=10, per_class=40)
     overrides = [f"scaling.{k}={v}" for k, v in scaling.items()]
     started = time.monotonic()
     proc = run(ray_cluster, tljob_train(ray_cluster, config, *overrides), timeout=180)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert time.monotonic() - started < 120
+    assert "tljob: error: the Ray cluster can never run this job" in proc.stderr
     assert message in proc.stderr
-    assert "2 CPU" in proc.stderr  # the cluster's size is named
     assert "Traceback" not in proc.stderr
