@@ -198,7 +198,7 @@ def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_clust
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=60)
         pytest.fail("Ctrl-C did not stop the run within 2 minutes")
-    assert first.returncode == 130
+    assert first.returncode == 130, first.stdout.read()[-6000:]
     out = first.stdout.read()
     assert "[tljob] interrupted. Rerun the same command to resume from checkpoint_epoch_" in out
     assert "tljob: interrupted" in out

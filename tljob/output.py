@@ -88,9 +88,41 @@ def quiet_ray(verbose: bool) -> None:
 
 
 def _console_off(log: logging.Logger) -> None:
-    """Raise the level of ``log``'s console handlers to WARNING; file handlers keep INFO."""
+    """Raise the level of ``log``'s console handlers to ERROR; file handlers keep INFO."""
     for handler in log.handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(
             handler, logging.FileHandler
         ):
-            handler.setLevel(logging.WARNING)
+            handler.setLevel(logging.ERROR)
+
+
+def forward_only_tljob_lines(verbose: bool) -> bool:
+    """In a Ray driver (after ``ray.init(log_to_driver=True)``), print only the ``[tljob]``
+    lines of the output Ray forwards from workers and actors; the rest (Ray Data execution
+    records, Ray Train's controller, TensorFlow's start-up lines) stays in the session log
+    files, where Ray writes every process's output anyway. Returns whether the filter is on.
+
+    Ray exposes no public hook for this, so it wraps the handler Ray registers for
+    forwarded output (``ray._private.worker``); if that is missing, output is left as it is.
+    """
+    if verbose:
+        return False
+    try:
+        from ray._private import worker as ray_worker
+
+        dispatcher = ray_worker.global_worker_stdstream_dispatcher
+        print_batch = ray_worker.print_to_stdstream
+        ignore_prefix = ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)
+    except (ImportError, AttributeError):
+        return False
+
+    def tljob_lines_only(data: dict[str, Any]) -> None:
+        lines = [line for line in data.get("lines", []) if PREFIX in line]
+        if lines:
+            print_batch({**data, "lines": lines}, ignore_prefix=ignore_prefix)
+
+    if not any(name == "ray_print_logs" for name, _ in getattr(dispatcher, "handlers", [])):
+        return False  # not a driver with log_to_driver, or Ray changed: leave it alone
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", tljob_lines_only)
+    return True

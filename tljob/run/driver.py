@@ -269,3 +269,4 @@ def ensure_ray(verbose: bool = False) -> None:
             log_to_driver=True,
             runtime_env={"env_vars": output.worker_env(verbose)},
         )
+        output.forward_only_tljob_lines(verbose)
