@@ -221,9 +221,10 @@ def _train_and_summarise(
     except ray.train.TrainingFailedError as e:
         detail = "\n  ".join(str(e).strip().splitlines()[:12])
         raise JobFailedError(f"training failed: {detail}\n{_resume_hint(run_dir)}") from e
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
+        # Ray Train's own Ctrl-C handler aborts the run and leaves fit() with SystemExit.
         say(f"interrupted. {_resume_hint(run_dir)}")
-        raise
+        raise KeyboardInterrupt from None
     diverged = _diverged(run_dir)
     if diverged is not None:
         raise diverged
