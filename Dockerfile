@@ -38,13 +38,13 @@ RUN python - ${PRESEED_BACKBONES} <<'PY'
 import importlib
 import sys
 
-from tljob.backbones import get_backbone, resolve_weights_file
+from tljob.zoo import WeightsSource, get_backbone, resolve_weights_file
 
 for name in sys.argv[1:]:
     spec = get_backbone(name)
     module = importlib.import_module(f"tf_keras.applications.{spec.keras_module}")
     getattr(module, spec.keras_class)(include_top=False, weights="imagenet")
-    print("pre-seeded", resolve_weights_file(spec, "imagenet", spec.default_image_size))
+    print("pre-seeded", resolve_weights_file(spec, WeightsSource("imagenet"), spec.default_image_size))
 PY
 
 # The `ray job submit` entry point (relative to WORKDIR, where the head's raylet and so the

@@ -33,8 +33,8 @@ def decode_resize_rate(size: int, seconds: float = 3.0) -> float:
 
 
 def train_step_rate(backbone: str, trainable: str, size: int, steps: int) -> float:
-    from tljob import model as keras_model
-    from tljob.config import load_config
+    from tljob.config import Trainable, load_config
+    from tljob.nn import model as nn_model
 
     cfg = load_config(
         None,
@@ -45,9 +45,9 @@ def train_step_rate(backbone: str, trainable: str, size: int, steps: int) -> flo
             f"data.image_size={size}",
         ],
     ).model
-    net = keras_model.build_model(cfg, 10, size)
-    keras_model.set_trainable(net, trainable)
-    keras_model.compile_for_stage(net, "adam", 1e-3)
+    net = nn_model.build_model(cfg, 10, size)
+    nn_model.set_trainable(net, Trainable.parse(trainable))
+    nn_model.compile_for_stage(net, "adam", 1e-3)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (32 * steps, size, size, 3), dtype=np.uint8)
     y = rng.integers(0, 10, (32 * steps,))
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
-    from tljob.backbones import BACKBONES
+    from tljob.zoo import BACKBONES
 
     print(
         f"decode + resize 28x28 PNG -> {args.size}x{args.size}: "

@@ -189,3 +189,11 @@ def ray_connected(ray_cluster):
     if not ray.is_initialized():
         ray.init(address=ray_cluster["gcs"], log_to_driver=False)
     yield ray_cluster
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that starts (or joins) the session's Ray cluster is marked ``ray``, so
+    ``pytest -m "not ray"`` runs the fast suite."""
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)

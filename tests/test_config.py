@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tljob.config import ConfigError, JobConfig, dump_config, load_config
+from tljob.config import ConfigError, JobConfig, Trainable, dump_config, load_config
+from tljob.zoo import WeightsSource
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -44,8 +45,8 @@ def test_good_file_is_read_exactly(tmp_path):
     assert [
         (s.name, s.epochs, s.learning_rate, s.optimizer, s.trainable) for s in job.train.stages
     ] == [
-        ("head", 3, 0.001, "adam", "head"),
-        ("tune", 2, 0.0001, "sgd", "top:40"),
+        ("head", 3, 0.001, "adam", Trainable("head")),
+        ("tune", 2, 0.0001, "sgd", Trainable("top", 40)),
     ]
     assert job.scaling.num_workers == 4 and job.scaling.cpus_per_worker == 1.5
 
@@ -53,15 +54,16 @@ def test_good_file_is_read_exactly(tmp_path):
 def test_defaults_are_the_classic_recipe():
     job = load_config(None, ["data.source=/x"])
     head, tune = job.train.stages
-    assert (head.trainable, head.optimizer, head.learning_rate) == ("head", "adam", 1e-4)
-    assert tune.trainable.startswith("top:") and tune.learning_rate == pytest.approx(1e-5)
+    assert (head.trainable, head.optimizer, head.learning_rate) == (Trainable("head"), "adam", 1e-4)
+    assert tune.trainable.kind == "top" and tune.learning_rate == pytest.approx(1e-5)
     assert (
         job.train.reduce_lr.enabled,
         job.train.reduce_lr.monitor,
         job.train.reduce_lr.factor,
     ) == (True, "val_loss", 0.5)
-    assert job.model.weights == "imagenet"
+    assert job.model.weights == WeightsSource("imagenet")
     assert job.image_size == 224  # the backbone's default when data.image_size is empty
+    assert job.data.image_size is None  # computed, not written back into the config
 
 
 def test_every_field_has_a_description():
@@ -300,7 +302,7 @@ def test_resolved_config_round_trips(tmp_path):
 
 def test_config_and_preflight_import_neither_ray_nor_tensorflow():
     code = (
-        "import sys, tljob.config, tljob.backbones, tljob.cli, tljob.preflight;"
+        "import sys, tljob.config, tljob.zoo, tljob.cli, tljob.preflight;"
         "bad = [m for m in ('ray', 'tensorflow', 'tf_keras', 'keras') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -323,9 +325,28 @@ def test_cli_bad_config_exits_2_before_ray_starts(tmp_path):
 
 
 def test_readme_config_reference_is_current():
-    from tljob.cli import config_reference
+    from tljob.config.reference import config_reference
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     start, end = "<!-- config-reference:start -->\n", "\n<!-- config-reference:end -->"
     documented = readme[readme.index(start) + len(start) : readme.index(end)]
     assert documented == config_reference(), "regenerate with: tljob config --reference"
+
+
+def test_typed_values_are_parsed_once_and_saved_as_written(tmp_path):
+    job = load_config(write(tmp_path, GOOD), ["model.weights=/w/r50.weights.h5"])
+    assert job.model.weights == WeightsSource("file", "/w/r50.weights.h5")
+    assert job.train.stages[1].trainable == Trainable("top", 40)
+    saved = yaml.safe_load(dump_config(job))
+    assert saved["model"]["weights"] == "/w/r50.weights.h5"
+    assert [s["trainable"] for s in saved["train"]["stages"]] == ["head", "top:40"]
+
+
+def test_the_default_image_size_is_saved_resolved_and_loads_back_equal(tmp_path):
+    job = load_config(None, ["data.source=/x", "model.backbone=resnet50"])
+    assert job.data.image_size is None and job.image_size == 224
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_config(job))
+    assert yaml.safe_load(saved.read_text())["data"]["image_size"] == 224
+    again = load_config(saved)
+    assert again == job.resolved() and again.record() == job.record()

@@ -13,7 +13,8 @@ from conftest import write_digits_tree
 from PIL import Image
 
 from tljob.config import load_config
-from tljob.data import (
+from tljob.data.listing import check_listing
+from tljob.data.pipeline import (
     DataError,
     decode_and_resize_batch,
     find_corrupt,
@@ -23,7 +24,6 @@ from tljob.data import (
     split_stratified,
 )
 from tljob.images import ImageDecodeError, decode_rgb
-from tljob.listing import check_listing
 from tljob.report import data_summary_line, data_summary_table
 
 
@@ -285,8 +285,7 @@ def test_a_split_left_empty_by_duplicates_is_a_clear_error(tmp_path, ray_connect
 
 
 def test_end_of_run_table_states_the_data_accounting():
-    from tljob.cli import format_summary
-    from tljob.report import set_aside_lines
+    from tljob.report import format_summary, set_aside_lines
 
     data = {
         "classes": 2,

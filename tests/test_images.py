@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tljob.data import scan_file
+from tljob.data.pipeline import scan_file
 from tljob.images import ImageDecodeError, UnsupportedImageError, decode_rgb
 from tljob.report import clean_reason
 

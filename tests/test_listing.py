@@ -10,8 +10,8 @@ from pathlib import Path
 from conftest import write_digits_tree
 
 from tljob import storage
-from tljob.data import list_images, scan_file, split_stratified
-from tljob.listing import ImageListing, ImageScan, check_listing
+from tljob.data.listing import ImageListing, ImageScan, check_listing, list_images, split_stratified
+from tljob.data.pipeline import scan_file
 
 # --- listing: symlinks are followed once, hidden entries are skipped at every depth ---
 

@@ -10,16 +10,20 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tljob import model as keras_model
-from tljob.backbones import (
+from tljob.config import Trainable, load_config
+from tljob.images import resize_bilinear_uint8
+from tljob.nn import callbacks as nn_callbacks
+from tljob.nn import io as nn_io
+from tljob.nn import layers as nn_layers
+from tljob.nn import model as nn_model
+from tljob.zoo import (
     BACKBONES,
     UnknownBackboneError,
+    WeightsSource,
     WeightsUnavailableError,
     get_backbone,
     resolve_weights_file,
 )
-from tljob.config import load_config
-from tljob.images import resize_bilinear_uint8
 
 TINY = 32
 
@@ -44,9 +48,9 @@ def batch(n: int = 4, size: int = TINY, seed: int = 0):
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_every_registered_backbone_builds_and_trains_one_step(name):
-    net = keras_model.build_model(model_cfg(name), num_classes=3, image_size=TINY)
-    keras_model.set_trainable(net, "all")
-    keras_model.compile_for_stage(net, "adam", 1e-3)
+    net = nn_model.build_model(model_cfg(name), num_classes=3, image_size=TINY)
+    nn_model.set_trainable(net, Trainable.parse("all"))
+    nn_model.compile_for_stage(net, "adam", 1e-3)
     x, y = batch()
     before = [w.copy() for w in net.get_weights()]
     history = net.fit(x, y, batch_size=4, epochs=1, verbose=0)
@@ -63,11 +67,11 @@ def test_fit_reports_exactly_the_metrics_callbacks_may_monitor():
     # tuple equal to what a compiled model really reports when it validates every epoch.
     from tljob.config import REPORTED_METRICS
 
-    net = keras_model.build_model(model_cfg("mobilenet_v2"), num_classes=3, image_size=TINY)
-    keras_model.compile_for_stage(net, "adam", 1e-3)
+    net = nn_model.build_model(model_cfg("mobilenet_v2"), num_classes=3, image_size=TINY)
+    nn_model.compile_for_stage(net, "adam", 1e-3)
     x, y = batch()
     seen: list[tuple[str, ...]] = []
-    hooks = keras_model.EpochHooks(lambda e, m: None, lambda e, logs, m: seen.append(tuple(logs)))
+    hooks = nn_callbacks.EpochHooks(lambda e, m: None, lambda e, logs, m: seen.append(tuple(logs)))
     history = net.fit(
         x, y, batch_size=4, epochs=1, validation_data=(x, y), callbacks=[hooks], verbose=0
     )
@@ -87,7 +91,7 @@ def test_unknown_backbone_lists_the_registered_ones():
 def test_imagenet_offline_names_the_cache_file(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     with pytest.raises(WeightsUnavailableError) as err:
-        resolve_weights_file(get_backbone("resnet50"), "imagenet", 224)
+        resolve_weights_file(get_backbone("resnet50"), WeightsSource("imagenet"), 224)
     expected = (
         tmp_path / "keras" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
     )
@@ -96,7 +100,9 @@ def test_imagenet_offline_names_the_cache_file(tmp_path, monkeypatch):
     # once the file is there, it is used (no download is attempted either way)
     expected.parent.mkdir(parents=True)
     expected.write_bytes(b"x")
-    assert resolve_weights_file(get_backbone("resnet50"), "imagenet", 224) == str(expected)
+    assert resolve_weights_file(get_backbone("resnet50"), WeightsSource("imagenet"), 224) == str(
+        expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -114,11 +120,13 @@ def test_imagenet_cache_file_names(name, size, fname):
 
 def test_weights_path_must_exist(tmp_path):
     with pytest.raises(WeightsUnavailableError, match="no such file"):
-        resolve_weights_file(get_backbone("vgg16"), str(tmp_path / "w.h5"), TINY)
+        resolve_weights_file(
+            get_backbone("vgg16"), WeightsSource.parse(str(tmp_path / "w.h5")), TINY
+        )
 
 
 def _expected_trainable(net, spec: str) -> int:
-    backbone = keras_model.backbone_of(net)
+    backbone = nn_model.backbone_of(net)
     head = 2  # classifier kernel + bias (no hidden layers, dropout has no weights)
     if spec == "head":
         return head
@@ -128,32 +136,36 @@ def _expected_trainable(net, spec: str) -> int:
 
 @pytest.mark.parametrize("spec", ["head", "top:1", "top:12", "all"])
 def test_trainable_counts_per_stage(spec):
-    net = keras_model.build_model(model_cfg("mobilenet_v2"), 3, TINY)
-    count = keras_model.set_trainable(net, spec)
+    net = nn_model.build_model(model_cfg("mobilenet_v2"), 3, TINY)
+    count = nn_model.set_trainable(net, Trainable.parse(spec))
     assert count == len(net.trainable_weights) == _expected_trainable(net, spec)
 
 
 def test_trainable_counts_exact_for_mobilenet_v2():
-    net = keras_model.build_model(model_cfg("mobilenet_v2"), 3, TINY)
+    net = nn_model.build_model(model_cfg("mobilenet_v2"), 3, TINY)
     # MobileNetV2's last layers: Conv_1 (kernel), Conv_1_bn (gamma, beta), out_relu (none)
-    assert [keras_model.set_trainable(net, s) for s in ("head", "top:3", "all")] == [2, 5, 158]
-    hidden = keras_model.build_model(
+    assert [nn_model.set_trainable(net, Trainable.parse(s)) for s in ("head", "top:3", "all")] == [
+        2,
+        5,
+        158,
+    ]
+    hidden = nn_model.build_model(
         model_cfg("mobilenet_v2", "none", "model.head.dense_units=[16]"), 3, TINY
     )
-    assert keras_model.set_trainable(hidden, "head") == 4
+    assert nn_model.set_trainable(hidden, Trainable.parse("head")) == 4
 
 
 def _bn_layers(net):
     return [
         layer
-        for layer in keras_model.backbone_of(net).layers
+        for layer in nn_model.backbone_of(net).layers
         if isinstance(layer, tf_keras.layers.BatchNormalization)
     ]
 
 
 def _train_step_all(net):
-    keras_model.set_trainable(net, "all")
-    keras_model.compile_for_stage(net, "sgd", 0.1)
+    nn_model.set_trainable(net, Trainable.parse("all"))
+    nn_model.compile_for_stage(net, "sgd", 0.1)
     x, y = batch(8)
     net.fit(x, y, batch_size=8, epochs=1, verbose=0)
 
@@ -161,13 +173,13 @@ def _train_step_all(net):
 def test_batchnorm_stays_in_inference_mode_with_pretrained_weights(tmp_path):
     # "Pretrained" weights from a file: any weights file makes tljob treat BN as frozen.
     spec = get_backbone("mobilenet_v2")
-    source = keras_model.build_backbone(spec, TINY, "none")
+    source = nn_model.build_backbone(spec, TINY, WeightsSource("none"))
     x, _ = batch(16, seed=5)
     for _ in range(20):  # give the moving statistics real values, as pretraining would
         source(tf.cast(x, tf.float32) / 127.5 - 1, training=True)
     weights_file = tmp_path / "backbone.h5"
     source.save_weights(str(weights_file))
-    net = keras_model.build_model(model_cfg("mobilenet_v2", str(weights_file)), 3, TINY)
+    net = nn_model.build_model(model_cfg("mobilenet_v2", str(weights_file)), 3, TINY)
     bn = _bn_layers(net)
     moving_before = [layer.moving_mean.numpy().copy() for layer in bn]
     gamma_before = [layer.gamma.numpy().copy() for layer in bn]
@@ -185,9 +197,9 @@ def test_batchnorm_stays_in_inference_mode_with_pretrained_weights(tmp_path):
 
 
 def test_batchnorm_trains_from_random_weights():
-    net = keras_model.build_model(model_cfg("mobilenet_v2", "none"), 3, TINY)
+    net = nn_model.build_model(model_cfg("mobilenet_v2", "none"), 3, TINY)
     bn = _bn_layers(net)
-    assert {layer.momentum for layer in bn} == {keras_model.SCRATCH_BATCHNORM_MOMENTUM}
+    assert {layer.momentum for layer in bn} == {nn_model.SCRATCH_BATCHNORM_MOMENTUM}
     moving_before = [layer.moving_mean.numpy().copy() for layer in bn]
     _train_step_all(net)
     assert any(
@@ -202,7 +214,7 @@ def test_batchnorm_trains_from_random_weights():
 )
 def test_pipeline_resize_equals_model_resize_exactly(h, w, size):
     image = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    in_model = keras_model.ResizeImages(size)(image[None]).numpy()[0]
+    in_model = nn_layers.ResizeImages(size)(image[None]).numpy()[0]
     assert np.array_equal(resize_bilinear_uint8(image, size), in_model.astype(np.uint8))
 
 
@@ -216,15 +228,15 @@ def test_pipeline_resize_equals_model_resize_exactly(h, w, size):
 )
 def test_backbone_preprocessing_matches_keras(mode, reference):
     x = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
-    ours = keras_model.BackbonePreprocess(mode)(tf.constant(x)).numpy()
+    ours = nn_layers.BackbonePreprocess(mode)(tf.constant(x)).numpy()
     np.testing.assert_allclose(ours, reference(x.copy()), rtol=1e-5, atol=1e-4)
 
 
 def test_exported_model_reloads_and_takes_any_size(tmp_path):
-    net = keras_model.build_model(model_cfg("mobilenet_v2"), 3, TINY)
+    net = nn_model.build_model(model_cfg("mobilenet_v2"), 3, TINY)
     path = tmp_path / "model.keras"
-    keras_model.export_model(net, path)
-    loaded = keras_model.load_exported(path)
+    nn_io.export_model(net, path)
+    loaded = nn_io.load_exported(path)
     small = np.random.default_rng(3).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     big = np.random.default_rng(4).integers(0, 256, (2, 50, 70, 3), dtype=np.uint8)
     for images in (small, big):

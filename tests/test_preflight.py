@@ -9,7 +9,6 @@ import importlib
 import pytest
 
 from tljob import preflight
-from tljob.backbones import BACKBONES
 from tljob.config import ConfigError, load_config
 from tljob.errors import UserError
 from tljob.preflight import (
@@ -28,6 +27,7 @@ from tljob.preflight import (
     resource_request,
     wait_for_resources,
 )
+from tljob.zoo import BACKBONES
 
 
 def job(*overrides: str):

@@ -15,7 +15,13 @@ import pytest
 from tljob import storage
 from tljob.config import dump_config, load_config
 from tljob.run import checkpoint as ckpt_files
-from tljob.run.ledger import RunMismatchError, TrainState, parse_history_csv, plan_resume
+from tljob.run.ledger import (
+    EpochRow,
+    RunMismatchError,
+    TrainState,
+    parse_history_csv,
+    plan_resume,
+)
 from tljob.run.lock import RunLock, RunLockedError
 
 BASE = ["data.source=/x", "model.weights=none", "data.image_size=64"]
@@ -34,19 +40,21 @@ def state_after(job, epochs_per_stage: list[int], stopped_early=()) -> TrainStat
     for index, n in enumerate(epochs_per_stage):
         for e in range(n):
             rows.append(
-                {
-                    "global_epoch": len(rows) + 1,
-                    "stage": job.train.stages[index].name,
-                    "stage_index": index,
-                    "epoch": e + 1,
-                    "loss": 1.0,
-                    "accuracy": 0.5,
-                    "val_loss": 1.0,
-                    "val_accuracy": 0.5,
-                    "learning_rate": 0.001,
-                    "trainable_tensors": 2,
-                    "seconds": 1.5,
-                }
+                EpochRow.from_dict(
+                    {
+                        "global_epoch": len(rows) + 1,
+                        "stage": job.train.stages[index].name,
+                        "stage_index": index,
+                        "epoch": e + 1,
+                        "loss": 1.0,
+                        "accuracy": 0.5,
+                        "val_loss": 1.0,
+                        "val_accuracy": 0.5,
+                        "learning_rate": 0.001,
+                        "trainable_tensors": 2,
+                        "seconds": 1.5,
+                    }
+                )
             )
     return TrainState(history=rows, best=rows[-1], stopped_early=list(stopped_early))
 
@@ -307,7 +315,7 @@ def test_a_run_is_not_resumed_with_other_classes(tmp_path):
     assert (plan.stage_index, plan.epoch, plan.checkpoint) == (1, 0, "checkpoint_epoch_0001")
     # history.csv now says exactly what the checkpoint holds
     rows = parse_history_csv((tmp_path / "runs" / "r" / "history.csv").read_text())
-    assert [(r["stage"], r["epoch"]) for r in rows] == [("head", 1)]
+    assert [(r.stage, r.epoch) for r in rows] == [("head", 1)]
     with pytest.raises(RunMismatchError, match=r"trained on classes \['a', 'b'\], but"):
         plan_run(run_dir, job, ["a", "b", "c"])
 

@@ -20,7 +20,7 @@ from conftest import REPO, write_digits_tree
 
 from tljob import storage
 from tljob.config import load_config
-from tljob.data import list_images, split_stratified
+from tljob.data.listing import list_images, split_stratified
 from tljob.images import load_image
 from tljob.run import checkpoint as ckpt_files
 
@@ -52,13 +52,14 @@ def driver_env(ray_cluster) -> dict[str, str]:
 
 
 def digest_of_weights_file(run_dir: Path, checkpoint: str, config: Path) -> str:
-    from tljob import model as keras_model
+    from tljob.nn import io as nn_io
+    from tljob.nn import model as nn_model
     from tljob.run.worker import weights_digest
 
     job = load_config(config)
     labels = json.loads((run_dir / "labels.json").read_text())
-    plain = keras_model.build_model(job.model, len(labels), job.image_size)
-    weights = keras_model.load_weights(plain, run_dir / checkpoint / "model.weights.h5")
+    plain = nn_model.build_model(job.model, len(labels), job.image_size)
+    weights = nn_io.load_weights(plain, run_dir / checkpoint / "model.weights.h5")
     return weights_digest(weights)
 
 
@@ -155,13 +156,13 @@ def test_ray_job_submit_trains_on_two_workers_end_to_end(tmp_path, ray_cluster):
 
     # the exported model, fed the original 8x8 files at their own size, reproduces the
     # reported validation accuracy of the best epoch exactly
-    from tljob import model as keras_model
+    from tljob.nn import io as nn_io
 
-    exported = keras_model.load_exported(run_dir / "model" / "model.keras")
+    exported = nn_io.load_exported(run_dir / "model" / "model.keras")
     _, val = split_stratified(list_images(str(data)), 0.2, seed=1)
     images = np.stack([load_image(v["path"]) for v in val])
     assert images.shape == (16, 8, 8, 3)
-    predicted = keras_model.predict_probabilities(exported, images).argmax(axis=1)
+    predicted = nn_io.predict_probabilities(exported, images).argmax(axis=1)
     correct = int((predicted == np.array([v["label"] for v in val])).sum())
     assert correct == round(summary["best"]["val_accuracy"] * 16)
     assert summary["exported_model"]["correct"] == correct
@@ -197,7 +198,7 @@ def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_clust
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=60)
         pytest.fail("Ctrl-C did not stop the run within 2 minutes")
-    assert first.returncode == 130
+    assert first.returncode == 130, first.stdout.read()[-6000:]
     out = first.stdout.read()
     assert "[tljob] interrupted. Rerun the same command to resume from checkpoint_epoch_" in out
     assert "tljob: interrupted" in out

@@ -89,7 +89,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert "Lower `train.stages.1.learning_rate`" in err
     assert driver_tracebacks(err) == []
     run_dir = tmp_path / "runs" / "nan"
-    assert [(r["stage"], r["epoch"]) for r in history(run_dir)] == [("head", 1)]
+    assert [(r.stage, r.epoch) for r in history(run_dir)] == [("head", 1)]
     assert ckpt_files.checkpoint_dirs(storage.resolve(str(run_dir))) == ["checkpoint_epoch_0001"]
     assert not (run_dir / "model").exists()  # no NaN model was exported
     assert not (run_dir / "diverged.json").exists()
@@ -112,7 +112,7 @@ def test_extending_a_finished_stage_trains_the_new_epochs_and_shrinking_is_refus
         "checkpoint_epoch_0001; next: stage 1/1 'head' epoch 2/3"
     ) in longer.stdout
     assert longer.stdout.count("[tljob] stage 1/1 'head' epoch ") == 2  # epochs 2 and 3 only
-    assert [(r["stage"], r["epoch"]) for r in history(run_dir)] == [
+    assert [(r.stage, r.epoch) for r in history(run_dir)] == [
         ("head", 1),
         ("head", 2),
         ("head", 3),
@@ -195,7 +195,7 @@ def test_a_killed_worker_resumes_from_the_newest_complete_checkpoint(tmp_path, r
         f"from {done}; next: stage 1/1 'head' epoch {epochs_done + 1}/4"
     ) in rerun.stdout
     assert rerun.stdout.count("[tljob] stage 1/1 'head' epoch ") == 4 - epochs_done
-    assert [r["epoch"] for r in history(Path(run_dir.path))] == [1, 2, 3, 4]
+    assert [r.epoch for r in history(Path(run_dir.path))] == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
-"""``tljob`` command line: ``train``, ``demo`` and ``config``.
+"""``tljob`` command line: ``train``, ``demo`` and ``config``; argparse and dispatch only.
 
 User errors (bad config, unusable data, missing weights) print one clear message and exit
 with code 2, before Ray starts whenever the problem can be seen without it. Ray and
-TensorFlow are imported only once a command really needs them, so errors come fast.
+TensorFlow are imported only inside the commands that need them, so errors come fast.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from tljob.backbones import get_backbone, resolve_weights_file
-from tljob.config import JobConfig, dump_config, load_config
+from tljob import output
+from tljob.config import dump_config, load_config
+from tljob.config.reference import config_reference
 from tljob.errors import JobFailedError, UserError
-from tljob.report import data_summary_table
+from tljob.report import format_summary
+from tljob.run.job import resolve_job, run_job
 
 EXIT_USER_ERROR = 2
 EXIT_JOB_FAILED = 1
@@ -43,8 +44,17 @@ def _parser() -> argparse.ArgumentParser:
             "the file, in order).",
         )
 
+    def add_verbose(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="Also show Ray's own logs (Ray Data plans and progress bars, Ray Train "
+            "records, TensorFlow's C++ logs); by default they go only to Ray's session logs.",
+        )
+
     train = sub.add_parser("train", help="Run (or resume) a training job on Ray.")
     add_config_args(train, file=True, required=True)
+    add_verbose(train)
 
     demo = sub.add_parser(
         "demo", help="Fine-tune on a Fashion-MNIST subset, offline, end to end (~5 min)."
@@ -63,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         help="Images of each class to use (default sized for ~5 minutes on 2 cores).",
     )
     add_config_args(demo, file=False)
+    add_verbose(demo)
 
     config = sub.add_parser("config", help="Print the resolved config, or the reference.")
     add_config_args(config, file=True)
@@ -72,26 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_job(config_path: str | None, overrides: Sequence[str]) -> JobConfig:
-    """Load and validate the config, and check weights exist, all before Ray starts."""
-    job = load_config(config_path, list(overrides))
-    resolve_weights_file(get_backbone(job.model.backbone), job.model.weights, job.image_size)
-    return job
-
-
-def run_job(job: JobConfig) -> dict[str, Any]:
-    """List the data (cheap, no Ray), then train on Ray. Returns the run summary."""
-    from tljob import data  # Ray and TensorFlow load here, not for config errors
-    from tljob.run import driver
-
-    listing = data.list_images(job.data.source, job.data.max_images_per_class)
-    outcome = driver.run_job_driver_fn(job, listing)
-    return {**outcome.summary, "run_dir": outcome.run_dir}
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     job = resolve_job(args.config, args.overrides)
-    summary = run_job(job)
+    summary = run_job(job, verbose=args.verbose)
     print(format_summary(summary, title=f"tljob run {job.run.name!r}"))
     return 0
 
@@ -99,12 +93,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tljob import demo
 
-    summary = demo.run_demo(
+    job = demo.prepare_demo(
         data_dir=args.data_dir,
         workdir=args.workdir,
         images_per_class=args.images_per_class,
         overrides=args.overrides,
     )
+    summary = run_job(job, verbose=args.verbose)
     print(format_summary(summary, title="tljob demo: Fashion-MNIST"))
     return 0
 
@@ -117,85 +112,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def config_reference() -> str:
-    """Every setting with its default and description, as a Markdown table."""
-    import typing
-
-    from pydantic import BaseModel
-
-    rows = ["| setting | default | description |", "| --- | --- | --- |"]
-
-    def cell(text: str) -> str:
-        return text.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-
-    def walk(model: type[BaseModel], prefix: str, defaults: Any) -> None:
-        for name, field in model.model_fields.items():
-            annotation = field.annotation
-            default = getattr(defaults, name, None) if defaults is not None else None
-            if defaults is None and not field.is_required():
-                default = field.get_default(call_default_factory=True)
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                walk(annotation, f"{prefix}{name}.", default)
-                continue
-            args = typing.get_args(annotation)
-            item = args[0] if typing.get_origin(annotation) is list and args else None
-            if isinstance(item, type) and issubclass(item, BaseModel):
-                names = ", ".join(getattr(d, "name", "?") for d in default or [])
-                shown = f"{len(default or [])} entries: {names}"
-                rows.append(f"| `{prefix}{name}` | {shown} | {cell(field.description)} |")
-                walk(item, f"{prefix}{name}[].", None)
-                continue
-            if field.is_required():
-                shown = "required"
-            elif default in (None, ""):
-                shown = "empty"
-            else:
-                shown = f"`{default}`"
-            rows.append(f"| `{prefix}{name}` | {shown} | {cell(field.description)} |")
-
-    walk(JobConfig, "", JobConfig.model_construct())
-    return "\n".join(rows)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def format_summary(summary: dict[str, Any], title: str) -> str:
-    """The end-of-run table: data, per-stage validation accuracy, where things are."""
-    classes = summary["classes"]
-    lines = [
-        "",
-        title,
-        "=" * len(title),
-        f"backbone          {summary['backbone']} (weights: {summary['weights']}), "
-        f"{summary['image_size']}x{summary['image_size']}, {summary['num_workers']} workers",
-        f"classes           {len(classes)}: {', '.join(classes)}",
-    ]
-    lines += data_summary_table(summary["data"])
-    lines += ["", f"{'stage':<18}{'epochs':>6}  {'val_acc best':>12}  {'val_acc last':>12}"]
-    for name, st in summary["stages"].items():
-        lines.append(
-            f"{name:<18}{st['epochs']:>6}  {_fmt(st['best_val_accuracy']):>12}  "
-            f"{_fmt(st['final_val_accuracy']):>12}"
-        )
-    best, exported = summary["best"], summary["exported_model"]
-    lines += [
-        "",
-        f"best epoch        {best['global_epoch']} ({best['stage']} {best['epoch']}): "
-        f"val_accuracy {_fmt(best['val_accuracy'])}",
-        f"exported model    {summary['run_dir']}/{exported['path']} "
-        f"(re-checked: {exported['correct']}/{exported['images']} val images correct, "
-        f"{_fmt(exported['accuracy'])})",
-        f"checkpoints       {summary['checkpoint']}  (latest; rerun the same run.name to resume)",
-        f"run directory     {summary['run_dir']}  (summary.json, history.csv, config.yaml)",
-        f"wall time         {summary['wall_seconds']:.0f} s",
-    ]
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    output.setup(verbose=getattr(args, "verbose", False))
     commands = {"train": _cmd_train, "demo": _cmd_demo, "config": _cmd_config}
     try:
         return commands[args.command](args)

@@ -1,5 +1,8 @@
 """``tljob demo``: the real job on real images, offline, in about five minutes on 2 cores.
 
+Pure (no Ray, no TensorFlow) and independent of ``tljob.cli``: it prepares the images and
+the job, and the CLI runs it like any other.
+
 Fashion-MNIST (Zalando's 28x28 greyscale product photos, 10 classes) is read from the four
 idx files that Debian's ``dataset-fashion-mnist`` package installs, a class-balanced subset
 is written out as an ordinary ``<class>/<image>.png`` folder tree, and ``tljob train`` runs
@@ -19,7 +22,12 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from tljob import output
+from tljob.config import JobConfig
 from tljob.errors import UserError
+from tljob.run.job import resolve_job
+
+log = output.logger("demo")
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = (
@@ -122,16 +130,14 @@ def demo_config_tree(workdir: Path, images_dir: Path, per_class: int) -> dict[st
     return tree
 
 
-def run_demo(
+def prepare_demo(
     data_dir: str | None,
     workdir: str,
     images_per_class: int | None,
     overrides: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Write the demo images and config, then run the training job (``overrides`` apply on
-    top of the demo config). Returns the run summary."""
-    from tljob.cli import resolve_job, run_job
-
+) -> JobConfig:
+    """Write the demo images and config, and return the validated job (``overrides`` apply
+    on top of the demo config); ``tljob.run.job.run_job`` trains it."""
     work = Path(workdir).resolve()
     per_class = images_per_class or DEFAULT_IMAGES_PER_CLASS
     if per_class < 2:
@@ -139,11 +145,11 @@ def run_demo(
     images_dir = work / f"fashion-mnist-{per_class}"
     images, labels = load_fashion_mnist(data_dir or DEBIAN_FASHION_MNIST)
     counts = write_image_tree(images, labels, images_dir, per_class)
-    print(f"[tljob] demo: wrote {sum(counts.values())} Fashion-MNIST images to {images_dir}")
+    log.info(f"demo: wrote {sum(counts.values())} Fashion-MNIST images to {images_dir}")
     demo_yaml = work / "demo.yaml"
     demo_yaml.write_text(
         yaml.safe_dump(demo_config_tree(work, images_dir, per_class), sort_keys=False)
     )
     job = resolve_job(str(demo_yaml), overrides)
-    print(f"[tljob] demo: config {demo_yaml} (rerun it with: tljob train --config {demo_yaml})")
-    return run_job(job)
+    log.info(f"demo: config {demo_yaml} (rerun it with: tljob train --config {demo_yaml})")
+    return job

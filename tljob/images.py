@@ -15,6 +15,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tljob.report import clean_reason
 
+# The file names listed as images (lower case); everything else is skipped at listing.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
 # Decompression bombs are treated as corrupt input rather than a warning.
 Image.MAX_IMAGE_PIXELS = 16384 * 16384
 

@@ -1,10 +1,9 @@
-"""The human-readable end-of-run lines about the data, and clean reasons for bad files.
+"""What a person reads about a run: the end-of-run table, the data summary lines, the list
+of files set aside, and clean reasons for bad files.
 
-Owns what a person reads about the input: the driver's one-line data summary, the data
-rows of the end-of-run table (``cli.format_summary``) and the list of files set aside.
-Pure: imports neither Ray nor TensorFlow. Everything renders from the data summary dict
-(``PreparedData.summary()``, stored as ``summary.json["data"]``), so what is printed is
-what is written down.
+Pure: imports neither Ray nor TensorFlow, nor any other tljob module. Everything renders
+from the summary dicts (``summary.json`` and its ``data`` entry,
+``PreparedData.summary()``), so what is printed is what is written down.
 """
 
 from __future__ import annotations
@@ -78,3 +77,40 @@ def set_aside_lines(
     if len(duplicates) > limit:
         lines.append(f"  ... {len(duplicates) - limit} more duplicates in data_report.json")
     return lines
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def format_summary(summary: dict[str, Any], title: str) -> str:
+    """The end-of-run table: data, per-stage validation accuracy, where things are."""
+    classes = summary["classes"]
+    lines = [
+        "",
+        title,
+        "=" * len(title),
+        f"backbone          {summary['backbone']} (weights: {summary['weights']}), "
+        f"{summary['image_size']}x{summary['image_size']}, {summary['num_workers']} workers",
+        f"classes           {len(classes)}: {', '.join(classes)}",
+    ]
+    lines += data_summary_table(summary["data"])
+    lines += ["", f"{'stage':<18}{'epochs':>6}  {'val_acc best':>12}  {'val_acc last':>12}"]
+    for name, st in summary["stages"].items():
+        lines.append(
+            f"{name:<18}{st['epochs']:>6}  {_fmt(st['best_val_accuracy']):>12}  "
+            f"{_fmt(st['final_val_accuracy']):>12}"
+        )
+    best, exported = summary["best"], summary["exported_model"]
+    lines += [
+        "",
+        f"best epoch        {best['global_epoch']} ({best['stage']} {best['epoch']}): "
+        f"val_accuracy {_fmt(best['val_accuracy'])}",
+        f"exported model    {summary['run_dir']}/{exported['path']} "
+        f"(re-checked: {exported['correct']}/{exported['images']} val images correct, "
+        f"{_fmt(exported['accuracy'])})",
+        f"checkpoints       {summary['checkpoint']}  (latest; rerun the same run.name to resume)",
+        f"run directory     {summary['run_dir']}  (summary.json, history.csv, config.yaml)",
+        f"wall time         {summary['wall_seconds']:.0f} s",
+    ]
+    return "\n".join(lines)

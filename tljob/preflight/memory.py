@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tljob.backbones import get_backbone
 from tljob.config import JobConfig
 from tljob.preflight._common import GIB, WorkerMemoryError
 from tljob.preflight.cluster import Node, _needs_gpu, workers_per_node
+from tljob.zoo import get_backbone
 
 FLOAT32_BYTES = 4
 # Copies of every parameter a training step holds: weights, gradients, Adam's 2 moments.

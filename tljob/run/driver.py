@@ -22,9 +22,10 @@ import yaml
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
 
-from tljob import preflight, storage
+from tljob import output, preflight, storage
 from tljob.config import JobConfig, dump_config
-from tljob.data import ImageListing, PreparedData, prepare_data, split_stratified
+from tljob.data.listing import ImageListing, split_stratified
+from tljob.data.pipeline import PreparedData, prepare_data
 from tljob.errors import JobFailedError
 from tljob.report import data_summary_line, set_aside_lines
 from tljob.run import checkpoint as ckpt_files
@@ -32,12 +33,16 @@ from tljob.run.ledger import (
     ResumePlan,
     RunMismatchError,
     TrainState,
-    best_row,
     history_csv,
     plan_resume,
+    run_summary,
 )
 from tljob.run.lock import RunLock, prepare_run_dir
-from tljob.run.worker import DIVERGED_FILE, say, train_fn_per_worker
+from tljob.run.loop import LoopConfig
+from tljob.run.worker import DIVERGED_FILE, train_fn_per_worker
+
+log = output.logger("run")
+say = log.info
 
 
 class TrainingDivergedError(JobFailedError):
@@ -86,16 +91,16 @@ def plan_run(run_dir: storage.Location, job: JobConfig, classes: list[str]) -> R
 
 def evaluate_exported(model_uri: str, val: ray.data.Dataset, batch_size: int) -> dict[str, Any]:
     """Accuracy of the saved model on the whole validation set (not sharded, no drops)."""
-    from tljob import model as keras_model  # TensorFlow only for this re-check
+    from tljob.nn import io as keras_io  # TensorFlow only for this re-check
 
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, "model.keras")
         with open(local, "wb") as f:
             f.write(storage.read_bytes(storage.resolve(model_uri)))
-        net = keras_model.load_exported(local)
+        net = keras_io.load_exported(local)
         correct = total = 0
         for batch in val.iter_batches(batch_size=batch_size, batch_format="numpy"):
-            probs = keras_model.predict_probabilities(net, batch["image"])
+            probs = keras_io.predict_probabilities(net, batch["image"])
             correct += int((probs.argmax(axis=1) == batch["label"]).sum())
             total += len(batch["label"])
     return {"images": total, "correct": correct, "accuracy": correct / total}
@@ -132,7 +137,7 @@ def _resume_hint(run_dir: storage.Location) -> str:
     return f"Rerun the same command to resume from {kept} in {run_dir.uri}."
 
 
-def run_job_driver_fn(job: JobConfig, listing: ImageListing) -> TrainOutcome:
+def run_job_driver_fn(job: JobConfig, listing: ImageListing, verbose: bool = False) -> TrainOutcome:
     """Check, lock and plan before Ray starts; then train (or resume) and summarise.
 
     Raises ``UserError`` (exit 2) for unusable input, a busy or unwritable run directory or
@@ -145,7 +150,7 @@ def run_job_driver_fn(job: JobConfig, listing: ImageListing) -> TrainOutcome:
     with RunLock(run_dir, say=say):
         plan = plan_run(run_dir, job, listing.classes)
         say(plan.message)
-        ensure_ray()
+        ensure_ray(verbose)
         _check_cluster(job, len(listing.classes))
         return _train_and_summarise(job, listing, plan, run_dir)
 
@@ -189,17 +194,15 @@ def _train_and_summarise(
         resources["GPU"] = job.scaling.gpus_per_worker
     trainer = TensorflowTrainer(
         train_fn_per_worker,
-        train_loop_config={
-            "job": job.model_dump(mode="json"),
-            "classes": prepared.classes,
-            "run_dir": run_dir.uri,
-            "train_images": prepared.counts["train"].used,
-            "start": {
-                "stage_index": plan.stage_index,
-                "epoch": plan.epoch,
-                "checkpoint": run_dir.join(plan.checkpoint).uri if plan.checkpoint else None,
-            },
-        },
+        train_loop_config=LoopConfig(
+            job=job,
+            classes=tuple(prepared.classes),
+            run_dir=run_dir.uri,
+            train_images=prepared.counts["train"].used,
+            start_stage=plan.stage_index,
+            start_epoch=plan.epoch,
+            checkpoint=run_dir.join(plan.checkpoint).uri if plan.checkpoint else None,
+        ).to_ray(),
         scaling_config=ScalingConfig(
             num_workers=job.scaling.num_workers,
             use_gpu=job.scaling.use_gpu,
@@ -233,7 +236,9 @@ def _train_and_summarise(
     exported = evaluate_exported(
         run_dir.join("model", "model.keras").uri, prepared.val, job.train.batch_size
     )
-    summary = _summary(job, prepared, history, exported, time.monotonic() - started)
+    summary = run_summary(
+        job, prepared.classes, prepared.summary(), history, exported, time.monotonic() - started
+    )
     summary["checkpoint"] = run_dir.join(latest).uri
     digests = [
         storage.read_text(run_dir.join("replicas", f"rank_{r}.sha256")).strip()
@@ -246,47 +251,23 @@ def _train_and_summarise(
     return TrainOutcome(run_dir=run_dir.uri, summary=summary)
 
 
-def _summary(
-    job: JobConfig,
-    prepared: PreparedData,
-    rows: list[dict[str, Any]],
-    exported: dict[str, Any],
-    wall_seconds: float,
-) -> dict[str, Any]:
-    best = best_row(rows)
-    per_stage: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        stage = per_stage.setdefault(row["stage"], {"epochs": 0})
-        stage.update(
-            epochs=stage["epochs"] + 1,
-            final_val_accuracy=row["val_accuracy"],
-            final_val_loss=row["val_loss"],
-        )
-        stage["best_val_accuracy"] = max(stage.get("best_val_accuracy", 0.0), row["val_accuracy"])
-    return {
-        "run": job.run.name,
-        "backbone": job.model.backbone,
-        "weights": job.model.weights,
-        "image_size": job.image_size,
-        "num_workers": job.scaling.num_workers,
-        "classes": prepared.classes,
-        "data": prepared.summary(),
-        "epochs": len(rows),
-        "final": rows[-1],
-        "best": best,
-        "stages": per_stage,
-        "exported_model": {"path": "model/model.keras", **exported},
-        "wall_seconds": round(wall_seconds, 1),
-    }
-
-
 def _print_data_summary(prepared: PreparedData) -> None:
     say(data_summary_line(prepared.summary()))
     for line in set_aside_lines(prepared.quarantined, prepared.duplicates):
         say(line)
 
 
-def ensure_ray() -> None:
-    """Join the cluster in RAY_ADDRESS (as under ``ray job submit``), else start a local one."""
+def ensure_ray(verbose: bool = False) -> None:
+    """Join the cluster in RAY_ADDRESS (as under ``ray job submit``), else start a local one.
+
+    Worker output is forwarded to this process (the workers' ``[tljob]`` lines reach the
+    job's stdout); unless ``verbose``, Ray's own console chatter is turned off on both
+    sides (``tljob.output``)."""
+    output.quiet_ray(verbose)
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS") or None,
+            log_to_driver=True,
+            runtime_env={"env_vars": output.worker_env(verbose)},
+        )
+        output.forward_only_tljob_lines(verbose)

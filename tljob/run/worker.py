@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from typing import Any
@@ -24,19 +23,17 @@ import ray
 import ray.train
 import tensorflow as tf
 
-from tljob import model as keras_model
-from tljob import storage
-from tljob.config import REPORTED_METRICS, JobConfig, StageSection
+from tljob import output, storage
+from tljob.config import REPORTED_METRICS, StageSection
+from tljob.nn import callbacks as keras_callbacks
+from tljob.nn import io as keras_io
+from tljob.nn import model as keras_model
 from tljob.run import checkpoint as ckpt_files
-from tljob.run.ledger import TrainState, history_csv, is_better
+from tljob.run.ledger import EpochRow, TrainState, history_csv, is_better
+from tljob.run.loop import LoopConfig
 
 DIVERGED_FILE = "diverged.json"
-
-
-def say(message: str) -> None:
-    # Plain stdout write: Ray Train's patched print() would log the line twice here.
-    sys.stdout.write(f"[tljob] {message}\n")
-    sys.stdout.flush()
+log = output.logger("run")
 
 
 def weights_digest(weights: list[np.ndarray]) -> str:
@@ -81,8 +78,8 @@ def _restore(plain: Any, checkpoint_uri: str | None) -> tuple[Any, ...]:
         ckpt_files.download(storage.resolve(checkpoint_uri), local)
         with open(os.path.join(local, ckpt_files.STATE_FILE)) as f:
             state = TrainState.from_json(f.read())
-        current = keras_model.load_weights(plain, os.path.join(local, ckpt_files.WEIGHTS_FILE))
-        best = keras_model.load_weights(plain, os.path.join(local, ckpt_files.BEST_WEIGHTS_FILE))
+        current = keras_io.load_weights(plain, os.path.join(local, ckpt_files.WEIGHTS_FILE))
+        best = keras_io.load_weights(plain, os.path.join(local, ckpt_files.BEST_WEIGHTS_FILE))
         with np.load(os.path.join(local, ckpt_files.OPTIMIZER_FILE)) as npz:
             optimizer = [npz[f"v{i}"] for i in range(len(npz.files))]
     return state, current, best, optimizer
@@ -92,16 +89,16 @@ class _WorkerRun:
     """One worker's view of a run: the distributed model, its plain copy, the state, and the
     per-epoch bookkeeping."""
 
-    def __init__(self, job: JobConfig, loop_config: dict[str, Any]) -> None:
+    def __init__(self, loop: LoopConfig) -> None:
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
-        self.job = job
+        self.job = job = loop.job
         self.stages = job.train.stages
-        self.run_dir = storage.resolve(loop_config["run_dir"])
-        self.start = loop_config["start"]  # {"stage_index", "epoch", "checkpoint"}
+        self.run_dir = storage.resolve(loop.run_dir)
+        self.start = loop
         # Each worker's shard is cut into global batches (drop_last), each split into
         # world_size replica batches that this worker steps through.
-        shard_rows = loop_config["train_images"] // self.world_size
+        shard_rows = loop.train_images // self.world_size
         global_batch = job.train.batch_size * self.world_size
         self.steps_per_epoch = shard_rows // global_batch * self.world_size
 
@@ -118,27 +115,25 @@ class _WorkerRun:
             for split in ("train", "val")
         )
         with self.strategy.scope():
-            self.net = keras_model.build_model(
-                job.model, len(loop_config["classes"]), job.image_size
-            )
-        self.plain = keras_model.plain_copy(self.net)  # outside the scope: weight files
+            self.net = keras_model.build_model(job.model, len(loop.classes), job.image_size)
+        self.plain = keras_io.plain_copy(self.net)  # outside the scope: weight files
 
         self.state, weights, self.best_weights, self.restored_optimizer = _restore(
-            self.plain, self.start["checkpoint"]
+            self.plain, loop.checkpoint
         )
         if weights is not None:
-            keras_model.set_weights(self.net, weights)
+            keras_io.set_weights(self.net, weights)
         # set per stage / epoch by run_stage and the hooks
         self.stage_index, self.stage = 0, self.stages[0]
         self.trainable_tensors = 0
         self.callbacks: list[Any] = []
-        self.nan_guard = keras_model.StopOnNonFiniteLoss()
+        self.nan_guard = keras_callbacks.StopOnNonFiniteLoss()
         self.diverged: dict[str, Any] | None = None
         self.epoch, self.epoch_start, self.epoch_learning_rate = 0, time.monotonic(), 0.0
 
     def say(self, message: str) -> None:
         if self.rank == 0:
-            say(message)
+            log.info(message)
 
     def _where(self) -> str:
         return (
@@ -148,19 +143,19 @@ class _WorkerRun:
 
     def run(self) -> None:
         for stage_index, stage in enumerate(self.stages):
-            if stage_index >= self.start["stage_index"] and self.diverged is None:
+            if stage_index >= self.start.start_stage and self.diverged is None:
                 self.run_stage(stage_index, stage)
         self.finish()
 
     def run_stage(self, stage_index: int, stage: StageSection) -> None:
         state, net = self.state, self.net
         self.stage_index, self.stage = stage_index, stage
-        continuing = stage_index == self.start["stage_index"] and self.start["epoch"] > 0
+        continuing = stage_index == self.start.start_stage and self.start.start_epoch > 0
         with self.strategy.scope():
             self.trainable_tensors = keras_model.set_trainable(net, stage.trainable)
             keras_model.compile_for_stage(net, stage.optimizer, stage.learning_rate)
             if continuing and self.restored_optimizer:
-                keras_model.restore_optimizer_state(net, self.restored_optimizer)
+                keras_io.restore_optimizer_state(net, self.restored_optimizer)
         if continuing and state.learning_rate:
             keras_model.set_learning_rate(net, state.learning_rate)
         self.say(
@@ -169,7 +164,7 @@ class _WorkerRun:
             f"{stage.optimizer} lr={keras_model.current_learning_rate(net):.2e}, "
             f"{stage.epochs} epochs"
         )
-        self.callbacks = keras_model.stage_callbacks(
+        self.callbacks = keras_callbacks.stage_callbacks(
             self.job.train.reduce_lr,
             self.job.train.early_stopping,
             state.callbacks if continuing else {},
@@ -178,12 +173,12 @@ class _WorkerRun:
             self.train_ds,
             validation_data=self.val_ds,
             epochs=stage.epochs,
-            initial_epoch=self.start["epoch"] if continuing else 0,
+            initial_epoch=self.start.start_epoch if continuing else 0,
             callbacks=[
                 self.nan_guard,
                 *self.callbacks,
-                keras_model.BatchProgress(self.on_progress, self.job.run.progress_seconds),
-                keras_model.EpochHooks(self.on_epoch_begin, self.on_epoch_end),
+                keras_callbacks.BatchProgress(self.on_progress, self.job.run.progress_seconds),
+                keras_callbacks.EpochHooks(self.on_epoch_begin, self.on_epoch_end),
             ],
             verbose=0,
         )
@@ -230,39 +225,42 @@ class _WorkerRun:
         if not self._check_finite(logs, net):
             return  # nothing of this epoch is recorded or saved
         state, stage = self.state, self.stage
-        row = {
-            "global_epoch": len(state.history) + 1,
-            "stage": stage.name,
-            "stage_index": self.stage_index,
-            "epoch": epoch + 1,
-            **{k: float(logs[k]) for k in REPORTED_METRICS},
-            "learning_rate": self.epoch_learning_rate,  # what this epoch trained with
-            "trainable_tensors": self.trainable_tensors,
-            "seconds": round(time.monotonic() - self.epoch_start, 3),
-        }
+        row = EpochRow(
+            global_epoch=len(state.history) + 1,
+            stage=stage.name,
+            stage_index=self.stage_index,
+            epoch=epoch + 1,
+            loss=float(logs["loss"]),
+            accuracy=float(logs["accuracy"]),
+            val_loss=float(logs["val_loss"]),
+            val_accuracy=float(logs["val_accuracy"]),
+            learning_rate=self.epoch_learning_rate,  # what this epoch trained with
+            trainable_tensors=self.trainable_tensors,
+            seconds=round(time.monotonic() - self.epoch_start, 3),
+        )
         state.history.append(row)
         if net.stop_training and epoch + 1 < stage.epochs:
             state.stopped_early.append(self.stage_index)  # EarlyStopping ended the stage
         state.learning_rate = keras_model.current_learning_rate(net)  # after ReduceLR
-        state.callbacks = keras_model.callback_state(self.callbacks)
-        weights = keras_model.get_weights(net)  # collective: every worker calls it
+        state.callbacks = keras_callbacks.callback_state(self.callbacks)
+        weights = keras_io.get_weights(net)  # collective: every worker calls it
         if is_better(row, state.best):
             state.best, self.best_weights = row, weights
-        metrics = {k: v for k, v in row.items() if k != "seconds"}
+        metrics = row.metrics()
         if self.rank != 0:
             ray.train.report(metrics)
             return
         self.say(
-            f"{self._where()}: loss={row['loss']:.4f} accuracy={row['accuracy']:.4f} "
-            f"val_loss={row['val_loss']:.4f} val_accuracy={row['val_accuracy']:.4f} "
-            f"lr={row['learning_rate']:.2e} ({row['seconds']:.1f}s)"
+            f"{self._where()}: loss={row.loss:.4f} accuracy={row.accuracy:.4f} "
+            f"val_loss={row.val_loss:.4f} val_accuracy={row.val_accuracy:.4f} "
+            f"lr={row.learning_rate:.2e} ({row.seconds:.1f}s)"
         )
         with tempfile.TemporaryDirectory() as ckpt_dir:
-            self._write_checkpoint(weights, keras_model.optimizer_state(net), ckpt_dir)
+            self._write_checkpoint(weights, keras_io.optimizer_state(net), ckpt_dir)
             ray.train.report(
                 metrics,
                 checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir),
-                checkpoint_dir_name=ckpt_files.checkpoint_name(row["global_epoch"]),
+                checkpoint_dir_name=ckpt_files.checkpoint_name(row.global_epoch),
             )
         # report() has uploaded the checkpoint: the history may now include this epoch.
         storage.write_text(self.run_dir.join("history.csv"), history_csv(state.history))
@@ -271,8 +269,8 @@ class _WorkerRun:
         self, weights: list[np.ndarray], optimizer: list[np.ndarray], directory: str
     ) -> None:
         join = os.path.join
-        keras_model.save_weights(self.plain, weights, join(directory, ckpt_files.WEIGHTS_FILE))
-        keras_model.save_weights(
+        keras_io.save_weights(self.plain, weights, join(directory, ckpt_files.WEIGHTS_FILE))
+        keras_io.save_weights(
             self.plain, self.best_weights, join(directory, ckpt_files.BEST_WEIGHTS_FILE)
         )
         np.savez(
@@ -294,7 +292,7 @@ class _WorkerRun:
             return
         # Gradients are all-reduced, so every replica must end with the same weights; each
         # worker records a digest and the driver checks that they agree.
-        final_weights = keras_model.get_weights(self.net)
+        final_weights = keras_io.get_weights(self.net)
         storage.write_text(
             self.run_dir.join("replicas", f"rank_{self.rank}.sha256"),
             weights_digest(final_weights),
@@ -304,16 +302,21 @@ class _WorkerRun:
         with tempfile.TemporaryDirectory() as export_dir:
             best = self.best_weights if self.best_weights is not None else final_weights
             self.plain.set_weights(best)
-            keras_model.export_model(self.plain, os.path.join(export_dir, "model.keras"))
+            keras_io.export_model(self.plain, os.path.join(export_dir, "model.keras"))
             storage.upload_dir(export_dir, self.run_dir.join("model"))
-        best_epoch = self.state.best["global_epoch"] if self.state.best else "-"
+        best_epoch = self.state.best.global_epoch if self.state.best else "-"
         self.say(
             f"exported the best epoch ({best_epoch}) to "
             f"{self.run_dir.join('model', 'model.keras').uri}"
         )
 
 
-def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker loop: build, (resume,) run the remaining stages, export the best."""
+def train_fn_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker loop: build, (resume,) run the remaining stages, export the best.
+
+    ``config`` is ``LoopConfig.to_ray()``: one typed ``LoopConfig``."""
+    output.setup()
+    if os.environ.get("TLJOB_QUIET_RAY"):
+        output.quiet_ray(verbose=False)
     tf.get_logger().setLevel("ERROR")
-    _WorkerRun(JobConfig.model_validate(loop_config["job"]), loop_config).run()
+    _WorkerRun(LoopConfig.from_ray(config)).run()

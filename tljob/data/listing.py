@@ -26,10 +26,13 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from tljob import storage
-from tljob.config import IMAGE_EXTENSIONS
 from tljob.errors import UserError
+from tljob.images import IMAGE_EXTENSIONS
 
 
 class DataError(UserError, ValueError):
@@ -153,3 +156,28 @@ def check_listing(listing: ImageListing, scans: Mapping[str, ImageScan]) -> Chec
         duplicates=sorted(duplicates, key=lambda d: d["path"]),
         quarantined=sorted(quarantined, key=lambda q: q["path"]),
     )
+
+
+def split_stratified(
+    listing: ImageListing, val_fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split every class by ``val_fraction`` with a per-class generator seeded from ``seed``.
+
+    Returns (train, val) lists of ``{"path", "label"}``; labels index ``listing.classes``.
+    A class of n >= 2 images puts between 1 and n-1 in validation. Deterministic: the same
+    listing, fraction and seed always give the same split, independent of worker count.
+    """
+    train: list[dict[str, Any]] = []
+    val: list[dict[str, Any]] = []
+    for label, name in enumerate(listing.classes):
+        paths = listing.files[name]
+        n = len(paths)
+        n_val = 0 if n < 2 else min(max(round(n * val_fraction), 1), n - 1)
+        order = np.random.default_rng([seed, label]).permutation(n)
+        for rank, i in enumerate(order):
+            (val if rank < n_val else train).append({"path": paths[i], "label": label})
+    # Interleave classes so every block of the stream mixes them (a local shuffle buffer
+    # cannot fix class-sorted blocks).
+    np.random.default_rng([seed, 1_000_003]).shuffle(train)
+    val.sort(key=lambda item: item["path"])
+    return train, val

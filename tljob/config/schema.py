@@ -1,34 +1,46 @@
-"""The job's one declarative configuration schema, and how it is assembled.
+"""The job's one declarative configuration schema: sections, rules, typed values.
 
-Resolution order (later wins): schema defaults -> YAML file -> ``--set dotted.path=value``
-overrides (in the order given) -> validation. Nothing here imports Ray or TensorFlow, so a
-bad config is rejected in well under a second, before any cluster is touched.
+Strings a user writes for an optimizer, a stage's trainable layers, a metric or the weights
+source are parsed here, once, into typed values (``Literal`` names, ``Trainable``,
+``WeightsSource``) that the rest of tljob consumes without parsing again; they serialise
+back to the same strings, so a saved config reads back equal. Derived defaults (the image
+size from the backbone) are computed properties and are never written into the user's
+config; ``JobConfig.record()`` is what a run saves, with them resolved.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    field_validator,
+    model_validator,
+)
 
-from tljob.backbones import BACKBONES, get_backbone
 from tljob.errors import UserError
+from tljob.zoo import BACKBONES, WeightsSource, get_backbone
 
 TRAINABLE_PATTERN = re.compile(r"^(head|all|top:([1-9][0-9]*))$")
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+Optimizer = Literal["adam", "sgd", "rmsprop"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 MAX_IMAGE_SIZE = 1024
 
-# What every stage compiles (``tljob.model.compile_for_stage`` reads these) and therefore the
+# What every stage compiles (``tljob.nn.model.compile_for_stage`` reads these) and therefore the
 # exact names Keras reports after each epoch, since fit validates every epoch. Callbacks may
 # only watch these names; anything else would be accepted by Keras and never act.
 LOSS = "sparse_categorical_crossentropy"
 METRICS = ("accuracy",)
 REPORTED_METRICS = tuple(prefix + name for prefix in ("", "val_") for name in ("loss", *METRICS))
+Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy"]
+assert get_args(Metric) == REPORTED_METRICS  # one list of names, spelt twice for the type
 
 
 class ConfigError(UserError, ValueError):
@@ -41,7 +53,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-def _reported_metric(name: str) -> str:
+def _reported_metric(name: Any) -> Any:
     if name not in REPORTED_METRICS:
         raise ValueError(
             "is not a metric a run reports, so the callback would never act; "
@@ -50,14 +62,57 @@ def _reported_metric(name: str) -> str:
     return name
 
 
+def _known_optimizer(name: Any) -> Any:
+    if name not in OPTIMIZERS:
+        raise ValueError("must be one of " + ", ".join(OPTIMIZERS))
+    return name
+
+
+@dataclass(frozen=True)
+class Trainable:
+    """What a stage trains: the head only, the head and the last ``layers`` backbone
+    layers (``top:N``), or everything. Written and read as 'head', 'top:N' or 'all'."""
+
+    kind: Literal["head", "top", "all"]
+    layers: int = 0  # for kind == "top"
+
+    @classmethod
+    def parse(cls, text: Any) -> Trainable:
+        if isinstance(text, Trainable):
+            return text
+        match = TRAINABLE_PATTERN.match(text) if isinstance(text, str) else None
+        if not match:
+            raise ValueError("must be 'head', 'all' or 'top:N' with N >= 1")
+        return cls("top", int(match.group(2))) if match.group(2) else cls(match.group(1))
+
+    def __str__(self) -> str:
+        return f"top:{self.layers}" if self.kind == "top" else self.kind
+
+
+def _parse_weights(value: Any) -> WeightsSource:
+    if isinstance(value, WeightsSource):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be 'none', 'imagenet' or a path ending in .h5 / .weights.h5")
+    return WeightsSource.parse(value)
+
+
+# Typed in Python, the user's spelling in YAML and JSON.
+TrainableSpec = Annotated[
+    Trainable, PlainValidator(Trainable.parse), PlainSerializer(str, return_type=str)
+]
+WeightsSpec = Annotated[
+    WeightsSource, PlainValidator(_parse_weights), PlainSerializer(str, return_type=str)
+]
+OptimizerName = Annotated[Optimizer, BeforeValidator(_known_optimizer)]
+MetricName = Annotated[Metric, BeforeValidator(_reported_metric)]
+
+
 class DataSection(_Section):
     source: str = Field(
         "",
         description="Required. Where the images are: a local directory or file:// URI "
         "holding <source>/<class name>/<image file>.",
-    )
-    layout: Literal["folders"] = Field(
-        "folders", description="How classes are encoded. 'folders': one sub-folder per class."
     )
     image_size: int | None = Field(
         None,
@@ -115,8 +170,8 @@ class ModelSection(_Section):
         "mobilenet_v2",
         description="Registered backbone name: " + ", ".join(sorted(BACKBONES)) + ".",
     )
-    weights: str = Field(
-        "imagenet",
+    weights: WeightsSpec = Field(
+        WeightsSource("imagenet"),
         description="Backbone initialisation: 'none' (random), 'imagenet' (read from the "
         "Keras cache, never downloaded), or a path to a .h5 / .weights.h5 no-top weights file.",
     )
@@ -128,69 +183,52 @@ class ModelSection(_Section):
         get_backbone(name)  # raises, listing the registered names
         return name
 
-    @field_validator("weights")
-    @classmethod
-    def _weights_kind(cls, weights: str) -> str:
-        if weights in ("none", "imagenet") or weights.endswith(".h5"):
-            return weights
-        raise ValueError("must be 'none', 'imagenet' or a path ending in .h5 / .weights.h5")
-
 
 class StageSection(_Section):
     name: str = Field(..., min_length=1, description="Stage name, shown in logs and metrics.")
     epochs: int = Field(..., ge=1, description="Epochs in this stage.")
     learning_rate: float = Field(..., gt=0.0, description="Initial learning rate of the stage.")
-    optimizer: str = Field("adam", description="Optimizer: " + ", ".join(OPTIMIZERS) + ".")
-    trainable: str = Field(
-        "head",
+    optimizer: OptimizerName = Field(
+        "adam", description="Optimizer: " + ", ".join(OPTIMIZERS) + "."
+    )
+    trainable: TrainableSpec = Field(
+        Trainable("head"),
         description="What is trained: 'head' (backbone frozen), 'top:N' (the last N "
         "backbone layers and the head) or 'all'.",
     )
 
-    @field_validator("optimizer")
-    @classmethod
-    def _known_optimizer(cls, name: str) -> str:
-        if name not in OPTIMIZERS:
-            raise ValueError("must be one of " + ", ".join(OPTIMIZERS))
-        return name
-
-    @field_validator("trainable")
-    @classmethod
-    def _trainable_spec(cls, spec: str) -> str:
-        if not TRAINABLE_PATTERN.match(spec):
-            raise ValueError("must be 'head', 'all' or 'top:N' with N >= 1")
-        return spec
-
 
 def _default_stages() -> list[StageSection]:
     return [
-        StageSection(name="head", epochs=5, learning_rate=1e-4, optimizer="adam", trainable="head"),
         StageSection(
-            name="fine_tune", epochs=5, learning_rate=1e-5, optimizer="adam", trainable="top:30"
+            name="head", epochs=5, learning_rate=1e-4, optimizer="adam", trainable=Trainable("head")
+        ),
+        StageSection(
+            name="fine_tune",
+            epochs=5,
+            learning_rate=1e-5,
+            optimizer="adam",
+            trainable=Trainable("top", 30),
         ),
     ]
 
 
 class ReduceLRSection(_Section):
     enabled: bool = Field(True, description="Use ReduceLROnPlateau.")
-    monitor: str = Field(
+    monitor: MetricName = Field(
         "val_loss", description="Metric watched: " + ", ".join(REPORTED_METRICS) + "."
     )
     factor: float = Field(0.5, gt=0.0, lt=1.0, description="Multiply the LR by this.")
     patience: int = Field(2, ge=0, description="Epochs without improvement before reducing.")
     min_lr: float = Field(1e-7, ge=0.0, description="Lower bound on the learning rate.")
 
-    _known_monitor = field_validator("monitor")(_reported_metric)
-
 
 class EarlyStoppingSection(_Section):
     enabled: bool = Field(False, description="Stop a stage early when the metric stalls.")
-    monitor: str = Field(
+    monitor: MetricName = Field(
         "val_loss", description="Metric watched: " + ", ".join(REPORTED_METRICS) + "."
     )
     patience: int = Field(3, ge=0, description="Epochs without improvement before stopping.")
-
-    _known_monitor = field_validator("monitor")(_reported_metric)
 
 
 class TrainSection(_Section):
@@ -281,130 +319,27 @@ class JobConfig(_Section):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> JobConfig:
         spec = get_backbone(self.model.backbone)
-        if self.data.image_size is None:
-            self.data.image_size = spec.default_image_size
-        if self.data.image_size < spec.min_image_size:
+        if self.image_size < spec.min_image_size:
             raise ValueError(
-                f"`data.image_size` ({self.data.image_size}) must be >= "
+                f"`data.image_size` ({self.image_size}) must be >= "
                 f"{spec.min_image_size} for backbone {spec.name!r}"
             )
         return self
 
     @property
     def image_size(self) -> int:
-        assert self.data.image_size is not None  # filled in by validation
-        return self.data.image_size
+        """``data.image_size``, or the backbone's default when it is empty (computed, never
+        stored back into ``data``)."""
+        if self.data.image_size is not None:
+            return self.data.image_size
+        return get_backbone(self.model.backbone).default_image_size
 
+    def resolved(self) -> JobConfig:
+        """A copy with every derived default written out: what a run trains with."""
+        data = self.data.model_copy(update={"image_size": self.image_size})
+        return self.model_copy(update={"data": data})
 
-def _format_errors(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            lines.append(f"`{path}` is not a known setting (check the spelling)")
-        elif e["type"] == "finite_number":
-            lines.append(f"`{path}` ({e['input']!r}): must be a finite number, not inf or nan")
-        elif path:
-            lines.append(f"`{path}` ({e['input']!r}): {msg}")
-        else:
-            lines.append(msg)
-    return "invalid config:\n  " + "\n  ".join(lines)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into (["a","b","c"], value parsed as a YAML scalar or list)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} must look like dotted.path=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
-    return key.split("."), value
-
-
-def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
-    """Set ``value`` at ``path`` in a nested dict/list tree; numeric parts index lists."""
-    node: Any = tree
-    for i, part in enumerate(path):
-        last = i == len(path) - 1
-        where = ".".join(path[: i + 1])
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(
-                    f"override `{'.'.join(path)}`: `{where}` indexes a list of {len(node)} "
-                    "entries; use 0..{0}".format(len(node) - 1)
-                )
-            key: Any = int(part)
-        elif isinstance(node, dict):
-            key = part
-        else:  # unreachable: plain values are rejected one level up
-            raise ConfigError(f"override `{'.'.join(path)}`: `{where}` is not a section")
-        if last:
-            node[key] = value
-            return
-        child = node.get(key) if isinstance(node, dict) else node[key]
-        if child is None:
-            child = node[key] = {}
-        elif not isinstance(child, dict | list):
-            raise ConfigError(
-                f"override `{'.'.join(path)}`: `{'.'.join(path[: i + 2])}` is inside a plain "
-                f"value (`{where}` is {child!r})"
-            )
-        node = child
-
-
-def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] = ()) -> JobConfig:
-    """Build a validated ``JobConfig``: defaults, then the YAML file, then ``overrides``.
-
-    Overrides are applied on top of the defaults merged with the file, so
-    ``--set train.stages.1.epochs=3`` edits the default second stage even when the file
-    does not mention stages. Raises ``ConfigError`` for any unusable input.
-    """
-    tree: dict[str, Any] = JobConfig().model_dump(mode="json", exclude={"data": {"image_size"}})
-    if path is not None:
-        file_tree = _read_yaml(Path(path))
-        tree = _merge(tree, file_tree)
-    for text in overrides:
-        keys, value = parse_override(text)
-        apply_override(tree, keys, value)
-    try:
-        return JobConfig.model_validate(tree)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(e)) from None
-    except ValueError as e:  # cross-field rules and registry lookups outside a field
-        raise ConfigError(f"invalid config:\n  {e}") from None
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(
-            f"config file {str(path)!r} must hold a mapping of sections, "
-            f"not a {type(loaded).__name__}"
-        )
-    return loaded
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; lists and scalars in ``top`` replace those in ``base``."""
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def dump_config(config: JobConfig) -> str:
-    """The resolved config as YAML (what is saved with each run)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    def record(self) -> dict[str, Any]:
+        """The resolved config as plain JSON types: what a run saves as ``config.yaml`` and
+        what a rerun is compared with."""
+        return self.resolved().model_dump(mode="json")

@@ -1,15 +1,12 @@
 """Backbone registry: which pretrained CNNs tljob can fine-tune, as plain data.
 
-This module imports neither TensorFlow nor Ray, so the config schema can validate backbone
-names and image sizes without loading a framework. ``tljob.model`` turns a ``BackboneSpec``
-into a Keras model.
+Pure: the config schema validates backbone names and image sizes against it without loading
+a framework. ``tljob.nn.model`` turns a ``BackboneSpec`` into a Keras model.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from tljob.errors import UserError
@@ -127,49 +124,3 @@ def get_backbone(name: str) -> BackboneSpec:
         raise UnknownBackboneError(
             f"unknown backbone {name!r}; registered backbones are: {valid}"
         ) from None
-
-
-def keras_cache_dir() -> Path:
-    """Directory Keras looks in for downloaded weights (``$KERAS_HOME/models``)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models"
-
-
-_IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-# Folder of the URL above that holds each Keras module's weights files.
-_URL_FOLDER = {"resnet50": "resnet", "efficientnet": "efficientnetb0"}
-
-
-class WeightsUnavailableError(UserError, FileNotFoundError):
-    """Requested backbone weights are not on this machine (tljob never downloads them)."""
-
-
-def resolve_weights_file(spec: BackboneSpec, weights: str, image_size: int) -> str | None:
-    """Turn ``model.weights`` into a local file path, or None for random initialisation.
-
-    ``imagenet`` is read from the Keras cache only. A missing file raises
-    ``WeightsUnavailableError`` naming the exact file to pre-seed and where it is published,
-    instead of attempting a download.
-    """
-    if weights == "none":
-        return None
-    if weights == "imagenet":
-        fname = spec.imagenet_weights_file(image_size)
-        path = keras_cache_dir() / fname
-        if not path.is_file():
-            folder = _URL_FOLDER.get(spec.keras_module, spec.keras_module)
-            raise WeightsUnavailableError(
-                f"`model.weights` ('imagenet'): ImageNet weights for backbone {spec.name!r} "
-                f"are not in the Keras cache, and tljob never downloads at run time. "
-                f"Pre-seed the file {path} (Keras cache dir {path.parent}; set KERAS_HOME "
-                f"to use another), e.g. by copying {_IMAGENET_WEIGHTS_URL}{folder}/{fname} "
-                "from a machine with network access; or set `model.weights` to 'none' or "
-                "to a local .h5 file."
-            )
-        return str(path)
-    if not Path(weights).is_file():
-        raise WeightsUnavailableError(
-            f"`model.weights` ({weights!r}): no such file; give a readable no-top "
-            f".h5 / .weights.h5 weights file for backbone {spec.name!r}"
-        )
-    return weights

@@ -1,6 +1,6 @@
-"""Input images: listing, checking, splitting and streaming them with Ray Data.
+"""Input images on the cluster: scanning, checking, splitting and streaming them with Ray Data.
 
-Driver side (cheap, paths only): ``list_images`` (in ``tljob.listing``) lists
+Driver side (cheap, paths only, in ``tljob.data.listing``): ``list_images`` lists
 ``<source>/<class>/**/<image>`` and builds one sorted class -> index map for the whole run.
 Cluster side (Ray Data): one scan reads and decodes every listed file once and returns its
 sha256 and, for a file that cannot be used, why. Back on the driver, ``check_listing``
@@ -36,15 +36,16 @@ import ray.data
 
 from tljob import storage
 from tljob.config import DataSection
-from tljob.images import ImageDecodeError, UnsupportedImageError, decode_rgb, resize_bilinear_uint8
-from tljob.listing import (
+from tljob.data.listing import (
     CheckedListing,
     DataError,
     ImageListing,
     ImageScan,
     check_listing,
     list_images,
+    split_stratified,
 )
+from tljob.images import ImageDecodeError, UnsupportedImageError, decode_rgb, resize_bilinear_uint8
 from tljob.report import clean_reason
 
 __all__ = [
@@ -112,31 +113,6 @@ class PreparedData:
 
 def _count_by(keys: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(keys).items()))  # sorted: the same data, the same text
-
-
-def split_stratified(
-    listing: ImageListing, val_fraction: float, seed: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split every class by ``val_fraction`` with a per-class generator seeded from ``seed``.
-
-    Returns (train, val) lists of ``{"path", "label"}``; labels index ``listing.classes``.
-    A class of n >= 2 images puts between 1 and n-1 in validation. Deterministic: the same
-    listing, fraction and seed always give the same split, independent of worker count.
-    """
-    train: list[dict[str, Any]] = []
-    val: list[dict[str, Any]] = []
-    for label, name in enumerate(listing.classes):
-        paths = listing.files[name]
-        n = len(paths)
-        n_val = 0 if n < 2 else min(max(round(n * val_fraction), 1), n - 1)
-        order = np.random.default_rng([seed, label]).permutation(n)
-        for rank, i in enumerate(order):
-            (val if rank < n_val else train).append({"path": paths[i], "label": label})
-    # Interleave classes so every block of the stream mixes them (a local shuffle buffer
-    # cannot fix class-sorted blocks).
-    np.random.default_rng([seed, 1_000_003]).shuffle(train)
-    val.sort(key=lambda item: item["path"])
-    return train, val
 
 
 def _read(path: str) -> bytes:

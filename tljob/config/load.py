@@ -1,0 +1,128 @@
+"""Assembling a ``JobConfig``: schema defaults -> YAML file -> ``--set dotted.path=value``
+overrides (in the order given) -> validation, with errors that name field, value and rule."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from tljob.config.schema import ConfigError, JobConfig
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"`{path}` is not a known setting (check the spelling)")
+        elif e["type"] == "finite_number":
+            lines.append(f"`{path}` ({e['input']!r}): must be a finite number, not inf or nan")
+        elif path:
+            lines.append(f"`{path}` ({e['input']!r}): {msg}")
+        else:
+            lines.append(msg)
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into (["a","b","c"], value parsed as a YAML scalar or list)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} must look like dotted.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+    return key.split("."), value
+
+
+def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``value`` at ``path`` in a nested dict/list tree; numeric parts index lists."""
+    node: Any = tree
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        where = ".".join(path[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"override `{'.'.join(path)}`: `{where}` indexes a list of {len(node)} "
+                    "entries; use 0..{0}".format(len(node) - 1)
+                )
+            key: Any = int(part)
+        elif isinstance(node, dict):
+            key = part
+        else:  # unreachable: plain values are rejected one level up
+            raise ConfigError(f"override `{'.'.join(path)}`: `{where}` is not a section")
+        if last:
+            node[key] = value
+            return
+        child = node.get(key) if isinstance(node, dict) else node[key]
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict | list):
+            raise ConfigError(
+                f"override `{'.'.join(path)}`: `{'.'.join(path[: i + 2])}` is inside a plain "
+                f"value (`{where}` is {child!r})"
+            )
+        node = child
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] = ()) -> JobConfig:
+    """Build a validated ``JobConfig``: defaults, then the YAML file, then ``overrides``.
+
+    Overrides are applied on top of the defaults merged with the file, so
+    ``--set train.stages.1.epochs=3`` edits the default second stage even when the file
+    does not mention stages. Raises ``ConfigError`` for any unusable input.
+    """
+    tree: dict[str, Any] = JobConfig().model_dump(mode="json")
+    if path is not None:
+        file_tree = _read_yaml(Path(path))
+        tree = _merge(tree, file_tree)
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(tree, keys, value)
+    try:
+        return JobConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e)) from None
+    except ValueError as e:  # cross-field rules and registry lookups outside a field
+        raise ConfigError(f"invalid config:\n  {e}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping of sections, "
+            f"not a {type(loaded).__name__}"
+        )
+    return loaded
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; lists and scalars in ``top`` replace those in ``base``."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def dump_config(config: JobConfig) -> str:
+    """The resolved config as YAML (what is saved with each run; it loads back equal to
+    ``config.resolved()``)."""
+    return yaml.safe_dump(config.record(), sort_keys=False)

@@ -1,0 +1,68 @@
+"""tljob's own Keras layers, registered for loading: the serving-side resize that matches the
+data pipeline pixel for pixel, and the backbones' ImageNet input conventions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from tljob.nn.keras import tf_keras
+from tljob.zoo import PreprocessingMode
+
+
+@tf_keras.saving.register_keras_serializable(package="tljob")
+class ResizeImages(tf_keras.layers.Layer):
+    """Bilinear resize (half-pixel centres) to ``size`` x ``size``, rounded to whole pixels.
+
+    Rounding reproduces the uint8 images the data pipeline feeds during training, so a
+    client sending images of any size gets exactly the pixels training used.
+    """
+
+    def __init__(self, size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, images: tf.Tensor) -> tf.Tensor:
+        x = tf.image.resize(tf.cast(images, tf.float32), (self.size, self.size), "bilinear")
+        return tf.clip_by_value(tf.round(x), 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return (input_shape[0], self.size, self.size, input_shape[-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "size": self.size}
+
+
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@tf_keras.saving.register_keras_serializable(package="tljob")
+class BackbonePreprocess(tf_keras.layers.Layer):
+    """ImageNet input conventions on float pixels in [0, 255].
+
+    caffe: RGB->BGR, minus the ImageNet BGR mean; tf: scaled to [-1, 1];
+    torch: [0, 1] then per-channel ImageNet mean/std; none: unchanged.
+    """
+
+    def __init__(self, mode: PreprocessingMode, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in ("caffe", "tf", "torch", "none"):
+            raise ValueError(f"unknown preprocessing mode {mode!r}")
+        self.mode = mode
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        if self.mode == "caffe":
+            return x[..., ::-1] - tf.constant(_CAFFE_BGR_MEAN, dtype=x.dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = tf.constant(_TORCH_MEAN, dtype=x.dtype)
+            std = tf.constant(_TORCH_STD, dtype=x.dtype)
+            return (x / 255.0 - mean) / std
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode}

@@ -1,0 +1,35 @@
+"""What the driver hands every Ray Train worker: one typed, picklable object. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tljob.config import JobConfig
+
+_KEY = "tljob"  # Ray Train passes a dict to the worker function; it carries one entry
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The train loop's input: the job, the classes, where the run lives, how many training
+    images there are (for the steps per epoch) and where training starts."""
+
+    job: JobConfig
+    classes: tuple[str, ...]
+    run_dir: str  # URI of the run directory
+    train_images: int
+    start_stage: int = 0
+    start_epoch: int = 0  # epochs already done in ``start_stage``
+    checkpoint: str | None = None  # URI of the checkpoint to restore, if any
+
+    def to_ray(self) -> dict[str, Any]:
+        """The ``train_loop_config`` for ``TensorflowTrainer``."""
+        return {_KEY: self}
+
+    @classmethod
+    def from_ray(cls, config: dict[str, Any]) -> LoopConfig:
+        loop = config[_KEY]
+        if not isinstance(loop, cls):
+            raise TypeError(f"train_loop_config[{_KEY!r}] is a {type(loop).__name__}")
+        return loop

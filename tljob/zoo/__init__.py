@@ -1,0 +1,27 @@
+"""The backbone zoo: which pretrained CNNs tljob fine-tunes, and where their weights come from.
+
+``registry`` holds every backbone as plain data (Keras constructor, sizes, preprocessing
+convention, the figures the memory preflight uses); ``weights`` parses ``model.weights`` and
+finds the local file. Pure: may import ``tljob.errors`` only, never Ray or TensorFlow (the
+Keras side of a backbone is built in ``tljob.nn``).
+"""
+
+from tljob.zoo.registry import (
+    BACKBONES,
+    BackboneSpec,
+    PreprocessingMode,
+    UnknownBackboneError,
+    get_backbone,
+)
+from tljob.zoo.weights import WeightsSource, WeightsUnavailableError, resolve_weights_file
+
+__all__ = [
+    "BACKBONES",
+    "BackboneSpec",
+    "PreprocessingMode",
+    "UnknownBackboneError",
+    "WeightsSource",
+    "WeightsUnavailableError",
+    "get_backbone",
+    "resolve_weights_file",
+]
