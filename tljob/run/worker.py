@@ -16,7 +16,7 @@ import math
 import os
 import tempfile
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import ray
@@ -69,11 +69,19 @@ def _to_tf_per_worker(
     )
 
 
-def _restore(plain: Any, checkpoint_uri: str | None) -> tuple[Any, ...]:
-    """(state, current weights, best weights, optimizer arrays) of the checkpoint the driver
-    chose, read through the plain model copy; a fresh state when there is none."""
+class _Restored(NamedTuple):
+    """What the checkpoint the driver chose holds (all None but a fresh state without one)."""
+
+    state: TrainState
+    weights: list[np.ndarray] | None = None
+    best_weights: list[np.ndarray] | None = None
+    optimizer: list[np.ndarray] | None = None
+
+
+def _restore(plain: Any, checkpoint_uri: str | None) -> _Restored:
+    """Read the chosen checkpoint through the plain model copy."""
     if checkpoint_uri is None:
-        return TrainState(), None, None, None
+        return _Restored(TrainState())
     with tempfile.TemporaryDirectory() as local:
         ckpt_files.download(storage.resolve(checkpoint_uri), local)
         with open(os.path.join(local, ckpt_files.STATE_FILE)) as f:
@@ -82,7 +90,7 @@ def _restore(plain: Any, checkpoint_uri: str | None) -> tuple[Any, ...]:
         best = keras_io.load_weights(plain, os.path.join(local, ckpt_files.BEST_WEIGHTS_FILE))
         with np.load(os.path.join(local, ckpt_files.OPTIMIZER_FILE)) as npz:
             optimizer = [npz[f"v{i}"] for i in range(len(npz.files))]
-    return state, current, best, optimizer
+    return _Restored(state, current, best, optimizer)
 
 
 class _WorkerRun:
@@ -95,7 +103,7 @@ class _WorkerRun:
         self.job = job = loop.job
         self.stages = job.train.stages
         self.run_dir = storage.resolve(loop.run_dir)
-        self.start = loop
+        self.loop = loop
         # Each worker's shard is cut into global batches (drop_last), each split into
         # world_size replica batches that this worker steps through.
         shard_rows = loop.train_images // self.world_size
@@ -118,11 +126,11 @@ class _WorkerRun:
             self.net = keras_model.build_model(job.model, len(loop.classes), job.image_size)
         self.plain = keras_io.plain_copy(self.net)  # outside the scope: weight files
 
-        self.state, weights, self.best_weights, self.restored_optimizer = _restore(
-            self.plain, loop.checkpoint
-        )
-        if weights is not None:
-            keras_io.set_weights(self.net, weights)
+        restored = _restore(self.plain, loop.checkpoint)
+        self.state, self.best_weights = restored.state, restored.best_weights
+        self.restored_optimizer = restored.optimizer
+        if restored.weights is not None:
+            keras_io.set_weights(self.net, restored.weights)
         # set per stage / epoch by run_stage and the hooks
         self.stage_index, self.stage = 0, self.stages[0]
         self.trainable_tensors = 0
@@ -143,14 +151,14 @@ class _WorkerRun:
 
     def run(self) -> None:
         for stage_index, stage in enumerate(self.stages):
-            if stage_index >= self.start.start_stage and self.diverged is None:
+            if stage_index >= self.loop.start_stage and self.diverged is None:
                 self.run_stage(stage_index, stage)
         self.finish()
 
     def run_stage(self, stage_index: int, stage: StageSection) -> None:
         state, net = self.state, self.net
         self.stage_index, self.stage = stage_index, stage
-        continuing = stage_index == self.start.start_stage and self.start.start_epoch > 0
+        continuing = stage_index == self.loop.start_stage and self.loop.start_epoch > 0
         with self.strategy.scope():
             self.trainable_tensors = keras_model.set_trainable(net, stage.trainable)
             keras_model.compile_for_stage(net, stage.optimizer, stage.learning_rate)
@@ -173,7 +181,7 @@ class _WorkerRun:
             self.train_ds,
             validation_data=self.val_ds,
             epochs=stage.epochs,
-            initial_epoch=self.start.start_epoch if continuing else 0,
+            initial_epoch=self.loop.start_epoch if continuing else 0,
             callbacks=[
                 self.nan_guard,
                 *self.callbacks,
