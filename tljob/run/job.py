@@ -23,8 +23,11 @@ def resolve_job(config_path: str | None, overrides: Sequence[str]) -> JobConfig:
 def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
     """List the data (cheap, no Ray), then train on Ray. Returns the run summary
     (``verbose``: also show Ray's own logs)."""
+    from tljob import output
     from tljob.data.listing import list_images
-    from tljob.run import driver  # Ray and TensorFlow load here, not for config errors
+
+    with output.native_logs_hidden(verbose):
+        from tljob.run import driver  # Ray and TensorFlow load here, not for config errors
 
     listing = list_images(job.data.source, job.data.max_images_per_class)
     outcome = driver.run_job_driver_fn(job, listing, verbose=verbose)
