@@ -17,6 +17,7 @@ PURE = [
     "tljob.storage",
     "tljob.images",
     "tljob.output",
+    "tljob.progress",
     "tljob.data.listing",
     "tljob.run.ledger",
     "tljob.run.lock",
