@@ -3,12 +3,14 @@ the way unless asked for. Pure at import (imports Ray only inside ``quiet_ray``)
 
 Every package logs through its own logger (``tljob.run``, ``tljob.data``, ...) under the
 ``tljob`` logger, which ``setup`` gives one handler writing ``[tljob] <message>`` lines to
-stdout, one line per event: the same on a terminal, in CI and in ``ray job logs``, and the
-same in the driver and in the workers (whose stdout Ray forwards to the driver).
+stdout, one line per event, the same in the driver and in the workers (whose stdout Ray
+forwards to the driver). On a terminal, rank 0's training lines go through the live display
+instead (``tljob.run.progress``), which prints the same lines above its live row.
 
 By default (``verbose=False``) Ray's own chatter goes only to Ray's session log files
 (``/tmp/ray/session_latest/logs``): Ray Data's execution plans and progress bars, Ray
-Train's per-report records and TensorFlow's C++ log lines. ``--verbose`` shows them.
+Train's per-report records and TensorFlow's C++ log lines; the driver drops TensorFlow's
+start-up lines (``native_logs_hidden``). ``--verbose`` shows them.
 """
 
 from __future__ import annotations

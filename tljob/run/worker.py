@@ -6,6 +6,8 @@ After every epoch all workers call ``ray.train.report`` and rank 0 attaches a ch
 then writes ``history.csv`` from the checkpointed state, so the history on storage never
 runs ahead of the newest complete checkpoint. A NaN or infinite loss stops every worker at
 the same step; that epoch is not recorded, and rank 0 leaves ``diverged.json`` for the driver.
+Rank 0 logs its ``[tljob]`` lines; when the driver shows a live display
+(``LoopConfig.progress``), it sends them there instead, with its epoch starts and steps.
 """
 
 from __future__ import annotations
