@@ -1,6 +1,7 @@
 """The live progress display, end to end: a tiny job run under a pseudo-terminal, read back
 the way a person's terminal would receive it. (Without a terminal the output is the plain
-line-per-event text that ``test_train_integration`` checks.)"""
+line-per-event text that ``test_train_integration`` checks.) Also, without Ray: when the
+display is wanted, and what rank 0's end of the channel does when the channel is broken."""
 
 from __future__ import annotations
 
@@ -99,3 +100,47 @@ def test_a_terminal_gets_a_live_display_with_a_line_per_epoch(tmp_path, ray_clus
     assert "best epoch        " in summary and "val_acc best" in summary
     assert "images/s" not in summary
     assert (Path(tmp_path) / "runs" / "tty" / "summary.json").exists()
+
+
+class _Push:
+    def __init__(self, fail: bool) -> None:
+        self.fail, self.sent = fail, []
+
+    def remote(self, event):
+        if self.fail:
+            raise RuntimeError("the board actor is gone")
+        self.sent.append(event)
+
+
+class _Board:
+    def __init__(self, fail: bool) -> None:
+        self.push = _Push(fail)
+
+
+def test_the_sink_hands_events_over_or_says_it_could_not():
+    from tljob.progress import Line
+    from tljob.run.progress import BoardSink
+
+    board = _Board(fail=False)
+    assert BoardSink(board).send(Line("a")) is True
+    assert board.push.sent == [Line("a")]
+    # a broken channel never stops training: the caller logs the line instead
+    assert BoardSink(_Board(fail=True)).send(Line("b")) is False
+
+
+class _Stdout:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_the_live_display_is_for_terminals_without_verbose(monkeypatch):
+    from tljob.run.progress import live_display_wanted
+
+    monkeypatch.setattr(sys, "stdout", _Stdout(tty=True))
+    assert live_display_wanted(verbose=False) is True
+    assert live_display_wanted(verbose=True) is False
+    monkeypatch.setattr(sys, "stdout", _Stdout(tty=False))
+    assert live_display_wanted(verbose=False) is False
