@@ -1,6 +1,11 @@
 """Backbone registry, model assembly, freezing, BatchNorm mode, resizing and export.
 
-Every registered backbone is built and trained for one step at a tiny input size.
+Every registered backbone is built once per session at its smallest input size
+(``tiny_model``) and trained for one step. Tracing a backbone's training step into a graph
+costs 5 to 10 s (the optimizer update of every variable), so one-step checks of what the
+model computes run eagerly (``run_eagerly``: the same layers, gradients and updates, without
+the tracing), and one test trains through the compiled graph, as the workers do. Tests that
+share a model set what they depend on (trainable flags, compilation) themselves.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from tljob.zoo import (
     resolve_weights_file,
 )
 
-TINY = 32
+TINY = 32  # every registered backbone's min_image_size (checked by tiny_model)
 
 
 def model_cfg(backbone: str = "mobilenet_v2", weights: str = "none", *extra: str):
@@ -46,29 +51,57 @@ def batch(n: int = 4, size: int = TINY, seed: int = 0):
     return (rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), rng.integers(0, 3, (n,)))
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_every_registered_backbone_builds_and_trains_one_step(name):
-    net = nn_model.build_model(model_cfg(name), num_classes=3, image_size=TINY)
+@pytest.fixture(scope="session")
+def tiny_model():
+    """``tiny_model(name)``: the model for 3 classes on backbone ``name`` with random
+    weights at the backbone's smallest input size, built once per session."""
+    built: dict[str, tf_keras.Model] = {}
+
+    def get(name: str) -> tf_keras.Model:
+        if name not in built:
+            assert BACKBONES[name].min_image_size == TINY, "TINY must follow the registry"
+            built[name] = nn_model.build_model(model_cfg(name), num_classes=3, image_size=TINY)
+        return built[name]
+
+    yield get
+    built.clear()
+    tf_keras.backend.clear_session()
+
+
+def train_one_step(net, optimizer: str = "adam", n: int = 4, seed: int = 0):
+    """Unfreeze everything, compile, and train one eager step on ``n`` random images."""
     nn_model.set_trainable(net, Trainable.parse("all"))
-    nn_model.compile_for_stage(net, "adam", 1e-3)
-    x, y = batch()
+    nn_model.compile_for_stage(net, optimizer, 1e-3 if optimizer == "adam" else 0.1)
+    net.run_eagerly = True  # compile_for_stage resets it; graph tracing is the slow part
+    x, y = batch(n, seed=seed)
+    return net.fit(x, y, batch_size=n, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_registered_backbone_builds_and_trains_one_step(name, tiny_model):
+    net = tiny_model(name)
     before = [w.copy() for w in net.get_weights()]
-    history = net.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    history = train_one_step(net)
     assert np.isfinite(history.history["loss"][0])
     changed = sum(not np.array_equal(a, b) for a, b in zip(before, net.get_weights(), strict=True))
     assert changed > 0
+    # predict_on_batch traces the whole forward pass into a graph, tljob's layers included
+    x, _ = batch()
     probs = net.predict_on_batch(x)
     assert probs.shape == (4, 3) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_fit_reports_exactly_the_metrics_callbacks_may_monitor():
+def test_fit_reports_exactly_the_metrics_callbacks_may_monitor(tiny_model):
     # The config validates `monitor` settings against REPORTED_METRICS; this keeps that
     # tuple equal to what a compiled model really reports when it validates every epoch.
+    # It is also the test that trains through the traced graph, as the workers do.
     from tljob.config import REPORTED_METRICS
 
-    net = nn_model.build_model(model_cfg("mobilenet_v2"), num_classes=3, image_size=TINY)
+    net = tiny_model("mobilenet_v2")
+    nn_model.set_trainable(net, Trainable.parse("head"))
     nn_model.compile_for_stage(net, "adam", 1e-3)
+    assert not net.run_eagerly
     x, y = batch()
     seen: list[tuple[str, ...]] = []
     hooks = nn_callbacks.EpochHooks(lambda e, m: None, lambda e, logs, m: seen.append(tuple(logs)))
@@ -135,22 +168,23 @@ def _expected_trainable(net, spec: str) -> int:
 
 
 @pytest.mark.parametrize("spec", ["head", "top:1", "top:12", "all"])
-def test_trainable_counts_per_stage(spec):
-    net = nn_model.build_model(model_cfg("mobilenet_v2"), 3, TINY)
+def test_trainable_counts_per_stage(spec, tiny_model):
+    net = tiny_model("mobilenet_v2")
     count = nn_model.set_trainable(net, Trainable.parse(spec))
     assert count == len(net.trainable_weights) == _expected_trainable(net, spec)
 
 
-def test_trainable_counts_exact_for_mobilenet_v2():
-    net = nn_model.build_model(model_cfg("mobilenet_v2"), 3, TINY)
+def test_trainable_counts_exact_for_mobilenet_v2(tiny_model):
+    net = tiny_model("mobilenet_v2")
     # MobileNetV2's last layers: Conv_1 (kernel), Conv_1_bn (gamma, beta), out_relu (none)
     assert [nn_model.set_trainable(net, Trainable.parse(s)) for s in ("head", "top:3", "all")] == [
         2,
         5,
         158,
     ]
+    # a hidden head layer adds its kernel and bias (vgg16: the quickest backbone to build)
     hidden = nn_model.build_model(
-        model_cfg("mobilenet_v2", "none", "model.head.dense_units=[16]"), 3, TINY
+        model_cfg("vgg16", "none", "model.head.dense_units=[16]"), 3, TINY
     )
     assert nn_model.set_trainable(hidden, Trainable.parse("head")) == 4
 
@@ -163,19 +197,12 @@ def _bn_layers(net):
     ]
 
 
-def _train_step_all(net):
-    nn_model.set_trainable(net, Trainable.parse("all"))
-    nn_model.compile_for_stage(net, "sgd", 0.1)
-    x, y = batch(8)
-    net.fit(x, y, batch_size=8, epochs=1, verbose=0)
-
-
-def test_batchnorm_stays_in_inference_mode_with_pretrained_weights(tmp_path):
+def test_batchnorm_stays_in_inference_mode_with_pretrained_weights(tmp_path, tiny_model):
     # "Pretrained" weights from a file: any weights file makes tljob treat BN as frozen.
-    spec = get_backbone("mobilenet_v2")
-    source = nn_model.build_backbone(spec, TINY, WeightsSource("none"))
+    # The file is the shared model's backbone: the same architecture build_backbone makes.
+    source = nn_model.backbone_of(tiny_model("mobilenet_v2"))
     x, _ = batch(16, seed=5)
-    for _ in range(20):  # give the moving statistics real values, as pretraining would
+    for _ in range(3):  # give the moving statistics real values, as pretraining would
         source(tf.cast(x, tf.float32) / 127.5 - 1, training=True)
     weights_file = tmp_path / "backbone.h5"
     source.save_weights(str(weights_file))
@@ -183,7 +210,8 @@ def test_batchnorm_stays_in_inference_mode_with_pretrained_weights(tmp_path):
     bn = _bn_layers(net)
     moving_before = [layer.moving_mean.numpy().copy() for layer in bn]
     gamma_before = [layer.gamma.numpy().copy() for layer in bn]
-    _train_step_all(net)
+    assert any(np.any(a != 0) for a in moving_before)  # the file's statistics were loaded
+    train_one_step(net, "sgd", n=8)
     # moving statistics untouched: the layers ran in inference mode while training
     assert all(
         np.array_equal(a, layer.moving_mean.numpy())
@@ -196,12 +224,12 @@ def test_batchnorm_stays_in_inference_mode_with_pretrained_weights(tmp_path):
     )
 
 
-def test_batchnorm_trains_from_random_weights():
-    net = nn_model.build_model(model_cfg("mobilenet_v2", "none"), 3, TINY)
+def test_batchnorm_trains_from_random_weights(tiny_model):
+    net = tiny_model("mobilenet_v2")
     bn = _bn_layers(net)
     assert {layer.momentum for layer in bn} == {nn_model.SCRATCH_BATCHNORM_MOMENTUM}
     moving_before = [layer.moving_mean.numpy().copy() for layer in bn]
-    _train_step_all(net)
+    train_one_step(net, "sgd", n=8)
     assert any(
         not np.array_equal(a, layer.moving_mean.numpy())
         for a, layer in zip(moving_before, bn, strict=True)
@@ -232,8 +260,8 @@ def test_backbone_preprocessing_matches_keras(mode, reference):
     np.testing.assert_allclose(ours, reference(x.copy()), rtol=1e-5, atol=1e-4)
 
 
-def test_exported_model_reloads_and_takes_any_size(tmp_path):
-    net = nn_model.build_model(model_cfg("mobilenet_v2"), 3, TINY)
+def test_exported_model_reloads_and_takes_any_size(tmp_path, tiny_model):
+    net = tiny_model("mobilenet_v2")
     path = tmp_path / "model.keras"
     nn_io.export_model(net, path)
     loaded = nn_io.load_exported(path)
@@ -241,7 +269,7 @@ def test_exported_model_reloads_and_takes_any_size(tmp_path):
     big = np.random.default_rng(4).integers(0, 256, (2, 50, 70, 3), dtype=np.uint8)
     for images in (small, big):
         resized = np.stack([resize_bilinear_uint8(i, TINY) for i in images])
-        np.testing.assert_allclose(
-            loaded.predict_on_batch(images), net.predict_on_batch(resized), rtol=1e-5, atol=1e-6
-        )
+        # the reference is an eager call: a graph for each batch shape would cost 1 s
+        reference = net(resized, training=False).numpy()
+        np.testing.assert_allclose(loaded.predict_on_batch(images), reference, rtol=1e-5, atol=1e-6)
     assert loaded.input.dtype == tf.uint8

@@ -340,4 +340,5 @@ def test_too_few_images_for_a_batch_is_refused_before_ray_starts(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "`train.batch_size` (32)" in proc.stderr and "24 training images" in proc.stderr
     assert "Connecting to existing Ray cluster" not in proc.stderr
+    assert "oneDNN" not in proc.stderr  # refused before TensorFlow was even loaded
     assert not (tmp_path / "runs").exists()  # refused before anything was written

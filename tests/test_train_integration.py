@@ -96,6 +96,8 @@ def test_ray_job_submit_trains_on_two_workers_end_to_end(tmp_path, ray_cluster):
     assert "[tljob] stage 1/2 'head' epoch 1/1: loss=" in proc.stdout
     assert "[tljob] stage 2/2 'fine_tune' epoch 2/2: loss=" in proc.stdout
     assert "val_acc best" in proc.stdout
+    # nor TensorFlow's start-up lines from the driver (the workers' are filtered by Ray)
+    assert "oneDNN" not in proc.stdout + proc.stderr
 
     # progress lines show global figures: the last step's running accuracy is the epoch's
     for tag in ("stage 1/2 'head' epoch 1/1", "stage 2/2 'fine_tune' epoch 2/2"):

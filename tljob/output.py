@@ -3,25 +3,41 @@ the way unless asked for. Pure at import (imports Ray only inside ``quiet_ray``)
 
 Every package logs through its own logger (``tljob.run``, ``tljob.data``, ...) under the
 ``tljob`` logger, which ``setup`` gives one handler writing ``[tljob] <message>`` lines to
-stdout, one line per event: the same on a terminal, in CI and in ``ray job logs``, and the
-same in the driver and in the workers (whose stdout Ray forwards to the driver).
+stdout, one line per event, the same in the driver and in the workers (whose stdout Ray
+forwards to the driver). On a terminal, rank 0's training lines go through the live display
+instead (``tljob.run.progress``), which prints the same lines above its live row.
 
 By default (``verbose=False``) Ray's own chatter goes only to Ray's session log files
 (``/tmp/ray/session_latest/logs``): Ray Data's execution plans and progress bars, Ray
-Train's per-report records and TensorFlow's C++ log lines. ``--verbose`` shows them.
+Train's per-report records and TensorFlow's C++ log lines; the driver drops TensorFlow's
+start-up lines (``native_logs_hidden``). ``--verbose`` shows them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 PREFIX = "[tljob] "
 _HANDLER_NAME = "tljob-lines"
 # Loggers whose console output is Ray's internals; their file handlers are left alone.
 _RAY_LOGGERS = ("ray.data", "ray.train", "ray.tune", "ray.air")
+# What TensorFlow's C++ side prints to stderr while it loads (absl/glog format), e.g.
+#   I0000 00:00:1795831388.420093   17274 port.cc:153] oneDNN custom operations are on...
+#   E0000 00:00:1712345678.123456    1234 cuda_dnn.cc:8310] Unable to register cuDNN factory
+# TF 2.21 prints these before reading TF_CPP_MIN_LOG_LEVEL, so that variable alone cannot
+# hide them.
+_NATIVE_LOG_LINE = re.compile(
+    r"[IWE]\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] "  # before absl starts, the time is epoch s
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+    r"|To enable the following instructions: "  # the cpu_feature_guard line's second half
+)
 
 
 def logger(package: str) -> logging.Logger:
@@ -63,6 +79,42 @@ def setup(verbose: bool = False, stream: TextIO | None = None) -> None:
         root.addHandler(handler)
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def is_native_log_line(line: str) -> bool:
+    """Whether ``line`` is one of the C++ log lines TensorFlow prints while loading."""
+    return _NATIVE_LOG_LINE.match(line.rstrip("\n")) is not None
+
+
+@contextlib.contextmanager
+def native_logs_hidden(verbose: bool) -> Iterator[None]:
+    """Around the driver's first TensorFlow import: drop TensorFlow's C++ start-up lines
+    (oneDNN, CUDA, CPU features) from this process's stderr, unless ``verbose``.
+
+    They are written to file descriptor 2 by C++ code, beneath ``sys.stderr``, so the
+    descriptor itself is pointed at a temporary file meanwhile; afterwards every captured
+    line that is not such a log line (a Python warning, a traceback) is written to stderr.
+    """
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace")
+            kept = [ln for ln in text.splitlines(keepends=True) if not is_native_log_line(ln)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def worker_env(verbose: bool) -> dict[str, str]:

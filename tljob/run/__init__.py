@@ -5,6 +5,7 @@ rule, resume plan, summary), ``lock`` (one run per run directory), ``checkpoint`
 of a checkpoint, the newest complete one), ``loop`` (the typed ``LoopConfig`` each worker
 gets) and ``job`` (validate a job; run it, importing the Ray side only when called).
 ``worker`` is the per-worker training loop (Ray + TF, through ``tljob.nn``); ``driver``
-prepares, launches and summarises a run (Ray; TF only to re-check the exported model).
+prepares, launches and summarises a run (Ray; TF only to re-check the exported model);
+``progress`` carries rank 0's progress to the driver's live display (Ray + rich).
 Importing ``tljob.run`` itself imports nothing heavy.
 """

@@ -39,6 +39,7 @@ from tljob.run.ledger import (
 )
 from tljob.run.lock import RunLock, prepare_run_dir
 from tljob.run.loop import LoopConfig
+from tljob.run.progress import BoardSink, LiveDisplay, live_display_wanted
 from tljob.run.worker import DIVERGED_FILE, train_fn_per_worker
 
 log = output.logger("run")
@@ -152,7 +153,7 @@ def run_job_driver_fn(job: JobConfig, listing: ImageListing, verbose: bool = Fal
         say(plan.message)
         ensure_ray(verbose)
         _check_cluster(job, len(listing.classes))
-        return _train_and_summarise(job, listing, plan, run_dir)
+        return _train_and_summarise(job, listing, plan, run_dir, verbose)
 
 
 def _check_batches(job: JobConfig, train_images: int, val_images: int) -> None:
@@ -174,7 +175,11 @@ def _check_cluster(job: JobConfig, num_classes: int) -> None:
 
 
 def _train_and_summarise(
-    job: JobConfig, listing: ImageListing, plan: ResumePlan, run_dir: storage.Location
+    job: JobConfig,
+    listing: ImageListing,
+    plan: ResumePlan,
+    run_dir: storage.Location,
+    verbose: bool,
 ) -> TrainOutcome:
     started = time.monotonic()
     prepared: PreparedData = prepare_data(job.data, job.image_size, listing)
@@ -189,35 +194,10 @@ def _train_and_summarise(
     _print_data_summary(prepared)
     storage.delete_file(run_dir.join(DIVERGED_FILE))
 
-    resources = {"CPU": job.scaling.cpus_per_worker}
-    if job.scaling.use_gpu:
-        resources["GPU"] = job.scaling.gpus_per_worker
-    trainer = TensorflowTrainer(
-        train_fn_per_worker,
-        train_loop_config=LoopConfig(
-            job=job,
-            classes=tuple(prepared.classes),
-            run_dir=run_dir.uri,
-            train_images=prepared.counts["train"].used,
-            start_stage=plan.stage_index,
-            start_epoch=plan.epoch,
-            checkpoint=run_dir.join(plan.checkpoint).uri if plan.checkpoint else None,
-        ).to_ray(),
-        scaling_config=ScalingConfig(
-            num_workers=job.scaling.num_workers,
-            use_gpu=job.scaling.use_gpu,
-            resources_per_worker=resources,
-        ),
-        run_config=RunConfig(
-            name=job.run.name,
-            storage_path=run_dir.uri.rsplit("/", 1)[0],
-            checkpoint_config=CheckpointConfig(num_to_keep=job.run.checkpoints_to_keep),
-            failure_config=FailureConfig(max_failures=0),
-        ),
-        datasets={"train": prepared.train, "val": prepared.val},
-    )
+    # On a terminal, rank 0's progress goes to a live display instead of [tljob] lines.
+    display = LiveDisplay().start() if live_display_wanted(verbose) else None
     try:
-        trainer.fit()
+        _trainer(job, prepared, plan, run_dir, display.sink if display else None).fit()
     except ray.train.TrainingFailedError as e:
         detail = "\n  ".join(str(e).strip().splitlines()[:12])
         raise JobFailedError(f"training failed: {detail}\n{_resume_hint(run_dir)}") from e
@@ -225,6 +205,9 @@ def _train_and_summarise(
         # Ray Train's own Ctrl-C handler aborts the run and leaves fit() with SystemExit.
         say(f"interrupted. {_resume_hint(run_dir)}")
         raise KeyboardInterrupt from None
+    finally:
+        if display is not None:
+            display.stop()  # prints what is still on its way, before anything else
     diverged = _diverged(run_dir)
     if diverged is not None:
         raise diverged
@@ -249,6 +232,43 @@ def _train_and_summarise(
         say(f"WARNING: workers ended with different weights: {digests}")
     storage.write_text(run_dir.join("summary.json"), json.dumps(summary, indent=1))
     return TrainOutcome(run_dir=run_dir.uri, summary=summary)
+
+
+def _trainer(
+    job: JobConfig,
+    prepared: PreparedData,
+    plan: ResumePlan,
+    run_dir: storage.Location,
+    progress: BoardSink | None,
+) -> TensorflowTrainer:
+    resources = {"CPU": job.scaling.cpus_per_worker}
+    if job.scaling.use_gpu:
+        resources["GPU"] = job.scaling.gpus_per_worker
+    return TensorflowTrainer(
+        train_fn_per_worker,
+        train_loop_config=LoopConfig(
+            job=job,
+            classes=tuple(prepared.classes),
+            run_dir=run_dir.uri,
+            train_images=prepared.counts["train"].used,
+            start_stage=plan.stage_index,
+            start_epoch=plan.epoch,
+            checkpoint=run_dir.join(plan.checkpoint).uri if plan.checkpoint else None,
+            progress=progress,
+        ).to_ray(),
+        scaling_config=ScalingConfig(
+            num_workers=job.scaling.num_workers,
+            use_gpu=job.scaling.use_gpu,
+            resources_per_worker=resources,
+        ),
+        run_config=RunConfig(
+            name=job.run.name,
+            storage_path=run_dir.uri.rsplit("/", 1)[0],
+            checkpoint_config=CheckpointConfig(num_to_keep=job.run.checkpoints_to_keep),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+        datasets={"train": prepared.train, "val": prepared.val},
+    )
 
 
 def _print_data_summary(prepared: PreparedData) -> None:

@@ -21,11 +21,17 @@ def resolve_job(config_path: str | None, overrides: Sequence[str]) -> JobConfig:
 
 
 def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
-    """List the data (cheap, no Ray), then train on Ray. Returns the run summary
-    (``verbose``: also show Ray's own logs)."""
-    from tljob.data.listing import list_images
-    from tljob.run import driver  # Ray and TensorFlow load here, not for config errors
+    """List the data and check it can fill a batch (cheap, no Ray), then train on Ray.
+    Returns the run summary (``verbose``: also show Ray's own logs)."""
+    from tljob import output, preflight
+    from tljob.data.listing import list_images, split_stratified
 
     listing = list_images(job.data.source, job.data.max_images_per_class)
+    # The driver checks this too; here it fails in a second, before TensorFlow loads.
+    train, val = split_stratified(listing, job.data.val_fraction, job.data.seed)
+    preflight.check_batches(len(train), len(val), job.train.batch_size, job.scaling.num_workers)
+    with output.native_logs_hidden(verbose):
+        from tljob.run import driver  # Ray and TensorFlow load here, not for data errors
+
     outcome = driver.run_job_driver_fn(job, listing, verbose=verbose)
     return {**outcome.summary, "run_dir": outcome.run_dir}

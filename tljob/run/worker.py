@@ -6,6 +6,8 @@ After every epoch all workers call ``ray.train.report`` and rank 0 attaches a ch
 then writes ``history.csv`` from the checkpointed state, so the history on storage never
 runs ahead of the newest complete checkpoint. A NaN or infinite loss stops every worker at
 the same step; that epoch is not recorded, and rank 0 leaves ``diverged.json`` for the driver.
+Rank 0 logs its ``[tljob]`` lines; when the driver shows a live display
+(``LoopConfig.progress``), it sends them there instead, with its epoch starts and steps.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import ray.train
 import tensorflow as tf
 
 from tljob import output, storage
+from tljob import progress as live
 from tljob.config import REPORTED_METRICS, StageSection
 from tljob.nn import callbacks as keras_callbacks
 from tljob.nn import io as keras_io
@@ -138,9 +141,13 @@ class _WorkerRun:
         self.nan_guard = keras_callbacks.StopOnNonFiniteLoss()
         self.diverged: dict[str, Any] | None = None
         self.epoch, self.epoch_start, self.epoch_learning_rate = 0, time.monotonic(), 0.0
+        # rank 0 feeds the driver's live display, when there is one, instead of logging
+        self.progress = loop.progress if self.rank == 0 else None
 
-    def say(self, message: str) -> None:
-        if self.rank == 0:
+    def say(self, message: str, event: type[live.Line | live.EpochFinished] = live.Line) -> None:
+        if self.rank != 0:
+            return
+        if self.progress is None or not self.progress.send(event(message)):
             log.info(message)
 
     def _where(self) -> str:
@@ -185,7 +192,10 @@ class _WorkerRun:
             callbacks=[
                 self.nan_guard,
                 *self.callbacks,
-                keras_callbacks.BatchProgress(self.on_progress, self.job.run.progress_seconds),
+                keras_callbacks.BatchProgress(
+                    self.on_progress,
+                    live.STEP_INTERVAL_S if self.progress else self.job.run.progress_seconds,
+                ),
                 keras_callbacks.EpochHooks(self.on_epoch_begin, self.on_epoch_end),
             ],
             verbose=0,
@@ -194,14 +204,32 @@ class _WorkerRun:
     def on_epoch_begin(self, epoch: int, net: Any) -> None:
         self.epoch, self.epoch_start = epoch, time.monotonic()
         self.epoch_learning_rate = keras_model.current_learning_rate(net)
+        if self.progress is not None:
+            self.progress.send(
+                live.EpochStarted(
+                    stage=self.stage.name,
+                    stage_index=self.stage_index,
+                    stages=len(self.stages),
+                    epoch=epoch + 1,
+                    epochs=self.stage.epochs,
+                    steps=self.steps_per_epoch,
+                )
+            )
 
     def on_progress(self, steps: int, logs: dict[str, float]) -> None:
-        rate = (
-            steps
-            * self.job.train.batch_size
-            * self.world_size
-            / (time.monotonic() - self.epoch_start)
-        )
+        elapsed = time.monotonic() - self.epoch_start
+        rate = steps * self.job.train.batch_size * self.world_size / elapsed
+        if self.progress is not None:
+            self.progress.send(
+                live.StepDone(
+                    step=steps,
+                    loss=float(logs.get("loss", 0.0)),
+                    accuracy=float(logs.get("accuracy", 0.0)),
+                    images_per_s=rate,
+                    elapsed_s=elapsed,
+                )
+            )
+            return
         self.say(
             f"{self._where()}: step {steps}/{self.steps_per_epoch} "
             f"loss={logs.get('loss', 0.0):.4f} accuracy={logs.get('accuracy', 0.0):.4f} "
@@ -261,7 +289,8 @@ class _WorkerRun:
         self.say(
             f"{self._where()}: loss={row.loss:.4f} accuracy={row.accuracy:.4f} "
             f"val_loss={row.val_loss:.4f} val_accuracy={row.val_accuracy:.4f} "
-            f"lr={row.learning_rate:.2e} ({row.seconds:.1f}s)"
+            f"lr={row.learning_rate:.2e} ({row.seconds:.1f}s)",
+            live.EpochFinished,
         )
         with tempfile.TemporaryDirectory() as ckpt_dir:
             self._write_checkpoint(weights, keras_io.optimizer_state(net), ckpt_dir)
