@@ -11,6 +11,7 @@ the message a user sees. Credentials come from boto3's standard chain, as for py
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from dataclasses import dataclass
@@ -112,9 +113,7 @@ def classify(error: BaseException, operation: str, uri: str, settings: S3Setting
     source = ""
     if isinstance(error, bex.NoCredentialsError | bex.PartialCredentialsError):
         kind = "no_credentials"
-    elif isinstance(error, bex.EndpointConnectionError | bex.ConnectTimeoutError):
-        kind = "unreachable"
-    elif isinstance(error, bex.ReadTimeoutError | bex.ConnectionClosedError):
+    elif isinstance(error, bex.ConnectionError | bex.ConnectionClosedError | bex.ReadTimeoutError):
         kind = "unreachable"
     elif code in BAD_CREDENTIAL_CODES:
         kind, detail = "bad_credentials", f"{code}: {BAD_CREDENTIAL_CODES[code]}"
@@ -182,10 +181,8 @@ def conditional_put_supported(loc: Location, settings: S3Settings | None = None)
     except bex.BotoCoreError as e:
         raise OSError(redact(f"PutObject {loc.uri}: {e}")) from None
     finally:
-        try:
+        with contextlib.suppress(bex.BotoCoreError, bex.ClientError):
             s3.delete_object(Bucket=loc.bucket, Key=key)
-        except (bex.BotoCoreError, bex.ClientError):
-            pass
     if not supported:
         log.info(
             f"the object store {settings.describe()} does not honour conditional writes "

@@ -38,7 +38,10 @@ class Keys:
 
     def env(self) -> dict[str, str]:
         """The AWS variables that make the standard chain use these keys."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key_id, "AWS_SECRET_ACCESS_KEY": self.secret_access_key}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+        }
 
 
 def _new_keys(tag: str) -> Keys:
@@ -182,7 +185,9 @@ class LocalS3Server:
             if self._answers() and self._can_create_bucket():
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"SeaweedFS did not answer within {timeout} s; see {self.log_file}")
+                raise TimeoutError(
+                    f"SeaweedFS did not answer within {timeout} s; see {self.log_file}"
+                )
             time.sleep(0.3)
 
     def _answers(self) -> bool:

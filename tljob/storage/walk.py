@@ -170,5 +170,3 @@ def _walk_pyarrow(loc: Location) -> FileWalk:
         else:
             found.skipped.append({"path": info.path, "reason": "not_a_regular_file"})
     return found
-
-
