@@ -1,7 +1,9 @@
 """``tljob`` command line: ``train``, ``demo`` and ``config``; argparse and dispatch only.
 
-User errors (bad config, unusable data, missing weights) print one clear message and exit
-with code 2, before Ray starts whenever the problem can be seen without it. Ray and
+User errors (bad config, unusable data, missing weights, an object store that cannot be
+used) print one clear message and exit with code 2, before Ray starts whenever the problem
+can be seen without it. Messages pass through ``tljob.storage.redact``: no credential is
+ever printed. Ray and
 TensorFlow are imported only inside the commands that need them, so errors come fast.
 """
 
@@ -17,6 +19,7 @@ from tljob.config.reference import config_reference
 from tljob.errors import JobFailedError, UserError
 from tljob.report import format_summary
 from tljob.run.job import resolve_job, run_job
+from tljob.storage.redact import redact
 
 EXIT_USER_ERROR = 2
 EXIT_JOB_FAILED = 1
@@ -119,10 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except UserError as e:
-        print(f"tljob: error: {e}", file=sys.stderr)
+        print(f"tljob: error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except JobFailedError as e:
-        print(f"tljob: failed: {e}", file=sys.stderr)
+        print(f"tljob: failed: {redact(str(e))}", file=sys.stderr)
         return EXIT_JOB_FAILED
     except KeyboardInterrupt:
         print("tljob: interrupted", file=sys.stderr)

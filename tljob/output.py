@@ -4,7 +4,8 @@ the way unless asked for. Pure at import (imports Ray only inside ``quiet_ray``)
 Every package logs through its own logger (``tljob.run``, ``tljob.data``, ...) under the
 ``tljob`` logger, which ``setup`` gives one handler writing ``[tljob] <message>`` lines to
 stdout, one line per event: the same on a terminal, in CI and in ``ray job logs``, and the
-same in the driver and in the workers (whose stdout Ray forwards to the driver).
+same in the driver and in the workers (whose stdout Ray forwards to the driver). Every
+line passes through ``tljob.storage.redact`` first, so no credential is ever printed.
 
 By default (``verbose=False``) Ray's own chatter goes only to Ray's session log files
 (``/tmp/ray/session_latest/logs``): Ray Data's execution plans and progress bars, Ray
@@ -31,7 +32,9 @@ def logger(package: str) -> logging.Logger:
 
 class _LineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return PREFIX + record.getMessage()
+        from tljob.storage.redact import redact  # no credential is ever printed
+
+        return PREFIX + redact(record.getMessage())
 
 
 class _StdoutHandler(logging.StreamHandler):

@@ -307,6 +307,60 @@ class RunSection(_Section):
         return name
 
 
+# Key names that hold credentials. They are refused anywhere in a config, with a message
+# that never repeats the value: config.yaml is saved with every run and printed by
+# `tljob config`, so a key written there would leak.
+CREDENTIAL_KEY = re.compile(
+    r"(?i)(secret|password|passwd|access_?key|session_?token|security_?token|credential"
+    r"|api_?key|^token$|_token$)"
+)
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+
+
+class S3Section(_Section):
+    endpoint_url: str | None = Field(
+        None,
+        description="S3 endpoint of a store other than AWS (MinIO, Ceph, SeaweedFS, ...), "
+        "as scheme://host[:port]. Empty: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL from the "
+        "environment, else AWS S3 itself. Credentials never go here: every process takes "
+        "them from the standard AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
+        "AWS_SESSION_TOKEN, the AWS_PROFILE profile, web identity on Kubernetes).",
+    )
+    region: str | None = Field(
+        None,
+        min_length=1,
+        description="S3 region for request signing. Empty: AWS_REGION or AWS_DEFAULT_REGION "
+        "from the environment, else us-east-1 with `s3.endpoint_url` and the AWS "
+        "configuration without it.",
+    )
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto",
+        description="How buckets are addressed: path (http://host/bucket/key, what most "
+        "self-hosted stores need), virtual (http://bucket.host/key), or auto (virtual on "
+        "AWS, path with `s3.endpoint_url`). path needs `s3.endpoint_url`.",
+    )
+    allow_http: bool = Field(
+        False,
+        description="Allow a plain http `s3.endpoint_url` (data and request signatures "
+        "unencrypted): only for a local or otherwise trusted server.",
+    )
+
+
+def _credential_keys(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of keys in a raw config tree whose names look like credentials."""
+    found = []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            path = f"{prefix}{key}"
+            if isinstance(key, str) and CREDENTIAL_KEY.search(key):
+                found.append(path)
+            found += _credential_keys(value, f"{path}.")
+    elif isinstance(tree, list):
+        for i, item in enumerate(tree):
+            found += _credential_keys(item, f"{prefix}{i}.")
+    return found
+
+
 class JobConfig(_Section):
     """A whole tljob run."""
 
@@ -315,9 +369,43 @@ class JobConfig(_Section):
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation.")
     scaling: ScalingSection = Field(default_factory=ScalingSection, description="Workers.")
     run: RunSection = Field(default_factory=RunSection, description="Outputs and resume.")
+    s3: S3Section = Field(
+        default_factory=S3Section, description="How s3:// URIs are reached (no credentials)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, tree: Any) -> Any:
+        # A model-level error: the message is printed without the offending values.
+        keys = [f"`{key}`" for key in _credential_keys(tree)]
+        endpoint = (tree.get("s3") or {}).get("endpoint_url") if isinstance(tree, dict) else None
+        if isinstance(endpoint, str) and "@" in endpoint.split("://", 1)[-1].split("/", 1)[0]:
+            keys.append("`s3.endpoint_url` (user:password@ in the URL)")
+        if keys:
+            raise ValueError(
+                f"credentials are never read from the config: {', '.join(keys)}"
+                " (the config is saved as config.yaml with every run, so a key there would "
+                "leak). Remove them, and give each process (driver and Ray workers) its "
+                "credentials through the standard AWS chain: the AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN environment variables, a shared "
+                "profile (AWS_PROFILE), or web identity on Kubernetes (on KubeRay, from a "
+                "Secret, as k8s/rayjob.yaml does)"
+            )
+        return tree
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> JobConfig:
+        if self.s3.endpoint_url is not None or self.s3.addressing_style == "path":
+            # The rules live with the settings, which apply them again once the environment
+            # has filled in empty fields (tljob.storage, imported only when needed).
+            from tljob.storage.settings import S3Settings
+
+            S3Settings(
+                endpoint_url=self.s3.endpoint_url.rstrip("/") if self.s3.endpoint_url else None,
+                region=self.s3.region,
+                addressing_style=self.s3.addressing_style,
+                allow_http=self.s3.allow_http,
+            )
         spec = get_backbone(self.model.backbone)
         if self.image_size < spec.min_image_size:
             raise ValueError(

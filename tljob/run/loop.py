@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tljob.config import JobConfig
+from tljob.storage import S3Settings
 
 _KEY = "tljob"  # Ray Train passes a dict to the worker function; it carries one entry
 
@@ -13,7 +14,8 @@ _KEY = "tljob"  # Ray Train passes a dict to the worker function; it carries one
 @dataclass(frozen=True)
 class LoopConfig:
     """The train loop's input: the job, the classes, where the run lives, how many training
-    images there are (for the steps per epoch) and where training starts."""
+    images there are (for the steps per epoch), where training starts, and the driver's
+    S3 settings (non-secret; each worker ``storage.configure``s them)."""
 
     job: JobConfig
     classes: tuple[str, ...]
@@ -22,6 +24,7 @@ class LoopConfig:
     start_stage: int = 0
     start_epoch: int = 0  # epochs already done in ``start_stage``
     checkpoint: str | None = None  # URI of the checkpoint to restore, if any
+    storage: S3Settings | None = None  # None: the worker's environment decides
 
     def to_ray(self) -> dict[str, Any]:
         """The ``train_loop_config`` for ``TensorflowTrainer``."""
