@@ -1,7 +1,12 @@
-"""Shared fixtures: real image trees on disk and a real local Ray cluster.
+"""Shared fixtures: real image trees on disk, a real local Ray cluster and a real S3 server.
 
 The Ray cluster is a real ``ray start --head`` (with the job server, so ``ray job submit``
 works against it), started once per session and always stopped at the end.
+
+The S3 server is SeaweedFS (``tljob.storage.seaweed``) on 127.0.0.1, started once per
+session and always stopped: ``s3_server`` is the server, ``s3`` gives a test its own empty
+bucket, this process's AWS variables set to the server's admin keys, and tljob's storage
+configured for it (and reset afterwards).
 """
 
 from __future__ import annotations
@@ -189,6 +194,75 @@ def ray_connected(ray_cluster):
     if not ray.is_initialized():
         ray.init(address=ray_cluster["gcs"], log_to_driver=False)
     yield ray_cluster
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """SeaweedFS on loopback, with an admin and a read-only identity (random keys)."""
+    from tljob.storage.seaweed import LocalS3Server
+
+    server = LocalS3Server(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class S3Test:
+    """What the ``s3`` fixture gives a test: the server, its own bucket, the settings."""
+
+    def __init__(self, server, bucket: str, settings) -> None:
+        self.server, self.bucket, self.settings = server, bucket, settings
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([f"s3://{self.bucket}", *parts])
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every object key in the bucket under ``prefix``, sorted, straight from the server;
+        folder markers (keys ending in "/", which pyarrow and SeaweedFS make) left out."""
+        pages = self.server.client().get_paginator("list_objects_v2")
+        return sorted(
+            item["Key"]
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+            if not item["Key"].endswith("/")
+        )
+
+    def env(self, keys=None) -> dict[str, str]:
+        """Environment for a subprocess: the server's keys (admin by default), its
+        endpoint, and no AWS profile or metadata lookups."""
+        keys = keys or self.server.admin
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        return {
+            **clean,
+            **keys.env(),
+            "AWS_ENDPOINT_URL": self.server.endpoint_url,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+
+_bucket_counter = iter(range(1, 10**6))
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    from tljob import storage
+
+    bucket = f"t{os.getpid()}-{next(_bucket_counter)}"
+    s3_server.create_bucket(bucket)
+    for name in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    for name, value in s3_server.admin.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    settings = storage.S3Settings(endpoint_url=s3_server.endpoint_url, allow_http=True)
+    storage.reset()
+    storage.configure(settings)
+    try:
+        yield S3Test(s3_server, bucket, settings)
+    finally:
+        storage.reset()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -57,6 +57,17 @@ from tljob.storage.settings import (
 )
 from tljob.storage.walk import FileWalk, list_files, walk_files
 
+
+def reset() -> None:
+    """Forget the configured settings and every cached filesystem and client: the next
+    ``resolve`` starts from the environment again (tests; a process whose credentials or
+    environment changed)."""
+    from tljob.storage import location, s3api
+
+    configure(None)
+    location.forget_filesystems()
+    s3api.forget_clients()
+
 __all__ = [
     "REDACTED",
     "SCHEMES",
@@ -78,6 +89,7 @@ __all__ = [
     "read_bytes",
     "read_text",
     "redact",
+    "reset",
     "resolve",
     "s3_filesystem",
     "upload_dir",

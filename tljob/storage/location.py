@@ -115,6 +115,12 @@ def _local_fs() -> pafs.LocalFileSystem:
     return _local[0]
 
 
+def forget_filesystems() -> None:
+    """Drop the cached S3 filesystems (tests; a process whose credentials changed)."""
+    with _lock:
+        _filesystems.clear()
+
+
 def s3_filesystem(settings: S3Settings) -> pafs.S3FileSystem:
     """The pyarrow S3 filesystem for ``settings`` (one per settings per process). No
     credentials are given to it: pyarrow's AWS SDK finds them itself."""

@@ -56,6 +56,14 @@ _clients: dict[S3Settings, tuple[Any, Any]] = {}  # settings -> (boto3 session, 
 _conditional: dict[tuple[S3Settings, str], bool] = {}
 
 
+def forget_clients() -> None:
+    """Drop cached boto3 clients (they keep the credentials found when they were made) and
+    what is known about conditional writes."""
+    with _lock:
+        _clients.clear()
+        _conditional.clear()
+
+
 def client(settings: S3Settings | None = None) -> Any:
     """A boto3 S3 client for ``settings`` (default: those in force), one per process."""
     return _session_and_client(settings or current_settings())[1]
