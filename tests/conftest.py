@@ -218,7 +218,7 @@ class S3Test:
     def uri(self, *parts: str) -> str:
         return "/".join([f"s3://{self.bucket}", *parts])
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def objects(self, prefix: str = "") -> list[str]:
         """Every object key in the bucket under ``prefix``, sorted, straight from the server;
         folder markers (keys ending in "/", which pyarrow and SeaweedFS make) left out."""
         pages = self.server.client().get_paginator("list_objects_v2")

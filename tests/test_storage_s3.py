@@ -61,7 +61,7 @@ def test_write_read_exists_is_dir_and_delete_on_s3(s3):
     assert storage.is_dir(loc.parent)
     storage.write_bytes(loc, b"second")  # replaces
     assert storage.read_bytes(loc) == b"second"
-    assert s3.keys() == ["runs/r1/summary.json"]  # no temporary key left behind
+    assert s3.objects() == ["runs/r1/summary.json"]  # no temporary key left behind
 
     storage.delete_file(loc)
     storage.delete_file(loc)  # already gone: fine
@@ -70,7 +70,7 @@ def test_write_read_exists_is_dir_and_delete_on_s3(s3):
     storage.write_text(storage.resolve(s3.uri("runs", "r2", "c.txt")), "y")
     storage.delete_dir(storage.resolve(s3.uri("runs", "r2")))
     storage.delete_dir(storage.resolve(s3.uri("runs", "r2")))  # already gone: fine
-    assert s3.keys() == []
+    assert s3.objects() == []
 
 
 def test_a_failed_write_leaves_neither_a_partial_object_nor_a_temporary_key(s3):
@@ -90,13 +90,13 @@ def test_a_failed_write_leaves_neither_a_partial_object_nor_a_temporary_key(s3):
     with pytest.raises(ConnectionError):
         storage.write_stream(target, chunks_then_failure())
     assert not storage.exists(target)
-    assert s3.keys("model") == []
+    assert s3.objects("model") == []
 
     storage.write_bytes(target, b"v1")
     with pytest.raises(ConnectionError):
         storage.write_stream(target, chunks_then_failure())
     assert storage.read_bytes(target) == b"v1"  # the old file, whole
-    assert s3.keys("model") == ["model/model.keras"]
+    assert s3.objects("model") == ["model/model.keras"]
 
 
 def test_upload_dir_copies_a_tree_atomically_with_last_files_last(s3, tmp_path):
@@ -107,11 +107,11 @@ def test_upload_dir_copies_a_tree_atomically_with_last_files_last(s3, tmp_path):
     (local / "manifest.json").write_text("{}")
     copied = storage.upload_dir(local, storage.resolve(s3.uri("out")), last=("manifest.json",))
     assert copied == 3
-    assert s3.keys("out") == ["out/manifest.json", "out/model.keras", "out/sub/extra.bin"]
+    assert s3.objects("out") == ["out/manifest.json", "out/model.keras", "out/sub/extra.bin"]
     assert storage.read_bytes(storage.resolve(s3.uri("out", "model.keras"))) == b"m" * 70_000
     stamps = {
         k: s3.server.client().head_object(Bucket=s3.bucket, Key=k)["LastModified"]
-        for k in s3.keys("out")
+        for k in s3.objects("out")
     }
     assert stamps["out/manifest.json"] >= max(stamps.values())
 
@@ -170,7 +170,7 @@ def test_create_exclusive_on_s3_is_a_conditional_put_with_one_winner(s3):
         t.join()
     assert len(wins) == 1
     assert storage.read_bytes(race) == str(wins[0]).encode()
-    assert [k for k in s3.keys() if ".tljob-" in k] == []  # probes cleaned up
+    assert [k for k in s3.objects() if ".tljob-" in k] == []  # probes cleaned up
 
 
 # --- settings and redaction (no server) --------------------------------------------------------
@@ -183,7 +183,10 @@ def test_settings_take_the_config_first_then_the_aws_variables():
         "AWS_REGION": "eu-central-1",
     }
     from_env = S3Settings.from_config(None, env)
-    assert (from_env.endpoint_url, from_env.region) == ("https://minio.example:9000", "eu-central-1")
+    assert (from_env.endpoint_url, from_env.region) == (
+        "https://minio.example:9000",
+        "eu-central-1",
+    )
     assert from_env.endpoint_source == "environment variable AWS_ENDPOINT_URL"
 
     class Section:
