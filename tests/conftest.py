@@ -62,11 +62,20 @@ def digits_tree(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
-    """A real local Ray head (2 CPUs, job server on). Yields the GCS and dashboard addresses."""
+    """A real local Ray head (2 CPUs, job server on). Yields the GCS and dashboard addresses
+    and its temp dir (every process of the cluster descends from one that names it)."""
     temp_dir = Path("/tmp") / f"tljob-ray-{os.getpid()}"  # short: unix socket paths
     gcs_port, dash_port = _free_port(), _free_port()
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    env = {**os.environ, "RAY_ADDRESS": ""}
+    # The cluster's processes have no AWS credentials of their own (none of the developer's
+    # either): a job that needs some passes them in its runtime_env, as the S3 tests do.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        RAY_ADDRESS="",
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent/aws-credentials",
+        AWS_CONFIG_FILE="/nonexistent/aws-config",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     subprocess.run(
         [
             ray_bin,
@@ -91,6 +100,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     addresses = {
         "gcs": f"127.0.0.1:{gcs_port}",
         "dashboard": f"http://127.0.0.1:{dash_port}",
+        "temp_dir": str(temp_dir),
     }
     try:
         _wait_for_dashboard(addresses["dashboard"])
