@@ -66,6 +66,19 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     and its temp dir (every process of the cluster descends from one that names it)."""
     temp_dir = Path("/tmp") / f"tljob-ray-{os.getpid()}"  # short: unix socket paths
     gcs_port, dash_port = _free_port(), _free_port()
+    # Every port Ray would otherwise take at a fixed default, chosen free: other Ray
+    # clusters on the same machine (another test session) then cannot block this one's
+    # job agent ("No available agent to submit job").
+    extra_ports = {
+        name: _free_port()
+        for name in (
+            "ray-client-server-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+        )
+    }
     ray_bin = str(Path(sys.executable).with_name("ray"))
     # The cluster's processes have no AWS credentials of their own (none of the developer's
     # either): a job that needs some passes them in its runtime_env, as the S3 tests do.
@@ -90,6 +103,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
             "--include-dashboard=true",
             f"--temp-dir={temp_dir}",
             "--disable-usage-stats",
+            *(f"--{name}={port}" for name, port in extra_ports.items()),
         ],
         check=True,
         env=env,
