@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     PlainValidator,
@@ -25,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from tljob.config._base import _Section
+from tljob.config.s3 import S3Section, credential_keys
 from tljob.errors import UserError
 from tljob.zoo import BACKBONES, WeightsSource, get_backbone
 
@@ -45,12 +45,6 @@ assert get_args(Metric) == REPORTED_METRICS  # one list of names, spelt twice fo
 
 class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message names the field, the value and the rule."""
-
-
-class _Section(BaseModel):
-    # allow_inf_nan=False: inf/nan in any float field (learning rates, dropout, CPUs, ...)
-    # is a config error, not a run that trains on nothing or never schedules.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _reported_metric(name: Any) -> Any:
@@ -307,60 +301,6 @@ class RunSection(_Section):
         return name
 
 
-# Key names that hold credentials. They are refused anywhere in a config, with a message
-# that never repeats the value: config.yaml is saved with every run and printed by
-# `tljob config`, so a key written there would leak.
-CREDENTIAL_KEY = re.compile(
-    r"(?i)(secret|password|passwd|access_?key|session_?token|security_?token|credential"
-    r"|api_?key|^token$|_token$)"
-)
-ADDRESSING_STYLES = ("auto", "path", "virtual")
-
-
-class S3Section(_Section):
-    endpoint_url: str | None = Field(
-        None,
-        description="S3 endpoint of a store other than AWS (MinIO, Ceph, SeaweedFS, ...), "
-        "as scheme://host[:port]. Empty: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL from the "
-        "environment, else AWS S3 itself. Credentials never go here: every process takes "
-        "them from the standard AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
-        "AWS_SESSION_TOKEN, the AWS_PROFILE profile, web identity on Kubernetes).",
-    )
-    region: str | None = Field(
-        None,
-        min_length=1,
-        description="S3 region for request signing. Empty: AWS_REGION or AWS_DEFAULT_REGION "
-        "from the environment, else us-east-1 with `s3.endpoint_url` and the AWS "
-        "configuration without it.",
-    )
-    addressing_style: Literal["auto", "path", "virtual"] = Field(
-        "auto",
-        description="How buckets are addressed: path (http://host/bucket/key, what most "
-        "self-hosted stores need), virtual (http://bucket.host/key), or auto (virtual on "
-        "AWS, path with `s3.endpoint_url`). path needs `s3.endpoint_url`.",
-    )
-    allow_http: bool = Field(
-        False,
-        description="Allow a plain http `s3.endpoint_url` (data and request signatures "
-        "unencrypted): only for a local or otherwise trusted server.",
-    )
-
-
-def _credential_keys(tree: Any, prefix: str = "") -> list[str]:
-    """Dotted paths of keys in a raw config tree whose names look like credentials."""
-    found = []
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            path = f"{prefix}{key}"
-            if isinstance(key, str) and CREDENTIAL_KEY.search(key):
-                found.append(path)
-            found += _credential_keys(value, f"{path}.")
-    elif isinstance(tree, list):
-        for i, item in enumerate(tree):
-            found += _credential_keys(item, f"{prefix}{i}.")
-    return found
-
-
 class JobConfig(_Section):
     """A whole tljob run."""
 
@@ -377,7 +317,7 @@ class JobConfig(_Section):
     @classmethod
     def _no_credentials(cls, tree: Any) -> Any:
         # A model-level error: the message is printed without the offending values.
-        keys = [f"`{key}`" for key in _credential_keys(tree)]
+        keys = [f"`{key}`" for key in credential_keys(tree)]
         endpoint = (tree.get("s3") or {}).get("endpoint_url") if isinstance(tree, dict) else None
         if isinstance(endpoint, str) and "@" in endpoint.split("://", 1)[-1].split("/", 1)[0]:
             keys.append("`s3.endpoint_url` (user:password@ in the URL)")
