@@ -165,9 +165,10 @@ def _processes() -> dict[int, tuple[int, bytes]]:
     return found
 
 
-def _stop_cluster(temp_dir: Path, grace_s: float = 20.0) -> None:
-    """Stop this cluster only: its processes name ``temp_dir`` on their command line, and
-    their workers descend from them. (``ray stop`` would stop every Ray on the machine.)"""
+def cluster_processes(temp_dir: str | Path) -> dict[int, bytes]:
+    """pid -> command line of every process of the cluster with this ``temp_dir``: those
+    that name it on their command line and their descendants (its workers). Other Ray
+    clusters on the machine (another test session) are not included."""
     procs = _processes()
     ours = {pid for pid, (_, cmd) in procs.items() if str(temp_dir).encode() in cmd}
     grew = True
@@ -176,6 +177,13 @@ def _stop_cluster(temp_dir: Path, grace_s: float = 20.0) -> None:
         ours |= children
         grew = bool(children)
     ours.discard(os.getpid())
+    return {pid: procs[pid][1] for pid in ours}
+
+
+def _stop_cluster(temp_dir: Path, grace_s: float = 20.0) -> None:
+    """Stop this cluster only: its processes name ``temp_dir`` on their command line, and
+    their workers descend from them. (``ray stop`` would stop every Ray on the machine.)"""
+    ours = set(cluster_processes(temp_dir))
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in ours:
             with contextlib.suppress(ProcessLookupError):
