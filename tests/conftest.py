@@ -1,7 +1,12 @@
-"""Shared fixtures: real image trees on disk and a real local Ray cluster.
+"""Shared fixtures: real image trees on disk, a real local Ray cluster and a real S3 server.
 
 The Ray cluster is a real ``ray start --head`` (with the job server, so ``ray job submit``
 works against it), started once per session and always stopped at the end.
+
+The S3 server is SeaweedFS (``tljob.storage.seaweed``) on 127.0.0.1, started once per
+session and always stopped: ``s3_server`` is the server, ``s3`` gives a test its own empty
+bucket, this process's AWS variables set to the server's admin keys, and tljob's storage
+configured for it (and reset afterwards).
 """
 
 from __future__ import annotations
@@ -57,11 +62,33 @@ def digits_tree(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
-    """A real local Ray head (2 CPUs, job server on). Yields the GCS and dashboard addresses."""
+    """A real local Ray head (2 CPUs, job server on). Yields the GCS and dashboard addresses
+    and its temp dir (every process of the cluster descends from one that names it)."""
     temp_dir = Path("/tmp") / f"tljob-ray-{os.getpid()}"  # short: unix socket paths
     gcs_port, dash_port = _free_port(), _free_port()
+    # Every port Ray would otherwise take at a fixed default, chosen free: other Ray
+    # clusters on the same machine (another test session) then cannot block this one's
+    # job agent ("No available agent to submit job").
+    extra_ports = {
+        name: _free_port()
+        for name in (
+            "ray-client-server-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+        )
+    }
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    env = {**os.environ, "RAY_ADDRESS": ""}
+    # The cluster's processes have no AWS credentials of their own (none of the developer's
+    # either): a job that needs some passes them in its runtime_env, as the S3 tests do.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        RAY_ADDRESS="",
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent/aws-credentials",
+        AWS_CONFIG_FILE="/nonexistent/aws-config",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     subprocess.run(
         [
             ray_bin,
@@ -76,6 +103,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
             "--include-dashboard=true",
             f"--temp-dir={temp_dir}",
             "--disable-usage-stats",
+            *(f"--{name}={port}" for name, port in extra_ports.items()),
         ],
         check=True,
         env=env,
@@ -86,6 +114,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     addresses = {
         "gcs": f"127.0.0.1:{gcs_port}",
         "dashboard": f"http://127.0.0.1:{dash_port}",
+        "temp_dir": str(temp_dir),
     }
     try:
         _wait_for_dashboard(addresses["dashboard"])
@@ -136,9 +165,10 @@ def _processes() -> dict[int, tuple[int, bytes]]:
     return found
 
 
-def _stop_cluster(temp_dir: Path, grace_s: float = 20.0) -> None:
-    """Stop this cluster only: its processes name ``temp_dir`` on their command line, and
-    their workers descend from them. (``ray stop`` would stop every Ray on the machine.)"""
+def cluster_processes(temp_dir: str | Path) -> dict[int, bytes]:
+    """pid -> command line of every process of the cluster with this ``temp_dir``: those
+    that name it on their command line and their descendants (its workers). Other Ray
+    clusters on the machine (another test session) are not included."""
     procs = _processes()
     ours = {pid for pid, (_, cmd) in procs.items() if str(temp_dir).encode() in cmd}
     grew = True
@@ -147,6 +177,13 @@ def _stop_cluster(temp_dir: Path, grace_s: float = 20.0) -> None:
         ours |= children
         grew = bool(children)
     ours.discard(os.getpid())
+    return {pid: procs[pid][1] for pid in ours}
+
+
+def _stop_cluster(temp_dir: Path, grace_s: float = 20.0) -> None:
+    """Stop this cluster only: its processes name ``temp_dir`` on their command line, and
+    their workers descend from them. (``ray stop`` would stop every Ray on the machine.)"""
+    ours = set(cluster_processes(temp_dir))
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in ours:
             with contextlib.suppress(ProcessLookupError):
@@ -189,6 +226,75 @@ def ray_connected(ray_cluster):
     if not ray.is_initialized():
         ray.init(address=ray_cluster["gcs"], log_to_driver=False)
     yield ray_cluster
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """SeaweedFS on loopback, with an admin and a read-only identity (random keys)."""
+    from tljob.storage.seaweed import LocalS3Server
+
+    server = LocalS3Server(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class S3Test:
+    """What the ``s3`` fixture gives a test: the server, its own bucket, the settings."""
+
+    def __init__(self, server, bucket: str, settings) -> None:
+        self.server, self.bucket, self.settings = server, bucket, settings
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([f"s3://{self.bucket}", *parts])
+
+    def objects(self, prefix: str = "") -> list[str]:
+        """Every object key in the bucket under ``prefix``, sorted, straight from the server;
+        folder markers (keys ending in "/", which pyarrow and SeaweedFS make) left out."""
+        pages = self.server.client().get_paginator("list_objects_v2")
+        return sorted(
+            item["Key"]
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+            if not item["Key"].endswith("/")
+        )
+
+    def env(self, keys=None) -> dict[str, str]:
+        """Environment for a subprocess: the server's keys (admin by default), its
+        endpoint, and no AWS profile or metadata lookups."""
+        keys = keys or self.server.admin
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        return {
+            **clean,
+            **keys.env(),
+            "AWS_ENDPOINT_URL": self.server.endpoint_url,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+
+_bucket_counter = iter(range(1, 10**6))
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    from tljob import storage
+
+    bucket = f"t{os.getpid()}-{next(_bucket_counter)}"
+    s3_server.create_bucket(bucket)
+    for name in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    for name, value in s3_server.admin.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    settings = storage.S3Settings(endpoint_url=s3_server.endpoint_url, allow_http=True)
+    storage.reset()
+    storage.configure(settings)
+    try:
+        yield S3Test(s3_server, bucket, settings)
+    finally:
+        storage.reset()
 
 
 def pytest_collection_modifyitems(config, items):

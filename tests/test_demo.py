@@ -102,3 +102,66 @@ def test_demo_smoke_run_on_a_tiny_subset(tmp_path, ray_cluster):
     job = load_config(workdir / "demo.yaml")
     assert job.data.source == str(workdir / "fashion-mnist-10")
     assert len(list((workdir / "fashion-mnist-10").rglob("*.png"))) == 100
+
+
+@pytest.mark.ray  # starts its own local Ray: its workers inherit the demo server's keys
+def test_demo_object_store_runs_from_and_to_s3_on_a_local_server(tmp_path):
+    from tljob.storage.seaweed import LocalS3Server
+
+    workdir = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tljob.cli",
+            "demo",
+            "--object-store",
+            "--workdir",
+            str(workdir),
+            "--images-per-class",
+            "10",
+            "--set",
+            "train.stages.1.epochs=1",
+            "--set",
+            "train.batch_size=8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    out = proc.stdout
+    assert "tljob demo: Fashion-MNIST (object store)" in out
+    assert "[tljob] demo: uploaded 100 images to s3://tljob-demo/fashion-mnist-10" in out
+    assert "images            100 listed = 80 train + 20 val + 0 duplicates + 0 quarantined" in out
+    run_uri = "s3://tljob-demo/runs/fashion-mnist-demo-10"
+    assert f"exported model    {run_uri}/model/model.keras" in out
+    assert not (workdir / "runs").exists()  # nothing of the run on local disk
+    job = load_config(workdir / "demo.yaml")
+    assert (job.data.source, job.run.storage_path) == (
+        "s3://tljob-demo/fashion-mnist-10",
+        "s3://tljob-demo/runs",
+    )
+    # The demo stopped its server; the run is in the server's data: start it again and look.
+    with LocalS3Server(workdir / "s3") as server:
+        client = server.client()
+        keys = {
+            item["Key"]
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket="tljob-demo", Prefix="runs/fashion-mnist-demo-10/"
+            )
+            for item in page.get("Contents", [])
+        }
+        body = client.get_object(
+            Bucket="tljob-demo", Key="runs/fashion-mnist-demo-10/summary.json"
+        )["Body"].read()
+    prefix = "runs/fashion-mnist-demo-10/"
+    assert {prefix + name for name in ("summary.json", "model/model.keras", "config.yaml")} <= keys
+    summary = json.loads(body)
+    assert [(name, s["epochs"]) for name, s in summary["stages"].items()] == [
+        ("head", 1),
+        ("fine_tune", 1),
+    ]
+    assert summary["checkpoint"] == f"{run_uri}/checkpoint_epoch_0002"

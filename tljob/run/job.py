@@ -14,18 +14,24 @@ from tljob.zoo import get_backbone, resolve_weights_file
 
 
 def resolve_job(config_path: str | None, overrides: Sequence[str]) -> JobConfig:
-    """Load and validate the config, and check weights exist, all before Ray starts."""
+    """Load and validate the config, check weights exist, and make the job's S3 settings
+    (its ``s3`` section over the AWS environment) this process's: all before Ray starts."""
     job = load_config(config_path, list(overrides))
     resolve_weights_file(get_backbone(job.model.backbone), job.model.weights, job.image_size)
+    from tljob import storage
+
+    storage.configure(storage.S3Settings.from_config(job.s3))
     return job
 
 
 def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
-    """List the data and check it can fill a batch (cheap, no Ray), then train on Ray.
-    Returns the run summary (``verbose``: also show Ray's own logs)."""
+    """Check the object store (s3:// only), list the data and check it can fill a batch
+    (cheap, no Ray), then train on Ray. Returns the run summary (``verbose``: also show
+    Ray's own logs)."""
     from tljob import output, preflight
     from tljob.data.listing import list_images, split_stratified
 
+    preflight.check_storage(job)  # seconds, before Ray and TensorFlow load
     listing = list_images(job.data.source, job.data.max_images_per_class)
     # The driver checks this too; here it fails in a second, before TensorFlow loads.
     train, val = split_stratified(listing, job.data.val_fraction, job.data.seed)

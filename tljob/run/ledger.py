@@ -192,6 +192,7 @@ _CHANGEABLE_ON_RESUME = (
     "scaling.",
     "run.checkpoints_to_keep",
     "run.progress_seconds",
+    "s3.",  # how the store is reached, not what is in it
 )
 _STAGE_IDENTITY = ("name", "optimizer", "learning_rate", "trainable")
 

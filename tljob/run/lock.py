@@ -54,7 +54,7 @@ def prepare_run_dir(storage_path: str, name: str) -> storage.Location:
         storage.write_bytes(probe, b"")
         storage.delete_file(probe)
     except OSError as e:
-        reason = e.strerror or str(e)
+        reason = storage.redact(e.strerror or str(e))
         raise StoragePathError(
             f"{field}: cannot write the run directory {run_dir.uri} ({reason}); choose a "
             "directory this user can write to"

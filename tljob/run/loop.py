@@ -7,6 +7,7 @@ from typing import Any
 
 from tljob.config import JobConfig
 from tljob.progress import EventSink
+from tljob.storage import S3Settings
 
 _KEY = "tljob"  # Ray Train passes a dict to the worker function; it carries one entry
 
@@ -14,8 +15,9 @@ _KEY = "tljob"  # Ray Train passes a dict to the worker function; it carries one
 @dataclass(frozen=True)
 class LoopConfig:
     """The train loop's input: the job, the classes, where the run lives, how many training
-    images there are (for the steps per epoch), where training starts, and where rank 0
-    sends its progress events (``tljob.progress``)."""
+    images there are (for the steps per epoch), where training starts, where rank 0 sends
+    its progress events (``tljob.progress``), and the driver's S3 settings (non-secret;
+    each worker ``storage.configure``s them)."""
 
     job: JobConfig
     classes: tuple[str, ...]
@@ -27,6 +29,7 @@ class LoopConfig:
     # Rank 0 sends its progress here instead of logging it, when the driver shows a live
     # display (stdout is a terminal); None: plain ``[tljob]`` lines.
     progress: EventSink | None = None
+    storage: S3Settings | None = None  # None: the worker's environment decides
 
     def to_ray(self) -> dict[str, Any]:
         """The ``train_loop_config`` for ``TensorflowTrainer``."""

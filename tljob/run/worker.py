@@ -356,4 +356,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     if os.environ.get("TLJOB_QUIET_RAY"):
         output.quiet_ray(verbose=False)
     tf.get_logger().setLevel("ERROR")
-    _WorkerRun(LoopConfig.from_ray(config)).run()
+    loop = LoopConfig.from_ray(config)
+    if loop.storage is not None:
+        storage.configure(loop.storage)  # s3:// as the driver resolves it
+    _WorkerRun(loop).run()

@@ -1,0 +1,227 @@
+"""The whole job from and to ``s3://`` on the real local S3 server (SeaweedFS) and the
+session's Ray cluster: 2 workers, a killed driver, the lock taken over on S3, the resume
+from S3, every output in the bucket; and Ray workers without the driver's credentials
+refused before anything trains."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, write_digits_tree
+
+from tljob import storage
+from tljob.config import load_config
+from tljob.run import checkpoint as ckpt_files
+from tljob.run.ledger import parse_history_csv
+
+pytestmark = pytest.mark.ray
+
+
+def s3_job(tmp_path: Path, s3, name: str, stages: list[dict]) -> Path:
+    tree = {
+        "data": {"source": s3.uri("digits"), "image_size": 32, "val_fraction": 0.2, "seed": 1},
+        "model": {"backbone": "vgg16", "weights": "none", "head": {"dropout": 0.0}},
+        "train": {"batch_size": 4, "stages": stages, "reduce_lr": {"patience": 1}},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+        "run": {"name": name, "storage_path": s3.uri("runs"), "checkpoints_to_keep": 2},
+        "s3": {"endpoint_url": s3.server.endpoint_url, "allow_http": True},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def upload_digits(tmp_path: Path, s3, classes: int, per_class: int) -> None:
+    local = write_digits_tree(tmp_path / "digits", classes=classes, per_class=per_class)
+    storage.upload_dir(local, storage.resolve(s3.uri("digits")), threads=4)
+
+
+def credentials_file(tmp_path: Path, keys) -> Path:
+    """A shared credentials file with profile ``tljob-test``: the job names it in its
+    runtime_env (a path and a profile name, no secret), every process reads it."""
+    path = tmp_path / "aws-credentials"
+    path.touch(mode=0o600)
+    path.write_text(
+        f"[tljob-test]\naws_access_key_id = {keys.access_key_id}\n"
+        f"aws_secret_access_key = {keys.secret_access_key}\n"
+    )
+    return path
+
+
+class Jobs:
+    """Jobs on the session cluster through the job server, with S3 credentials from a file."""
+
+    def __init__(self, ray_cluster, creds: Path) -> None:
+        from ray.job_submission import JobSubmissionClient
+
+        self.client = JobSubmissionClient(ray_cluster["dashboard"])
+        self.runtime_env = {
+            "env_vars": {
+                "AWS_SHARED_CREDENTIALS_FILE": str(creds),
+                "AWS_PROFILE": "tljob-test",
+                "PYTHONUNBUFFERED": "1",
+            }
+        }
+
+    def submit(self, config: Path) -> str:
+        entrypoint = f"{sys.executable} {REPO / 'ray_jobs' / 'train.py'} --config {config}"
+        return self.client.submit_job(entrypoint=entrypoint, runtime_env=self.runtime_env)
+
+    def wait(self, job_id: str, timeout: float = 900) -> str:
+        from ray.job_submission import JobStatus
+
+        deadline = time.monotonic() + timeout
+        while (status := self.client.get_job_status(job_id)) not in (
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+            JobStatus.STOPPED,
+        ):
+            assert time.monotonic() < deadline, f"job {job_id} still {status} after {timeout} s"
+            time.sleep(1)
+        return str(status)
+
+    def logs(self, job_id: str) -> str:
+        return self.client.get_job_logs(job_id)
+
+
+def test_train_from_and_to_s3_resumes_after_the_driver_is_killed(tmp_path, s3, ray_cluster):
+    upload_digits(tmp_path, s3, classes=4, per_class=20)
+    stages = [
+        {"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"},
+        {"name": "fine_tune", "epochs": 2, "learning_rate": 1e-4, "trainable": "all"},
+    ]
+    config = s3_job(tmp_path, s3, "s3run", stages)
+    jobs = Jobs(ray_cluster, credentials_file(tmp_path, s3.server.admin))
+    run_dir = storage.resolve(s3.uri("runs", "s3run"))
+    lock = run_dir.join("run.lock")
+
+    first = jobs.submit(config)
+    deadline = time.monotonic() + 600
+    while ckpt_files.newest_complete(run_dir)[0] is None:
+        assert jobs.client.get_job_status(first) in ("PENDING", "RUNNING"), jobs.logs(first)
+        assert time.monotonic() < deadline, "no checkpoint on S3 within 600 s"
+        time.sleep(0.2)
+    holder = json.loads(storage.read_text(lock))  # the lock on S3 names the driver
+    os.kill(holder["pid"], signal.SIGKILL)  # our own cluster's job driver, nothing else
+    assert jobs.wait(first) == "FAILED"
+    done, _ = ckpt_files.newest_complete(run_dir)
+    epochs_done = int(done.rsplit("_", 1)[1])
+    assert epochs_done < 3, "the kill came too late to test resuming"
+    assert storage.exists(lock)  # left behind by the killed driver
+
+    second = jobs.submit(config)
+    status = jobs.wait(second)
+    out = jobs.logs(second)
+    assert status == "SUCCEEDED", out[-5000:]
+    assert (
+        f"[tljob] taking over the stale lock of pid {holder['pid']} on host "
+        f"{holder['host']!r} (pid {holder['pid']} is no longer running)"
+    ) in out
+    resumed = "stage 'head' epoch 1 (global epoch 1)"
+    if epochs_done == 2:
+        resumed = "stage 'fine_tune' epoch 1 (global epoch 2)"
+    nxt = f"stage 2/2 'fine_tune' epoch {epochs_done}/2"
+    assert f"[tljob] resuming after {resumed} from {done}; next: {nxt}" in out
+    assert "[tljob] object store reachable from all 1 Ray node(s): " in out
+    assert out.count("[tljob] stage 2/2 'fine_tune' epoch ") >= 3 - epochs_done
+
+    # Everything the run leaves is in the bucket, under the run directory, whole.
+    prefix = "runs/s3run/"
+    keys = [k.removeprefix(prefix) for k in s3.objects(prefix)]
+    assert {k for k in keys if "/" not in k} == {
+        "config.yaml",
+        "data_report.json",
+        "history.csv",
+        "labels.json",
+        "summary.json",
+        ".validate_storage_marker",  # Ray Train's, through the same filesystem
+        "checkpoint_manager_snapshot.json",  # Ray Train's
+    }
+    assert {k for k in keys if k.startswith(("model/", "replicas/"))} == {
+        "model/model.keras",
+        "replicas/rank_0.sha256",
+        "replicas/rank_1.sha256",
+    }
+    checkpoints = sorted({k.split("/")[0] for k in keys if k.startswith("checkpoint_epoch_")})
+    assert checkpoints[-1] == "checkpoint_epoch_0003"
+    assert sorted(k for k in keys if k.startswith("checkpoint_epoch_0003/")) == [
+        "checkpoint_epoch_0003/" + name
+        for name in sorted((*ckpt_files.CHECKPOINT_FILES, ckpt_files.MANIFEST_FILE))
+    ]
+    assert ckpt_files.newest_complete(run_dir) == ("checkpoint_epoch_0003", [])
+    assert not [k for k in keys if ".tljob-tmp-" in k or k == "run.lock"]
+
+    summary = json.loads(storage.read_text(run_dir.join("summary.json")))
+    assert summary["checkpoint"] == s3.uri("runs", "s3run", "checkpoint_epoch_0003")
+    assert summary["replica_weights_identical"] is True
+    assert summary["exported_model"]["images"] == 16  # 4 classes x round(20 x 0.2)
+    assert summary["data"]["listed"] == 80
+    history = parse_history_csv(storage.read_text(run_dir.join("history.csv")))
+    assert [(r.stage, r.epoch) for r in history] == [
+        ("head", 1),
+        ("fine_tune", 1),
+        ("fine_tune", 2),
+    ]
+    labels = json.loads(storage.read_text(run_dir.join("labels.json")))
+    assert labels == {"0": "digit_0", "1": "digit_1", "2": "digit_2", "3": "digit_3"}
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(storage.read_text(run_dir.join("config.yaml")))
+    assert load_config(saved) == load_config(config)
+    report = json.loads(storage.read_text(run_dir.join("data_report.json")))
+    assert report["listed"] == 80 and report["skipped_files"] == []
+
+    # No credential anywhere: not in the logs, not in any object the run wrote.
+    keys_used = s3.server.admin
+    for text in [jobs.logs(first), out]:
+        assert keys_used.secret_access_key not in text
+        assert keys_used.access_key_id not in text
+    client = s3.server.client()
+    for key in s3.objects(prefix):
+        body = client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+        assert keys_used.secret_access_key.encode() not in body, key
+        assert keys_used.access_key_id.encode() not in body, key
+
+
+def ray_cluster_node_ip() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()  # the address Ray gives this machine's node
+
+
+def test_ray_workers_without_the_drivers_credentials_are_refused(tmp_path, s3, ray_cluster):
+    upload_digits(tmp_path, s3, classes=2, per_class=10)
+    stages = [{"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"}]
+    config = s3_job(tmp_path, s3, "nokeys", stages)
+    # The driver has keys in its environment; the cluster's workers have none.
+    env = {**s3.env(), "RAY_ADDRESS": ray_cluster["gcs"], "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("tljob: error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    node = ray_cluster_node_ip()
+    assert errors[0].startswith(
+        "tljob: error: the Ray workers cannot use the object store as the driver can (the "
+        "driver found its credentials in the environment variables AWS_ACCESS_KEY_ID / "
+        f"AWS_SECRET_ACCESS_KEY): no S3 credentials: a Ray task on node {node} tried "
+        f"ListObjectsV2 on {s3.uri('digits')} (`data.source`) at {s3.server.endpoint_url} "
+        "(region us-east-1) but found none in the standard AWS chain."
+    ), errors[0]
+    for value in (s3.server.admin.secret_access_key, s3.server.admin.access_key_id):
+        assert value not in proc.stdout + proc.stderr
+    # refused before any data was read or trained; the lock was released
+    assert "[tljob] data: " not in proc.stdout
+    assert s3.objects("runs/nokeys/") == []

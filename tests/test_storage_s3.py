@@ -1,0 +1,240 @@
+"""tljob.storage on a real S3 server (SeaweedFS on loopback): resolve, whole-file reads and
+writes, the walk, atomic writes, create-exclusive, deletes, uploads; and the settings and
+redaction rules, which need no server."""
+
+from __future__ import annotations
+
+import threading
+
+import pyarrow.fs as pafs
+import pytest
+
+from tljob import storage
+from tljob.storage import s3api
+from tljob.storage.settings import S3Settings, StorageError
+
+# --- resolve ----------------------------------------------------------------------------------
+
+
+def test_resolve_s3_gives_the_configured_s3_filesystem_and_bucket_path(s3):
+    loc = storage.resolve(f"s3://{s3.bucket}/runs/one/")
+    assert isinstance(loc.fs, pafs.S3FileSystem)
+    assert (loc.path, loc.uri, loc.bucket, loc.key) == (
+        f"{s3.bucket}/runs/one",
+        f"s3://{s3.bucket}/runs/one",
+        s3.bucket,
+        "runs/one",
+    )
+    assert loc.join("a", "b.json").uri == f"s3://{s3.bucket}/runs/one/a/b.json"
+    assert loc.at(f"{s3.bucket}/x/y.png").uri == f"s3://{s3.bucket}/x/y.png"
+    assert loc.parent.uri == f"s3://{s3.bucket}/runs"
+    assert storage.resolve(s3.uri("runs")).fs is loc.fs  # one filesystem per settings
+    bucket_only = storage.resolve(f"s3://{s3.bucket}")
+    assert (bucket_only.path, bucket_only.key) == (s3.bucket, "")
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("s3://Bad_Bucket/x", "'Bad_Bucket' is not a valid bucket name (3 to 63 lowercase"),
+        ("s3://", "'' is not a valid bucket name"),
+        ("s3://ab/x", "'ab' is not a valid bucket name"),
+        ("s3://bucket/a/../b", "the key has an empty, '.' or '..' part"),
+        ("gs://bucket/x", "the gs:// scheme is not supported; use a local path, a file:// URI"),
+    ],
+)
+def test_resolve_refuses_unusable_uris(uri, message):
+    with pytest.raises(StorageError) as e:
+        storage.resolve(uri)
+    assert message in str(e.value)
+
+
+# --- reads, writes, deletes -------------------------------------------------------------------
+
+
+def test_write_read_exists_is_dir_and_delete_on_s3(s3):
+    loc = storage.resolve(s3.uri("runs", "r1", "summary.json"))
+    assert not storage.exists(loc)
+    storage.write_text(loc, '{"a": 1}')
+    assert storage.read_text(loc) == '{"a": 1}'
+    assert storage.exists(loc) and not storage.is_dir(loc)
+    assert storage.is_dir(loc.parent)
+    storage.write_bytes(loc, b"second")  # replaces
+    assert storage.read_bytes(loc) == b"second"
+    assert s3.objects() == ["runs/r1/summary.json"]  # no temporary key left behind
+
+    storage.delete_file(loc)
+    storage.delete_file(loc)  # already gone: fine
+    assert not storage.exists(loc)
+    storage.write_text(storage.resolve(s3.uri("runs", "r2", "a", "b.txt")), "x")
+    storage.write_text(storage.resolve(s3.uri("runs", "r2", "c.txt")), "y")
+    storage.delete_dir(storage.resolve(s3.uri("runs", "r2")))
+    storage.delete_dir(storage.resolve(s3.uri("runs", "r2")))  # already gone: fine
+    assert s3.objects() == []
+
+
+def test_a_failed_write_leaves_neither_a_partial_object_nor_a_temporary_key(s3):
+    target = storage.resolve(s3.uri("model", "model.keras"))
+
+    def chunks_then_failure():
+        yield b"x" * 1000
+        raise ConnectionError("the writer died half-way")
+
+    # The hazard is real: a plain pyarrow stream closed after an error completes the upload.
+    raw = storage.resolve(s3.uri("raw", "model.keras"))
+    with pytest.raises(ConnectionError), raw.fs.open_output_stream(raw.path) as f:
+        for chunk in chunks_then_failure():
+            f.write(chunk)
+    assert raw.fs.get_file_info(raw.path).size == 1000
+
+    with pytest.raises(ConnectionError):
+        storage.write_stream(target, chunks_then_failure())
+    assert not storage.exists(target)
+    assert s3.objects("model") == []
+
+    storage.write_bytes(target, b"v1")
+    with pytest.raises(ConnectionError):
+        storage.write_stream(target, chunks_then_failure())
+    assert storage.read_bytes(target) == b"v1"  # the old file, whole
+    assert s3.objects("model") == ["model/model.keras"]
+
+
+def test_upload_dir_copies_a_tree_atomically_with_last_files_last(s3, tmp_path):
+    local = tmp_path / "export"
+    (local / "sub").mkdir(parents=True)
+    (local / "model.keras").write_bytes(b"m" * 70_000)
+    (local / "sub" / "extra.bin").write_bytes(b"e")
+    (local / "manifest.json").write_text("{}")
+    copied = storage.upload_dir(local, storage.resolve(s3.uri("out")), last=("manifest.json",))
+    assert copied == 3
+    assert s3.objects("out") == ["out/manifest.json", "out/model.keras", "out/sub/extra.bin"]
+    assert storage.read_bytes(storage.resolve(s3.uri("out", "model.keras"))) == b"m" * 70_000
+    stamps = {
+        k: s3.server.client().head_object(Bucket=s3.bucket, Key=k)["LastModified"]
+        for k in s3.objects("out")
+    }
+    assert stamps["out/manifest.json"] >= max(stamps.values())
+
+
+# --- the walk ---------------------------------------------------------------------------------
+
+
+def test_walk_files_on_s3_skips_hidden_keys_at_every_depth(s3):
+    for key in [
+        "src/cat/1.png",
+        "src/cat/deep/2.png",
+        "src/cat/.DS_Store",
+        "src/cat/.ipynb_checkpoints/3.png",
+        "src/cat/.ipynb_checkpoints/4.png",
+        "src/dog/5.png",
+        "src/.hidden_class/6.png",
+        "src/dog/.tljob-tmp-abc-7.png",
+        "elsewhere/8.png",
+    ]:
+        storage.write_bytes(storage.resolve(s3.uri(key)), b"data")
+    walk = storage.walk_files(storage.resolve(s3.uri("src")))
+    b = s3.bucket
+    assert walk.files == [f"{b}/src/cat/1.png", f"{b}/src/cat/deep/2.png", f"{b}/src/dog/5.png"]
+    assert walk.skipped == [
+        {"path": f"{b}/src/.hidden_class", "reason": "hidden"},
+        {"path": f"{b}/src/cat/.DS_Store", "reason": "hidden"},
+        {"path": f"{b}/src/cat/.ipynb_checkpoints", "reason": "hidden"},
+        {"path": f"{b}/src/dog/.tljob-tmp-abc-7.png", "reason": "hidden"},
+    ]
+    assert walk.directories == [f"{b}/src", f"{b}/src/cat", f"{b}/src/cat/deep", f"{b}/src/dog"]
+
+
+# --- create-exclusive -------------------------------------------------------------------------
+
+
+def test_create_exclusive_on_s3_is_a_conditional_put_with_one_winner(s3):
+    loc = storage.resolve(s3.uri("runs", "r", "run.lock"))
+    assert s3api.conditional_put_supported(loc) is True  # SeaweedFS honours If-None-Match
+    assert storage.create_exclusive(loc, b"first") is True
+    assert storage.create_exclusive(loc, b"second") is False
+    assert storage.read_bytes(loc) == b"first"
+
+    race = storage.resolve(s3.uri("runs", "race", "run.lock"))
+    wins: list[int] = []
+    barrier = threading.Barrier(6)
+
+    def contend(i: int) -> None:
+        barrier.wait()
+        if storage.create_exclusive(race, str(i).encode()):
+            wins.append(i)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert storage.read_bytes(race) == str(wins[0]).encode()
+    assert [k for k in s3.objects() if ".tljob-" in k] == []  # probes cleaned up
+
+
+# --- settings and redaction (no server) --------------------------------------------------------
+
+
+def test_settings_take_the_config_first_then_the_aws_variables():
+    env = {
+        "AWS_ENDPOINT_URL": "https://minio.example:9000",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_REGION": "eu-central-1",
+    }
+    from_env = S3Settings.from_config(None, env)
+    assert (from_env.endpoint_url, from_env.region) == (
+        "https://minio.example:9000",
+        "eu-central-1",
+    )
+    assert from_env.endpoint_source == "environment variable AWS_ENDPOINT_URL"
+
+    class Section:
+        endpoint_url, region, addressing_style, allow_http = (
+            "http://127.0.0.1:8333/",
+            "local",
+            "path",
+            True,
+        )
+
+    mine = S3Settings.from_config(Section(), env)
+    assert (mine.endpoint_url, mine.region, mine.addressing_style) == (
+        "http://127.0.0.1:8333",
+        "local",
+        "path",
+    )
+    # shipped to Ray processes as one non-secret variable, read back equal
+    assert S3Settings.from_env(mine.to_env()) == mine
+    assert S3Settings.from_config(None, {}).effective_region is None  # AWS decides
+    assert S3Settings(endpoint_url="https://x").effective_region == "us-east-1"
+
+
+def test_plain_http_from_the_environment_needs_allow_http():
+    with pytest.raises(StorageError) as e:
+        S3Settings.from_config(None, {"AWS_ENDPOINT_URL_S3": "http://10.0.0.9:9000"})
+    assert str(e.value).startswith(
+        "environment variable AWS_ENDPOINT_URL_S3 ('http://10.0.0.9:9000') is plain http"
+    )
+    assert "set `s3.allow_http: true`" in str(e.value)
+
+
+def test_redact_removes_known_credentials_and_credential_shaped_text(monkeypatch, tmp_path):
+    creds = tmp_path / "credentials"
+    creds.write_text(
+        "[other]\naws_access_key_id = FILEKEYID123\naws_secret_access_key = file/secret+X\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret-value")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "tok3n-value")
+    text = (
+        "failed with env-secret-value and tok3n-value; file/secret+X for FILEKEYID123; "
+        "key AKIAABCDEFGHIJKLMNOP; Authorization: AWS4-HMAC-SHA256 "
+        "Credential=XYZ/20260101/us-east-1/s3/aws4_request, Signature=abc123; "
+        "url?X-Amz-Security-Token=sekrit&x=1"
+    )
+    assert storage.redact(text) == (
+        "failed with [redacted] and [redacted]; [redacted] for [redacted]; "
+        "key [redacted]; Authorization: AWS4-HMAC-SHA256 "
+        "Credential=[redacted], Signature=[redacted]; "
+        "url?X-Amz-Security-Token=[redacted]&x=1"
+    )

@@ -1,0 +1,67 @@
+"""The ``s3`` section: how ``s3://`` URIs are reached, and the rule that keeps credentials
+out of every config (pure). The rules on the values themselves (http needs ``allow_http``,
+path-style needs an endpoint) live with ``tljob.storage.S3Settings``, which applies them
+again once the environment has filled in empty fields; ``JobConfig`` calls it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tljob.config._base import _Section
+
+# Key names that hold credentials. They are refused anywhere in a config, with a message
+# that never repeats the value: config.yaml is saved with every run and printed by
+# `tljob config`, so a key written there would leak.
+CREDENTIAL_KEY = re.compile(
+    r"(?i)(secret|password|passwd|access_?key|session_?token|security_?token|credential"
+    r"|api_?key|^token$|_token$)"
+)
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+
+
+class S3Section(_Section):
+    endpoint_url: str | None = Field(
+        None,
+        description="S3 endpoint of a store other than AWS (MinIO, Ceph, SeaweedFS, ...), "
+        "as scheme://host[:port]. Empty: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL from the "
+        "environment, else AWS S3 itself. Credentials never go here: every process takes "
+        "them from the standard AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
+        "AWS_SESSION_TOKEN, the AWS_PROFILE profile, web identity on Kubernetes).",
+    )
+    region: str | None = Field(
+        None,
+        min_length=1,
+        description="S3 region for request signing. Empty: AWS_REGION or AWS_DEFAULT_REGION "
+        "from the environment, else us-east-1 with `s3.endpoint_url` and the AWS "
+        "configuration without it.",
+    )
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto",
+        description="How buckets are addressed: path (http://host/bucket/key, what most "
+        "self-hosted stores need), virtual (http://bucket.host/key), or auto (virtual on "
+        "AWS, path with `s3.endpoint_url`). path needs `s3.endpoint_url`.",
+    )
+    allow_http: bool = Field(
+        False,
+        description="Allow a plain http `s3.endpoint_url` (data and request signatures "
+        "unencrypted): only for a local or otherwise trusted server.",
+    )
+
+
+def credential_keys(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of keys in a raw config tree whose names look like credentials."""
+    found = []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            path = f"{prefix}{key}"
+            if isinstance(key, str) and CREDENTIAL_KEY.search(key):
+                found.append(path)
+            found += credential_keys(value, f"{path}.")
+    elif isinstance(tree, list):
+        for i, item in enumerate(tree):
+            found += credential_keys(item, f"{prefix}{i}.")
+    return found
