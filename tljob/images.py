@@ -30,6 +30,10 @@ class UnsupportedImageError(ImageDecodeError):
     """A readable image whose pixel values cannot be mapped to 8 bits: no known range."""
 
 
+class TooManyPixelsError(ImageDecodeError):
+    """The header announces more pixels than Pillow's own decompression-bomb limit."""
+
+
 # Pillow's modes for one unsigned 16-bit channel (little, big and native endian).
 _UINT16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT = 258, 339
@@ -62,6 +66,20 @@ def decode_rgb(data: bytes) -> np.ndarray:
     except Image.DecompressionBombError as e:
         raise ImageDecodeError(f"too many pixels: {clean_reason(str(e))}") from None
     except Exception as e:  # a malformed file can make any decoder step fail
+        raise ImageDecodeError(clean_reason(f"{type(e).__name__}: {e}")) from None
+
+
+def image_dimensions(data: bytes) -> tuple[int, int]:
+    """(width, height) from the image header, without decoding the pixels.
+    Raises ``ImageDecodeError`` when the bytes are not a recognised image."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not a recognised image format") from None
+    except Image.DecompressionBombError as e:
+        raise TooManyPixelsError(clean_reason(str(e))) from None
+    except Exception as e:
         raise ImageDecodeError(clean_reason(f"{type(e).__name__}: {e}")) from None
 
 

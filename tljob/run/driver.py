@@ -3,7 +3,7 @@
 ``run_job_driver_fn`` is the whole run for a validated config and a listing. In order:
 the run directory is checked and locked (before Ray starts), the resume plan is made from
 the newest complete checkpoint on storage and said out loud, Ray is joined, the data is
-scanned and split, the workers train, and the summary is written from the checkpointed
+prepared into shards once (or reused) and split, the workers train, and the summary is written from the checkpointed
 history. A NaN/inf loss ends the run with ``TrainingDivergedError`` (exit 1), keeping the
 last good checkpoint.
 """
@@ -177,7 +177,7 @@ def _train_and_summarise(
     job: JobConfig, listing: ImageListing, plan: ResumePlan, run_dir: storage.Location
 ) -> TrainOutcome:
     started = time.monotonic()
-    prepared: PreparedData = prepare_data(job.data, job.image_size, listing)
+    prepared: PreparedData = prepare_data(job, listing)
     _check_batches(job, prepared.counts["train"].used, prepared.counts["val"].used)
     storage.write_text(run_dir.join("config.yaml"), dump_config(job))
     storage.write_text(
@@ -252,6 +252,8 @@ def _train_and_summarise(
 
 
 def _print_data_summary(prepared: PreparedData) -> None:
+    how = "reused" if prepared.reused else "prepared now"
+    say(f"data: shards in {prepared.prepared_uri} ({how})")
     say(data_summary_line(prepared.summary()))
     for line in set_aside_lines(prepared.quarantined, prepared.duplicates):
         say(line)

@@ -23,9 +23,9 @@ def resolve_job(config_path: str | None, overrides: Sequence[str]) -> JobConfig:
 def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
     """List the data (cheap, no Ray), then train on Ray. Returns the run summary
     (``verbose``: also show Ray's own logs)."""
-    from tljob.data.listing import list_images
+    from tljob.data.sources import list_source
     from tljob.run import driver  # Ray and TensorFlow load here, not for config errors
 
-    listing = list_images(job.data.source, job.data.max_images_per_class)
+    listing = list_source(job.data)
     outcome = driver.run_job_driver_fn(job, listing, verbose=verbose)
     return {**outcome.summary, "run_dir": outcome.run_dir}
