@@ -1,7 +1,8 @@
 """A job from the command line's point of view: validate it (pure, before Ray), then run it.
 
-``resolve_job`` is pure. ``run_job`` imports the Ray side (``tljob.data.pipeline``,
-``tljob.run.driver``) only when called, so ``tljob.cli`` and ``tljob.demo`` stay light.
+``resolve_job`` is pure. ``run_job`` and ``prepare_job`` import the Ray side
+(``tljob.data.pipeline``, ``tljob.run.driver``) only when called, so ``tljob.cli`` and
+``tljob.demo`` stay light.
 """
 
 from __future__ import annotations
@@ -29,3 +30,16 @@ def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
     listing = list_source(job.data)
     outcome = driver.run_job_driver_fn(job, listing, verbose=verbose)
     return {**outcome.summary, "run_dir": outcome.run_dir}
+
+
+def prepare_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
+    """List the data and prepare its shards on Ray (or find them already prepared), without
+    training: what ``train`` does first. Returns ``PreparedData.report()`` (no TensorFlow).
+    Raises ``DataError`` (exit 2) for unusable data or too many bad images."""
+    from tljob.data.pipeline import prepare_data
+    from tljob.data.sources import list_source
+    from tljob.run.connect import ensure_ray
+
+    listing = list_source(job.data)
+    ensure_ray(verbose)
+    return prepare_data(job, listing).report()
