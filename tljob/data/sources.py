@@ -8,8 +8,10 @@ skipped, and what was set aside at listing (``ImageListing.quarantined``):
   relative to the manifest's folder, absolute ones (``/…``, ``scheme://…``) may point
   anywhere in the store. Classes are the sorted distinct labels, or ``data.classes``.
   A row whose label is not a class is ``unknown_label``; a row whose object does not
-  exist is ``missing_object``; one uri listed under two labels is a ``label_conflict``
-  (every row), listed twice under one label is a ``duplicate_row`` (the later rows).
+  exist is ``missing_object``; a row without a uri is ``empty_uri`` (its path is
+  ``<manifest>#row=<n>``, data rows counted from 1); one uri listed under two labels is a
+  ``label_conflict`` (every row), listed twice under one label a ``duplicate_row`` (the
+  later rows).
 * a folder tree: ``listing.list_images``; with ``data.classes`` set, files in other class
   folders are ``unknown_label``, and a listed class without a folder is an error.
 
@@ -113,15 +115,20 @@ def list_manifest(
     table = _manifest_table(loc, source)
     base = storage.Location(loc.fs, posixpath.dirname(loc.path), posixpath.dirname(loc.uri))
     labels_of: dict[str, list[str]] = {}
-    for raw_uri, label in zip(
-        table.column("uri").to_pylist(), table.column("label").to_pylist(), strict=True
-    ):
-        uri = resolve_row_uri(base, str(raw_uri or "").strip())
+    quarantined: list[dict[str, str]] = []
+    rows = zip(table.column("uri").to_pylist(), table.column("label").to_pylist(), strict=True)
+    for number, (raw_uri, label) in enumerate(rows, start=1):
+        written = str(raw_uri if raw_uri is not None else "").strip()
+        if not written:
+            quarantined.append(
+                {"path": f"{loc.uri}#row={number}", "reason": "empty_uri: the row has no uri"}
+            )
+            continue
+        uri = resolve_row_uri(base, written)
         labels_of.setdefault(uri, []).append(str(label if label is not None else "").strip())
     names = (
         list(classes) if classes else sorted({lab for labs in labels_of.values() for lab in labs})
     )
-    quarantined: list[dict[str, str]] = []
     files: dict[str, list[str]] = {}
     for uri, labels in labels_of.items():
         distinct = sorted(set(labels))
