@@ -148,7 +148,7 @@ def test_decode_rejects_truncated_and_garbage():
 
 
 def test_stored_rows_feed_uint8_at_training_size(tmp_path):
-    store = StoreSettings(37, "raw", 0, 10**8, 10**6)
+    store = StoreSettings(37, 32, "raw", 0, 10**8, 10**6)
     stored = prepare_bytes(_png_bytes("L", size=(8, 8), color=100), store)
     assert stored.problem == "" and len(stored.image) == 37 * 37 * 3
     out = _to_training_rows(

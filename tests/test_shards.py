@@ -34,6 +34,19 @@ from tljob.data.prepared import (
 )
 from tljob.data.shards import decode_stored
 from tljob.data.sources import list_manifest, stat_objects
+from tljob.images import load_image
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private local Ray (2 CPUs, no dashboard) for this module's preparations."""
+    import ray
+
+    if ray.is_initialized():  # the session cluster's driver connection, from other tests
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
 
 
 def _job(source: Path | str, runs: Path, *overrides: str):
@@ -74,7 +87,8 @@ def _freeze_as_garbage(paths: list[Path]) -> dict[Path, tuple[bytes, os.stat_res
     return kept
 
 
-@pytest.mark.usefixtures("ray_connected")
+@pytest.mark.ray
+@pytest.mark.usefixtures("local_ray")
 def test_prepared_shards_are_reused_and_redone_when_one_source_changes(tmp_path):
     root = write_digits_tree(tmp_path / "d", classes=2, per_class=6)
     runs = tmp_path / "runs"
@@ -158,8 +172,10 @@ def _planted_store(tmp_path: Path) -> tuple[Path, Path]:
     return manifest, imgs
 
 
-@pytest.mark.usefixtures("ray_connected")
-def test_every_bad_kind_is_quarantined_and_listed_in_quarantine_csv(tmp_path):
+@pytest.mark.ray
+@pytest.mark.usefixtures("local_ray")
+def test_every_bad_kind_is_quarantined_and_listed_in_quarantine_csv(tmp_path, local_ray):
+    local_address = local_ray
     manifest, imgs = _planted_store(tmp_path)
     settings = ["data.classes=[cats, dogs]", "data.max_image_pixels=1000000"]
     job = _job(manifest, tmp_path / "runs", *settings, "data.max_bad_fraction=0.5")
@@ -196,7 +212,7 @@ def test_every_bad_kind_is_quarantined_and_listed_in_quarantine_csv(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "tljob.cli", "prepare", "--config", str(config)]
         + ["--set", "data.max_bad_fraction=0.25"],
-        env={**os.environ, "RAY_ADDRESS": job_address(), "PYTHONPATH": str(REPO)},
+        env={**os.environ, "RAY_ADDRESS": local_address, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
         timeout=300,
@@ -207,12 +223,6 @@ def test_every_bad_kind_is_quarantined_and_listed_in_quarantine_csv(tmp_path):
         f"than the limit allows. Each is listed with why in {prepared.quarantine_uri}"
     ) in proc.stderr
     assert "reusing prepared data" in proc.stdout + proc.stderr
-
-
-def job_address() -> str:
-    import ray
-
-    return ray.get_runtime_context().gcs_address
 
 
 def test_manifest_rows_resolve_relative_and_absolute_uris_csv_and_parquet(tmp_path):
@@ -260,7 +270,8 @@ def test_manifest_rows_resolve_relative_and_absolute_uris_csv_and_parquet(tmp_pa
         list_manifest(str(bad))
 
 
-@pytest.mark.usefixtures("ray_connected")
+@pytest.mark.ray
+@pytest.mark.usefixtures("local_ray")
 def test_raw_and_encoded_shards_hold_the_same_labels_and_nearly_the_same_pixels(tmp_path):
     root = write_digits_tree(tmp_path / "d", classes=2, per_class=5, scale=4)
     rows = {}
@@ -273,12 +284,16 @@ def test_raw_and_encoded_shards_hold_the_same_labels_and_nearly_the_same_pixels(
             u: (r["split"], r["label"], r["sha256"]) for u, r in rows["raw"].items()
         }
     for uri, raw in rows["raw"].items():
-        want = decode_stored(raw["image"], 37, "raw")
-        assert want.shape == (37, 37, 3)  # ceil(32 * 8 / 7)
-        assert np.array_equal(decode_stored(rows["png"][uri]["image"], 37, "png"), want)
-        jpeg = decode_stored(rows["jpeg"][uri]["image"], 37, "jpeg").astype(int)
+        size = 37 if raw["split"] == "train" else 32  # train: ceil(32 * 8 / 7); val: 32
+        want = decode_stored(raw["image"], size, "raw")
+        assert want.shape == (size, size, 3)
+        # stored straight from the source at its size, as the exported model resizes
+        assert np.array_equal(want, load_image(uri, size))
+        assert np.array_equal(decode_stored(rows["png"][uri]["image"], size, "png"), want)
+        jpeg = decode_stored(rows["jpeg"][uri]["image"], size, "jpeg").astype(int)
         assert np.abs(jpeg - want).mean() < 3.0
         assert len(rows["jpeg"][uri]["image"]) < len(raw["image"])
+    assert {r["split"] for r in rows["raw"].values()} == {"train", "val"}
 
 
 def _manifest(folder: storage.Location, attempt: str) -> PreparedManifest:
@@ -309,7 +324,7 @@ def test_fingerprint_follows_content_metadata_and_settings(tmp_path):
     from tljob.data.listing import list_images
 
     listing = list_images(str(root))
-    split, store = SplitSettings(0.2, 0), StoreSettings(37, "raw", 0, 10**8, 10**8)
+    split, store = SplitSettings(0.2, 0), StoreSettings(37, 32, "raw", 0, 10**8, 10**8)
 
     def fp(**changes) -> str:
         uris = [u for c in listing.classes for u in listing.files[c]]
@@ -323,8 +338,8 @@ def test_fingerprint_follows_content_metadata_and_settings(tmp_path):
     base = fp()
     assert fp() == base
     assert fp(split=SplitSettings(0.2, 1)) != base
-    assert fp(store=StoreSettings(40, "raw", 0, 10**8, 10**8)) != base
-    assert fp(store=StoreSettings(37, "jpeg", 95, 10**8, 10**8)) != base
+    assert fp(store=StoreSettings(40, 32, "raw", 0, 10**8, 10**8)) != base
+    assert fp(store=StoreSettings(37, 32, "jpeg", 95, 10**8, 10**8)) != base
     victim = sorted(root.rglob("*.png"))[0]
     st = victim.stat()
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))

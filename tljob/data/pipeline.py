@@ -138,6 +138,7 @@ def store_settings(job: JobConfig) -> StoreSettings:
     """The store settings of ``job`` (part of the fingerprint)."""
     return StoreSettings(
         stored_size=job.stored_size,
+        val_size=job.image_size,
         pixels=job.data.shard_pixels,
         quality=job.data.shard_quality if job.data.shard_pixels == "jpeg" else 0,
         max_image_pixels=job.data.max_image_pixels,
@@ -147,7 +148,7 @@ def store_settings(job: JobConfig) -> StoreSettings:
 
 def scan_file(path: str, max_image_pixels: int = 100_000_000) -> ImageScan:
     """Read one file, hash its bytes and check it decodes (the pixels are not kept)."""
-    store = StoreSettings(1, "raw", 0, max_image_pixels, 1)
+    store = StoreSettings(1, 1, "raw", 0, max_image_pixels, 1)
     return scan_object(path, store)
 
 
@@ -254,7 +255,12 @@ def _from_manifest(
 ) -> PreparedData:
     datasets = {
         name: split_dataset(
-            folder, manifest.files[name], manifest.store, image_size, shuffle_blocks=name == "train"
+            folder,
+            manifest.files[name],
+            StoreSettings(**manifest.store).size_of(name),
+            manifest.store["pixels"],
+            image_size,
+            shuffle_blocks=name == "train",
         )
         for name in ("train", "val")
     }

@@ -48,11 +48,16 @@ NO_SPLIT = "none"
 class StoreSettings:
     """How prepared images are stored (all of it is part of the fingerprint)."""
 
-    stored_size: int
+    stored_size: int  # side of the training split's images (a margin for random crops)
+    val_size: int  # side of the validation split's images: the training size
     pixels: str  # "raw" | "jpeg" | "png"
     quality: int
     max_image_pixels: int
     target_bytes: int
+
+    def size_of(self, split: str) -> int:
+        """Side of the stored images of ``split``."""
+        return self.stored_size if split == "train" else self.val_size
 
     def rows_per_shard(self) -> int:
         """Rows in one shard of about ``target_bytes``, from the expected bytes per image."""

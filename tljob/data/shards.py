@@ -2,8 +2,11 @@
 
 Ray Data side (never TensorFlow). Shard rows (schema version ``prepared.FORMAT_VERSION``):
 
-    image       binary  raw: stored_size * stored_size * 3 uint8 RGB bytes, row-major;
-                        jpeg/png: the encoded stored_size x stored_size image
+    image       binary  raw: S * S * 3 uint8 RGB bytes, row-major; jpeg/png: the encoded
+                        S x S image. S is ``data.stored_size`` in the train split, and the
+                        training size in the val split: validation images are resized from
+                        the source directly to the training size, exactly as the exported
+                        model resizes its inputs, so validation measures the served model
     label       int64   index into the classes of the manifest
     class_name  string
     uri         string  the source image
@@ -62,7 +65,8 @@ class PreparedImage:
 
     sha256: str
     problem: str
-    image: bytes
+    image: bytes  # at the stored (training split) size
+    image_val: bytes = b""  # at the validation size
 
 
 def prepare_bytes(data: bytes, store: StoreSettings) -> PreparedImage:
@@ -88,12 +92,17 @@ def prepare_bytes(data: bytes, store: StoreSettings) -> PreparedImage:
         return PreparedImage(digest, f"unsupported_image: {e}", b"")
     except ImageDecodeError as e:
         return PreparedImage(digest, f"corrupt_image: {e}", b"")
-    return PreparedImage(digest, "", encode_stored(rgb, store))
+    return PreparedImage(
+        digest,
+        "",
+        encode_stored(rgb, store.stored_size, store),
+        encode_stored(rgb, store.val_size, store),
+    )
 
 
-def encode_stored(rgb: np.ndarray, store: StoreSettings) -> bytes:
-    """``rgb`` resized to the stored size, as the shard's ``image`` bytes."""
-    small = resize_bilinear_uint8(rgb, store.stored_size)
+def encode_stored(rgb: np.ndarray, size: int, store: StoreSettings) -> bytes:
+    """``rgb`` resized to ``size`` x ``size``, as a shard's ``image`` bytes."""
+    small = resize_bilinear_uint8(rgb, size)
     if store.pixels == "raw":
         return np.ascontiguousarray(small).tobytes()
     buf = io.BytesIO()
@@ -137,6 +146,7 @@ def _stage_batch(
     table = pa.table(
         {
             "image": pa.array([r.image for r in results], type=pa.binary()),
+            "image_val": pa.array([r.image_val for r in results], type=pa.binary()),
             "label": pa.array(batch["label"].astype(np.int64), type=pa.int64()),
             "class_name": pa.array([str(c) for c in batch["class_name"]], type=pa.string()),
             "uri": pa.array([str(u) for u in batch["uri"]], type=pa.string()),
@@ -193,8 +203,10 @@ def stage_all(
     return Staged(scans=scans, files=sorted(files))
 
 
-def _keep_uris(table: pa.Table, uris: pa.Array) -> pa.Table:
-    return table.filter(pc.is_in(table["uri"], value_set=uris))
+def _keep_uris(table: pa.Table, uris: pa.Array, image_column: str) -> pa.Table:
+    """The rows of ``uris``, with ``image_column`` as their ``image``."""
+    kept = table.filter(pc.is_in(table["uri"], value_set=uris))
+    return kept.select([image_column, *SHARD_COLUMNS[1:]]).rename_columns(list(SHARD_COLUMNS))
 
 
 def write_splits(
@@ -209,12 +221,16 @@ def write_splits(
     written: dict[str, list[str]] = {}
     for split, uris in members.items():
         target = attempt.join(split)
+        image_column = "image" if split == "train" else "image_val"
         source = ray.data.read_parquet(
-            staged.files, filesystem=attempt.fs, columns=list(SHARD_COLUMNS), partitioning=None
+            staged.files,
+            filesystem=attempt.fs,
+            columns=[image_column, *SHARD_COLUMNS[1:]],
+            partitioning=None,
         )
         source.map_batches(
             _keep_uris,
-            fn_kwargs={"uris": pa.array(uris, type=pa.string())},
+            fn_kwargs={"uris": pa.array(uris, type=pa.string()), "image_column": image_column},
             batch_format="pyarrow",
             batch_size=None,
         ).write_parquet(
@@ -241,12 +257,14 @@ def _to_training_rows(
 def split_dataset(
     folder: storage.Location,
     files: Sequence[str],
-    store: dict[str, Any],
+    stored_size: int,
+    pixels: str,
     image_size: int,
     shuffle_blocks: bool,
 ) -> ray.data.Dataset:
     """A lazy stream of one split's training rows from its shards (``files`` relative to
-    ``folder``); ``shuffle_blocks``: a new random block order on every epoch."""
+    ``folder``; images stored at ``stored_size`` as ``pixels``), resized to ``image_size``;
+    ``shuffle_blocks``: a new random block order on every epoch."""
     ds = ray.data.read_parquet(
         [folder.join(f).path for f in files],
         filesystem=folder.fs,
@@ -258,8 +276,8 @@ def split_dataset(
     return ds.map_batches(
         _to_training_rows,
         fn_kwargs={
-            "stored_size": store["stored_size"],
-            "pixels": store["pixels"],
+            "stored_size": stored_size,
+            "pixels": pixels,
             "image_size": image_size,
         },
         batch_size=_TRAIN_BATCH,
