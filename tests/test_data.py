@@ -345,3 +345,4 @@ def test_end_of_run_table_states_the_data_accounting():
         "  ... 2 more quarantined in data_report.json",
         "  duplicate /d/b.png of /d/a.png",
     ]
+

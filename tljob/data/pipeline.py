@@ -260,7 +260,7 @@ def _from_manifest(
             StoreSettings(**manifest.store).size_of(name),
             manifest.store["pixels"],
             image_size,
-            shuffle_blocks=name == "train",
+            shuffle_files=name == "train",
         )
         for name in ("train", "val")
     }

@@ -18,8 +18,10 @@ one staging file and sends back only the small metadata (uri, sha256, problem), 
 driver can quarantine, dedupe and split without pixels. ``write_splits`` then copies the
 usable rows of each split from staging into that split's shards (no decoding), about
 ``StoreSettings.target_bytes`` each. ``split_dataset`` streams a split for training:
-few large Parquet reads, blocks in random order each epoch, stored pixels resized to the
+few large Parquet reads, files in random order each epoch, stored pixels resized to the
 training size with the serving model's bilinear kernel (encoded pixels decoded first).
+Shards are read in a new random order every epoch (whole-file reads, then cut into small
+blocks as they stream so every CPU shares the per-row work); nothing is materialised.
 """
 
 from __future__ import annotations
@@ -260,19 +262,22 @@ def split_dataset(
     stored_size: int,
     pixels: str,
     image_size: int,
-    shuffle_blocks: bool,
+    shuffle_files: bool,
 ) -> ray.data.Dataset:
     """A lazy stream of one split's training rows from its shards (``files`` relative to
     ``folder``; images stored at ``stored_size`` as ``pixels``), resized to ``image_size``;
-    ``shuffle_blocks``: a new random block order on every epoch."""
+    ``shuffle_files``: the shards in a new random order on every epoch (rows within them
+    are in a seeded random order, and the workers' local shuffle buffer mixes further)."""
     ds = ray.data.read_parquet(
         [folder.join(f).path for f in files],
         filesystem=folder.fs,
         columns=["image", "label"],
         partitioning=None,
+        shuffle="files" if shuffle_files else None,  # a new file order on every epoch
     )
-    if shuffle_blocks:
-        ds = ds.randomize_block_order()
+    # Shards are large; cut them into small blocks as they stream, so that every CPU can
+    # resize a part of one shard (a map task handles whole blocks).
+    ds = ds.repartition(target_num_rows_per_block=_TRAIN_BATCH)
     return ds.map_batches(
         _to_training_rows,
         fn_kwargs={
