@@ -82,7 +82,7 @@ def main() -> None:
     try:
         src = work / "images"
         write_jpegs(src, args.images)
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         rows = []
         paths = sorted(str(p) for p in src.rglob("*.jpg"))
         labels = [int(Path(p).parent.name[-1]) for p in paths]

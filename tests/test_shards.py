@@ -44,7 +44,7 @@ def local_ray():
 
     if ray.is_initialized():  # the session cluster's driver connection, from other tests
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

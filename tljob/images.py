@@ -145,12 +145,26 @@ def resize_bilinear_uint8(image: np.ndarray, size: int) -> np.ndarray:
         return image
     y0, y1, wy = _axis_weights(image.shape[0], size)
     x0, x1, wx = _axis_weights(image.shape[1], size)
-    img = image.astype(np.float32)
-    wx = wx[None, :, None]
-    top = img[y0][:, x0] + (img[y0][:, x1] - img[y0][:, x0]) * wx
-    bottom = img[y1][:, x0] + (img[y1][:, x1] - img[y1][:, x0]) * wx
-    out = top + (bottom - top) * wy[:, None, None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    wx, wy = wx[None, :, None], wy[:, None, None]
+    # Gather the four neighbours as uint8 first (a quarter of the memory traffic), then the
+    # same float32 arithmetic as before, in place: top = a + (b - a) * wx, and so on.
+    upper, lower = np.take(image, y0, axis=0), np.take(image, y1, axis=0)
+    top = np.take(upper, x0, axis=1).astype(np.float32)
+    top_right = np.take(upper, x1, axis=1).astype(np.float32)
+    bottom = np.take(lower, x0, axis=1).astype(np.float32)
+    bottom_right = np.take(lower, x1, axis=1).astype(np.float32)
+    top_right -= top
+    top_right *= wx
+    top += top_right
+    bottom_right -= bottom
+    bottom_right *= wx
+    bottom += bottom_right
+    bottom -= top
+    bottom *= wy
+    top += bottom
+    np.rint(top, out=top)
+    np.clip(top, 0, 255, out=top)
+    return top.astype(np.uint8)
 
 
 def load_image(path: str, size: int | None = None) -> np.ndarray:
