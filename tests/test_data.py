@@ -16,13 +16,13 @@ from tljob.config import load_config
 from tljob.data.listing import check_listing
 from tljob.data.pipeline import (
     DataError,
-    decode_and_resize_batch,
-    find_corrupt,
     list_images,
     prepare_data,
     scan_file,
     split_stratified,
 )
+from tljob.data.prepared import StoreSettings
+from tljob.data.shards import _to_training_rows, prepare_bytes
 from tljob.images import ImageDecodeError, decode_rgb
 from tljob.report import data_summary_line, data_summary_table
 
@@ -147,11 +147,14 @@ def test_decode_rejects_truncated_and_garbage():
             decode_rgb(bad)
 
 
-def test_decode_and_resize_batch_feeds_uint8_at_training_size(tmp_path):
-    path = tmp_path / "x.png"
-    Image.new("L", (8, 8), 100).save(path)
-    out = decode_and_resize_batch(
-        {"path": np.array([str(path), str(path)], dtype=object), "label": np.array([1, 0])},
+def test_stored_rows_feed_uint8_at_training_size(tmp_path):
+    store = StoreSettings(37, 32, "raw", 0, 10**8, 10**6)
+    stored = prepare_bytes(_png_bytes("L", size=(8, 8), color=100), store)
+    assert stored.problem == "" and len(stored.image) == 37 * 37 * 3
+    out = _to_training_rows(
+        {"image": np.array([stored.image] * 2, dtype=object), "label": np.array([1, 0])},
+        stored_size=37,
+        pixels="raw",
         image_size=32,
     )
     assert out["image"].shape == (2, 32, 32, 3) and out["image"].dtype == np.uint8
@@ -162,7 +165,13 @@ def test_decode_and_resize_batch_feeds_uint8_at_training_size(tmp_path):
 def _job(root: Path, *overrides: str):
     return load_config(
         None,
-        [f"data.source={root}", "data.image_size=32", "model.weights=none", *overrides],
+        [
+            f"data.source={root}",
+            "data.image_size=32",
+            "model.weights=none",
+            f"run.storage_path={root.parent / 'runs'}",
+            *overrides,
+        ],
     )
 
 
@@ -173,7 +182,7 @@ def test_corrupt_files_are_quarantined_and_counted(tmp_path, ray_connected):
     victims[1].write_bytes(b"\x89PNG but not really")
     (root / "digit_1" / "todo.txt").write_text("x")
     job = _job(root, "data.val_fraction=0.3")
-    prepared = prepare_data(job.data, job.image_size)
+    prepared = prepare_data(job)
     assert prepared.quarantined == [
         {"path": str(victims[0]), "reason": "corrupt_image: OSError: image file is truncated"},
         {"path": str(victims[1]), "reason": "corrupt_image: not a recognised image format"},
@@ -194,10 +203,11 @@ def test_corrupt_files_are_quarantined_and_counted(tmp_path, ray_connected):
     assert sorted(r["label"] for r in rows) == sorted(v["label"] for v in val_items)
 
 
-def test_find_corrupt_on_clean_data_finds_nothing(tmp_path, ray_connected):
+def test_scan_of_clean_data_finds_nothing(tmp_path):
     root = write_digits_tree(tmp_path / "d", classes=2, per_class=5)
-    items = [{"path": str(p)} for p in sorted(root.rglob("*.png"))]
-    assert find_corrupt(items) == {}
+    scans = [scan_file(str(p)) for p in sorted(root.rglob("*.png"))]
+    assert [s.problem for s in scans] == [""] * 10
+    assert len({s.sha256 for s in scans}) == 10
 
 
 def test_prepare_data_accounts_for_every_listed_file(tmp_path, ray_connected):
@@ -212,7 +222,7 @@ def test_prepare_data_accounts_for_every_listed_file(tmp_path, ray_connected):
     os.symlink(".", root / "digit_0" / "loopdir")
     (root / "digit_1" / "notes.txt").write_text("x")
     job = _job(root, "data.val_fraction=0.3", "data.seed=5")
-    prepared = prepare_data(job.data, job.image_size)
+    prepared = prepare_data(job)
 
     summary = prepared.summary()
     assert summary == {
@@ -275,7 +285,7 @@ def test_a_split_left_empty_by_duplicates_is_a_clear_error(tmp_path, ray_connect
         shutil.copy(first, second)  # two paths, one content: one image per class
     job = _job(root, "data.val_fraction=0.5")
     with pytest.raises(DataError) as err:
-        prepare_data(job.data, job.image_size)
+        prepare_data(job)
     zeros, ones = (sorted((root / f"digit_{c}").iterdir()) for c in (0, 1))
     assert str(err.value).endswith(
         "after setting aside 2 duplicate(s) and quarantining 0 file(s) the val split is empty; "

@@ -21,6 +21,8 @@ PURE = [
     "tljob.output",
     "tljob.progress",
     "tljob.data.listing",
+    "tljob.data.sources",
+    "tljob.data.prepared",
     "tljob.run.ledger",
     "tljob.run.lock",
     "tljob.run.checkpoint",
@@ -76,8 +78,11 @@ def test_nn_and_zoo_never_import_ray():
     assert loaded & set(RAY) == set()
 
 
-def test_data_pipeline_never_imports_tensorflow():
-    loaded = imported_after("tljob.data.pipeline")
+@pytest.mark.parametrize(
+    "module", ["tljob.data.pipeline", "tljob.data.shards", "tljob.run.connect"]
+)
+def test_ray_data_side_never_imports_tensorflow(module):
+    loaded = imported_after(module)
     assert "ray" in loaded  # the check is meaningful: this module is the Ray side
     assert loaded & set(TENSORFLOW) == set()
 

@@ -1,4 +1,4 @@
-"""``tljob`` command line: ``train``, ``demo`` and ``config``; argparse and dispatch only.
+"""``tljob`` command line: ``train``, ``prepare``, ``demo``, ``config``; argparse, dispatch.
 
 User errors (bad config, unusable data, missing weights, an object store that cannot be
 used) print one clear message and exit with code 2, before Ray starts whenever the problem
@@ -17,8 +17,8 @@ from tljob import output
 from tljob.config import dump_config, load_config
 from tljob.config.reference import config_reference
 from tljob.errors import JobFailedError, UserError
-from tljob.report import format_summary
-from tljob.run.job import resolve_job, run_job
+from tljob.report import format_prepared, format_summary
+from tljob.run.job import prepare_job, resolve_job, run_job
 from tljob.storage.redact import redact
 
 EXIT_USER_ERROR = 2
@@ -58,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="Run (or resume) a training job on Ray.")
     add_config_args(train, file=True, required=True)
     add_verbose(train)
+
+    prepare = sub.add_parser(
+        "prepare",
+        help="Decode the images once into Parquet shards (what train does first when they "
+        "are missing); prepared data that is already there is reused.",
+    )
+    add_config_args(prepare, file=True, required=True)
+    add_verbose(prepare)
 
     demo = sub.add_parser(
         "demo", help="Fine-tune on a Fashion-MNIST subset, offline, end to end (~5 min)."
@@ -100,6 +108,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    job = load_config(args.config, args.overrides)
+    print(format_prepared(prepare_job(job, verbose=args.verbose)))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tljob import demo
 
@@ -132,7 +146,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     output.setup(verbose=getattr(args, "verbose", False))
-    commands = {"train": _cmd_train, "demo": _cmd_demo, "config": _cmd_config}
+    commands = {
+        "train": _cmd_train,
+        "prepare": _cmd_prepare,
+        "demo": _cmd_demo,
+        "config": _cmd_config,
+    }
     try:
         return commands[args.command](args)
     except UserError as e:

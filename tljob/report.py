@@ -79,6 +79,20 @@ def set_aside_lines(
     return lines
 
 
+def format_prepared(report: Mapping[str, Any]) -> str:
+    """What ``tljob prepare`` prints: where the shards are, and the data accounting."""
+    prepared = report["prepared"]
+    how = "reused (fingerprint unchanged)" if prepared["reused"] else "prepared now"
+    lines = [
+        f"{'prepared data':<{LABEL_WIDTH}}{prepared['uri']}  ({how})",
+        f"{'quarantine list':<{LABEL_WIDTH}}{prepared['quarantine_csv']}",
+        f"{'classes':<{LABEL_WIDTH}}{report['classes']}",
+        *data_summary_table(report),
+    ]
+    lines += set_aside_lines(report["quarantined_files"], report["duplicate_files"])
+    return "\n".join(lines)
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -110,6 +124,11 @@ def format_summary(summary: dict[str, Any], title: str) -> str:
         f"(re-checked: {exported['correct']}/{exported['images']} val images correct, "
         f"{_fmt(exported['accuracy'])})",
         f"checkpoints       {summary['checkpoint']}  (latest; rerun the same run.name to resume)",
+        *(
+            [f"prepared data     {summary['prepared_data']}"]
+            if summary.get("prepared_data")
+            else []
+        ),
         f"run directory     {summary['run_dir']}  (summary.json, history.csv, config.yaml)",
         f"wall time         {summary['wall_seconds']:.0f} s",
     ]

@@ -105,8 +105,15 @@ MetricName = Annotated[Metric, BeforeValidator(_reported_metric)]
 class DataSection(_Section):
     source: str = Field(
         "",
-        description="Required. Where the images are: a local directory or file:// URI "
-        "holding <source>/<class name>/<image file>.",
+        description="Required. Where the images are: a directory (or URI) holding "
+        "<source>/<class name>/<image file>, or a manifest file (.csv or .parquet) with "
+        "columns uri,label; a manifest's relative uris are relative to its folder.",
+    )
+    classes: list[str] | None = Field(
+        None,
+        description="The class names, in label-index order. Empty means the sorted class "
+        "folders (or the sorted distinct labels of a manifest). When set, images of any "
+        "other label are quarantined (unknown_label).",
     )
     image_size: int | None = Field(
         None,
@@ -139,6 +146,53 @@ class DataSection(_Section):
         description="Rows in each worker's local shuffle buffer for training batches; "
         "0 disables shuffling.",
     )
+    prepared_path: str | None = Field(
+        None,
+        description="Where decoded images are stored as Parquet shards, one folder per "
+        "fingerprint of the data and the settings below. Empty means "
+        "<run.storage_path>/prepared; runs with the same data reuse it.",
+    )
+    stored_size: int | None = Field(
+        None,
+        ge=1,
+        le=2 * MAX_IMAGE_SIZE,
+        description="Side in pixels of the stored (prepared) images; at least the training "
+        "size so crops have pixels. Empty means ceil(image_size * 8 / 7) (224 -> 256).",
+    )
+    shard_pixels: Literal["raw", "jpeg", "png"] = Field(
+        "raw",
+        description="How prepared pixels are stored: raw uint8 (nothing to decode per "
+        "epoch) or encoded as JPEG/PNG (smaller, decoded every epoch).",
+    )
+    shard_quality: int = Field(
+        95, ge=1, le=100, description="JPEG quality when shard_pixels is jpeg."
+    )
+    shard_target_mb: float = Field(
+        128.0, gt=0.0, description="Target size of one prepared Parquet shard, in MB."
+    )
+    max_image_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        description="Images with more pixels (width x height, read from the header before "
+        "decoding) are quarantined as too_many_pixels: a decompression-bomb guard.",
+    )
+    max_bad_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="The run stops (exit 2) when more than this fraction of the listed "
+        "images is quarantined.",
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, classes: list[str] | None) -> list[str] | None:
+        if classes is not None:
+            if len(classes) < 2:
+                raise ValueError("needs at least two class names")
+            if len(set(classes)) != len(classes) or not all(classes):
+                raise ValueError("class names must be distinct and non-empty")
+        return classes
 
 
 class HeadSection(_Section):
@@ -352,7 +406,26 @@ class JobConfig(_Section):
                 f"`data.image_size` ({self.image_size}) must be >= "
                 f"{spec.min_image_size} for backbone {spec.name!r}"
             )
+        if self.data.stored_size is not None and self.data.stored_size < self.image_size:
+            raise ValueError(
+                f"`data.stored_size` ({self.data.stored_size}) must be >= the training size "
+                f"`data.image_size` ({self.image_size})"
+            )
         return self
+
+    @property
+    def stored_size(self) -> int:
+        """``data.stored_size``, or ceil(image_size * 8 / 7): a margin for random crops."""
+        if self.data.stored_size is not None:
+            return self.data.stored_size
+        return -(-self.image_size * 8 // 7)
+
+    @property
+    def prepared_path(self) -> str:
+        """``data.prepared_path``, or ``<run.storage_path>/prepared``."""
+        if self.data.prepared_path:
+            return self.data.prepared_path
+        return self.run.storage_path.rstrip("/") + "/prepared"
 
     @property
     def image_size(self) -> int:

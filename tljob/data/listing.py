@@ -46,9 +46,17 @@ class ImageListing:
     classes: list[str]
     files: dict[str, list[str]]  # class name -> sorted file paths (URIs off local disk)
     skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}
+    # Listed but set aside before any read: a manifest row whose label is not a class or
+    # whose object is missing ({path, reason}); ``check_listing`` quarantines them.
+    quarantined: list[dict[str, str]] = field(default_factory=list)
 
     def count(self) -> int:
+        """Files to read (``quarantined`` entries are listed but never read)."""
         return sum(len(self.files.get(c, [])) for c in self.classes)
+
+    def listed(self) -> int:
+        """Every listed entry: files to read plus entries quarantined at listing."""
+        return self.count() + len(self.quarantined)
 
 
 def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
@@ -100,9 +108,19 @@ def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
             f"`data.source` ({source!r}) has one class ({class_dirs[0]!r}); "
             "classification needs at least two class folders"
         )
-    files = {c: sorted(paths)[:max_per_class] for c, paths in files.items()}
+    files = {
+        c: [_uri(root, p) for p in sorted(paths)[:max_per_class]] for c, paths in files.items()
+    }
     skipped.sort(key=lambda s: s["path"])
     return ImageListing(classes=class_dirs, files=files, skipped=skipped)
+
+
+def _uri(root: storage.Location, path: str) -> str:
+    """What readers resolve: the path itself on local disk, a full URI elsewhere (an object
+    store's paths carry no scheme)."""
+    if root.is_local():
+        return path
+    return root.join(posixpath.relpath(path, root.path)).uri
 
 
 @dataclass(frozen=True)
@@ -126,9 +144,9 @@ def check_listing(listing: ImageListing, scans: Mapping[str, ImageScan]) -> Chec
     """Set aside undecodable files, byte-identical copies and label conflicts.
 
     ``scans`` must hold every path of ``listing``. Every listed path ends up in exactly one
-    of ``usable``, ``duplicates`` and ``quarantined``.
+    of ``usable``, ``duplicates`` and ``quarantined`` (``listing.quarantined`` included).
     """
-    quarantined: list[dict[str, str]] = []
+    quarantined: list[dict[str, str]] = list(listing.quarantined)
     by_content: dict[str, list[tuple[str, str]]] = {}  # sha256 -> [(path, class)]
     for name in listing.classes:
         for path in listing.files.get(name, []):

@@ -1,41 +1,43 @@
-"""Input images on the cluster: scanning, checking, splitting and streaming them with Ray Data.
+"""Input images for a run: list, prepare once into shards (or reuse them), stream splits.
 
-Driver side (cheap, paths only, in ``tljob.data.listing``): ``list_images`` lists
-``<source>/<class>/**/<image>`` and builds one sorted class -> index map for the whole run.
-Cluster side (Ray Data): one scan reads and decodes every listed file once and returns its
-sha256 and, for a file that cannot be used, why. Back on the driver, ``check_listing``
-quarantines undecodable files and label conflicts and keeps one copy of byte-identical
-files; only then is each class split into train/validation with the configured seed, so a
-content can never be in both splits. Each epoch streams the kept files through decode +
-bilinear resize into uint8 ``image`` / int64 ``label`` rows.
+``prepare_data`` is the data step of a run and of ``tljob prepare``. The driver lists the
+source (``tljob.data.sources``: cheap, no reads) and computes the fingerprint of the listing
+and settings (``tljob.data.prepared``). When ``<prepared_path>/<fingerprint>/manifest.json``
+exists the shards are reused and no source image is read. Otherwise one Ray Data pass
+(``tljob.data.shards.stage_all``) reads, hashes and decodes every listed image once; the
+driver quarantines undecodable files and label conflicts, keeps one copy of byte-identical
+files (``listing.check_listing``) and only then splits each class with the configured seed,
+so a content can never be in both splits; a second pass copies each split's rows into its
+own shards, and the manifest is published last. Training streams each split from its shards.
 
 Accounting, written to ``summary.json["data"]`` and ``data_report.json``::
 
     listed == train.used + val.used + duplicates + quarantined
 
 ``listed``: image files found in class folders (after listing skips and
-``max_images_per_class``). ``duplicates``: byte-identical copies set aside, each
-``{path, duplicate_of}``. ``quarantined``: files that cannot be trusted, each
-``{path, reason}``; the reason starts with its kind: ``corrupt_image``,
-``unsupported_image`` (high bit depth with no known range), ``unreadable_file`` or
-``label_conflict``. Files not listed at all (hidden, symlink cycles, not images, outside a
-class folder) are in ``skipped`` ``{path, reason}``, counted as ``skipped_at_listing``.
+``max_images_per_class``), or manifest rows. ``duplicates``: byte-identical copies set
+aside, each ``{path, duplicate_of}``. ``quarantined``: images that cannot be trusted, each
+``{path, reason}``; the reason starts with its kind: ``corrupt_image``, ``empty_file``,
+``too_many_pixels``, ``unsupported_image`` (high bit depth with no known range),
+``unreadable_file``, ``label_conflict``, ``unknown_label``, ``missing_object`` or
+``duplicate_row``. They are also in ``quarantine.csv`` beside the shards. Files not listed
+at all (hidden, symlink cycles, not images, outside a class folder) are in ``skipped``
+``{path, reason}``, counted as ``skipped_at_listing``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import ray
 import ray.data
 
-from tljob import storage
-from tljob.config import DataSection
+from tljob import output, storage
+from tljob.config import JobConfig
 from tljob.data.listing import (
     CheckedListing,
     DataError,
@@ -45,8 +47,19 @@ from tljob.data.listing import (
     list_images,
     split_stratified,
 )
-from tljob.images import ImageDecodeError, UnsupportedImageError, decode_rgb, resize_bilinear_uint8
-from tljob.report import clean_reason
+from tljob.data.prepared import (
+    QUARANTINE_FILE,
+    PreparedManifest,
+    SplitSettings,
+    StoreSettings,
+    fingerprint,
+    prepared_dir,
+    publish,
+    quarantine_csv,
+    read_manifest,
+)
+from tljob.data.shards import Progress, scan_object, split_dataset, stage_all, write_splits
+from tljob.data.sources import list_source, stat_objects
 
 __all__ = [
     "DataError",
@@ -54,17 +67,14 @@ __all__ = [
     "ImageScan",
     "PreparedData",
     "SplitCounts",
-    "decode_and_resize_batch",
-    "find_corrupt",
-    "image_dataset",
     "list_images",
     "prepare_data",
-    "scan_images",
+    "scan_file",
     "split_stratified",
+    "store_settings",
 ]
 
-_ROWS_PER_BLOCK = 256
-_DECODE_BATCH = 64
+log = output.logger("data")
 
 
 @dataclass
@@ -85,6 +95,9 @@ class PreparedData:
     duplicates: list[dict[str, str]]  # {path, duplicate_of}
     quarantined: list[dict[str, str]]  # {path, reason}
     skipped: list[dict[str, str]]  # {path, reason}
+    prepared_uri: str = ""  # <prepared_path>/<fingerprint>
+    quarantine_uri: str = ""  # its quarantine.csv
+    reused: bool = False  # the shards were already there: no source image was read
 
     def summary(self) -> dict[str, Any]:
         """The counts (``summary.json["data"]``); see the module docstring."""
@@ -102,9 +115,15 @@ class PreparedData:
         }
 
     def report(self) -> dict[str, Any]:
-        """``data_report.json``: the counts, and every file set aside with why."""
+        """``data_report.json``: the counts, where the shards are, and every file set
+        aside with why."""
         return {
             **self.summary(),
+            "prepared": {
+                "uri": self.prepared_uri,
+                "quarantine_csv": self.quarantine_uri,
+                "reused": self.reused,
+            },
             "quarantined_files": self.quarantined,
             "duplicate_files": self.duplicates,
             "skipped_files": self.skipped,
@@ -115,114 +134,160 @@ def _count_by(keys: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(keys).items()))  # sorted: the same data, the same text
 
 
-def _read(path: str) -> bytes:
-    return storage.read_bytes(storage.resolve(path))
-
-
-def scan_file(path: str) -> ImageScan:
-    """Read one file, hash its bytes and decode it once (the pixels are not kept)."""
-    try:
-        data = _read(path)
-    except OSError as e:
-        return ImageScan(sha256="", problem=f"unreadable_file: {clean_reason(str(e))}")
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        decode_rgb(data)
-    except UnsupportedImageError as e:
-        return ImageScan(digest, f"unsupported_image: {e}")
-    except ImageDecodeError as e:
-        return ImageScan(digest, f"corrupt_image: {e}")
-    return ImageScan(digest, "")
-
-
-def _scan_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    scans = [scan_file(str(path)) for path in batch["path"]]
-    return {
-        "path": batch["path"],
-        "sha256": np.array([s.sha256 for s in scans], dtype=object),
-        "problem": np.array([s.problem for s in scans], dtype=object),
-    }
-
-
-def decode_and_resize_batch(batch: dict[str, np.ndarray], image_size: int) -> dict[str, Any]:
-    """Ray Data batch fn: ``{"path", "label"}`` -> uint8 ``image`` (N, S, S, 3) + ``label``."""
-    images = np.empty((len(batch["path"]), image_size, image_size, 3), dtype=np.uint8)
-    for i, path in enumerate(batch["path"]):
-        images[i] = resize_bilinear_uint8(decode_rgb(_read(str(path))), image_size)
-    return {"image": images, "label": batch["label"].astype(np.int64)}
-
-
-def _dataset(items: list[dict[str, Any]]) -> ray.data.Dataset:
-    blocks = max(1, -(-len(items) // _ROWS_PER_BLOCK))
-    return ray.data.from_items(items, override_num_blocks=blocks)
-
-
-def scan_images(paths: Sequence[str]) -> dict[str, ImageScan]:
-    """Read, hash and decode every file of ``paths`` once, on the cluster (Ray Data)."""
-    if not paths:
-        return {}
-    scanned = _dataset([{"path": p} for p in paths]).map_batches(
-        _scan_batch, batch_size=_DECODE_BATCH
-    )
-    scans: dict[str, ImageScan] = {}
-    for batch in scanned.iter_batches(batch_size=4096, batch_format="numpy"):
-        for path, digest, problem in zip(
-            batch["path"], batch["sha256"], batch["problem"], strict=True
-        ):
-            scans[str(path)] = ImageScan(sha256=str(digest), problem=str(problem))
-    return scans
-
-
-def find_corrupt(items: list[dict[str, Any]]) -> dict[str, str]:
-    """{path: reason} for the files of ``items`` (``{"path", ...}``) that cannot be used."""
-    scans = scan_images([it["path"] for it in items])
-    return {path: scan.problem for path, scan in scans.items() if scan.problem}
-
-
-def image_dataset(items: list[dict[str, Any]], image_size: int) -> ray.data.Dataset:
-    """A lazy stream of decoded, resized images for ``items`` (re-read every epoch)."""
-    return _dataset(items).map_batches(
-        decode_and_resize_batch, fn_kwargs={"image_size": image_size}, batch_size=_DECODE_BATCH
+def store_settings(job: JobConfig) -> StoreSettings:
+    """The store settings of ``job`` (part of the fingerprint)."""
+    return StoreSettings(
+        stored_size=job.stored_size,
+        val_size=job.image_size,
+        pixels=job.data.shard_pixels,
+        quality=job.data.shard_quality if job.data.shard_pixels == "jpeg" else 0,
+        max_image_pixels=job.data.max_image_pixels,
+        target_bytes=int(job.data.shard_target_mb * 1_000_000),
     )
 
 
-def prepare_data(
-    data_cfg: DataSection, image_size: int, listing: ImageListing | None = None
-) -> PreparedData:
-    """List (unless ``listing`` is given), check, dedupe and split the images of
-    ``data_cfg``; return training-ready datasets and the accounting. Needs a running Ray."""
+def scan_file(path: str, max_image_pixels: int = 100_000_000) -> ImageScan:
+    """Read one file, hash its bytes and check it decodes (the pixels are not kept)."""
+    store = StoreSettings(1, 1, "raw", 0, max_image_pixels, 1)
+    return scan_object(path, store)
+
+
+def prepare_data(job: JobConfig, listing: ImageListing | None = None) -> PreparedData:
+    """List (unless ``listing`` is given), then reuse or build the prepared shards of
+    ``job``'s data; return training-ready datasets and the accounting. Needs a running Ray.
+
+    Raises ``DataError`` (exit 2) when a split would be empty or more than
+    ``data.max_bad_fraction`` of the listed images is quarantined (the prepared data and
+    its ``quarantine.csv`` are kept for inspection)."""
+    data_cfg = job.data
     if listing is None:
-        listing = list_images(data_cfg.source, data_cfg.max_images_per_class)
-    # Fail before the scan when no class could give a validation image anyway.
+        listing = list_source(data_cfg)
+    # Fail before any read when no class could give a validation image anyway.
     if not split_stratified(listing, data_cfg.val_fraction, data_cfg.seed)[1]:
         raise DataError(
             f"`data.val_fraction` ({data_cfg.val_fraction}) leaves no validation images: "
             "every class needs at least 2 images"
         )
-    paths = [p for name in listing.classes for p in listing.files[name]]
-    checked = check_listing(listing, scan_images(paths))
-    train_items, val_items = split_stratified(checked.usable, data_cfg.val_fraction, data_cfg.seed)
-    items = {"train": train_items, "val": val_items}
-    for split, split_items in items.items():
+    store = store_settings(job)
+    uris = [u for name in listing.classes for u in listing.files[name]]
+    split = SplitSettings(data_cfg.val_fraction, data_cfg.seed)
+    fp = fingerprint(listing, stat_objects(uris), split, store)
+    folder = prepared_dir(job.prepared_path, fp)
+    manifest = read_manifest(folder)
+    reused = manifest is not None
+    if manifest is None:
+        log.info(f"preparing {listing.listed()} images into {folder.uri}")
+        manifest = _prepare(listing, folder, fp, split, store, job)
+    else:
+        log.info(f"reusing prepared data {folder.uri} (fingerprint unchanged)")
+    prepared = _from_manifest(manifest, folder, listing, job.image_size, reused)
+    _check_bad_fraction(prepared, data_cfg.max_bad_fraction)
+    return prepared
+
+
+def _prepare(
+    listing: ImageListing,
+    folder: storage.Location,
+    fp: str,
+    split: SplitSettings,
+    store: StoreSettings,
+    job: JobConfig,
+) -> PreparedManifest:
+    """Decode every listed image once, check, dedupe and split, write the shards, publish."""
+    uris = [u for name in listing.classes for u in listing.files[name]]
+    attempt_id = uuid.uuid4().hex[:12]
+    attempt = folder.join(attempt_id)
+    label_of = {u: i for i, name in enumerate(listing.classes) for u in listing.files[name]}
+    # A seeded order mixes the classes in every staging file, hence in every shard block.
+    order = np.random.default_rng([split.seed, 7]).permutation(len(uris))
+    items = [
+        {
+            "uri": uris[i],
+            "label": label_of[uris[i]],
+            "class_name": listing.classes[label_of[uris[i]]],
+        }
+        for i in order
+    ]
+    staged = stage_all(
+        items,
+        store,
+        attempt.join("staging"),
+        Progress(log.info, max(job.run.progress_seconds, 1.0)),
+    )
+    checked = check_listing(listing, staged.scans)
+    train_items, val_items = split_stratified(checked.usable, split.val_fraction, split.seed)
+    by_split = {"train": train_items, "val": val_items}
+    for name, split_items in by_split.items():
         if not split_items:
+            storage.delete_dir(attempt)
             raise DataError(
-                f"`data.source` ({data_cfg.source!r}): after setting aside "
+                f"`data.source` ({job.data.source!r}): after setting aside "
                 f"{len(checked.duplicates)} duplicate(s) and quarantining "
-                f"{len(checked.quarantined)} file(s) the {split} split is empty; every class "
+                f"{len(checked.quarantined)} file(s) the {name} split is empty; every class "
                 f"needs at least 2 distinct readable images. Set aside: {_examples(checked)}"
             )
-    counts = {split: _split_counts(listing.classes, it) for split, it in items.items()}
-    _check_accounting(len(paths), counts, checked)
-    return PreparedData(
+    counts = {name: _split_counts(listing.classes, it) for name, it in by_split.items()}
+    _check_accounting(listing.listed(), counts, checked)
+    members = {name: [it["path"] for it in split_items] for name, split_items in by_split.items()}
+    files = write_splits(staged, members, store, attempt)
+    storage.delete_dir(attempt.join("staging"))
+    storage.write_text(attempt.join(QUARANTINE_FILE), quarantine_csv(checked.quarantined))
+    manifest = PreparedManifest(
+        fingerprint=fp,
+        attempt=attempt_id,
         classes=listing.classes,
-        train=image_dataset(items["train"], image_size).randomize_block_order(),
-        val=image_dataset(items["val"], image_size),
-        counts=counts,
-        listed=len(paths),
+        store=asdict(store),
+        listed=listing.listed(),
+        per_split={name: asdict(c) for name, c in counts.items()},
+        files=files,
         duplicates=checked.duplicates,
         quarantined=checked.quarantined,
-        skipped=listing.skipped,
     )
+    return publish(folder, manifest)
+
+
+def _from_manifest(
+    manifest: PreparedManifest,
+    folder: storage.Location,
+    listing: ImageListing,
+    image_size: int,
+    reused: bool,
+) -> PreparedData:
+    datasets = {
+        name: split_dataset(
+            folder,
+            manifest.files[name],
+            StoreSettings(**manifest.store).size_of(name),
+            manifest.store["pixels"],
+            image_size,
+            shuffle_files=name == "train",
+        )
+        for name in ("train", "val")
+    }
+    return PreparedData(
+        classes=manifest.classes,
+        train=datasets["train"],
+        val=datasets["val"],
+        counts={name: SplitCounts(**c) for name, c in manifest.per_split.items()},
+        listed=manifest.listed,
+        duplicates=manifest.duplicates,
+        quarantined=manifest.quarantined,
+        skipped=listing.skipped,
+        prepared_uri=folder.uri,
+        quarantine_uri=folder.join(manifest.attempt, QUARANTINE_FILE).uri,
+        reused=reused,
+    )
+
+
+def _check_bad_fraction(prepared: PreparedData, limit: float) -> None:
+    bad = len(prepared.quarantined)
+    if prepared.listed and bad / prepared.listed > limit:
+        raise DataError(
+            f"`data.max_bad_fraction` ({limit}): {bad} of {prepared.listed} listed images "
+            f"({bad / prepared.listed:.1%}) are quarantined, more than the limit allows. "
+            f"Each is listed with why in {prepared.quarantine_uri}; fix or remove them, or "
+            "raise `data.max_bad_fraction`"
+        )
 
 
 def _examples(checked: CheckedListing, limit: int = 5) -> str:

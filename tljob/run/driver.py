@@ -3,9 +3,9 @@
 ``run_job_driver_fn`` is the whole run for a validated config and a listing. In order:
 the run directory is checked and locked (before Ray starts), the resume plan is made from
 the newest complete checkpoint on storage and said out loud, Ray is joined, the data is
-scanned and split, the workers train, and the summary is written from the checkpointed
-history. A NaN/inf loss ends the run with ``TrainingDivergedError`` (exit 1), keeping the
-last good checkpoint.
+prepared into shards once (or the shards of an earlier run are reused), the workers train
+from them, and the summary is written from the checkpointed history. A NaN/inf loss ends
+the run with ``TrainingDivergedError`` (exit 1), keeping the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from tljob.data.pipeline import PreparedData, prepare_data
 from tljob.errors import JobFailedError
 from tljob.report import data_summary_line, set_aside_lines
 from tljob.run import checkpoint as ckpt_files
+from tljob.run.connect import ensure_ray
 from tljob.run.ledger import (
     ResumePlan,
     RunMismatchError,
@@ -184,7 +185,7 @@ def _train_and_summarise(
     verbose: bool,
 ) -> TrainOutcome:
     started = time.monotonic()
-    prepared: PreparedData = prepare_data(job.data, job.image_size, listing)
+    prepared: PreparedData = prepare_data(job, listing)
     _check_batches(job, prepared.counts["train"].used, prepared.counts["val"].used)
     storage.write_text(run_dir.join("config.yaml"), dump_config(job))
     storage.write_text(
@@ -225,6 +226,7 @@ def _train_and_summarise(
         job, prepared.classes, prepared.summary(), history, exported, time.monotonic() - started
     )
     summary["checkpoint"] = run_dir.join(latest).uri
+    summary["prepared_data"] = prepared.prepared_uri
     digests = [
         storage.read_text(run_dir.join("replicas", f"rank_{r}.sha256")).strip()
         for r in range(job.scaling.num_workers)
@@ -278,24 +280,8 @@ def _trainer(
 
 
 def _print_data_summary(prepared: PreparedData) -> None:
+    how = "reused" if prepared.reused else "prepared now"
+    say(f"data: shards in {prepared.prepared_uri} ({how})")
     say(data_summary_line(prepared.summary()))
     for line in set_aside_lines(prepared.quarantined, prepared.duplicates):
         say(line)
-
-
-def ensure_ray(verbose: bool = False) -> None:
-    """Join the cluster in RAY_ADDRESS (as under ``ray job submit``), else start a local one.
-
-    Worker output is forwarded to this process (the workers' ``[tljob]`` lines reach the
-    job's stdout); unless ``verbose``, Ray's own console chatter is turned off on both
-    sides (``tljob.output``). Every process of the job gets this process's S3 settings
-    (``storage.worker_env()``: non-secret). A Ray that is already initialised is used as
-    it is."""
-    output.quiet_ray(verbose)
-    if not ray.is_initialized():
-        ray.init(
-            address=os.environ.get("RAY_ADDRESS") or None,
-            log_to_driver=True,
-            runtime_env={"env_vars": {**output.worker_env(verbose), **storage.worker_env()}},
-        )
-        output.forward_only_tljob_lines(verbose)

@@ -1,7 +1,8 @@
 """A job from the command line's point of view: validate it (pure, before Ray), then run it.
 
-``resolve_job`` is pure. ``run_job`` imports the Ray side (``tljob.data.pipeline``,
-``tljob.run.driver``) only when called, so ``tljob.cli`` and ``tljob.demo`` stay light.
+``resolve_job`` is pure. ``run_job`` and ``prepare_job`` import the Ray side
+(``tljob.data.pipeline``, ``tljob.run.driver``) only when called, so ``tljob.cli`` and
+``tljob.demo`` stay light.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
     (cheap, no Ray), then train on Ray. Returns the run summary (``verbose``: also show
     Ray's own logs)."""
     from tljob import output, preflight
-    from tljob.data.listing import list_images, split_stratified
+    from tljob.data.listing import split_stratified
+    from tljob.data.sources import list_source
 
     preflight.check_storage(job)  # seconds, before Ray and TensorFlow load
-    listing = list_images(job.data.source, job.data.max_images_per_class)
+    listing = list_source(job.data)
     # The driver checks this too; here it fails in a second, before TensorFlow loads.
     train, val = split_stratified(listing, job.data.val_fraction, job.data.seed)
     preflight.check_batches(len(train), len(val), job.train.batch_size, job.scaling.num_workers)
@@ -41,3 +43,18 @@ def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
 
     outcome = driver.run_job_driver_fn(job, listing, verbose=verbose)
     return {**outcome.summary, "run_dir": outcome.run_dir}
+
+
+def prepare_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
+    """List the data and prepare its shards on Ray (or find them already prepared), without
+    training: what ``train`` does first. Returns ``PreparedData.report()`` (no TensorFlow).
+    Raises ``DataError`` (exit 2) for unusable data or too many bad images."""
+    from tljob import preflight
+    from tljob.data.pipeline import prepare_data
+    from tljob.data.sources import list_source
+    from tljob.run.connect import ensure_ray
+
+    preflight.check_storage(job)
+    listing = list_source(job.data)
+    ensure_ray(verbose)
+    return prepare_data(job, listing).report()

@@ -1,0 +1,159 @@
+"""Prepared data on storage: its fingerprint, its manifest, ``quarantine.csv``, publishing.
+
+Pure (no Ray, no TensorFlow). Layout under ``<data.prepared_path>`` (default
+``<run.storage_path>/prepared``)::
+
+    <fingerprint>/manifest.json            written last: the prepared data is complete
+    <fingerprint>/<attempt>/train/*.parquet
+    <fingerprint>/<attempt>/val/*.parquet
+    <fingerprint>/<attempt>/quarantine.csv uri,split,reason of every quarantined image
+
+The fingerprint is a sha256 over the shard format version, the listing (every uri with its
+size and modification time, its class, and what was set aside at listing), the classes,
+the split settings (``val_fraction``, ``seed``) and the store settings (stored size, pixel
+format and quality, pixel limit, shard size). Unchanged data and settings give the same
+fingerprint, so the shards are reused; any change gives a new folder.
+
+Each preparation writes under its own ``<attempt>`` prefix (a random id), so concurrent
+preparations of one fingerprint never write the same file. The manifest is created
+exclusively and names its attempt: the first preparation to publish wins, a later one
+discards its attempt and uses the winner's. A folder without ``manifest.json`` is
+incomplete (an interrupted preparation) and is prepared again.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tljob import storage
+from tljob.data.listing import ImageListing
+from tljob.data.sources import ObjectStat
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+QUARANTINE_FILE = "quarantine.csv"
+SPLITS = ("train", "val")
+# Quarantine happens before the split (a bad file must not shape it), so quarantined
+# images belong to no split; quarantine.csv says so in its split column.
+NO_SPLIT = "none"
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """How prepared images are stored (all of it is part of the fingerprint)."""
+
+    stored_size: int  # side of the training split's images (a margin for random crops)
+    val_size: int  # side of the validation split's images: the training size
+    pixels: str  # "raw" | "jpeg" | "png"
+    quality: int
+    max_image_pixels: int
+    target_bytes: int
+
+    def size_of(self, split: str) -> int:
+        """Side of the stored images of ``split``."""
+        return self.stored_size if split == "train" else self.val_size
+
+    def rows_per_shard(self) -> int:
+        """Rows in one shard of about ``target_bytes``, from the expected bytes per image."""
+        raw = self.stored_size * self.stored_size * 3
+        per_row = {"raw": raw, "jpeg": raw // 8, "png": raw // 2}[self.pixels] + 256
+        return max(1, self.target_bytes // per_row)
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    val_fraction: float
+    seed: int
+
+
+def fingerprint(
+    listing: ImageListing,
+    stats: Mapping[str, ObjectStat],
+    split: SplitSettings,
+    store: StoreSettings,
+) -> str:
+    """Hex id of the prepared data for this listing and these settings (see module doc)."""
+    objects = [
+        [uri, name, stats[uri].size, stats[uri].mtime_ns]
+        for name in listing.classes
+        for uri in listing.files[name]
+    ]
+    described = {
+        "format_version": FORMAT_VERSION,
+        "classes": listing.classes,
+        "objects": sorted(objects),
+        "set_aside_at_listing": sorted((q["path"], q["reason"]) for q in listing.quarantined),
+        "split": asdict(split),
+        "store": asdict(store),
+    }
+    text = json.dumps(described, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+@dataclass
+class PreparedManifest:
+    """``manifest.json``: what the shards hold, and the accounting of every listed image."""
+
+    fingerprint: str
+    attempt: str
+    classes: list[str]
+    store: dict[str, Any]
+    listed: int
+    per_split: dict[str, dict[str, Any]]  # split -> {used, per_class_used}
+    files: dict[str, list[str]]  # split -> shard paths relative to the fingerprint folder
+    duplicates: list[dict[str, str]] = field(default_factory=list)  # {path, duplicate_of}
+    quarantined: list[dict[str, str]] = field(default_factory=list)  # {path, reason}
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> PreparedManifest:
+        return cls(**json.loads(text))
+
+
+def prepared_dir(root: str, fp: str) -> storage.Location:
+    try:
+        return storage.resolve(root).join(fp)
+    except storage.StorageError as e:
+        raise storage.StorageError(f"`data.prepared_path` ({root!r}): {e}") from None
+
+
+def read_manifest(folder: storage.Location) -> PreparedManifest | None:
+    """The published manifest of ``folder``, or None when there is none (or an older
+    format, which is prepared again)."""
+    loc = folder.join(MANIFEST_FILE)
+    if not storage.exists(loc):
+        return None
+    manifest = PreparedManifest.from_json(storage.read_text(loc))
+    return manifest if manifest.format_version == FORMAT_VERSION else None
+
+
+def publish(folder: storage.Location, manifest: PreparedManifest) -> PreparedManifest:
+    """Publish ``manifest`` unless another preparation already did; return the one that
+    is published (ours, or the winner's: then our attempt is deleted)."""
+    if storage.create_exclusive(folder.join(MANIFEST_FILE), manifest.to_json().encode()):
+        return manifest
+    winner = read_manifest(folder)
+    if winner is None:  # an older format: replace it
+        storage.write_text(folder.join(MANIFEST_FILE), manifest.to_json())
+        return manifest
+    storage.delete_dir(folder.join(manifest.attempt))
+    return winner
+
+
+def quarantine_csv(quarantined: Sequence[Mapping[str, str]]) -> str:
+    """``uri,split,reason``, one row per quarantined image, in path order."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["uri", "split", "reason"])
+    for q in quarantined:
+        writer.writerow([q["path"], NO_SPLIT, q["reason"]])
+    return buf.getvalue()

@@ -1,0 +1,208 @@
+"""What ``data.source`` names: a folder per class, or a manifest of ``uri,label`` rows.
+
+Pure (pyarrow and ``tljob.storage`` only; no Ray, no TensorFlow). Both layouts become one
+``ImageListing``: classes in label-index order, the URIs of each class (sorted), what was
+skipped, and what was set aside at listing (``ImageListing.quarantined``):
+
+* a manifest (``.csv`` or ``.parquet``; columns ``uri`` and ``label``): relative uris are
+  relative to the manifest's folder, absolute ones (``/…``, ``scheme://…``) may point
+  anywhere in the store. Classes are the sorted distinct labels, or ``data.classes``.
+  A row whose label is not a class is ``unknown_label``; a row whose object does not
+  exist is ``missing_object``; a row without a uri is ``empty_uri`` (its path is
+  ``<manifest>#row=<n>``, data rows counted from 1); one uri listed under two labels is a
+  ``label_conflict`` (every row), listed twice under one label a ``duplicate_row`` (the
+  later rows).
+* a folder tree: ``listing.list_images``; with ``data.classes`` set, files in other class
+  folders are ``unknown_label``, and a listed class without a folder is an error.
+
+Data is only reached through ``storage.resolve`` and the ``Location``'s pyarrow filesystem,
+so an object store works as a local disk does.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from tljob import storage
+from tljob.config import DataSection
+from tljob.data.listing import DataError, ImageListing, list_images
+
+MANIFEST_SUFFIXES = (".csv", ".parquet")
+
+
+def is_manifest(source: str) -> bool:
+    """Whether ``source`` names a manifest file rather than a folder tree."""
+    return source.lower().endswith(MANIFEST_SUFFIXES)
+
+
+def list_source(data: DataSection) -> ImageListing:
+    """The listing of ``data.source`` (either layout); ``DataError`` when unusable."""
+    if is_manifest(data.source):
+        return list_manifest(data.source, data.classes, data.max_images_per_class)
+    listing = list_images(data.source, data.max_images_per_class)
+    return _restrict_classes(listing, data.classes) if data.classes else listing
+
+
+def _restrict_classes(listing: ImageListing, classes: list[str]) -> ImageListing:
+    missing = [c for c in classes if c not in listing.classes]
+    if missing:
+        raise DataError(
+            f"`data.classes` names {', '.join(map(repr, missing))}, but `data.source` has no "
+            f"such class folder (it has {', '.join(map(repr, listing.classes))})"
+        )
+    quarantined = [
+        {"path": p, "reason": f"unknown_label: folder {c!r} is not one of `data.classes`"}
+        for c in listing.classes
+        if c not in classes
+        for p in listing.files[c]
+    ]
+    return ImageListing(
+        classes=list(classes),
+        files={c: listing.files[c] for c in classes},
+        skipped=listing.skipped,
+        quarantined=sorted(quarantined, key=lambda q: q["path"]),
+    )
+
+
+def _manifest_table(loc: storage.Location, source: str) -> pa.Table:
+    info = loc.fs.get_file_info(loc.path)
+    if info.type != pafs.FileType.File:
+        raise DataError(f"`data.source` ({source!r}) is not an existing manifest file")
+    try:
+        if loc.path.lower().endswith(".parquet"):
+            table = pq.read_table(loc.path, filesystem=loc.fs)
+        else:
+            options = pacsv.ConvertOptions(column_types={"uri": pa.string(), "label": pa.string()})
+            table = pacsv.read_csv(io.BytesIO(storage.read_bytes(loc)), convert_options=options)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"`data.source` ({source!r}): cannot read the manifest: {e}") from None
+    missing = [c for c in ("uri", "label") if c not in table.column_names]
+    if missing:
+        raise DataError(
+            f"`data.source` ({source!r}): the manifest has no column(s) {', '.join(missing)}; "
+            f"it needs uri,label (it has {', '.join(table.column_names) or 'none'})"
+        )
+    return table
+
+
+def resolve_row_uri(base: storage.Location, uri: str) -> str:
+    """A manifest row's uri as readers resolve it: absolute ones as written (a local path
+    made absolute), relative ones against the manifest's folder ``base``."""
+    if "://" in uri or uri.startswith("/"):
+        return storage.resolve(uri).uri
+    if base.is_local():
+        return posixpath.normpath(posixpath.join(base.path, uri))
+    scheme, rest = base.uri.split("://", 1)
+    return storage.resolve(f"{scheme}://{posixpath.normpath(posixpath.join(rest, uri))}").uri
+
+
+def list_manifest(
+    source: str, classes: list[str] | None = None, max_per_class: int | None = None
+) -> ImageListing:
+    """List a manifest's rows as an ``ImageListing`` (see the module docstring)."""
+    try:
+        loc = storage.resolve(source)
+    except storage.StorageError as e:
+        raise DataError(f"`data.source` ({source!r}): {e}") from None
+    table = _manifest_table(loc, source)
+    base = storage.Location(loc.fs, posixpath.dirname(loc.path), posixpath.dirname(loc.uri))
+    labels_of: dict[str, list[str]] = {}
+    quarantined: list[dict[str, str]] = []
+    rows = zip(table.column("uri").to_pylist(), table.column("label").to_pylist(), strict=True)
+    for number, (raw_uri, label) in enumerate(rows, start=1):
+        written = str(raw_uri if raw_uri is not None else "").strip()
+        if not written:
+            quarantined.append(
+                {"path": f"{loc.uri}#row={number}", "reason": "empty_uri: the row has no uri"}
+            )
+            continue
+        uri = resolve_row_uri(base, written)
+        labels_of.setdefault(uri, []).append(str(label if label is not None else "").strip())
+    names = (
+        list(classes) if classes else sorted({lab for labs in labels_of.values() for lab in labs})
+    )
+    files: dict[str, list[str]] = {}
+    for uri, labels in labels_of.items():
+        distinct = sorted(set(labels))
+        if len(distinct) > 1:
+            reason = "label_conflict: the manifest lists this uri under classes " + ", ".join(
+                map(repr, distinct)
+            )
+            quarantined += [{"path": uri, "reason": reason}] * len(labels)
+            continue
+        quarantined += [
+            {"path": uri, "reason": "duplicate_row: the manifest lists this uri again"}
+        ] * (len(labels) - 1)
+        if distinct[0] not in names:
+            quarantined.append(
+                {
+                    "path": uri,
+                    "reason": f"unknown_label: {distinct[0]!r} is not one of `data.classes`",
+                }
+            )
+            continue
+        files.setdefault(distinct[0], []).append(uri)
+    missing = set(_missing(u for paths in files.values() for u in paths))
+    files = {c: [u for u in paths if u not in missing] for c, paths in files.items()}
+    quarantined += [
+        {"path": uri, "reason": "missing_object: no such file or object"} for uri in missing
+    ]
+    empty = [c for c in names if not files.get(c)]
+    if len(names) < 2 or empty:
+        raise DataError(
+            f"`data.source` ({source!r}): "
+            + (
+                f"class(es) {', '.join(map(repr, empty))} have no existing images"
+                if empty
+                else f"the manifest has {len(names)} class(es); classification needs two"
+            )
+        )
+    return ImageListing(
+        classes=names,
+        files={c: sorted(files[c])[:max_per_class] for c in names},
+        skipped=[],
+        quarantined=sorted(quarantined, key=lambda q: (q["path"], q["reason"])),
+    )
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    """What the fingerprint knows of one listed object."""
+
+    uri: str
+    size: int  # -1 when it could not be looked at
+    mtime_ns: int  # -1 when the store gives none
+
+
+def stat_objects(uris: Iterable[str]) -> dict[str, ObjectStat]:
+    """Size and modification time of every uri (one ``get_file_info`` per filesystem)."""
+    groups: list[tuple[pafs.FileSystem, list[storage.Location]]] = []
+    for uri in uris:
+        loc = storage.resolve(uri)
+        for fs, locs in groups:
+            if fs is loc.fs or fs.equals(loc.fs):
+                locs.append(loc)
+                break
+        else:
+            groups.append((loc.fs, [loc]))
+    found: dict[str, ObjectStat] = {}
+    for fs, locs in groups:
+        for loc, info in zip(locs, fs.get_file_info([loc.path for loc in locs]), strict=True):
+            if info.type == pafs.FileType.File:
+                mtime = info.mtime_ns if info.mtime_ns is not None else -1
+                found[loc.uri] = ObjectStat(loc.uri, int(info.size or 0), int(mtime))
+            else:
+                found[loc.uri] = ObjectStat(loc.uri, -1, -1)
+    return found
+
+
+def _missing(uris: Iterable[str]) -> list[str]:
+    return sorted(u for u, st in stat_objects(list(uris)).items() if st.size < 0)
