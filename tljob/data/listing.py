@@ -108,19 +108,9 @@ def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
             f"`data.source` ({source!r}) has one class ({class_dirs[0]!r}); "
             "classification needs at least two class folders"
         )
-    files = {
-        c: [_uri(root, p) for p in sorted(paths)[:max_per_class]] for c, paths in files.items()
-    }
+    files = {c: sorted(paths)[:max_per_class] for c, paths in files.items()}
     skipped.sort(key=lambda s: s["path"])
     return ImageListing(classes=class_dirs, files=files, skipped=skipped)
-
-
-def _uri(root: storage.Location, path: str) -> str:
-    """What readers resolve: the path itself on local disk, a full URI elsewhere (an object
-    store's paths carry no scheme)."""
-    if root.is_local():
-        return path
-    return root.join(posixpath.relpath(path, root.path)).uri
 
 
 @dataclass(frozen=True)
