@@ -113,7 +113,7 @@ def list_manifest(
     except storage.StorageError as e:
         raise DataError(f"`data.source` ({source!r}): {e}") from None
     table = _manifest_table(loc, source)
-    base = storage.Location(loc.fs, posixpath.dirname(loc.path), posixpath.dirname(loc.uri))
+    base = loc.parent
     labels_of: dict[str, list[str]] = {}
     quarantined: list[dict[str, str]] = []
     rows = zip(table.column("uri").to_pylist(), table.column("label").to_pylist(), strict=True)
