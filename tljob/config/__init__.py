@@ -1,23 +1,23 @@
 """The job configuration: schema, loading and reference. Pure.
 
 ``schema`` owns the sections, their rules and the typed values parsed from user strings
-(``s3`` holds the object-store section and the rule that refuses credentials anywhere);
+(``data`` holds the data section; ``s3`` the object-store section and the rule that
+refuses credentials anywhere);
 ``load`` builds a ``JobConfig`` from defaults, a YAML file and ``--set`` overrides;
 ``reference`` renders the settings table. May import ``tljob.errors`` and ``tljob.zoo``
 (backbone names and sizes), pydantic and PyYAML; never Ray or TensorFlow, so a bad config is
 refused in well under a second, before any cluster is touched.
 """
 
+from tljob.config.data import MAX_IMAGE_SIZE, DataSection
 from tljob.config.load import apply_override, dump_config, load_config, parse_override
 from tljob.config.s3 import S3Section
 from tljob.config.schema import (
     LOSS,
-    MAX_IMAGE_SIZE,
     METRICS,
     OPTIMIZERS,
     REPORTED_METRICS,
     ConfigError,
-    DataSection,
     EarlyStoppingSection,
     HeadSection,
     JobConfig,

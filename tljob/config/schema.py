@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from tljob.config._base import _Section
+from tljob.config.data import DataSection
 from tljob.config.s3 import S3Section, credential_keys
 from tljob.errors import UserError
 from tljob.zoo import BACKBONES, WeightsSource, get_backbone
@@ -31,7 +32,6 @@ from tljob.zoo import BACKBONES, WeightsSource, get_backbone
 TRAINABLE_PATTERN = re.compile(r"^(head|all|top:([1-9][0-9]*))$")
 Optimizer = Literal["adam", "sgd", "rmsprop"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
-MAX_IMAGE_SIZE = 1024
 
 # What every stage compiles (``tljob.nn.model.compile_for_stage`` reads these) and therefore the
 # exact names Keras reports after each epoch, since fit validates every epoch. Callbacks may
@@ -100,99 +100,6 @@ WeightsSpec = Annotated[
 ]
 OptimizerName = Annotated[Optimizer, BeforeValidator(_known_optimizer)]
 MetricName = Annotated[Metric, BeforeValidator(_reported_metric)]
-
-
-class DataSection(_Section):
-    source: str = Field(
-        "",
-        description="Required. Where the images are: a directory (or URI) holding "
-        "<source>/<class name>/<image file>, or a manifest file (.csv or .parquet) with "
-        "columns uri,label; a manifest's relative uris are relative to its folder.",
-    )
-    classes: list[str] | None = Field(
-        None,
-        description="The class names, in label-index order. Empty means the sorted class "
-        "folders (or the sorted distinct labels of a manifest). When set, images of any "
-        "other label are quarantined (unknown_label).",
-    )
-    image_size: int | None = Field(
-        None,
-        ge=1,
-        le=MAX_IMAGE_SIZE,
-        description="Side in pixels images are resized to (bilinear) before the backbone. "
-        "Empty means the backbone's default (224 for the ImageNet backbones). At most "
-        f"{MAX_IMAGE_SIZE}: a worker's memory grows with the square of the side (at 1024 one "
-        "batch of 32 already needs tens of GiB for backprop), and the preflight check refuses "
-        "sizes the cluster's nodes cannot hold.",
-    )
-    val_fraction: float = Field(
-        0.2,
-        gt=0.0,
-        lt=1.0,
-        description="Fraction of each class held out for validation (stratified split).",
-    )
-    seed: int = Field(
-        0, description="Seed of the train/validation split; the same seed gives the same split."
-    )
-    max_images_per_class: int | None = Field(
-        None,
-        ge=1,
-        description="Use at most this many images of each class (the first ones in sorted "
-        "path order). Empty means all.",
-    )
-    shuffle_buffer: int = Field(
-        1024,
-        ge=0,
-        description="Rows in each worker's local shuffle buffer for training batches; "
-        "0 disables shuffling.",
-    )
-    prepared_path: str | None = Field(
-        None,
-        description="Where decoded images are stored as Parquet shards, one folder per "
-        "fingerprint of the data and the settings below. Empty means "
-        "<run.storage_path>/prepared; runs with the same data reuse it.",
-    )
-    stored_size: int | None = Field(
-        None,
-        ge=1,
-        le=2 * MAX_IMAGE_SIZE,
-        description="Side in pixels of the stored (prepared) images; at least the training "
-        "size so crops have pixels. Empty means ceil(image_size * 8 / 7) (224 -> 256).",
-    )
-    shard_pixels: Literal["raw", "jpeg", "png"] = Field(
-        "raw",
-        description="How prepared pixels are stored: raw uint8 (nothing to decode per "
-        "epoch) or encoded as JPEG/PNG (smaller, decoded every epoch).",
-    )
-    shard_quality: int = Field(
-        95, ge=1, le=100, description="JPEG quality when shard_pixels is jpeg."
-    )
-    shard_target_mb: float = Field(
-        128.0, gt=0.0, description="Target size of one prepared Parquet shard, in MB."
-    )
-    max_image_pixels: int = Field(
-        100_000_000,
-        ge=1,
-        description="Images with more pixels (width x height, read from the header before "
-        "decoding) are quarantined as too_many_pixels: a decompression-bomb guard.",
-    )
-    max_bad_fraction: float = Field(
-        0.1,
-        ge=0.0,
-        le=1.0,
-        description="The run stops (exit 2) when more than this fraction of the listed "
-        "images is quarantined.",
-    )
-
-    @field_validator("classes")
-    @classmethod
-    def _distinct_classes(cls, classes: list[str] | None) -> list[str] | None:
-        if classes is not None:
-            if len(classes) < 2:
-                raise ValueError("needs at least two class names")
-            if len(set(classes)) != len(classes) or not all(classes):
-                raise ValueError("class names must be distinct and non-empty")
-        return classes
 
 
 class HeadSection(_Section):
