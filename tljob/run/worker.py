@@ -32,6 +32,7 @@ from tljob.nn import callbacks as keras_callbacks
 from tljob.nn import io as keras_io
 from tljob.nn import model as keras_model
 from tljob.run import checkpoint as ckpt_files
+from tljob.run import feed
 from tljob.run.ledger import EpochRow, TrainState, history_csv, is_better
 from tljob.run.loop import LoopConfig
 
@@ -45,31 +46,6 @@ def weights_digest(weights: list[np.ndarray]) -> str:
     for w in weights:
         h.update(np.ascontiguousarray(w).tobytes())
     return h.hexdigest()
-
-
-def _to_tf_per_worker(
-    shard: Any, batch_size: int, world_size: int, image_size: int, training: bool, shuffle: int
-) -> tf.data.Dataset:
-    """The worker's Ray Data shard as a tf.data pipeline of (uint8 images, int64 labels).
-
-    Under MultiWorkerMirroredStrategy Keras treats each batch of this dataset as a global
-    batch and splits it across the ``world_size`` replicas, so batches of
-    ``batch_size * world_size`` give every worker ``batch_size`` images per step. Training
-    drops the last partial batch (and shuffles when ``shuffle`` > 0); validation keeps all.
-    """
-    global_batch = batch_size * world_size
-    return shard.to_tf(
-        feature_columns="image",
-        label_columns="label",
-        batch_size=global_batch,
-        drop_last=training,
-        prefetch_batches=2,
-        local_shuffle_buffer_size=max(shuffle, global_batch) if training and shuffle else None,
-        feature_type_spec=tf.TensorSpec(
-            shape=(None, image_size, image_size, 3), dtype=tf.uint8, name="image"
-        ),
-        label_type_spec=tf.TensorSpec(shape=(None,), dtype=tf.int64, name="label"),
-    )
 
 
 class _Restored(NamedTuple):
@@ -115,10 +91,9 @@ class _WorkerRun:
 
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
         self.train_ds, self.val_ds = (
-            _to_tf_per_worker(
+            feed.streamed_per_worker(
                 ray.train.get_dataset_shard(split),
-                job.train.batch_size,
-                self.world_size,
+                global_batch,
                 job.image_size,
                 training=split == "train",
                 shuffle=job.data.shuffle_buffer if split == "train" else 0,
@@ -139,6 +114,8 @@ class _WorkerRun:
         self.trainable_tensors = 0
         self.callbacks: list[Any] = []
         self.nan_guard = keras_callbacks.StopOnNonFiniteLoss()
+        self.clock = keras_callbacks.PhaseClock()
+        self.timings: list[dict[str, Any]] = []  # rank 0: timings.json, one entry per epoch
         self.diverged: dict[str, Any] | None = None
         self.epoch, self.epoch_start, self.epoch_learning_rate = 0, time.monotonic(), 0.0
         # rank 0 feeds the driver's live display, when there is one, instead of logging
@@ -191,6 +168,7 @@ class _WorkerRun:
             initial_epoch=self.loop.start_epoch if continuing else 0,
             callbacks=[
                 self.nan_guard,
+                self.clock,
                 *self.callbacks,
                 keras_callbacks.BatchProgress(
                     self.on_progress,
@@ -260,6 +238,7 @@ class _WorkerRun:
     def on_epoch_end(self, epoch: int, logs: dict[str, float], net: Any) -> None:
         if not self._check_finite(logs, net):
             return  # nothing of this epoch is recorded or saved
+        marks = {**self.clock.times, "hooks": time.monotonic()}
         state, stage = self.state, self.stage
         row = EpochRow(
             global_epoch=len(state.history) + 1,
@@ -280,6 +259,7 @@ class _WorkerRun:
         state.learning_rate = keras_model.current_learning_rate(net)  # after ReduceLR
         state.callbacks = keras_callbacks.callback_state(self.callbacks)
         weights = keras_io.get_weights(net)  # collective: every worker calls it
+        marks["weights_read"] = time.monotonic()
         if is_better(row, state.best):
             state.best, self.best_weights = row, weights
         metrics = row.metrics()
@@ -294,13 +274,37 @@ class _WorkerRun:
         )
         with tempfile.TemporaryDirectory() as ckpt_dir:
             self._write_checkpoint(weights, keras_io.optimizer_state(net), ckpt_dir)
+            marks["checkpoint_written"] = time.monotonic()
             ray.train.report(
                 metrics,
                 checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir),
                 checkpoint_dir_name=ckpt_files.checkpoint_name(row.global_epoch),
             )
+            marks["reported"] = time.monotonic()
         # report() has uploaded the checkpoint: the history may now include this epoch.
         storage.write_text(self.run_dir.join("history.csv"), history_csv(state.history))
+        marks["history_written"] = time.monotonic()
+        self._record_timings(row.global_epoch, marks)
+
+    def _record_timings(self, global_epoch: int, marks: dict[str, float]) -> None:
+        """Rank 0 rewrites ``timings.json``: where each epoch of this process went, in
+        seconds, to find the job's cost around the model (``benchmarks/job_overhead.py``)."""
+        phases = (
+            ("train", "epoch", "val"),  # the training steps, input pipeline included
+            ("validation", "val", "val_end"),
+            ("callbacks", "val_end", "hooks"),  # Keras' end-of-epoch callbacks before ours
+            ("weights_read", "hooks", "weights_read"),
+            ("checkpoint_write", "weights_read", "checkpoint_written"),
+            ("report_and_upload", "checkpoint_written", "reported"),
+            ("history_write", "reported", "history_written"),
+            ("wall", "epoch", "history_written"),
+        )
+        entry: dict[str, Any] = {"global_epoch": global_epoch}
+        entry.update(
+            {name: round(marks[b] - marks[a], 4) for name, a, b in phases if {a, b} <= set(marks)}
+        )
+        self.timings.append(entry)
+        storage.write_text(self.run_dir.join("timings.json"), json.dumps(self.timings, indent=1))
 
     def _write_checkpoint(
         self, weights: list[np.ndarray], optimizer: list[np.ndarray], directory: str
