@@ -15,6 +15,7 @@ keeps every row.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -76,24 +77,32 @@ def in_memory_train(
     global_batch: int,
     shuffled: bool,
     seed: int,
-    next_epoch: Callable[[], int],
+    first_epoch: Callable[[], int],
 ) -> tf.data.Dataset:
-    """Training batches from the arrays, drop_last. Keras iterates the dataset once per
-    epoch and ``next_epoch()`` numbers each pass (the run's global epoch, so resuming
-    reproduces the order); the rows of a pass are permuted by ``(seed, that epoch)``."""
+    """Training batches from the arrays, endless: epoch after epoch, each cut into
+    ``len // global_batch`` full batches (drop_last), so pass ``steps_per_epoch`` to ``fit``.
+
+    Endless because Keras then creates one iterator per ``fit`` and never a throw-away one
+    (with a finite dataset it makes an extra one before the first epoch, and prefetching
+    could start it): the orders are then fixed. ``first_epoch()`` is read when ``fit``
+    starts: the run's global epochs done, so a resumed run continues with the orders a
+    straight run would use. The rows of epoch ``e`` are permuted by ``(seed, e)``.
+    """
     images, labels = arrays
     full = len(labels) // global_batch * global_batch
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        epoch = next_epoch()
-        order = (
-            np.random.default_rng([seed, epoch]).permutation(len(labels))
-            if shuffled
-            else np.arange(len(labels))
-        )
-        for start in range(0, full, global_batch):
-            rows = order[start : start + global_batch]
-            yield images[rows], labels[rows]
+        epoch = first_epoch()
+        while True:
+            order = (
+                np.random.default_rng([seed, epoch]).permutation(len(labels))
+                if shuffled
+                else np.arange(len(labels))
+            )
+            for start in range(0, full, global_batch):
+                rows = order[start : start + global_batch]
+                yield images[rows], labels[rows]
+            epoch += 1
 
     dataset = tf.data.Dataset.from_generator(batches, output_signature=_specs(images.shape[1]))
     return _per_worker_only(dataset.prefetch(2))
@@ -110,3 +119,53 @@ def in_memory_val(arrays: tuple[np.ndarray, np.ndarray], global_batch: int) -> t
 
     dataset = tf.data.Dataset.from_generator(batches, output_signature=_specs(images.shape[1]))
     return _per_worker_only(dataset.prefetch(2))
+
+
+@dataclass
+class WorkerInput:
+    """A worker's training and validation datasets, and how they are fed."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    train_in_memory: bool  # True: endless, ``fit`` needs ``steps_per_epoch``
+    val_in_memory: bool
+
+
+def worker_input_per_worker(
+    shards: dict[str, Any],
+    train_rows: int,
+    global_batch: int,
+    image_size: int,
+    shuffle: int,
+    seed: int,
+    limit_bytes: int,
+    first_epoch: Callable[[], int],
+) -> WorkerInput:
+    """In memory what fits in ``limit_bytes`` (training first: its row count is known
+    before reading, so a shard that is too big is never read in vain), streamed the rest.
+
+    Every worker gets the same row counts from the equal split, so all decide alike and
+    step through the same number of batches."""
+    train_bytes = train_rows * image_size * image_size * 3
+    train_arrays = (
+        read_shard_per_worker(shards["train"], limit_bytes) if train_bytes <= limit_bytes else None
+    )
+    if train_arrays is not None and len(train_arrays[1]) != train_rows:
+        # the steps per epoch are computed from train_rows; an equal split guarantees it
+        raise RuntimeError(f"training shard has {len(train_arrays[1])} rows, not {train_rows}")
+    left = limit_bytes - (train_arrays[0].nbytes if train_arrays is not None else 0)
+    val_arrays = read_shard_per_worker(shards["val"], left) if left > 0 else None
+    return WorkerInput(
+        train=(
+            in_memory_train(train_arrays, global_batch, shuffle > 0, seed, first_epoch)
+            if train_arrays is not None
+            else streamed_per_worker(shards["train"], global_batch, image_size, True, shuffle)
+        ),
+        val=(
+            in_memory_val(val_arrays, global_batch)
+            if val_arrays is not None
+            else streamed_per_worker(shards["val"], global_batch, image_size, False, 0)
+        ),
+        train_in_memory=train_arrays is not None,
+        val_in_memory=val_arrays is not None,
+    )

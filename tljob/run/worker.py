@@ -90,15 +90,16 @@ class _WorkerRun:
         self.steps_per_epoch = shard_rows // global_batch * self.world_size
 
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        self.train_ds, self.val_ds = (
-            feed.streamed_per_worker(
-                ray.train.get_dataset_shard(split),
-                global_batch,
-                job.image_size,
-                training=split == "train",
-                shuffle=job.data.shuffle_buffer if split == "train" else 0,
-            )
-            for split in ("train", "val")
+        self.input = feed.worker_input_per_worker(
+            {split: ray.train.get_dataset_shard(split) for split in ("train", "val")},
+            train_rows=shard_rows,
+            global_batch=global_batch,
+            image_size=job.image_size,
+            shuffle=job.data.shuffle_buffer,
+            seed=job.data.seed,
+            limit_bytes=int(job.scaling.worker_cache_mib * 2**20),
+            # the run's global epochs done when a stage's fit starts: the shuffle orders
+            first_epoch=lambda: len(self.state.history),
         )
         with self.strategy.scope():
             self.net = keras_model.build_model(job.model, len(loop.classes), job.image_size)
@@ -134,6 +135,11 @@ class _WorkerRun:
         )
 
     def run(self) -> None:
+        kept = [s for s in ("train", "val") if getattr(self.input, f"{s}_in_memory")]
+        self.say(
+            f"input: {' and '.join(kept) or 'nothing'} held in worker memory"
+            + ("" if len(kept) == 2 else ", the rest streamed from Ray Data every epoch")
+        )
         for stage_index, stage in enumerate(self.stages):
             if stage_index >= self.loop.start_stage and self.diverged is None:
                 self.run_stage(stage_index, stage)
@@ -162,8 +168,10 @@ class _WorkerRun:
             state.callbacks if continuing else {},
         )
         net.fit(
-            self.train_ds,
-            validation_data=self.val_ds,
+            self.input.train,
+            validation_data=self.input.val,
+            # the in-memory training data is endless (see tljob.run.feed.in_memory_train)
+            steps_per_epoch=self.steps_per_epoch if self.input.train_in_memory else None,
             epochs=stage.epochs,
             initial_epoch=self.loop.start_epoch if continuing else 0,
             callbacks=[
