@@ -84,5 +84,6 @@ def test_validation_keeps_every_row_in_order_with_a_short_last_batch():
         sizes, labels = [], []
         for images, batch_labels in feed.in_memory_val(arrays, 16):
             sizes.append(len(batch_labels))
+            assert (images.numpy()[:, 0, 0, 0] == batch_labels.numpy() % 256).all()
             labels.extend(batch_labels.numpy().tolist())
         assert sizes == [16, 16, 5] and labels == list(range(37))
