@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from typing import Any, NamedTuple
@@ -117,6 +118,9 @@ class _WorkerRun:
         self.nan_guard = keras_callbacks.StopOnNonFiniteLoss()
         self.clock = keras_callbacks.PhaseClock()
         self.timings: list[dict[str, Any]] = []  # rank 0: timings.json, one entry per epoch
+        # rank 0: the best weights' file, written when an epoch becomes the best
+        self.local = tempfile.TemporaryDirectory(prefix="tljob-worker-")
+        self.best_file = os.path.join(self.local.name, ckpt_files.BEST_WEIGHTS_FILE)
         self.diverged: dict[str, Any] | None = None
         self.epoch, self.epoch_start, self.epoch_learning_rate = 0, time.monotonic(), 0.0
         # rank 0 feeds the driver's live display, when there is one, instead of logging
@@ -318,10 +322,17 @@ class _WorkerRun:
         self, weights: list[np.ndarray], optimizer: list[np.ndarray], directory: str
     ) -> None:
         join = os.path.join
-        keras_io.save_weights(self.plain, weights, join(directory, ckpt_files.WEIGHTS_FILE))
-        keras_io.save_weights(
-            self.plain, self.best_weights, join(directory, ckpt_files.BEST_WEIGHTS_FILE)
-        )
+        current = join(directory, ckpt_files.WEIGHTS_FILE)
+        keras_io.save_weights(self.plain, weights, current)
+        # The best weights change only when an epoch improves on them: then they are this
+        # epoch's file; otherwise the file kept from that epoch. Serialising them again
+        # every epoch cost as much as the current weights.
+        best = join(directory, ckpt_files.BEST_WEIGHTS_FILE)
+        if self.best_weights is weights:
+            shutil.copyfile(current, self.best_file)
+        elif not os.path.exists(self.best_file):  # the best came from a resumed checkpoint
+            keras_io.save_weights(self.plain, self.best_weights, self.best_file)
+        shutil.copyfile(self.best_file, best)
         np.savez(
             join(directory, ckpt_files.OPTIMIZER_FILE),
             **{f"v{i}": a for i, a in enumerate(optimizer)},
