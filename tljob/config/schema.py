@@ -236,6 +236,15 @@ class ScalingSection(_Section):
         "On an autoscaling cluster, wait up to this many seconds for nodes to appear before "
         "refusing.",
     )
+    worker_cache_mib: float = Field(
+        1024.0,
+        ge=0.0,
+        description="Each worker reads its training and validation images into its memory "
+        "once, as uint8, when they fit in this many MiB (training first), and serves every "
+        "epoch from there, the training rows in a new order each epoch (drawn from "
+        "`data.seed` and the epoch; none when `data.shuffle_buffer` is 0). What does not "
+        "fit is streamed from Ray Data every epoch. 0: always stream.",
+    )
 
 
 class RunSection(_Section):

@@ -148,3 +148,22 @@ def callback_state(callbacks: list[Any]) -> dict[str, dict[str, float]]:
     """Snapshot of the resumable callbacks' counters, keyed as ``stage_callbacks`` expects."""
     names = {ResumableReduceLROnPlateau: "reduce_lr", ResumableEarlyStopping: "early_stopping"}
     return {names[type(cb)]: cb.state() for cb in callbacks if type(cb) in names}
+
+
+class PhaseClock(tf_keras.callbacks.Callback):
+    """Monotonic times of an epoch's phases: ``times["epoch"]`` at its start, ``"val"`` when
+    validation starts and ``"val_end"`` when it ends. Cheap (three clock reads per epoch),
+    so it always runs; the worker turns them into the epoch's timings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: dict[str, float] = {}
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.times = {"epoch": time.monotonic()}
+
+    def on_test_begin(self, logs: dict[str, float] | None = None) -> None:
+        self.times["val"] = time.monotonic()
+
+    def on_test_end(self, logs: dict[str, float] | None = None) -> None:
+        self.times["val_end"] = time.monotonic()

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from typing import Any, NamedTuple
@@ -32,6 +33,7 @@ from tljob.nn import callbacks as keras_callbacks
 from tljob.nn import io as keras_io
 from tljob.nn import model as keras_model
 from tljob.run import checkpoint as ckpt_files
+from tljob.run import feed
 from tljob.run.ledger import EpochRow, TrainState, history_csv, is_better
 from tljob.run.loop import LoopConfig
 
@@ -45,31 +47,6 @@ def weights_digest(weights: list[np.ndarray]) -> str:
     for w in weights:
         h.update(np.ascontiguousarray(w).tobytes())
     return h.hexdigest()
-
-
-def _to_tf_per_worker(
-    shard: Any, batch_size: int, world_size: int, image_size: int, training: bool, shuffle: int
-) -> tf.data.Dataset:
-    """The worker's Ray Data shard as a tf.data pipeline of (uint8 images, int64 labels).
-
-    Under MultiWorkerMirroredStrategy Keras treats each batch of this dataset as a global
-    batch and splits it across the ``world_size`` replicas, so batches of
-    ``batch_size * world_size`` give every worker ``batch_size`` images per step. Training
-    drops the last partial batch (and shuffles when ``shuffle`` > 0); validation keeps all.
-    """
-    global_batch = batch_size * world_size
-    return shard.to_tf(
-        feature_columns="image",
-        label_columns="label",
-        batch_size=global_batch,
-        drop_last=training,
-        prefetch_batches=2,
-        local_shuffle_buffer_size=max(shuffle, global_batch) if training and shuffle else None,
-        feature_type_spec=tf.TensorSpec(
-            shape=(None, image_size, image_size, 3), dtype=tf.uint8, name="image"
-        ),
-        label_type_spec=tf.TensorSpec(shape=(None,), dtype=tf.int64, name="label"),
-    )
 
 
 class _Restored(NamedTuple):
@@ -114,16 +91,16 @@ class _WorkerRun:
         self.steps_per_epoch = shard_rows // global_batch * self.world_size
 
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        self.train_ds, self.val_ds = (
-            _to_tf_per_worker(
-                ray.train.get_dataset_shard(split),
-                job.train.batch_size,
-                self.world_size,
-                job.image_size,
-                training=split == "train",
-                shuffle=job.data.shuffle_buffer if split == "train" else 0,
-            )
-            for split in ("train", "val")
+        self.input = feed.worker_input_per_worker(
+            {split: ray.train.get_dataset_shard(split) for split in ("train", "val")},
+            train_rows=shard_rows,
+            global_batch=global_batch,
+            image_size=job.image_size,
+            shuffle=job.data.shuffle_buffer,
+            seed=job.data.seed,
+            limit_bytes=int(job.scaling.worker_cache_mib * 2**20),
+            # the run's global epochs done when a stage's fit starts: the shuffle orders
+            first_epoch=lambda: len(self.state.history),
         )
         with self.strategy.scope():
             self.net = keras_model.build_model(job.model, len(loop.classes), job.image_size)
@@ -139,6 +116,11 @@ class _WorkerRun:
         self.trainable_tensors = 0
         self.callbacks: list[Any] = []
         self.nan_guard = keras_callbacks.StopOnNonFiniteLoss()
+        self.clock = keras_callbacks.PhaseClock()
+        self.timings: list[dict[str, Any]] = []  # rank 0: timings.json, one entry per epoch
+        # rank 0: the best weights' file, written when an epoch becomes the best
+        self.local = tempfile.TemporaryDirectory(prefix="tljob-worker-")
+        self.best_file = os.path.join(self.local.name, ckpt_files.BEST_WEIGHTS_FILE)
         self.diverged: dict[str, Any] | None = None
         self.epoch, self.epoch_start, self.epoch_learning_rate = 0, time.monotonic(), 0.0
         # rank 0 feeds the driver's live display, when there is one, instead of logging
@@ -157,6 +139,11 @@ class _WorkerRun:
         )
 
     def run(self) -> None:
+        kept = [s for s in ("train", "val") if getattr(self.input, f"{s}_in_memory")]
+        self.say(
+            f"input: {' and '.join(kept) or 'nothing'} held in worker memory"
+            + ("" if len(kept) == 2 else ", the rest streamed from Ray Data every epoch")
+        )
         for stage_index, stage in enumerate(self.stages):
             if stage_index >= self.loop.start_stage and self.diverged is None:
                 self.run_stage(stage_index, stage)
@@ -185,12 +172,15 @@ class _WorkerRun:
             state.callbacks if continuing else {},
         )
         net.fit(
-            self.train_ds,
-            validation_data=self.val_ds,
+            self.input.train,
+            validation_data=self.input.val,
+            # the in-memory training data is endless (see tljob.run.feed.in_memory_train)
+            steps_per_epoch=self.steps_per_epoch if self.input.train_in_memory else None,
             epochs=stage.epochs,
             initial_epoch=self.loop.start_epoch if continuing else 0,
             callbacks=[
                 self.nan_guard,
+                self.clock,
                 *self.callbacks,
                 keras_callbacks.BatchProgress(
                     self.on_progress,
@@ -260,6 +250,7 @@ class _WorkerRun:
     def on_epoch_end(self, epoch: int, logs: dict[str, float], net: Any) -> None:
         if not self._check_finite(logs, net):
             return  # nothing of this epoch is recorded or saved
+        marks = {**self.clock.times, "hooks": time.monotonic()}
         state, stage = self.state, self.stage
         row = EpochRow(
             global_epoch=len(state.history) + 1,
@@ -280,6 +271,7 @@ class _WorkerRun:
         state.learning_rate = keras_model.current_learning_rate(net)  # after ReduceLR
         state.callbacks = keras_callbacks.callback_state(self.callbacks)
         weights = keras_io.get_weights(net)  # collective: every worker calls it
+        marks["weights_read"] = time.monotonic()
         if is_better(row, state.best):
             state.best, self.best_weights = row, weights
         metrics = row.metrics()
@@ -294,22 +286,53 @@ class _WorkerRun:
         )
         with tempfile.TemporaryDirectory() as ckpt_dir:
             self._write_checkpoint(weights, keras_io.optimizer_state(net), ckpt_dir)
+            marks["checkpoint_written"] = time.monotonic()
             ray.train.report(
                 metrics,
                 checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir),
                 checkpoint_dir_name=ckpt_files.checkpoint_name(row.global_epoch),
             )
+            marks["reported"] = time.monotonic()
         # report() has uploaded the checkpoint: the history may now include this epoch.
         storage.write_text(self.run_dir.join("history.csv"), history_csv(state.history))
+        marks["history_written"] = time.monotonic()
+        self._record_timings(row.global_epoch, marks)
+
+    def _record_timings(self, global_epoch: int, marks: dict[str, float]) -> None:
+        """Rank 0 rewrites ``timings.json``: where each epoch of this process went, in
+        seconds, to find the job's cost around the model (``benchmarks/job_overhead.py``)."""
+        phases = (
+            ("train", "epoch", "val"),  # the training steps, input pipeline included
+            ("validation", "val", "val_end"),
+            ("callbacks", "val_end", "hooks"),  # Keras' end-of-epoch callbacks before ours
+            ("weights_read", "hooks", "weights_read"),
+            ("checkpoint_write", "weights_read", "checkpoint_written"),
+            ("report_and_upload", "checkpoint_written", "reported"),
+            ("history_write", "reported", "history_written"),
+            ("wall", "epoch", "history_written"),
+        )
+        entry: dict[str, Any] = {"global_epoch": global_epoch}
+        entry.update(
+            {name: round(marks[b] - marks[a], 4) for name, a, b in phases if {a, b} <= set(marks)}
+        )
+        self.timings.append(entry)
+        storage.write_text(self.run_dir.join("timings.json"), json.dumps(self.timings, indent=1))
 
     def _write_checkpoint(
         self, weights: list[np.ndarray], optimizer: list[np.ndarray], directory: str
     ) -> None:
         join = os.path.join
-        keras_io.save_weights(self.plain, weights, join(directory, ckpt_files.WEIGHTS_FILE))
-        keras_io.save_weights(
-            self.plain, self.best_weights, join(directory, ckpt_files.BEST_WEIGHTS_FILE)
-        )
+        current = join(directory, ckpt_files.WEIGHTS_FILE)
+        keras_io.save_weights(self.plain, weights, current)
+        # The best weights change only when an epoch improves on them: then they are this
+        # epoch's file; otherwise the file kept from that epoch. Serialising them again
+        # every epoch cost as much as the current weights.
+        best = join(directory, ckpt_files.BEST_WEIGHTS_FILE)
+        if self.best_weights is weights:
+            shutil.copyfile(current, self.best_file)
+        elif not os.path.exists(self.best_file):  # the best came from a resumed checkpoint
+            keras_io.save_weights(self.plain, self.best_weights, self.best_file)
+        shutil.copyfile(self.best_file, best)
         np.savez(
             join(directory, ckpt_files.OPTIMIZER_FILE),
             **{f"v{i}": a for i, a in enumerate(optimizer)},

@@ -1,0 +1,89 @@
+"""A worker's in-memory input (tljob.run.feed): the rows read once, the per-epoch orders of
+the training batches (reproducible across a resume), and validation kept whole."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tljob.run import feed
+
+SIZE = 2
+
+
+class RowsShard:
+    """What ``read_shard_per_worker`` uses of a Ray Data shard: ``iter_batches``; it counts
+    the rows handed out, to check that a shard is always read to the end."""
+
+    def __init__(self, rows: int) -> None:
+        self.labels = np.arange(rows, dtype=np.int64)
+        # every pixel of row i is i % 256, so an image tells which row it came from
+        self.images = np.broadcast_to(
+            (self.labels % 256).astype(np.uint8)[:, None, None, None], (rows, SIZE, SIZE, 3)
+        )
+        self.handed_out = 0
+
+    def iter_batches(self, batch_size: int, batch_format: str):
+        assert batch_format == "numpy"
+        for start in range(0, len(self.labels), batch_size):
+            self.handed_out += len(self.labels[start : start + batch_size])
+            yield {
+                "image": self.images[start : start + batch_size],
+                "label": self.labels[start : start + batch_size],
+            }
+
+
+def take_epochs(dataset, batches_per_epoch: int, epochs: int) -> list[np.ndarray]:
+    """The labels of each epoch's batches, in order, from one iterator (as Keras does)."""
+    it = iter(dataset)
+    out = []
+    for _ in range(epochs):
+        labels = []
+        for _ in range(batches_per_epoch):
+            images, batch_labels = next(it)
+            assert (images.numpy()[:, 0, 0, 0] == batch_labels.numpy() % 256).all()
+            labels.append(batch_labels.numpy())
+        out.append(np.concatenate(labels))
+    return out
+
+
+def test_a_shard_that_fits_is_read_whole_and_one_that_does_not_is_still_read_to_the_end():
+    shard = RowsShard(2500)
+    images, labels = feed.read_shard_per_worker(shard, limit_bytes=2500 * SIZE * SIZE * 3)
+    assert images.dtype == np.uint8 and images.shape == (2500, SIZE, SIZE, 3)
+    assert (labels == np.arange(2500)).all()
+    big = RowsShard(2500)
+    assert feed.read_shard_per_worker(big, limit_bytes=2500 * SIZE * SIZE * 3 - 1) is None
+    assert big.handed_out == 2500
+
+
+def test_training_batches_are_a_new_permutation_every_epoch_and_resume_reproduces_them():
+    shard = RowsShard(70)
+    arrays = feed.read_shard_per_worker(shard, limit_bytes=10**6)
+    straight = feed.in_memory_train(arrays, 16, shuffled=True, seed=3, first_epoch=lambda: 0)
+    epochs = take_epochs(straight, batches_per_epoch=4, epochs=3)  # 64 of 70 rows per epoch
+    for labels in epochs:
+        assert len(labels) == 64 and len(set(labels.tolist())) == 64
+        assert labels.tolist() != sorted(labels.tolist())
+    assert epochs[0].tolist() != epochs[1].tolist() != epochs[2].tolist()
+    # a run resumed after 1 epoch sees the orders of epochs 2 and 3 of the straight run
+    resumed = feed.in_memory_train(arrays, 16, shuffled=True, seed=3, first_epoch=lambda: 1)
+    assert [e.tolist() for e in take_epochs(resumed, 4, 2)] == [e.tolist() for e in epochs[1:]]
+    other_seed = feed.in_memory_train(arrays, 16, shuffled=True, seed=4, first_epoch=lambda: 0)
+    assert take_epochs(other_seed, 4, 1)[0].tolist() != epochs[0].tolist()
+
+
+def test_without_shuffling_every_epoch_is_the_rows_in_order():
+    arrays = feed.read_shard_per_worker(RowsShard(40), limit_bytes=10**6)
+    dataset = feed.in_memory_train(arrays, 8, shuffled=False, seed=0, first_epoch=lambda: 5)
+    assert [e.tolist() for e in take_epochs(dataset, 5, 2)] == [list(range(40))] * 2
+
+
+def test_validation_keeps_every_row_in_order_with_a_short_last_batch():
+    arrays = feed.read_shard_per_worker(RowsShard(37), limit_bytes=10**6)
+    for _ in range(2):  # Keras iterates it again every epoch
+        sizes, labels = [], []
+        for images, batch_labels in feed.in_memory_val(arrays, 16):
+            sizes.append(len(batch_labels))
+            assert (images.numpy()[:, 0, 0, 0] == batch_labels.numpy() % 256).all()
+            labels.extend(batch_labels.numpy().tolist())
+        assert sizes == [16, 16, 5] and labels == list(range(37))
