@@ -177,7 +177,7 @@ def prepare_data(job: JobConfig, listing: ImageListing | None = None) -> Prepare
     reused = manifest is not None
     if manifest is None:
         log.info(f"preparing {listing.listed()} images into {folder.uri}")
-        manifest = _prepare(listing, folder, fp, split, store, job)
+        manifest = _prepare(listing, uris, folder, fp, split, store, job)
     else:
         log.info(f"reusing prepared data {folder.uri} (fingerprint unchanged)")
     prepared = _from_manifest(manifest, folder, listing, job.image_size, reused)
@@ -187,14 +187,15 @@ def prepare_data(job: JobConfig, listing: ImageListing | None = None) -> Prepare
 
 def _prepare(
     listing: ImageListing,
+    uris: list[str],
     folder: storage.Location,
     fp: str,
     split: SplitSettings,
     store: StoreSettings,
     job: JobConfig,
 ) -> PreparedManifest:
-    """Decode every listed image once, check, dedupe and split, write the shards, publish."""
-    uris = [u for name in listing.classes for u in listing.files[name]]
+    """Decode every listed image once (``uris``: the listing's files, by class), check,
+    dedupe and split, write the shards, publish."""
     attempt_id = uuid.uuid4().hex[:12]
     attempt = folder.join(attempt_id)
     label_of = {u: i for i, name in enumerate(listing.classes) for u in listing.files[name]}
