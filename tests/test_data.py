@@ -22,7 +22,8 @@ from tljob.data.pipeline import (
     split_stratified,
 )
 from tljob.data.prepared import StoreSettings
-from tljob.data.shards import _to_training_rows, prepare_bytes
+from tljob.data.shards import prepare_bytes
+from tljob.data.stream import to_training_rows
 from tljob.images import ImageDecodeError, decode_rgb
 from tljob.report import data_summary_line, data_summary_table
 
@@ -151,7 +152,7 @@ def test_stored_rows_feed_uint8_at_training_size(tmp_path):
     store = StoreSettings(37, 32, "raw", 0, 10**8, 10**6)
     stored = prepare_bytes(_png_bytes("L", size=(8, 8), color=100), store)
     assert stored.problem == "" and len(stored.image) == 37 * 37 * 3
-    out = _to_training_rows(
+    out = to_training_rows(
         {"image": np.array([stored.image] * 2, dtype=object), "label": np.array([1, 0])},
         stored_size=37,
         pixels="raw",

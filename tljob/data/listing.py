@@ -49,6 +49,9 @@ class ImageListing:
     # Listed but set aside before any read: a manifest row whose label is not a class or
     # whose object is missing ({path, reason}); ``check_listing`` quarantines them.
     quarantined: list[dict[str, str]] = field(default_factory=list)
+    # uri -> (size, mtime_ns or -1) where the listing already learnt them (object-store
+    # listings, manifest existence checks): the fingerprint does not look again.
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def count(self) -> int:
         """Files to read (``quarantined`` entries are listed but never read)."""
@@ -83,6 +86,7 @@ def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
     # Paths are kept as URIs (the same as paths on local disk), so that any process can
     # ``storage.resolve`` them.
     skipped = [{**s, "path": root.at(s["path"]).uri} for s in walk.skipped]
+    stats: dict[str, tuple[int, int]] = {}
     for path in walk.files:
         parts = posixpath.relpath(path, root.path).split("/")
         uri = root.at(path).uri
@@ -92,6 +96,8 @@ def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
             skipped.append({"path": uri, "reason": "not_an_image_file"})
         else:
             files.setdefault(parts[0], []).append(uri)
+            if path in walk.stats:
+                stats[uri] = walk.stats[path]
     if not class_dirs:
         raise DataError(
             f"`data.source` ({source!r}) has no class folders: expected "
@@ -110,7 +116,7 @@ def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
         )
     files = {c: sorted(paths)[:max_per_class] for c, paths in files.items()}
     skipped.sort(key=lambda s: s["path"])
-    return ImageListing(classes=class_dirs, files=files, skipped=skipped)
+    return ImageListing(classes=class_dirs, files=files, skipped=skipped, stats=stats)
 
 
 @dataclass(frozen=True)

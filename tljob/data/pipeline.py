@@ -58,8 +58,9 @@ from tljob.data.prepared import (
     quarantine_csv,
     read_manifest,
 )
-from tljob.data.shards import Progress, scan_object, split_dataset, stage_all, write_splits
-from tljob.data.sources import list_source, stat_objects
+from tljob.data.shards import Progress, scan_object, stage_all, write_splits
+from tljob.data.stream import split_dataset
+from tljob.data.sources import list_source, listing_stats
 
 __all__ = [
     "DataError",
@@ -171,7 +172,7 @@ def prepare_data(job: JobConfig, listing: ImageListing | None = None) -> Prepare
     store = store_settings(job)
     uris = [u for name in listing.classes for u in listing.files[name]]
     split = SplitSettings(data_cfg.val_fraction, data_cfg.seed)
-    fp = fingerprint(listing, stat_objects(uris), split, store)
+    fp = fingerprint(listing, listing_stats(listing, uris), split, store)
     folder = prepared_dir(job.prepared_path, fp)
     manifest = read_manifest(folder)
     reused = manifest is not None
@@ -180,7 +181,7 @@ def prepare_data(job: JobConfig, listing: ImageListing | None = None) -> Prepare
         manifest = _prepare(listing, uris, folder, fp, split, store, job)
     else:
         log.info(f"reusing prepared data {folder.uri} (fingerprint unchanged)")
-    prepared = _from_manifest(manifest, folder, listing, job.image_size, reused)
+    prepared = _from_manifest(manifest, folder, listing, job.image_size, data_cfg.seed, reused)
     _check_bad_fraction(prepared, data_cfg.max_bad_fraction)
     return prepared
 
@@ -252,6 +253,7 @@ def _from_manifest(
     folder: storage.Location,
     listing: ImageListing,
     image_size: int,
+    seed: int,
     reused: bool,
 ) -> PreparedData:
     datasets = {
@@ -261,7 +263,7 @@ def _from_manifest(
             StoreSettings(**manifest.store).size_of(name),
             manifest.store["pixels"],
             image_size,
-            shuffle_files=name == "train",
+            shuffle_seed=seed if name == "train" else None,
         )
         for name in ("train", "val")
     }

@@ -17,11 +17,8 @@ image once on the cluster: each task writes its rows (a problem row has an empty
 one staging file and sends back only the small metadata (uri, sha256, problem), so the
 driver can quarantine, dedupe and split without pixels. ``write_splits`` then copies the
 usable rows of each split from staging into that split's shards (no decoding), about
-``StoreSettings.target_bytes`` each. ``split_dataset`` streams a split for training:
-few large Parquet reads, files in random order each epoch, stored pixels resized to the
-training size with the serving model's bilinear kernel (encoded pixels decoded first).
-Shards are read in a new random order every epoch (whole-file reads, then cut into small
-blocks as they stream so every CPU shares the per-row work); nothing is materialised.
+``StoreSettings.target_bytes`` each, in row groups of about ``prepared.ROW_GROUP_BYTES``.
+``tljob.data.stream`` streams a split to training, one task per row group.
 """
 
 from __future__ import annotations
@@ -57,7 +54,6 @@ from tljob.images import (
 from tljob.report import clean_reason
 
 SHARD_COLUMNS = ("image", "label", "class_name", "uri", "sha256")
-_TRAIN_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -236,7 +232,10 @@ def write_splits(
             batch_format="pyarrow",
             batch_size=None,
         ).write_parquet(
-            target.path, filesystem=attempt.fs, min_rows_per_file=store.rows_per_shard()
+            target.path,
+            filesystem=attempt.fs,
+            min_rows_per_file=store.rows_per_shard(),
+            **store.write_options(),
         )
         infos = attempt.fs.get_file_info(pafs.FileSelector(target.path))
         parent = attempt.path.rsplit("/", 1)[0]
@@ -244,49 +243,6 @@ def write_splits(
             i.path[len(parent) + 1 :] for i in infos if i.path.endswith(".parquet")
         )
     return written
-
-
-def _to_training_rows(
-    batch: dict[str, np.ndarray], stored_size: int, pixels: str, image_size: int
-) -> dict[str, np.ndarray]:
-    """Shard rows -> uint8 ``image`` (N, image_size, image_size, 3) + int64 ``label``."""
-    images = np.empty((len(batch["label"]), image_size, image_size, 3), dtype=np.uint8)
-    for i, data in enumerate(batch["image"]):
-        images[i] = resize_bilinear_uint8(decode_stored(data, stored_size, pixels), image_size)
-    return {"image": images, "label": batch["label"].astype(np.int64)}
-
-
-def split_dataset(
-    folder: storage.Location,
-    files: Sequence[str],
-    stored_size: int,
-    pixels: str,
-    image_size: int,
-    shuffle_files: bool,
-) -> ray.data.Dataset:
-    """A lazy stream of one split's training rows from its shards (``files`` relative to
-    ``folder``; images stored at ``stored_size`` as ``pixels``), resized to ``image_size``;
-    ``shuffle_files``: the shards in a new random order on every epoch (rows within them
-    are in a seeded random order, and the workers' local shuffle buffer mixes further)."""
-    ds = ray.data.read_parquet(
-        [folder.join(f).path for f in files],
-        filesystem=folder.fs,
-        columns=["image", "label"],
-        partitioning=None,
-        shuffle="files" if shuffle_files else None,  # a new file order on every epoch
-    )
-    # Shards are large; cut them into small blocks as they stream, so that every CPU can
-    # resize a part of one shard (a map task handles whole blocks).
-    ds = ds.repartition(target_num_rows_per_block=_TRAIN_BATCH)
-    return ds.map_batches(
-        _to_training_rows,
-        fn_kwargs={
-            "stored_size": stored_size,
-            "pixels": pixels,
-            "image_size": image_size,
-        },
-        batch_size=_TRAIN_BATCH,
-    )
 
 
 class Progress:

@@ -69,6 +69,7 @@ def _restrict_classes(listing: ImageListing, classes: list[str]) -> ImageListing
         files={c: listing.files[c] for c in classes},
         skipped=listing.skipped,
         quarantined=sorted(quarantined, key=lambda q: q["path"]),
+        stats=listing.stats,
     )
 
 
@@ -150,7 +151,8 @@ def list_manifest(
             )
             continue
         files.setdefault(distinct[0], []).append(uri)
-    missing = set(_missing(u for paths in files.values() for u in paths))
+    looked = stat_objects(u for paths in files.values() for u in paths)
+    missing = {u for u, st in looked.items() if st.size < 0}
     files = {c: [u for u in paths if u not in missing] for c, paths in files.items()}
     quarantined += [
         {"path": uri, "reason": "missing_object: no such file or object"} for uri in missing
@@ -170,6 +172,7 @@ def list_manifest(
         files={c: sorted(files[c])[:max_per_class] for c in names},
         skipped=[],
         quarantined=sorted(quarantined, key=lambda q: (q["path"], q["reason"])),
+        stats={u: (st.size, st.mtime_ns) for u, st in looked.items() if st.size >= 0},
     )
 
 
@@ -204,5 +207,8 @@ def stat_objects(uris: Iterable[str]) -> dict[str, ObjectStat]:
     return found
 
 
-def _missing(uris: Iterable[str]) -> list[str]:
-    return sorted(u for u, st in stat_objects(list(uris)).items() if st.size < 0)
+def listing_stats(listing: ImageListing, uris: Iterable[str]) -> dict[str, ObjectStat]:
+    """``ObjectStat`` of every uri: from what the listing learnt, the rest looked at."""
+    uris = list(uris)
+    known = {u: ObjectStat(u, *listing.stats[u]) for u in uris if u in listing.stats}
+    return {**known, **stat_objects(u for u in uris if u not in known)}

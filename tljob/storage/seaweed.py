@@ -99,6 +99,13 @@ class LocalS3Server:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int:
+        """The server's process id (while it runs)."""
+        if self._process is None:
+            raise RuntimeError("the SeaweedFS server is not running")
+        return self._process.pid
+
+    @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 

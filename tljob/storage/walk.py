@@ -31,6 +31,9 @@ class FileWalk:
     """
 
     files: list[str] = field(default_factory=list)
+    # Object stores only: path -> (size, mtime_ns or -1), from the listing itself, so that
+    # nobody has to look at each object again (a local stat is cheap; a HEAD is not).
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict)
     directories: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
 
@@ -165,6 +168,8 @@ def _walk_pyarrow(loc: Location) -> FileWalk:
                 found.skipped.append({"path": top, "reason": "hidden"})
         elif info.type == pafs.FileType.File:
             found.files.append(info.path)
+            mtime = info.mtime_ns if info.mtime_ns is not None else -1
+            found.stats[info.path] = (int(info.size or 0), int(mtime))
         elif info.type == pafs.FileType.Directory:
             found.directories.append(info.path)
         else:

@@ -1,0 +1,91 @@
+"""The training stream from shards: one task per row group, every row once per epoch, a new
+reproducible row-group order every epoch, resized to the training size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_shards import _job, local_ray  # noqa: F401  (the module's private Ray)
+from conftest import write_digits_tree
+
+from tljob import storage
+from tljob.data.pipeline import prepare_data
+from tljob.data.prepared import StoreSettings, read_manifest
+from tljob.data.stream import shard_units, split_dataset
+from tljob.images import resize_bilinear_uint8, resize_fast_uint8
+
+
+def test_fast_resize_is_within_one_level_of_the_serving_kernel():
+    rng = np.random.default_rng(0)
+    for h, w, size in [(256, 256, 224), (375, 500, 224), (28, 28, 32), (20, 30, 64)]:
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        fast, exact = resize_fast_uint8(image, size), resize_bilinear_uint8(image, size)
+        assert fast.shape == (size, size, 3) and fast.dtype == np.uint8
+        assert int(np.abs(fast.astype(int) - exact.astype(int)).max()) <= 1
+    same = rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)
+    assert resize_fast_uint8(same, 9) is same
+
+
+def _write_shards(folder, stored: int, rows_per_file: list[int], group: int) -> dict[int, int]:
+    """Raw shards whose row i is filled with the value i % 251 and labelled i; returns
+    label -> pixel value."""
+    start, names = 0, []
+    for k, n in enumerate(rows_per_file):
+        labels = np.arange(start, start + n)
+        images = [np.full((stored, stored, 3), i % 251, np.uint8).tobytes() for i in labels]
+        table = pa.table({"image": pa.array(images, pa.binary()), "label": pa.array(labels)})
+        pq.write_table(table, folder / f"s{k}.parquet", row_group_size=group)
+        names.append(f"s{k}.parquet")
+        start += n
+    return names
+
+
+def _epochs(ds, n: int) -> list[list[int]]:
+    return [
+        [int(x) for b in ds.iter_batches(batch_size=None) for x in b["label"]] for _ in range(n)
+    ]
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("local_ray")
+def test_each_epoch_reads_every_row_once_in_a_new_reproducible_group_order(tmp_path):
+    names = _write_shards(tmp_path, 12, [10, 7], group=3)
+    folder = storage.resolve(str(tmp_path))
+    units = shard_units(folder, names)
+    assert [(u["path"].rsplit("/", 1)[1], u["row_group"], u["rows"]) for u in units] == [
+        ("s0.parquet", 0, 3), ("s0.parquet", 1, 3), ("s0.parquet", 2, 3), ("s0.parquet", 3, 1),
+        ("s1.parquet", 0, 3), ("s1.parquet", 1, 3), ("s1.parquet", 2, 1),
+    ]  # fmt: skip
+    ds = split_dataset(folder, names, 12, "raw", 8, shuffle_seed=5)
+    epochs = _epochs(ds, 3)
+    for order in epochs:
+        assert sorted(order) == list(range(17))
+    assert len({tuple(o) for o in epochs}) == 3  # a new order every epoch
+    again = _epochs(split_dataset(folder, names, 12, "raw", 8, shuffle_seed=5), 3)
+    assert again == epochs  # the same seed, the same orders
+    batch = next(iter(ds.iter_batches(batch_size=None)))
+    assert batch["image"].shape[1:] == (8, 8, 3) and batch["image"].dtype == np.uint8
+    for image, label in zip(batch["image"], batch["label"], strict=True):
+        assert int(image.min()) == int(image.max()) == int(label) % 251
+    in_order = split_dataset(folder, names, 12, "raw", 12, shuffle_seed=None)
+    assert _epochs(in_order, 2) == [list(range(17))] * 2
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("local_ray")
+def test_prepared_shards_have_row_groups_and_an_uncompressed_image_column(tmp_path):
+    root = write_digits_tree(tmp_path / "d", classes=2, per_class=6)
+    prepared = prepare_data(_job(root, tmp_path / "runs"))
+    folder = storage.resolve(prepared.prepared_uri)
+    manifest = read_manifest(folder)
+    store = StoreSettings(**manifest.store)
+    for split, files in manifest.files.items():
+        for name in files:
+            meta = pq.ParquetFile(folder.join(name).path).metadata
+            group = meta.row_group(0)
+            columns = {group.column(c).path_in_schema: group.column(c) for c in range(5)}
+            assert columns["image"].compression == "UNCOMPRESSED", split
+            assert columns["uri"].compression == "SNAPPY", split
+            assert meta.num_row_groups == -(-meta.num_rows // store.rows_per_group())
