@@ -52,8 +52,8 @@ def upload_jpegs(client, prefix: str, n: int) -> list[tuple[str, int]]:
     keys = [(f"{prefix}/class_{i % 2}/{i:05d}.jpg", i % 2) for i in range(n)]
     bodies = [jpeg_bytes(i, rng) for i in range(n)]
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda kb: client.put_object(Bucket=BUCKET, Key=kb[0][0], Body=kb[1]),
-                      zip(keys, bodies)))  # fmt: skip
+        for (key, _label), body in zip(keys, bodies, strict=True):
+            pool.submit(client.put_object, Bucket=BUCKET, Key=key, Body=body)
     return [(f"s3://{BUCKET}/{k}", label) for k, label in keys]
 
 

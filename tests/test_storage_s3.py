@@ -165,11 +165,16 @@ def test_the_fingerprint_of_an_s3_listing_looks_at_no_object_again(s3, monkeypat
     for listing in (folder_listing, manifest_listing):
         uris = [u for c in listing.classes for u in listing.files[c]]
         stats = sources.listing_stats(listing, uris)
-        assert {u: st.size for u, st in stats.items()} == {
-            s3.uri("t/a/1.png"): 1,
-            s3.uri("t/a/2.png"): 2,
-            s3.uri("t/b/3.png"): 3,
-        } if listing is folder_listing else {s3.uri("t/a/1.png"): 1, s3.uri("t/b/3.png"): 3}
+        assert (
+            {u: st.size for u, st in stats.items()}
+            == {
+                s3.uri("t/a/1.png"): 1,
+                s3.uri("t/a/2.png"): 2,
+                s3.uri("t/b/3.png"): 3,
+            }
+            if listing is folder_listing
+            else {s3.uri("t/a/1.png"): 1, s3.uri("t/b/3.png"): 3}
+        )
     assert looked_at == [[], []]
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_shards import _job, local_ray  # noqa: F401  (the module's private Ray)
 from conftest import write_digits_tree
+from test_shards import _job, local_ray  # noqa: F401  (the module's private Ray)
 
 from tljob import storage
 from tljob.data.pipeline import prepare_data

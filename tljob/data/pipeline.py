@@ -59,8 +59,8 @@ from tljob.data.prepared import (
     read_manifest,
 )
 from tljob.data.shards import Progress, scan_object, stage_all, write_splits
-from tljob.data.stream import split_dataset
 from tljob.data.sources import list_source, listing_stats
+from tljob.data.stream import split_dataset
 
 __all__ = [
     "DataError",
