@@ -52,8 +52,12 @@ def upload_jpegs(client, prefix: str, n: int) -> list[tuple[str, int]]:
     keys = [(f"{prefix}/class_{i % 2}/{i:05d}.jpg", i % 2) for i in range(n)]
     bodies = [jpeg_bytes(i, rng) for i in range(n)]
     with ThreadPoolExecutor(8) as pool:
-        for (key, _label), body in zip(keys, bodies, strict=True):
+        puts = [
             pool.submit(client.put_object, Bucket=BUCKET, Key=key, Body=body)
+            for (key, _label), body in zip(keys, bodies, strict=True)
+        ]
+        for put in puts:
+            put.result()
     return [(f"s3://{BUCKET}/{k}", label) for k, label in keys]
 
 

@@ -344,3 +344,27 @@ def test_fingerprint_follows_content_metadata_and_settings(tmp_path):
     st = victim.stat()
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert fp() != base  # same bytes, newer mtime: prepared again (it cannot know)
+
+
+def test_only_old_unpublished_attempts_are_removed(tmp_path):
+    from tljob.data.prepared import ABANDONED_AFTER_S, remove_abandoned_attempts
+
+    folder = storage.resolve(str(tmp_path / "fp"))
+    old = ABANDONED_AFTER_S + 60
+    for attempt, age in [("won", old), ("stale", old), ("running", 10), ("mixed", old)]:
+        shard = tmp_path / "fp" / attempt / "train" / "a.parquet"
+        shard.parent.mkdir(parents=True)
+        shard.write_bytes(b"x")
+        when = shard.stat().st_mtime - age
+        os.utime(shard, (when, when))
+    fresh = tmp_path / "fp" / "mixed" / "staging.parquet"  # one recent write keeps it
+    fresh.write_bytes(b"y")
+    (tmp_path / "fp" / MANIFEST_FILE).write_text("{}")
+    assert remove_abandoned_attempts(folder, keep="won") == ["stale"]
+    assert sorted(p.name for p in (tmp_path / "fp").iterdir()) == [
+        MANIFEST_FILE,
+        "mixed",
+        "running",
+        "won",
+    ]
+    assert remove_abandoned_attempts(folder, keep="won", max_age_s=0) == ["mixed", "running"]

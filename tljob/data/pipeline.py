@@ -57,6 +57,7 @@ from tljob.data.prepared import (
     publish,
     quarantine_csv,
     read_manifest,
+    remove_abandoned_attempts,
 )
 from tljob.data.shards import Progress, scan_object, stage_all, write_splits
 from tljob.data.sources import list_source, listing_stats
@@ -181,6 +182,9 @@ def prepare_data(job: JobConfig, listing: ImageListing | None = None) -> Prepare
         manifest = _prepare(listing, uris, folder, fp, split, store, job)
     else:
         log.info(f"reusing prepared data {folder.uri} (fingerprint unchanged)")
+    removed = remove_abandoned_attempts(folder, keep=manifest.attempt)
+    if removed:
+        log.info(f"removed {len(removed)} abandoned preparation attempt(s) under {folder.uri}")
     prepared = _from_manifest(manifest, folder, listing, job.image_size, data_cfg.seed, reused)
     _check_bad_fraction(prepared, data_cfg.max_bad_fraction)
     return prepared

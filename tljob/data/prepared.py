@@ -18,7 +18,9 @@ Each preparation writes under its own ``<attempt>`` prefix (a random id), so con
 preparations of one fingerprint never write the same file. The manifest is created
 exclusively and names its attempt: the first preparation to publish wins, a later one
 discards its attempt and uses the winner's. A folder without ``manifest.json`` is
-incomplete (an interrupted preparation) and is prepared again.
+incomplete (an interrupted preparation) and is prepared again. Attempt folders that are not
+the published one and saw no write for ``ABANDONED_AFTER_S`` are removed whenever the
+prepared data is used (``remove_abandoned_attempts``).
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ import csv
 import hashlib
 import io
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import pyarrow.fs as pafs
 
 from tljob import storage
 from tljob.data.listing import ImageListing
@@ -43,6 +48,8 @@ ROW_GROUP_BYTES = 8 * 1024 * 1024
 MANIFEST_FILE = "manifest.json"
 QUARANTINE_FILE = "quarantine.csv"
 SPLITS = ("train", "val")
+# An attempt folder untouched this long belongs to no running preparation.
+ABANDONED_AFTER_S = 6 * 3600.0
 # Quarantine happens before the split (a bad file must not shape it), so quarantined
 # images belong to no split; quarantine.csv says so in its split column.
 NO_SPLIT = "none"
@@ -172,6 +179,32 @@ def publish(folder: storage.Location, manifest: PreparedManifest) -> PreparedMan
         return manifest
     storage.delete_dir(folder.join(manifest.attempt))
     return winner
+
+
+def remove_abandoned_attempts(
+    folder: storage.Location, keep: str, max_age_s: float = ABANDONED_AFTER_S
+) -> list[str]:
+    """Delete the attempt folders of ``folder`` other than ``keep`` (the published one)
+    in which nothing was written for ``max_age_s`` seconds: what interrupted preparations
+    left. A younger one may belong to a preparation still running, and is kept. Returns
+    the names removed."""
+    now_ns = time.time_ns()
+    newest: dict[str, int] = {}
+    empty: dict[str, int] = {}
+    for info in folder.fs.get_file_info(pafs.FileSelector(folder.path, recursive=True)):
+        name = info.path[len(folder.path) :].strip("/").split("/", 1)[0]
+        if name == keep or name == MANIFEST_FILE or name.startswith("."):
+            continue
+        mtime = info.mtime_ns if info.mtime_ns is not None else now_ns
+        if info.type == pafs.FileType.File:
+            newest[name] = max(newest.get(name, 0), mtime)
+        else:  # a folder's time counts only while it holds no file
+            empty.setdefault(name, mtime)
+    newest = {**empty, **newest}
+    removed = sorted(n for n, t in newest.items() if now_ns - t > max_age_s * 1e9)
+    for name in removed:
+        storage.delete_dir(folder.join(name))
+    return removed
 
 
 def quarantine_csv(quarantined: Sequence[Mapping[str, str]]) -> str:

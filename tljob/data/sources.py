@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import posixpath
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -36,6 +37,7 @@ from tljob.config import DataSection
 from tljob.data.listing import DataError, ImageListing, list_images
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
+_HEAD_CHUNK, _HEAD_THREADS = 64, 16  # object-store HEADs: paths per request batch, in flight
 
 
 def is_manifest(source: str) -> bool:
@@ -198,13 +200,23 @@ def stat_objects(uris: Iterable[str]) -> dict[str, ObjectStat]:
             groups.append((loc.fs, [loc]))
     found: dict[str, ObjectStat] = {}
     for fs, locs in groups:
-        for loc, info in zip(locs, fs.get_file_info([loc.path for loc in locs]), strict=True):
+        for loc, info in zip(locs, _file_infos(fs, [loc.path for loc in locs]), strict=True):
             if info.type == pafs.FileType.File:
                 mtime = info.mtime_ns if info.mtime_ns is not None else -1
                 found[loc.uri] = ObjectStat(loc.uri, int(info.size or 0), int(mtime))
             else:
                 found[loc.uri] = ObjectStat(loc.uri, -1, -1)
     return found
+
+
+def _file_infos(fs: pafs.FileSystem, paths: list[str]) -> list[pafs.FileInfo]:
+    """``fs.get_file_info(paths)``; on an object store in parallel chunks, because each
+    path is one HEAD request and pyarrow sends them one after another."""
+    if isinstance(fs, pafs.LocalFileSystem) or len(paths) <= _HEAD_CHUNK:
+        return fs.get_file_info(paths)
+    chunks = [paths[i : i + _HEAD_CHUNK] for i in range(0, len(paths), _HEAD_CHUNK)]
+    with ThreadPoolExecutor(_HEAD_THREADS) as pool:
+        return [info for part in pool.map(fs.get_file_info, chunks) for info in part]
 
 
 def listing_stats(listing: ImageListing, uris: Iterable[str]) -> dict[str, ObjectStat]:
