@@ -193,7 +193,7 @@ def remove_abandoned_attempts(
     empty: dict[str, int] = {}
     for info in folder.fs.get_file_info(pafs.FileSelector(folder.path, recursive=True)):
         name = info.path[len(folder.path) :].strip("/").split("/", 1)[0]
-        if name == keep or name == MANIFEST_FILE or name.startswith("."):
+        if name in (keep, MANIFEST_FILE) or name.startswith("."):
             continue
         mtime = info.mtime_ns if info.mtime_ns is not None else now_ns
         if info.type == pafs.FileType.File:
