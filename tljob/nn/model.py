@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tljob.config import LOSS, METRICS, ModelSection, Optimizer, Trainable
+from tljob.nn.builders import BUILDERS
 from tljob.nn.keras import tf_keras
 from tljob.nn.layers import BackbonePreprocess, ResizeImages
 from tljob.zoo import BackboneSpec, WeightsSource, get_backbone, resolve_weights_file
@@ -27,8 +28,11 @@ SCRATCH_BATCHNORM_MOMENTUM = 0.9
 
 def build_backbone(spec: BackboneSpec, image_size: int, weights: WeightsSource) -> tf_keras.Model:
     """The registered Keras application without its classifier, named ``backbone``."""
-    module = importlib.import_module(f"tf_keras.applications.{spec.keras_module}")
-    constructor = getattr(module, spec.keras_class)
+    if spec.builder:
+        constructor = BUILDERS[spec.builder]
+    else:
+        module = importlib.import_module(f"tf_keras.applications.{spec.keras_module}")
+        constructor = getattr(module, spec.keras_class)
     backbone = constructor(
         include_top=False,
         weights=resolve_weights_file(spec, weights, image_size),

@@ -11,6 +11,7 @@ from tljob.zoo.registry import (
     BackboneSpec,
     PreprocessingMode,
     UnknownBackboneError,
+    WeightFile,
     get_backbone,
 )
 from tljob.zoo.weights import WeightsSource, WeightsUnavailableError, resolve_weights_file
@@ -21,6 +22,7 @@ __all__ = [
     "PreprocessingMode",
     "UnknownBackboneError",
     "WeightsSource",
+    "WeightFile",
     "WeightsUnavailableError",
     "get_backbone",
     "resolve_weights_file",

@@ -17,10 +17,29 @@ _MOBILENET_V2_WEIGHT_ROWS = (96, 128, 160, 192, 224)
 
 
 @dataclass(frozen=True)
+class WeightFile:
+    """One published weights file: the name Keras caches it under (in
+    ``<KERAS_HOME>/models``), where it is published, and its sha256 ("" when the publisher
+    gives none; Keras publishes md5 or sha256 hashes in ``tf_keras.applications``)."""
+
+    name: str
+    url: str
+    sha256: str = ""
+
+
+_KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+# Folder of the URL above that holds each Keras module's weights files.
+_URL_FOLDER = {"resnet50": "resnet", "efficientnet": "efficientnetb0"}
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """One registered backbone.
 
     ``keras_module``/``keras_class`` name the constructor in ``tf_keras.applications``;
+    ``builder``, when set, names instead a function of ``tljob.nn.builders.BUILDERS``
+    (networks that are not Keras applications, e.g. AlexNet, or a Keras application built
+    differently to take converted weights);
     ``preprocessing`` is the ImageNet input convention its weights were trained with
     (applied inside the model, on float pixels in [0, 255]); ``min_image_size`` is the
     smallest input side the architecture accepts.
@@ -44,6 +63,13 @@ class BackboneSpec:
     parameters: int
     feature_channels: int
     activations_per_pixel: float
+    builder: str = ""
+
+    def imagenet_weights(self, image_size: int) -> WeightFile:
+        """The no-top ImageNet weights file for ``image_size``."""
+        name = self.imagenet_weights_file(image_size)
+        folder = _URL_FOLDER.get(self.keras_module, self.keras_module)
+        return WeightFile(name, f"{_KERAS_WEIGHTS_URL}{folder}/{name}")
 
     def imagenet_weights_file(self, image_size: int) -> str:
         """File name Keras caches the ImageNet no-top weights under, in ``<KERAS_HOME>/models``."""

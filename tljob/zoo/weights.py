@@ -41,11 +41,6 @@ def keras_cache_dir() -> Path:
     return Path(home) / "models"
 
 
-_IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-# Folder of the URL above that holds each Keras module's weights files.
-_URL_FOLDER = {"resnet50": "resnet", "efficientnet": "efficientnetb0"}
-
-
 class WeightsUnavailableError(UserError, FileNotFoundError):
     """Requested backbone weights are not on this machine (tljob never downloads them)."""
 
@@ -60,15 +55,14 @@ def resolve_weights_file(spec: BackboneSpec, weights: WeightsSource, image_size:
     if weights.kind == "none":
         return None
     if weights.kind == "imagenet":
-        fname = spec.imagenet_weights_file(image_size)
-        path = keras_cache_dir() / fname
+        published = spec.imagenet_weights(image_size)
+        path = keras_cache_dir() / published.name
         if not path.is_file():
-            folder = _URL_FOLDER.get(spec.keras_module, spec.keras_module)
             raise WeightsUnavailableError(
                 f"`model.weights` ('imagenet'): ImageNet weights for backbone {spec.name!r} "
                 f"are not in the Keras cache, and tljob never downloads at run time. "
                 f"Pre-seed the file {path} (Keras cache dir {path.parent}; set KERAS_HOME "
-                f"to use another), e.g. by copying {_IMAGENET_WEIGHTS_URL}{folder}/{fname} "
+                f"to use another), e.g. by copying {published.url} "
                 "from a machine with network access; or set `model.weights` to 'none' or "
                 "to a local .h5 file."
             )
