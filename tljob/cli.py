@@ -1,4 +1,5 @@
-"""``tljob`` command line: ``train``, ``prepare``, ``demo``, ``config``; argparse, dispatch.
+"""``tljob`` command line: ``train``, ``prepare``, ``demo``, ``config``, ``backbones``;
+argparse, dispatch.
 
 User errors (bad config, unusable data, missing weights, an object store that cannot be
 used) print one clear message and exit with code 2, before Ray starts whenever the problem
@@ -93,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
     add_config_args(demo, file=False)
     add_verbose(demo)
 
+    backbones = sub.add_parser(
+        "backbones",
+        help="List the registered backbones, or describe the named ones (sizes, weights "
+        "files, blocks).",
+    )
+    backbones.add_argument("names", nargs="*", metavar="NAME", help="Backbones to describe.")
+
     config = sub.add_parser("config", help="Print the resolved config, or the reference.")
     add_config_args(config, file=True)
     config.add_argument(
@@ -135,6 +143,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backbones(args: argparse.Namespace) -> int:
+    from tljob.zoo import BACKBONES, get_backbone
+    from tljob.zoo.listing import describe_backbone, format_backbones
+
+    if not args.names:
+        print(format_backbones(BACKBONES.values()))
+        return 0
+    specs = [get_backbone(name) for name in args.names]  # unknown: close matches, exit 2
+    print("\n\n".join(describe_backbone(spec) for spec in specs))
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     if args.reference:
         print(config_reference())
@@ -151,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "prepare": _cmd_prepare,
         "demo": _cmd_demo,
         "config": _cmd_config,
+        "backbones": _cmd_backbones,
     }
     try:
         return commands[args.command](args)

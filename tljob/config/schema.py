@@ -11,7 +11,7 @@ config; ``JobConfig.record()`` is what a run saves, with them resolved.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -29,7 +29,7 @@ from tljob.config.s3 import S3Section, credential_keys
 from tljob.errors import UserError
 from tljob.zoo import BACKBONES, WeightsSource, get_backbone
 
-TRAINABLE_PATTERN = re.compile(r"^(head|all|top:([1-9][0-9]*))$")
+TRAINABLE_PATTERN = re.compile(r"^(head|all|(top|top_layers|top_blocks):([1-9][0-9]*))$")
 Optimizer = Literal["adam", "sgd", "rmsprop"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 
@@ -64,11 +64,16 @@ def _known_optimizer(name: Any) -> Any:
 
 @dataclass(frozen=True)
 class Trainable:
-    """What a stage trains: the head only, the head and the last ``layers`` backbone
-    layers (``top:N``), or everything. Written and read as 'head', 'top:N' or 'all'."""
+    """What a stage trains: the head only; the head and the last ``layers`` backbone layers
+    (kind "top", written 'top_layers:N', or 'top:N', its older spelling, which is kept as
+    written); the head and the last ``blocks`` blocks of the backbone, per the registry's
+    block boundaries ('top_blocks:K'); or everything ('all')."""
 
-    kind: Literal["head", "top", "all"]
+    kind: Literal["head", "top", "top_blocks", "all"]
     layers: int = 0  # for kind == "top"
+    blocks: int = 0  # for kind == "top_blocks"
+    # how a "top" kind was written: 'top' or 'top_layers' (same meaning; saved as written)
+    spelling: str = field(default="top", compare=False, repr=False)
 
     @classmethod
     def parse(cls, text: Any) -> Trainable:
@@ -76,11 +81,23 @@ class Trainable:
             return text
         match = TRAINABLE_PATTERN.match(text) if isinstance(text, str) else None
         if not match:
-            raise ValueError("must be 'head', 'all' or 'top:N' with N >= 1")
-        return cls("top", int(match.group(2))) if match.group(2) else cls(match.group(1))
+            raise ValueError(
+                "must be 'head', 'all', 'top_layers:N' (or 'top:N') or 'top_blocks:K' "
+                "with N, K >= 1"
+            )
+        kind, count = match.group(2), match.group(3)
+        if kind == "top_blocks":
+            return cls("top_blocks", blocks=int(count))
+        if kind:
+            return cls("top", layers=int(count), spelling=kind)
+        return cls(match.group(1))
 
     def __str__(self) -> str:
-        return f"top:{self.layers}" if self.kind == "top" else self.kind
+        if self.kind == "top":
+            return f"{self.spelling}:{self.layers}"
+        if self.kind == "top_blocks":
+            return f"top_blocks:{self.blocks}"
+        return self.kind
 
 
 def _parse_weights(value: Any) -> WeightsSource:
@@ -148,8 +165,9 @@ class StageSection(_Section):
     )
     trainable: TrainableSpec = Field(
         Trainable("head"),
-        description="What is trained: 'head' (backbone frozen), 'top:N' (the last N "
-        "backbone layers and the head) or 'all'.",
+        description="What is trained: 'head' (backbone frozen), 'top_layers:N' (the last N "
+        "backbone layers and the head; 'top:N' is the same), 'top_blocks:K' (the last K "
+        "blocks of the backbone, per its registry entry, and the head) or 'all'.",
     )
 
 
@@ -322,6 +340,13 @@ class JobConfig(_Section):
                 f"`data.image_size` ({self.image_size}) must be >= "
                 f"{spec.min_image_size} for backbone {spec.name!r}"
             )
+        for i, stage in enumerate(self.train.stages):
+            if stage.trainable.kind == "top_blocks" and stage.trainable.blocks > len(spec.blocks):
+                raise ValueError(
+                    f"`train.stages.{i}.trainable` ('{stage.trainable}'): backbone "
+                    f"{spec.name!r} has {len(spec.blocks)} blocks, so K must be <= "
+                    f"{len(spec.blocks)}"
+                )
         if self.data.stored_size is not None and self.data.stored_size < self.image_size:
             raise ValueError(
                 f"`data.stored_size` ({self.data.stored_size}) must be >= the training size "

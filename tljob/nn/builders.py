@@ -23,3 +23,7 @@ def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return fn
 
     return add
+
+
+# The builders' modules register themselves on import.
+from tljob.nn import alexnet  # noqa: E402, F401

@@ -12,27 +12,33 @@ are compiled here from ``tljob.config.LOSS`` / ``METRICS``.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from tljob.config import LOSS, METRICS, ModelSection, Optimizer, Trainable
+from tljob.errors import UserError
 from tljob.nn.builders import BUILDERS
 from tljob.nn.keras import tf_keras
 from tljob.nn.layers import BackbonePreprocess, ResizeImages
 from tljob.zoo import BackboneSpec, WeightsSource, get_backbone, resolve_weights_file
 
 BACKBONE_LAYER = "backbone"
+MODEL_NAME_PREFIX = "tljob_"  # + the backbone's registry name
 SCRATCH_BATCHNORM_MOMENTUM = 0.9
+
+
+def backbone_constructor(spec: BackboneSpec) -> Callable[..., tf_keras.Model]:
+    """The function that builds ``spec``'s network: its builder, or its Keras application."""
+    if spec.builder:
+        return BUILDERS[spec.builder]
+    # every application class is exported here (tf_keras.applications.mobilenet_v3, e.g.,
+    # exports only its preprocess_input)
+    return getattr(tf_keras.applications, spec.keras_class)
 
 
 def build_backbone(spec: BackboneSpec, image_size: int, weights: WeightsSource) -> tf_keras.Model:
     """The registered Keras application without its classifier, named ``backbone``."""
-    if spec.builder:
-        constructor = BUILDERS[spec.builder]
-    else:
-        module = importlib.import_module(f"tf_keras.applications.{spec.keras_module}")
-        constructor = getattr(module, spec.keras_class)
+    constructor = backbone_constructor(spec)
     backbone = constructor(
         include_top=False,
         weights=resolve_weights_file(spec, weights, image_size),
@@ -76,31 +82,62 @@ def build_model(model_cfg: ModelSection, num_classes: int, image_size: int) -> t
     probs = tf_keras.layers.Dense(
         num_classes, activation="softmax", dtype="float32", name="classifier"
     )(x)
-    return tf_keras.Model(images, probs, name=f"tljob_{spec.name}")
+    return tf_keras.Model(images, probs, name=f"{MODEL_NAME_PREFIX}{spec.name}")
 
 
 def backbone_of(model: tf_keras.Model) -> tf_keras.Model:
     return model.get_layer(BACKBONE_LAYER)
 
 
-def set_trainable(model: tf_keras.Model, trainable: Trainable) -> int:
-    """Apply a stage's ``trainable`` spec ('head', 'top:N', 'all'); return trainable tensors.
+def backbone_spec_of(model: tf_keras.Model) -> BackboneSpec:
+    """The registry entry ``model`` was built from (``build_model`` names it after it)."""
+    return get_backbone(model.name.removeprefix(MODEL_NAME_PREFIX))
 
-    The head is always trainable. 'top:N' unfreezes the last N layers of the backbone.
+
+class TooManyBlocksError(UserError, ValueError):
+    """``top_blocks:K`` asks for more blocks than the backbone has."""
+
+
+def block_layers(backbone: tf_keras.Model, spec: BackboneSpec, count: int) -> list:
+    """The layers of the last ``count`` blocks of ``backbone``, per ``spec.blocks``: from the
+    start of block ``len(blocks) - count`` to the end of the network."""
+    if not 1 <= count <= len(spec.blocks):
+        raise TooManyBlocksError(
+            f"`trainable` ('top_blocks:{count}'): backbone {spec.name!r} has "
+            f"{len(spec.blocks)} blocks, so K must be between 1 and {len(spec.blocks)}"
+        )
+    marker = spec.blocks[len(spec.blocks) - count]
+    names = [layer.name for layer in backbone.layers]
+    if marker.startswith(">"):
+        start = names.index(marker[1:]) + 1
+    else:
+        start = next(i for i, name in enumerate(names) if name.startswith(marker))
+    return backbone.layers[start:]
+
+
+def set_trainable(
+    model: tf_keras.Model, trainable: Trainable, spec: BackboneSpec | None = None
+) -> int:
+    """Apply a stage's ``trainable`` spec; return the number of trainable tensors.
+
+    'head': the backbone frozen; 'top_layers:N' (alias 'top:N'): the last N layers of the
+    backbone; 'top_blocks:K': the layers of its last K blocks (``spec.blocks``; ``spec``
+    defaults to the entry ``model`` was built from); 'all'. The head is always trainable.
     Recompile after calling this: Keras reads trainability at compile time.
     """
     backbone = backbone_of(model)
     if trainable.kind == "head":
         backbone.trainable = False
-    elif trainable.kind == "all":
-        backbone.trainable = True
-        for layer in backbone.layers:
-            layer.trainable = True
-    else:  # "top"
-        backbone.trainable = True
-        layers = backbone.layers
-        for i, layer in enumerate(layers):
-            layer.trainable = i >= len(layers) - trainable.layers
+        return len(model.trainable_weights)
+    backbone.trainable = True
+    if trainable.kind == "all":
+        unfrozen = set(backbone.layers)
+    elif trainable.kind == "top_blocks":
+        unfrozen = set(block_layers(backbone, spec or backbone_spec_of(model), trainable.blocks))
+    else:  # "top": the last N layers
+        unfrozen = set(backbone.layers[len(backbone.layers) - trainable.layers :])
+    for layer in backbone.layers:
+        layer.trainable = layer in unfrozen
     return len(model.trainable_weights)
 
 

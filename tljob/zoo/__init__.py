@@ -1,14 +1,17 @@
 """The backbone zoo: which pretrained CNNs tljob fine-tunes, and where their weights come from.
 
-``registry`` holds every backbone as plain data (Keras constructor, sizes, preprocessing
-convention, the figures the memory preflight uses); ``weights`` parses ``model.weights`` and
-finds the local file. Pure: may import ``tljob.errors`` only, never Ray or TensorFlow (the
-Keras side of a backbone is built in ``tljob.nn``).
+``registry`` holds every backbone by name, as plain data (``spec``: Keras constructor or
+builder, sizes, preprocessing convention, ImageNet weight files, block boundaries, the
+figures the memory preflight uses), gathered from ``families``; ``weights`` parses
+``model.weights`` and finds the local file; ``listing`` formats ``tljob backbones``. Pure:
+may import ``tljob.errors`` only, never Ray or TensorFlow (the Keras side of a backbone is
+built in ``tljob.nn``).
 """
 
 from tljob.zoo.registry import (
     BACKBONES,
     BackboneSpec,
+    NoImageNetWeightsError,
     PreprocessingMode,
     UnknownBackboneError,
     WeightFile,
@@ -19,6 +22,7 @@ from tljob.zoo.weights import WeightsSource, WeightsUnavailableError, resolve_we
 __all__ = [
     "BACKBONES",
     "BackboneSpec",
+    "NoImageNetWeightsError",
     "PreprocessingMode",
     "UnknownBackboneError",
     "WeightsSource",

@@ -1,0 +1,306 @@
+"""The backbone zoo, one test per registered backbone and property (timm's pattern).
+
+Each backbone is built once, with random weights at its smallest input size, by the
+module-scoped fixture ``zoo``; pytest groups the tests by backbone, so one network is alive
+at a time (all of them together would not fit in memory). Per backbone: one training step,
+the preprocessing against the Keras application's own ``preprocess_input``, ``top_blocks:1``
+against the network's graph, and the registry's figures against the real network.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from tljob.config import Trainable, load_config
+from tljob.nn import model as nn_model
+from tljob.nn.alexnet import AlexNet
+from tljob.zoo import BACKBONES, BackboneSpec
+
+# The largest networks (>= 40M parameters or >= 700 layers); they stay in the default run.
+HEAVY = {
+    "convnext_base",
+    "convnext_small",
+    "efficientnet_b6",
+    "efficientnet_b7",
+    "efficientnet_v2_l",
+    "efficientnet_v2_m",
+    "inception_resnet_v2",
+    "resnet152",
+    "resnet152_v2",
+}
+
+
+class Built:
+    """One backbone's tljob model (3 classes, random weights, smallest input size)."""
+
+    def __init__(self, spec: BackboneSpec) -> None:
+        self.spec = spec
+        self.size = spec.min_image_size
+        cfg = load_config(
+            None,
+            [
+                "data.source=x",
+                f"model.backbone={spec.name}",
+                "model.weights=none",
+                f"data.image_size={self.size}",
+            ],
+        ).model
+        self.net = nn_model.build_model(cfg, num_classes=3, image_size=self.size)
+        self.backbone = nn_model.backbone_of(self.net)
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name
+        for name in sorted(BACKBONES)
+    ],
+)
+def zoo(request):
+    built = Built(BACKBONES[request.param])
+    yield built
+    del built
+    tf_keras.backend.clear_session()
+
+
+def test_builds_at_its_minimum_size_and_trains_one_step(zoo):
+    net = zoo.net
+    nn_model.set_trainable(net, Trainable.parse("all"))
+    nn_model.compile_for_stage(net, "sgd", 0.01)
+    net.run_eagerly = True  # tracing the update of every variable is the slow part
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, zoo.size, zoo.size, 3), dtype=np.uint8)
+    y = np.array([0, 2])
+    before = [w.numpy().copy() for w in net.trainable_weights]
+    history = net.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    changed = sum(
+        not np.array_equal(a, w.numpy()) for a, w in zip(before, net.trainable_weights, strict=True)
+    )
+    assert changed > len(before) // 2  # the step reached the backbone, not just the head
+    probs = net(x, training=False).numpy()
+    assert probs.shape == (2, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def keras_preprocess_input(spec: BackboneSpec):
+    """The Keras application's own ``preprocess_input``; for tljob's builders (no Keras
+    application), Keras' ImageNet function in the registered mode."""
+    if spec.builder:
+        utils = tf_keras.applications.imagenet_utils
+        if spec.preprocessing == "none":
+            return lambda x: x
+        return lambda x: utils.preprocess_input(x, mode=spec.preprocessing)
+    return getattr(tf_keras.applications, spec.keras_module).preprocess_input
+
+
+def test_preprocessing_equals_the_keras_applications_own(zoo):
+    x = np.random.default_rng(1).uniform(0, 255, (2, zoo.size, zoo.size, 3)).astype(np.float32)
+    ours = zoo.net.get_layer("preprocess")(tf.constant(x)).numpy()
+    reference = keras_preprocess_input(zoo.spec)(x.copy())
+    np.testing.assert_allclose(ours, np.asarray(reference), rtol=1e-5, atol=1e-4)
+
+
+def _downstream(backbone: tf_keras.Model, entry) -> set[str]:
+    """Names of the backbone's layers that consume, directly or not, ``entry``'s output."""
+    inside = {layer.name for layer in backbone.layers}
+    seen: set[str] = set()
+    stack = [entry]
+    while stack:
+        for node in stack.pop()._outbound_nodes:
+            layer = node.outbound_layer
+            if layer.name in inside and layer.name not in seen:
+                seen.add(layer.name)
+                stack.append(layer)
+    return seen
+
+
+def test_top_blocks_1_unfreezes_exactly_the_last_block(zoo):
+    spec, backbone = zoo.spec, zoo.backbone
+    assert spec.blocks, f"{spec.name} registers no blocks"
+    nn_model.set_trainable(zoo.net, Trainable.parse("top_blocks:1"))
+    names = [layer.name for layer in backbone.layers]
+    unfrozen = [layer.name for layer in backbone.layers if layer.trainable]
+    marker = spec.blocks[-1]
+    if marker.startswith(">"):
+        entry = backbone.get_layer(marker[1:])
+        assert entry.name not in unfrozen
+    else:
+        # the block starts at the first layer carrying its prefix; every such layer trains,
+        # and none of the previous block's
+        assert unfrozen[0].startswith(marker)
+        assert {n for n in names if n.startswith(marker)} <= set(unfrozen)
+        if len(spec.blocks) > 1:
+            assert not any(n.startswith(spec.blocks[-2]) for n in unfrozen)
+        (entry,) = {node.inbound_layers for node in backbone.get_layer(unfrozen[0])._inbound_nodes}
+    # ...and the trained layers are exactly those fed by the previous block's output: the
+    # graph agrees with the registry's boundary (nothing in the block is left frozen, and
+    # nothing before it trains)
+    assert set(unfrozen) == _downstream(backbone, entry)
+    assert names[-1] in unfrozen
+    # one block more trains strictly more, still ending at the last layer
+    if len(spec.blocks) > 1:
+        nn_model.set_trainable(zoo.net, Trainable.parse("top_blocks:2"))
+        two = [layer.name for layer in backbone.layers if layer.trainable]
+        assert set(unfrozen) < set(two) and two[-len(unfrozen) :] == unfrozen
+
+
+def test_registry_figures_equal_the_real_network(zoo):
+    spec, backbone = zoo.spec, zoo.backbone
+    assert backbone.count_params() == spec.parameters
+    assert backbone.output_shape[-1] == spec.feature_channels
+    # activations_per_pixel is measured at the default size (tools/measure_backbones.py);
+    # at the smallest size the per-pixel figure of the early, high-resolution layers that
+    # dominate it is within 30% of it
+    from tools.measure_backbones import activations_per_pixel
+
+    assert activations_per_pixel(backbone, zoo.size) == pytest.approx(
+        spec.activations_per_pixel, rel=0.3
+    )
+
+
+def test_top_blocks_beyond_the_block_count_names_both():
+    from tljob.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            None,
+            [
+                "data.source=x",
+                "model.backbone=vgg16",
+                "train.stages.1.trainable=top_blocks:6",
+            ],
+        )
+    assert (
+        "`train.stages.1.trainable` ('top_blocks:6'): backbone 'vgg16' has 5 blocks, "
+        "so K must be <= 5" in str(err.value)
+    )
+
+
+# --- AlexNet's layer table -----------------------------------------------------------------
+
+
+def test_alexnet_layer_table_at_224():
+    net = AlexNet(input_shape=(224, 224, 3))
+    try:
+        table = [
+            (layer.name, layer.output_shape[1:], layer.count_params())
+            for layer in net.layers
+            if isinstance(layer, tf_keras.layers.Conv2D | tf_keras.layers.MaxPooling2D)
+        ]
+        assert table == [
+            ("conv1_conv", (55, 55, 64), 11 * 11 * 3 * 64 + 64),
+            ("conv1_pool", (27, 27, 64), 0),
+            ("conv2_conv", (27, 27, 192), 5 * 5 * 64 * 192 + 192),
+            ("conv2_pool", (13, 13, 192), 0),
+            ("conv3_conv", (13, 13, 384), 3 * 3 * 192 * 384 + 384),
+            ("conv4_conv", (13, 13, 256), 3 * 3 * 384 * 256 + 256),
+            ("conv5_conv", (13, 13, 256), 3 * 3 * 256 * 256 + 256),
+            ("conv5_pool", (6, 6, 256), 0),
+        ]
+        # torchvision's alexnet.features: 2,469,696 parameters (6 x 6 x 256 = 9216 features)
+        assert net.count_params() == 2_469_696 == BACKBONES["alexnet"].parameters
+    finally:
+        tf_keras.backend.clear_session()
+
+
+def test_alexnet_minimum_size_is_the_smallest_with_an_output():
+    assert AlexNet(input_shape=(63, 63, 3)).output_shape == (None, 1, 1, 256)
+    with pytest.raises(ValueError, match="at least 63x63"):
+        AlexNet(input_shape=(62, 62, 3))
+    tf_keras.backend.clear_session()
+
+
+def test_alexnet_pads_like_torchvision():
+    # torchvision pads its stride-4 convolution by 2 pixels on every side: a feature of
+    # the top-left output pixel sees the image from -2, so with a kernel that only reads
+    # its top-left tap, output (0, 0) is the padding (0) and output (0, 1) is pixel (2, 2)
+    net = AlexNet(input_shape=(63, 63, 3))
+    conv = net.get_layer("conv1_conv")
+    kernel = np.zeros(conv.kernel.shape, np.float32)
+    kernel[0, 0, 0, 0] = 1.0
+    conv.set_weights([kernel, np.zeros(64, np.float32)])
+    image = np.arange(63 * 63 * 3, dtype=np.float32).reshape(1, 63, 63, 3)
+    out = tf_keras.Model(net.input, conv.output)(image).numpy()
+    assert out[0, 0, 0, 0] == 0.0 and out[0, 1, 1, 0] == image[0, 2, 2, 0]
+    tf_keras.backend.clear_session()
+
+
+# --- names: close matches, the listing -------------------------------------------------------
+
+
+def test_unknown_backbone_gets_close_matches_and_the_list_hint():
+    from tljob.zoo import UnknownBackboneError, get_backbone
+
+    with pytest.raises(UnknownBackboneError) as err:
+        get_backbone("resnet5")
+    assert str(err.value) == (
+        "unknown backbone 'resnet5'; did you mean 'resnet50' or 'resnet152' or 'resnet101'? "
+        f"`tljob backbones` lists the {len(BACKBONES)} registered backbones"
+    )
+    with pytest.raises(UnknownBackboneError) as err:
+        get_backbone("EfficientNetB3")
+    assert "did you mean 'efficientnet_b3'" in str(err.value)
+    with pytest.raises(UnknownBackboneError) as err:
+        get_backbone("zzz")
+    assert str(err.value) == (
+        f"unknown backbone 'zzz'; `tljob backbones` lists the {len(BACKBONES)} registered backbones"
+    )
+
+
+def test_config_rejects_an_unknown_backbone_with_close_matches():
+    from tljob.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.source=x", "model.backbone=mobilenetv3_small"])
+    assert "`model.backbone` ('mobilenetv3_small'): unknown backbone 'mobilenetv3_small'; " in (
+        str(err.value)
+    )
+    assert "did you mean 'mobilenet_v3_small'" in str(err.value)
+
+
+def test_cli_lists_every_backbone(capsys):
+    from tljob.cli import main
+
+    assert main(["backbones"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "name",
+        "family",
+        "default",
+        "min",
+        "parameters",
+        "preprocessing",
+        "imagenet",
+        "blocks",
+    ]
+    assert [line.split()[0] for line in lines[1:]] == list(BACKBONES)
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["resnet50"] == [
+        "resnet50",
+        "resnet",
+        "224",
+        "px",
+        "32",
+        "px",
+        "23.6M",
+        "caffe",
+        "yes",
+        "16",
+    ]
+    assert rows["alexnet"][-2:] == ["no", "5"]
+
+
+def test_cli_describes_one_and_refuses_unknown_names(capsys):
+    from tljob.cli import EXIT_USER_ERROR, main
+
+    assert main(["backbones", "convnext_tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "https://storage.googleapis.com/tensorflow/keras-applications/convnext/" in out
+    assert "sha256 d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1" in out
+    assert main(["backbones", "vgg61"]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("tljob: error: unknown backbone 'vgg61'; did you mean 'vgg16'")
