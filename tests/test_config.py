@@ -95,15 +95,22 @@ def test_every_field_has_a_description():
         (
             "model: {backbone: resnet5}",
             [],
-            "`model.backbone` ('resnet5'): unknown backbone 'resnet5'; registered backbones are: "
-            "efficientnet_b0, mobilenet_v2, resnet50, vgg16",
+            "`model.backbone` ('resnet5'): unknown backbone 'resnet5'; did you mean 'resnet50' "
+            "or 'resnet152' or 'resnet101'? `tljob backbones` lists the 37 registered backbones",
         ),
         ("model: {weights: imagenet21k}", [], "`model.weights` ('imagenet21k'): must be"),
         ("data: {val_fraction: 1.5}", [], "`data.val_fraction` (1.5)"),
         (
             "",
             ["train.stages.0.trainable=top:0"],
-            "`train.stages.0.trainable` ('top:0'): must be 'head', 'all' or 'top:N' with N >= 1",
+            "`train.stages.0.trainable` ('top:0'): must be 'head', 'all', 'top_layers:N' (or "
+            "'top:N') or 'top_blocks:K' with N, K >= 1",
+        ),
+        (
+            "",
+            ["train.stages.1.trainable=top_blocks:18"],
+            "`train.stages.1.trainable` ('top_blocks:18'): backbone 'mobilenet_v2' has 17 "
+            "blocks, so K must be <= 17",
         ),
         (
             "",
@@ -340,6 +347,24 @@ def test_typed_values_are_parsed_once_and_saved_as_written(tmp_path):
     saved = yaml.safe_load(dump_config(job))
     assert saved["model"]["weights"] == "/w/r50.weights.h5"
     assert [s["trainable"] for s in saved["train"]["stages"]] == ["head", "top:40"]
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("top:40", Trainable("top", layers=40)),
+        ("top_layers:40", Trainable("top", layers=40)),
+        ("top_blocks:2", Trainable("top_blocks", blocks=2)),
+        ("head", Trainable("head")),
+        ("all", Trainable("all")),
+    ],
+)
+def test_trainable_kinds_parse_and_are_saved_as_written(text, parsed):
+    job = load_config(None, ["data.source=/x", f"train.stages.1.trainable={text}"])
+    assert job.train.stages[1].trainable == parsed
+    assert job.record()["train"]["stages"][1]["trainable"] == text
+    # 'top:N' is the older spelling of 'top_layers:N': the same stage either way
+    assert Trainable.parse("top:3") == Trainable.parse("top_layers:3")
 
 
 def test_the_default_image_size_is_saved_resolved_and_loads_back_equal(tmp_path):

@@ -1,11 +1,12 @@
 """Backbone registry, model assembly, freezing, BatchNorm mode, resizing and export.
 
 The models here are built once per session at 32 px (``tiny_model``); every registered
-backbone is built and trained for one step in ``test_zoo.py``. Tracing a backbone's training step into a graph
-costs 5 to 10 s (the optimizer update of every variable), so one-step checks of what the
-model computes run eagerly (``run_eagerly``: the same layers, gradients and updates, without
-the tracing), and one test trains through the compiled graph, as the workers do. Tests that
-share a model set what they depend on (trainable flags, compilation) themselves.
+backbone is built and trained for one step in ``test_zoo.py``. Tracing a backbone's
+training step into a graph costs 5 to 10 s (the optimizer update of every variable), so
+one-step checks of what the model computes run eagerly (``run_eagerly``: the same layers,
+gradients and updates, without the tracing), and one test trains through the compiled
+graph, as the workers do. Tests that share a model set what they depend on (trainable
+flags, compilation) themselves.
 """
 
 from __future__ import annotations

@@ -4,33 +4,17 @@ from __future__ import annotations
 
 from tljob.zoo.spec import BackboneSpec, keras_file
 
-# (size, blocks per stage, parameters, feature channels, activations per pixel, sha256 of
-#  the no-top file from tf_keras.applications.convnext.WEIGHTS_HASHES)
+# sha256 of the no-top files, from tf_keras.applications.convnext.WEIGHTS_HASHES
+_SHA256 = {
+    "tiny": "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
+    "small": "6fc8009faa2f00c1c1dfce59feea9b0745eb260a7dd11bee65c8e20843da6eab",
+    "base": "40a20c5548a5e9202f69735ecc06c990e6b7c9d2de39f0361e27baeb24cb7c45",
+}
+# (size, blocks per stage, parameters, feature channels, activations per pixel)
 _TABLE = (
-    (
-        "tiny",
-        (3, 3, 9, 3),
-        0,
-        768,
-        0.0,
-        "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
-    ),
-    (
-        "small",
-        (3, 3, 27, 3),
-        0,
-        768,
-        0.0,
-        "6fc8009faa2f00c1c1dfce59feea9b0745eb260a7dd11bee65c8e20843da6eab",
-    ),
-    (
-        "base",
-        (3, 3, 27, 3),
-        0,
-        1024,
-        0.0,
-        "40a20c5548a5e9202f69735ecc06c990e6b7c9d2de39f0361e27baeb24cb7c45",
-    ),
+    ("tiny", (3, 3, 9, 3), 27_820_128, 768, 616.5),
+    ("small", (3, 3, 27, 3), 49_454_688, 768, 994.5),
+    ("base", (3, 3, 27, 3), 87_566_464, 1024, 1324.0),
 )
 
 SPECS = tuple(
@@ -53,7 +37,7 @@ SPECS = tuple(
             for stage, depth in enumerate(depths)
             for i in range(depth)
         ),
-        imagenet=(keras_file("convnext", f"convnext_{size}_notop.h5", sha256=sha256),),
+        imagenet=(keras_file("convnext", f"convnext_{size}_notop.h5", sha256=_SHA256[size]),),
     )
-    for size, depths, parameters, channels, app, sha256 in _TABLE
+    for size, depths, parameters, channels, app in _TABLE
 )
