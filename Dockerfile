@@ -35,15 +35,15 @@ RUN pip install --no-cache-dir './[cuda]' \
 # published hash; tljob's own lookup then proves they sit where a run will look for them.
 ARG PRESEED_BACKBONES="resnet50"
 RUN python - ${PRESEED_BACKBONES} <<'PY'
-import importlib
 import sys
+
+import tf_keras
 
 from tljob.zoo import WeightsSource, get_backbone, resolve_weights_file
 
 for name in sys.argv[1:]:
     spec = get_backbone(name)
-    module = importlib.import_module(f"tf_keras.applications.{spec.keras_module}")
-    getattr(module, spec.keras_class)(include_top=False, weights="imagenet")
+    getattr(tf_keras.applications, spec.keras_class)(include_top=False, weights="imagenet")
     print("pre-seeded", resolve_weights_file(spec, WeightsSource("imagenet"), spec.default_image_size))
 PY
 

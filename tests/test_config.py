@@ -96,7 +96,7 @@ def test_every_field_has_a_description():
             "model: {backbone: resnet5}",
             [],
             "`model.backbone` ('resnet5'): unknown backbone 'resnet5'; did you mean 'resnet50' "
-            "or 'resnet152' or 'resnet101'? `tljob backbones` lists the 37 registered backbones",
+            "or 'resnet152' or 'resnet50_v2'? `tljob backbones` lists the ",
         ),
         ("model: {weights: imagenet21k}", [], "`model.weights` ('imagenet21k'): must be"),
         ("data: {val_fraction: 1.5}", [], "`data.val_fraction` (1.5)"),

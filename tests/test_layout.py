@@ -13,6 +13,7 @@ PURE = [
     "tljob.config",
     "tljob.config.reference",
     "tljob.zoo",
+    "tljob.zoo.listing",
     "tljob.report",
     "tljob.storage",
     "tljob.storage.s3api",

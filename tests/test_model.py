@@ -211,11 +211,10 @@ def test_trainable_counts_per_stage(spec, tiny_model):
 def test_trainable_counts_exact_for_mobilenet_v2(tiny_model):
     net = tiny_model("mobilenet_v2")
     # MobileNetV2's last layers: Conv_1 (kernel), Conv_1_bn (gamma, beta), out_relu (none)
-    assert [nn_model.set_trainable(net, Trainable.parse(s)) for s in ("head", "top:3", "all")] == [
-        2,
-        5,
-        158,
-    ]
+    assert [
+        nn_model.set_trainable(net, Trainable.parse(s))
+        for s in ("head", "top:3", "top_layers:3", "all", "top_layers:1000")
+    ] == [2, 5, 5, 158, 158]
     # a hidden head layer adds its kernel and bias (vgg16: the quickest backbone to build)
     hidden = nn_model.build_model(
         model_cfg("vgg16", "none", "model.head.dense_units=[16]"), 3, TINY

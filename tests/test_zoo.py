@@ -150,6 +150,22 @@ def test_top_blocks_1_unfreezes_exactly_the_last_block(zoo):
         assert set(unfrozen) < set(two) and two[-len(unfrozen) :] == unfrozen
 
 
+def test_top_blocks_beyond_the_count_names_both(zoo):
+    spec = zoo.spec
+    n = len(spec.blocks)
+    with pytest.raises(nn_model.TooManyBlocksError) as err:
+        nn_model.set_trainable(zoo.net, Trainable.parse(f"top_blocks:{n + 1}"))
+    assert str(err.value) == (
+        f"`trainable` ('top_blocks:{n + 1}'): backbone {spec.name!r} has {n} blocks, so K "
+        f"must be between 1 and {n}"
+    )
+    # all K blocks: every layer from the first block's start trains, the stem stays frozen
+    nn_model.set_trainable(zoo.net, Trainable.parse(f"top_blocks:{n}"))
+    trained = [layer.trainable for layer in zoo.backbone.layers]
+    first = trained.index(True)
+    assert all(trained[first:]) and not any(trained[:first]) and first >= 1
+
+
 def test_registry_figures_equal_the_real_network(zoo):
     spec, backbone = zoo.spec, zoo.backbone
     assert backbone.count_params() == spec.parameters
@@ -240,7 +256,7 @@ def test_unknown_backbone_gets_close_matches_and_the_list_hint():
     with pytest.raises(UnknownBackboneError) as err:
         get_backbone("resnet5")
     assert str(err.value) == (
-        "unknown backbone 'resnet5'; did you mean 'resnet50' or 'resnet152' or 'resnet101'? "
+        "unknown backbone 'resnet5'; did you mean 'resnet50' or 'resnet152' or 'resnet50_v2'? "
         f"`tljob backbones` lists the {len(BACKBONES)} registered backbones"
     )
     with pytest.raises(UnknownBackboneError) as err:

@@ -27,7 +27,7 @@ from tljob.config._base import _Section
 from tljob.config.data import DataSection
 from tljob.config.s3 import S3Section, credential_keys
 from tljob.errors import UserError
-from tljob.zoo import BACKBONES, WeightsSource, get_backbone
+from tljob.zoo import WeightsSource, get_backbone
 
 TRAINABLE_PATTERN = re.compile(r"^(head|all|(top|top_layers|top_blocks):([1-9][0-9]*))$")
 Optimizer = Literal["adam", "sgd", "rmsprop"]
@@ -140,7 +140,9 @@ class HeadSection(_Section):
 class ModelSection(_Section):
     backbone: str = Field(
         "mobilenet_v2",
-        description="Registered backbone name: " + ", ".join(sorted(BACKBONES)) + ".",
+        description="Registered backbone name (e.g. resnet50, efficientnet_b0, convnext_tiny, "
+        "alexnet); `tljob backbones` lists them all with their sizes, preprocessing and "
+        "ImageNet weights.",
     )
     weights: WeightsSpec = Field(
         WeightsSource("imagenet"),

@@ -109,10 +109,12 @@ def block_layers(backbone: tf_keras.Model, spec: BackboneSpec, count: int) -> li
     marker = spec.blocks[len(spec.blocks) - count]
     names = [layer.name for layer in backbone.layers]
     if marker.startswith(">"):
-        start = names.index(marker[1:]) + 1
+        starts = [i + 1 for i, name in enumerate(names) if name == marker[1:]]
     else:
-        start = next(i for i, name in enumerate(names) if name.startswith(marker))
-    return backbone.layers[start:]
+        starts = [i for i, name in enumerate(names) if name.startswith(marker)]
+    if not starts:  # a registry entry that does not describe its network
+        raise ValueError(f"backbone {spec.name!r} has no layer marked by block {marker!r}")
+    return backbone.layers[starts[0] :]
 
 
 def set_trainable(
@@ -131,13 +133,14 @@ def set_trainable(
         return len(model.trainable_weights)
     backbone.trainable = True
     if trainable.kind == "all":
-        unfrozen = set(backbone.layers)
+        unfrozen = backbone.layers
     elif trainable.kind == "top_blocks":
-        unfrozen = set(block_layers(backbone, spec or backbone_spec_of(model), trainable.blocks))
+        unfrozen = block_layers(backbone, spec or backbone_spec_of(model), trainable.blocks)
     else:  # "top": the last N layers
-        unfrozen = set(backbone.layers[len(backbone.layers) - trainable.layers :])
+        unfrozen = backbone.layers[max(0, len(backbone.layers) - trainable.layers) :]
+    ids = {id(layer) for layer in unfrozen}
     for layer in backbone.layers:
-        layer.trainable = layer in unfrozen
+        layer.trainable = id(layer) in ids
     return len(model.trainable_weights)
 
 
