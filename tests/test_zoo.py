@@ -321,4 +321,17 @@ def test_cli_describes_one_and_refuses_unknown_names(capsys):
     assert "sha256 d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1" in out
     assert main(["backbones", "vgg61"]) == EXIT_USER_ERROR
     err = capsys.readouterr().err
-    assert err.startswith("tljob: error: unknown backbone 'vgg61'; did you mean 'vgg16'")
+    assert err == (
+        "tljob: error: unknown backbone 'vgg61'; did you mean 'vgg19' or 'vgg16'? "
+        f"`tljob backbones` lists the {len(BACKBONES)} registered backbones\n"
+    )
+
+
+def test_readme_backbone_table_is_current():
+    from pathlib import Path
+
+    from tljob.zoo.listing import format_backbones
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = "```\n$ tljob backbones\n" + format_backbones(BACKBONES.values()) + "\n```"
+    assert table in readme, "regenerate the README's table with: tljob backbones"

@@ -21,7 +21,7 @@ SPECS = (
         "Krizhevsky 2014), 2.5M backbone parameters; no Keras ImageNet weights.",
         parameters=2_469_696,
         feature_channels=256,
-        activations_per_pixel=10.7,
+        activations_per_pixel=27.2,
         blocks=("conv1_", "conv2_", "conv3_", "conv4_", "conv5_"),
     ),
 )
