@@ -222,6 +222,25 @@ def test_a_lock_from_another_host_is_stale_only_when_its_heartbeat_stops(tmp_pat
     RunLock(run, stale_after_s=60).acquire().release()
 
 
+def test_a_taken_over_lock_is_never_overwritten_by_its_old_holder(tmp_path):
+    run = storage.resolve(str(tmp_path / "run"))
+    said: list[str] = []
+    old = RunLock(run, heartbeat_s=0.05, say=said.append).acquire()
+    lock_file = tmp_path / "run" / "run.lock"
+    successor = {"host": "node-9", "pid": 77, "started": 1.0, "token": "new", "heartbeat": 2.0}
+    lock_file.write_text(json.dumps(successor))  # what a takeover leaves
+    time.sleep(0.4)  # several heartbeats
+    assert json.loads(lock_file.read_text()) == successor
+    assert old.lost is True
+    assert said == [
+        f"WARNING: the run lock {run.join('run.lock').uri} now belongs to pid 77 on host "
+        "'node-9', which took it over as stale; this run no longer refreshes it. Two runs may "
+        "now write this run directory: stop one of them"
+    ]
+    old.release()
+    assert json.loads(lock_file.read_text()) == successor  # not deleted either
+
+
 def test_the_heartbeat_keeps_the_lock_fresh(tmp_path):
     run = storage.resolve(str(tmp_path / "run"))
     lock = RunLock(run, heartbeat_s=0.05).acquire()
