@@ -1,5 +1,6 @@
 """The job configuration: schema, loading and reference. Pure.
 
+``train`` the optimisation vocabulary (optimizers, schedules, reported metrics, precision);
 ``schema`` owns the sections, their rules and the typed values parsed from user strings
 (``data`` holds the data section; ``s3`` the object-store section and the rule that
 refuses credentials anywhere);
@@ -12,19 +13,27 @@ refused in well under a second, before any cluster is touched.
 from tljob.config.data import MAX_IMAGE_SIZE, DataSection
 from tljob.config.load import apply_override, dump_config, load_config, parse_override
 from tljob.config.s3 import S3Section
-from tljob.config.schema import (
+from tljob.config.train import (
+    BEST_METRICS,
     LOSS,
     METRICS,
     OPTIMIZERS,
+    PER_CLASS_METRICS,
     REPORTED_METRICS,
-    ConfigError,
+    SCHEDULES,
     EarlyStoppingSection,
-    HeadSection,
-    JobConfig,
     Metric,
-    ModelSection,
     Optimizer,
     ReduceLRSection,
+    ScheduleSection,
+    balanced_class_weights,
+    higher_is_better,
+)
+from tljob.config.schema import (
+    ConfigError,
+    HeadSection,
+    JobConfig,
+    ModelSection,
     RunSection,
     ScalingSection,
     StageSection,
@@ -33,11 +42,14 @@ from tljob.config.schema import (
 )
 
 __all__ = [
+    "BEST_METRICS",
     "LOSS",
     "MAX_IMAGE_SIZE",
     "METRICS",
     "OPTIMIZERS",
+    "PER_CLASS_METRICS",
     "REPORTED_METRICS",
+    "SCHEDULES",
     "ConfigError",
     "DataSection",
     "EarlyStoppingSection",
@@ -50,11 +62,14 @@ __all__ = [
     "RunSection",
     "S3Section",
     "ScalingSection",
+    "ScheduleSection",
     "StageSection",
     "TrainSection",
     "Trainable",
     "apply_override",
+    "balanced_class_weights",
     "dump_config",
     "load_config",
+    "higher_is_better",
     "parse_override",
 ]
