@@ -108,7 +108,7 @@ def test_every_field_has_a_description():
         (
             "",
             ["train.stages.1.optimizer=adagrad"],
-            "`train.stages.1.optimizer` ('adagrad'): must be one of adam, sgd, rmsprop",
+            "`train.stages.1.optimizer` ('adagrad'): must be one of adam, adamw, sgd, rmsprop",
         ),
         ("", ["train.stages.1.name=head"], "stage names must be unique; repeated: head"),
         ("", ["train.stages=[]"], "`train.stages` ([]): at least one stage is required"),
@@ -193,11 +193,13 @@ def test_monitor_must_be_a_reported_metric(override, shown):
         load_config(None, [override])
     assert str(err.value) == (
         f"invalid config:\n  {shown}: is not a metric a run reports, so the callback would "
-        "never act; use one of loss, accuracy, val_loss, val_accuracy"
+        "never act; use one of loss, accuracy, macro_f1, val_loss, val_accuracy, val_macro_f1"
     )
 
 
-@pytest.mark.parametrize("name", ["loss", "accuracy", "val_loss", "val_accuracy"])
+@pytest.mark.parametrize(
+    "name", ["loss", "accuracy", "macro_f1", "val_loss", "val_accuracy", "val_macro_f1"]
+)
 def test_every_reported_metric_can_be_monitored(name):
     job = load_config(
         None, [f"train.reduce_lr.monitor={name}", f"train.early_stopping.monitor={name}"]
@@ -208,8 +210,15 @@ def test_every_reported_metric_can_be_monitored(name):
 def test_reported_metrics_follow_the_compiled_metrics():
     from tljob.config import METRICS, REPORTED_METRICS
 
-    assert METRICS == ("accuracy",)
-    assert REPORTED_METRICS == ("loss", "accuracy", "val_loss", "val_accuracy")
+    assert METRICS == ("accuracy", "macro_f1")
+    assert REPORTED_METRICS == (
+        "loss",
+        "accuracy",
+        "macro_f1",
+        "val_loss",
+        "val_accuracy",
+        "val_macro_f1",
+    )
 
 
 def test_image_size_has_an_upper_bound():
@@ -350,3 +359,117 @@ def test_the_default_image_size_is_saved_resolved_and_loads_back_equal(tmp_path)
     assert yaml.safe_load(saved.read_text())["data"]["image_size"] == 224
     again = load_config(saved)
     assert again == job.resolved() and again.record() == job.record()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["train.stages.0.schedule.kind=linear"],
+            "`train.stages.0.schedule.kind` ('linear'): must be one of constant, cosine, step, "
+            "plateau",
+        ),
+        (
+            ["train.stages.0.batchnorm=renorm"],
+            "`train.stages.0.batchnorm` ('renorm'): must be one of auto, frozen, train",
+        ),
+        (
+            ["train.class_weight=auto"],
+            "`train.class_weight` ('auto'): must be one of none, balanced",
+        ),
+        (
+            ["train.best_metric=val_f1"],
+            "`train.best_metric` ('val_f1'): must be one of val_accuracy, val_macro_f1, val_loss",
+        ),
+        (
+            ["train.precision=float16"],
+            "`train.precision` ('float16'): must be one of float32, mixed_float16, mixed_bfloat16",
+        ),
+        (
+            ["train.precision=mixed_float16"],
+            "`train.precision` ('mixed_float16') needs GPUs (`scaling.use_gpu: true`); on CPUs "
+            "use 'mixed_bfloat16' or 'float32'",
+        ),
+        (["train.jit_compile=maybe"], "`train.jit_compile` ('maybe'): Input should be a valid"),
+        (
+            ["train.stages.0.weight_decay=0.01"],
+            "`train.stages.0.weight_decay` (0.01) is only used by optimizer 'adamw', not 'adam'",
+        ),
+        (
+            ["train.stages.1.optimizer=adamw", "train.stages.1.weight_decay=-1"],
+            "`train.stages.1.weight_decay` (-1): Input should be greater than or equal to 0",
+        ),
+        (
+            ["train.stages.0.momentum=0.9"],
+            "`train.stages.0.momentum` (0.9) is only used by optimizers sgd, rmsprop, not 'adam'",
+        ),
+        (
+            ["train.stages.0.optimizer=sgd", "train.stages.0.momentum=1"],
+            "`train.stages.0.momentum` (1): Input should be less than 1",
+        ),
+        (
+            ["train.stages.0.label_smoothing=1"],
+            "`train.stages.0.label_smoothing` (1): Input should be less than 1",
+        ),
+        (
+            ["train.stages.0.schedule.warmup_epochs=6"],
+            "`train.stages.0.schedule.warmup_epochs` (6) must be <= the stage's "
+            "`train.stages.0.epochs` (5)",
+        ),
+        (
+            ["train.stages.0.schedule.warmup_epochs=1", "train.stages.0.schedule.warmup_steps=5"],
+            "`train.stages.0.schedule.warmup_epochs` (1) and "
+            "`train.stages.0.schedule.warmup_steps` (5): set at most one of them",
+        ),
+        (
+            ["train.stages.0.schedule.step_factor=1"],
+            "`train.stages.0.schedule.step_factor` (1): Input should be less than 1",
+        ),
+        (
+            ["train.stages.0.schedule.step_epochs=0"],
+            "`train.stages.0.schedule.step_epochs` (0): Input should be greater than or equal to 1",
+        ),
+        (
+            ["train.stages.0.schedule.final_fraction=2"],
+            "`train.stages.0.schedule.final_fraction` (2): Input should be less than or equal to 1",
+        ),
+        (["train.stages.0.schedule.warmup=3"], "`train.stages.0.schedule.warmup` is not a known"),
+    ],
+)
+def test_new_training_settings_are_validated(overrides, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.source=/x", *overrides])
+    assert expected in str(err.value)
+
+
+def test_new_training_settings_read_back_equal(tmp_path):
+    overrides = [
+        "train.stages.0.optimizer=adamw",
+        "train.stages.0.weight_decay=0.05",
+        "train.stages.0.schedule={kind: cosine, warmup_epochs: 1, final_fraction: 0.1}",
+        "train.stages.0.label_smoothing=0.1",
+        "train.stages.1.optimizer=sgd",
+        "train.stages.1.momentum=0.8",
+        "train.stages.1.schedule.kind=step",
+        "train.stages.1.schedule.step_epochs=2",
+        "train.stages.1.batchnorm=train",
+        "train.class_weight=balanced",
+        "train.best_metric=val_macro_f1",
+        "train.precision=mixed_bfloat16",
+        "train.jit_compile=true",
+    ]
+    job = load_config(None, ["data.source=/x", *overrides])
+    head, tune = job.train.stages
+    assert (head.optimizer, head.weight_decay, head.label_smoothing) == ("adamw", 0.05, 0.1)
+    assert (head.schedule.kind, head.schedule.warmup_epochs, head.schedule.final_fraction) == (
+        "cosine",
+        1,
+        0.1,
+    )
+    assert (tune.momentum, tune.schedule.kind, tune.schedule.step_epochs) == (0.8, "step", 2)
+    assert (tune.batchnorm, head.batchnorm) == ("train", "auto")
+    assert (job.train.class_weight, job.train.best_metric) == ("balanced", "val_macro_f1")
+    assert (job.train.precision, job.train.jit_compile) == ("mixed_bfloat16", True)
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_config(job))
+    assert load_config(saved) == job.resolved()

@@ -118,6 +118,31 @@ def test_adding_a_stage_after_a_finished_run_starts_it():
         (["train.batch_size=8"], [1, 0], "`train.batch_size` (32 -> 8)"),
         (["data.seed=7"], [1, 0], "`data.seed` (0 -> 7)"),
         (["train.reduce_lr.patience=9"], [1, 0], "`train.reduce_lr.patience` (2 -> 9)"),
+        (
+            ["train.stages.0.schedule.kind=cosine"],
+            [1, 0],
+            "`train.stages.0` has trained 1 epoch(s) and cannot change: `schedule.kind` "
+            "('plateau' -> 'cosine')",
+        ),
+        (
+            ["train.stages.0.label_smoothing=0.1"],
+            [1, 0],
+            "cannot change: `label_smoothing` (0.0 -> 0.1)",
+        ),
+        (["train.stages.0.batchnorm=train"], [1, 0], "cannot change: `batchnorm` ('auto' -> "),
+        (
+            ["train.stages.1.optimizer=sgd", "train.stages.1.momentum=0.5"],
+            [1, 1],
+            "`train.stages.1` has trained 1 epoch(s) and cannot change: `optimizer` ('adam' -> "
+            "'sgd'), `momentum` (None -> 0.5)",
+        ),
+        (["train.class_weight=balanced"], [1, 0], "`train.class_weight` ('none' -> 'balanced')"),
+        (["train.best_metric=val_loss"], [1, 0], "`train.best_metric` ('val_accuracy' -> "),
+        (
+            ["train.precision=mixed_bfloat16"],
+            [1, 0],
+            "`train.precision` ('float32' -> 'mixed_bfloat16')",
+        ),
         (["model.backbone=vgg16"], [1, 0], "`model.backbone` ('mobilenet_v2' -> 'vgg16')"),
     ],
 )
@@ -342,3 +367,54 @@ def test_too_few_images_for_a_batch_is_refused_before_ray_starts(tmp_path):
     assert "Connecting to existing Ray cluster" not in proc.stderr
     assert "oneDNN" not in proc.stderr  # refused before TensorFlow was even loaded
     assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_a_cosine_stage_cannot_be_extended_but_a_stage_may_follow_it():
+    cosine = ["train.stages.1.schedule.kind=cosine"]
+    job = job_with(*cosine)
+    with pytest.raises(RunMismatchError) as err:
+        plan_resume(
+            state_after(job, [1, 2]),
+            "c",
+            saved(job),
+            job_with(*cosine, "train.stages.1.epochs=4"),
+            "r",
+        )
+    assert str(err.value).startswith(
+        "`train.stages.1.epochs` (2 -> 4): stage 'fine_tune' has trained 2 epoch(s) on a "
+        "cosine schedule, whose curve its epochs fix; add a stage instead"
+    )
+    stages = saved(job)["train"]["stages"] + [{"name": "more", "epochs": 1, "learning_rate": 0.1}]
+    more = job_with(*cosine, f"train.stages={json.dumps(stages)}")
+    plan = plan_resume(state_after(job, [1, 2]), "c", saved(job), more, "r")
+    assert (plan.stage_index, plan.epoch) == (2, 0)
+    # a step schedule's stage may still grow, as a plateau one may
+    step = ["train.stages.1.schedule.kind=step"]
+    longer = job_with(*step, "train.stages.1.epochs=4")
+    plan = plan_resume(state_after(job, [1, 2]), "c", saved(job_with(*step)), longer, "r")
+    assert (plan.stage_index, plan.epoch) == (1, 2)
+
+
+def test_a_run_saved_before_the_new_settings_resumes_with_their_defaults():
+    job = job_with()
+    old = saved(job)
+    new_stage_keys = ("weight_decay", "momentum", "schedule", "label_smoothing", "batchnorm")
+    for stage in old["train"]["stages"]:
+        for key in new_stage_keys:
+            del stage[key]
+    for key in ("class_weight", "best_metric", "precision", "jit_compile"):
+        del old["train"][key]
+    plan = plan_resume(state_after(job, [1, 1]), "checkpoint_epoch_0002", old, job, "r")
+    assert (plan.stage_index, plan.epoch) == (1, 1)
+    with pytest.raises(RunMismatchError, match=r"`schedule.kind` \('plateau' -> 'step'\)"):
+        plan_resume(
+            state_after(job, [1, 1]), "c", old, job_with("train.stages.1.schedule.kind=step"), "r"
+        )
+
+
+def test_jit_compile_may_change_on_resume():
+    job = job_with()
+    plan = plan_resume(
+        state_after(job, [1, 1]), "c", saved(job), job_with("train.jit_compile=true"), "r"
+    )
+    assert (plan.stage_index, plan.epoch) == (1, 1)

@@ -137,7 +137,10 @@ def test_training_steps_use_the_scheduled_rates_and_a_resume_continues_them(tiny
     # Plain SGD without momentum: each step moves the classifier bias by exactly
     # -rate * gradient, so the rate each real step used can be read back from the weights.
     cfg = stage(
-        "schedule.kind=cosine", "schedule.warmup_steps=2", "optimizer=sgd", "momentum=0.0",
+        "schedule.kind=cosine",
+        "schedule.warmup_steps=2",
+        "optimizer=sgd",
+        "momentum=0.0",
         epochs=2,
     )
     nn_model.set_trainable(tiny, cfg.trainable)

@@ -13,6 +13,17 @@ refused in well under a second, before any cluster is touched.
 from tljob.config.data import MAX_IMAGE_SIZE, DataSection
 from tljob.config.load import apply_override, dump_config, load_config, parse_override
 from tljob.config.s3 import S3Section
+from tljob.config.schema import (
+    ConfigError,
+    HeadSection,
+    JobConfig,
+    ModelSection,
+    RunSection,
+    ScalingSection,
+    StageSection,
+    Trainable,
+    TrainSection,
+)
 from tljob.config.train import (
     BEST_METRICS,
     LOSS,
@@ -28,17 +39,6 @@ from tljob.config.train import (
     ScheduleSection,
     balanced_class_weights,
     higher_is_better,
-)
-from tljob.config.schema import (
-    ConfigError,
-    HeadSection,
-    JobConfig,
-    ModelSection,
-    RunSection,
-    ScalingSection,
-    StageSection,
-    Trainable,
-    TrainSection,
 )
 
 __all__ = [

@@ -25,7 +25,7 @@ def _format_errors(err: ValidationError) -> str:
             lines.append(f"`{path}` ({e['input']!r}): must be a finite number, not inf or nan")
         elif path and isinstance(e["input"], dict):
             # a section's own rule: its message names fields relative to the section
-            lines.append(re.sub(r"`([^`]+)`", lambda m: f"`{path}.{m.group(1)}`", msg))
+            lines.append(re.sub(r"`([^`]+)`", lambda m, p=path: f"`{p}.{m.group(1)}`", msg))
         elif path:
             lines.append(f"`{path}` ({e['input']!r}): {msg}")
         else:

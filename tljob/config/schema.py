@@ -28,7 +28,6 @@ from tljob.config.s3 import S3Section, credential_keys
 from tljob.config.train import (
     BEST_METRICS,
     DEFAULT_MOMENTUM,
-    check_stage_settings,
     OPTIMIZERS,
     PRECISIONS,
     BatchNormName,
@@ -39,6 +38,7 @@ from tljob.config.train import (
     PrecisionName,
     ReduceLRSection,
     ScheduleSection,
+    check_stage_settings,
 )
 from tljob.errors import UserError
 from tljob.zoo import BACKBONES, WeightsSource, get_backbone

@@ -109,7 +109,10 @@ def with_batchnorm(model: tf_keras.Model, trains: bool) -> tf_keras.Model:
     for layer in model.layers[1:]:  # the chain build_model makes, in order
         if len(layer.inbound_nodes[0].parent_nodes) != 1:
             raise ValueError(f"layer {layer.name!r} is not part of a single chain")
-        x = layer(x, training=None if trains else False) if layer.name == BACKBONE_LAYER else layer(x)
+        if layer.name == BACKBONE_LAYER:
+            x = layer(x, training=None if trains else False)
+        else:
+            x = layer(x)
     return tf_keras.Model(images, x, name=model.name)
 
 
@@ -170,9 +173,7 @@ def compile_stage(
 
 def compile_for_stage(model: tf_keras.Model, optimizer: Optimizer, learning_rate: float) -> None:
     """``compile_stage`` for a one-epoch stage at a settable rate (plateau, no callback)."""
-    stage = StageSection(
-        name="stage", epochs=1, learning_rate=learning_rate, optimizer=optimizer
-    )
+    stage = StageSection(name="stage", epochs=1, learning_rate=learning_rate, optimizer=optimizer)
     compile_stage(model, stage, steps_per_epoch=1)
 
 
