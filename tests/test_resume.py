@@ -118,6 +118,31 @@ def test_adding_a_stage_after_a_finished_run_starts_it():
         (["train.batch_size=8"], [1, 0], "`train.batch_size` (32 -> 8)"),
         (["data.seed=7"], [1, 0], "`data.seed` (0 -> 7)"),
         (["train.reduce_lr.patience=9"], [1, 0], "`train.reduce_lr.patience` (2 -> 9)"),
+        (
+            ["train.stages.0.schedule.kind=cosine"],
+            [1, 0],
+            "`train.stages.0` has trained 1 epoch(s) and cannot change: `schedule.kind` "
+            "('plateau' -> 'cosine')",
+        ),
+        (
+            ["train.stages.0.label_smoothing=0.1"],
+            [1, 0],
+            "cannot change: `label_smoothing` (0.0 -> 0.1)",
+        ),
+        (["train.stages.0.batchnorm=train"], [1, 0], "cannot change: `batchnorm` ('auto' -> "),
+        (
+            ["train.stages.1.optimizer=sgd", "train.stages.1.momentum=0.5"],
+            [1, 1],
+            "`train.stages.1` has trained 1 epoch(s) and cannot change: `optimizer` ('adam' -> "
+            "'sgd'), `momentum` (None -> 0.5)",
+        ),
+        (["train.class_weight=balanced"], [1, 0], "`train.class_weight` ('none' -> 'balanced')"),
+        (["train.best_metric=val_loss"], [1, 0], "`train.best_metric` ('val_accuracy' -> "),
+        (
+            ["train.precision=mixed_bfloat16"],
+            [1, 0],
+            "`train.precision` ('float32' -> 'mixed_bfloat16')",
+        ),
         (["model.backbone=vgg16"], [1, 0], "`model.backbone` ('mobilenet_v2' -> 'vgg16')"),
     ],
 )

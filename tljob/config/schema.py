@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BeforeValidator,
     Field,
     PlainSerializer,
     PlainValidator,
@@ -26,40 +25,29 @@ from pydantic import (
 from tljob.config._base import _Section
 from tljob.config.data import DataSection
 from tljob.config.s3 import S3Section, credential_keys
+from tljob.config.train import (
+    BEST_METRICS,
+    DEFAULT_MOMENTUM,
+    OPTIMIZERS,
+    PRECISIONS,
+    BatchNormName,
+    BestMetricName,
+    ClassWeightName,
+    EarlyStoppingSection,
+    OptimizerName,
+    PrecisionName,
+    ReduceLRSection,
+    ScheduleSection,
+    check_stage_settings,
+)
 from tljob.errors import UserError
 from tljob.zoo import BACKBONES, WeightsSource, get_backbone
 
 TRAINABLE_PATTERN = re.compile(r"^(head|all|top:([1-9][0-9]*))$")
-Optimizer = Literal["adam", "sgd", "rmsprop"]
-OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
-
-# What every stage compiles (``tljob.nn.model.compile_for_stage`` reads these) and therefore the
-# exact names Keras reports after each epoch, since fit validates every epoch. Callbacks may
-# only watch these names; anything else would be accepted by Keras and never act.
-LOSS = "sparse_categorical_crossentropy"
-METRICS = ("accuracy",)
-REPORTED_METRICS = tuple(prefix + name for prefix in ("", "val_") for name in ("loss", *METRICS))
-Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy"]
-assert get_args(Metric) == REPORTED_METRICS  # one list of names, spelt twice for the type
 
 
 class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message names the field, the value and the rule."""
-
-
-def _reported_metric(name: Any) -> Any:
-    if name not in REPORTED_METRICS:
-        raise ValueError(
-            "is not a metric a run reports, so the callback would never act; "
-            "use one of " + ", ".join(REPORTED_METRICS)
-        )
-    return name
-
-
-def _known_optimizer(name: Any) -> Any:
-    if name not in OPTIMIZERS:
-        raise ValueError("must be one of " + ", ".join(OPTIMIZERS))
-    return name
 
 
 @dataclass(frozen=True)
@@ -98,8 +86,6 @@ TrainableSpec = Annotated[
 WeightsSpec = Annotated[
     WeightsSource, PlainValidator(_parse_weights), PlainSerializer(str, return_type=str)
 ]
-OptimizerName = Annotated[Optimizer, BeforeValidator(_known_optimizer)]
-MetricName = Annotated[Metric, BeforeValidator(_reported_metric)]
 
 
 class HeadSection(_Section):
@@ -144,13 +130,45 @@ class StageSection(_Section):
     epochs: int = Field(..., ge=1, description="Epochs in this stage.")
     learning_rate: float = Field(..., gt=0.0, description="Initial learning rate of the stage.")
     optimizer: OptimizerName = Field(
-        "adam", description="Optimizer: " + ", ".join(OPTIMIZERS) + "."
+        "adam", description="Optimizer: " + ", ".join(OPTIMIZERS) + " (a fresh one per stage)."
     )
     trainable: TrainableSpec = Field(
         Trainable("head"),
         description="What is trained: 'head' (backbone frozen), 'top:N' (the last N "
         "backbone layers and the head) or 'all'.",
     )
+    weight_decay: float = Field(
+        0.0, ge=0.0, description="'adamw' only: decoupled weight decay (tf_keras AdamW)."
+    )
+    momentum: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="'sgd' / 'rmsprop' only: momentum; empty means "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_MOMENTUM.items())
+        + ".",
+    )
+    schedule: ScheduleSection = Field(
+        default_factory=ScheduleSection, description="The stage's learning-rate schedule."
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Label smoothing of the cross-entropy (training and validation loss); "
+        "labels stay class indices.",
+    )
+    batchnorm: BatchNormName = Field(
+        "auto",
+        description="BatchNorm statistics of unfrozen backbone layers: 'frozen' (inference "
+        "mode, the pretrained statistics kept), 'train' (updated from the batches), or "
+        "'auto': frozen with pretrained weights, trained from random ones.",
+    )
+
+    @model_validator(mode="after")
+    def _optimizer_settings(self) -> StageSection:
+        check_stage_settings(self)
+        return self
 
 
 def _default_stages() -> list[StageSection]:
@@ -168,24 +186,6 @@ def _default_stages() -> list[StageSection]:
     ]
 
 
-class ReduceLRSection(_Section):
-    enabled: bool = Field(True, description="Use ReduceLROnPlateau.")
-    monitor: MetricName = Field(
-        "val_loss", description="Metric watched: " + ", ".join(REPORTED_METRICS) + "."
-    )
-    factor: float = Field(0.5, gt=0.0, lt=1.0, description="Multiply the LR by this.")
-    patience: int = Field(2, ge=0, description="Epochs without improvement before reducing.")
-    min_lr: float = Field(1e-7, ge=0.0, description="Lower bound on the learning rate.")
-
-
-class EarlyStoppingSection(_Section):
-    enabled: bool = Field(False, description="Stop a stage early when the metric stalls.")
-    monitor: MetricName = Field(
-        "val_loss", description="Metric watched: " + ", ".join(REPORTED_METRICS) + "."
-    )
-    patience: int = Field(3, ge=0, description="Epochs without improvement before stopping.")
-
-
 class TrainSection(_Section):
     batch_size: int = Field(32, ge=1, description="Images per batch on each worker.")
     stages: list[StageSection] = Field(
@@ -199,6 +199,24 @@ class TrainSection(_Section):
     early_stopping: EarlyStoppingSection = Field(
         default_factory=EarlyStoppingSection, description="EarlyStopping settings (per stage)."
     )
+    class_weight: ClassWeightName = Field(
+        "none",
+        description="'balanced': weight each training image's loss by n_images / "
+        "(n_classes * n_images_of_its_class), from the training split's counts; 'none'.",
+    )
+    best_metric: BestMetricName = Field(
+        "val_accuracy",
+        description="What makes an epoch the best (exported): "
+        + ", ".join(BEST_METRICS)
+        + "; ties go to the lower val_loss (to the higher val_accuracy for val_loss), then "
+        "the earlier epoch.",
+    )
+    precision: PrecisionName = Field(
+        "float32",
+        description="Compute precision: " + ", ".join(PRECISIONS) + " (mixed_float16 needs "
+        "GPUs). Variables and the softmax classifier stay float32.",
+    )
+    jit_compile: bool = Field(False, description="Compile the training step with XLA.")
 
     @field_validator("stages")
     @classmethod
@@ -315,6 +333,11 @@ class JobConfig(_Section):
                 region=self.s3.region,
                 addressing_style=self.s3.addressing_style,
                 allow_http=self.s3.allow_http,
+            )
+        if self.train.precision == "mixed_float16" and not self.scaling.use_gpu:
+            raise ValueError(
+                "`train.precision` ('mixed_float16') needs GPUs (`scaling.use_gpu: true`); "
+                "on CPUs use 'mixed_bfloat16' or 'float32'"
             )
         spec = get_backbone(self.model.backbone)
         if self.image_size < spec.min_image_size:

@@ -34,6 +34,7 @@ from tljob.run.ledger import (
     ResumePlan,
     RunMismatchError,
     TrainState,
+    class_weights,
     history_csv,
     plan_resume,
     run_summary,
@@ -260,6 +261,11 @@ def _trainer(
             checkpoint=run_dir.join(plan.checkpoint).uri if plan.checkpoint else None,
             progress=progress,
             storage=storage.current_settings(),
+            class_weights=(
+                tuple(class_weights(job, prepared.classes, prepared.summary()))
+                if job.train.class_weight != "none"
+                else None
+            ),
         ).to_ray(),
         scaling_config=ScalingConfig(
             num_workers=job.scaling.num_workers,
