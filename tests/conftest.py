@@ -303,3 +303,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "ray_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ray)
+
+
+def scan_file(path: str, max_image_pixels: int = 100_000_000):
+    """Read one file, hash its bytes and check it decodes, as preparation does (the
+    pixels are not kept): an ``ImageScan``."""
+    from tljob.data.prepared import StoreSettings
+    from tljob.data.shards import scan_object
+
+    return scan_object(path, StoreSettings(1, 1, "raw", 0, max_image_pixels, 1))

@@ -115,7 +115,7 @@ def test_every_field_has_a_description():
         (
             "",
             ["train.stages.1.optimizer=adagrad"],
-            "`train.stages.1.optimizer` ('adagrad'): must be one of adam, sgd, rmsprop",
+            "`train.stages.1.optimizer` ('adagrad'): must be one of adam, adamw, sgd, rmsprop",
         ),
         ("", ["train.stages.1.name=head"], "stage names must be unique; repeated: head"),
         ("", ["train.stages=[]"], "`train.stages` ([]): at least one stage is required"),
@@ -200,11 +200,13 @@ def test_monitor_must_be_a_reported_metric(override, shown):
         load_config(None, [override])
     assert str(err.value) == (
         f"invalid config:\n  {shown}: is not a metric a run reports, so the callback would "
-        "never act; use one of loss, accuracy, val_loss, val_accuracy"
+        "never act; use one of loss, accuracy, macro_f1, val_loss, val_accuracy, val_macro_f1"
     )
 
 
-@pytest.mark.parametrize("name", ["loss", "accuracy", "val_loss", "val_accuracy"])
+@pytest.mark.parametrize(
+    "name", ["loss", "accuracy", "macro_f1", "val_loss", "val_accuracy", "val_macro_f1"]
+)
 def test_every_reported_metric_can_be_monitored(name):
     job = load_config(
         None, [f"train.reduce_lr.monitor={name}", f"train.early_stopping.monitor={name}"]
@@ -215,8 +217,15 @@ def test_every_reported_metric_can_be_monitored(name):
 def test_reported_metrics_follow_the_compiled_metrics():
     from tljob.config import METRICS, REPORTED_METRICS
 
-    assert METRICS == ("accuracy",)
-    assert REPORTED_METRICS == ("loss", "accuracy", "val_loss", "val_accuracy")
+    assert METRICS == ("accuracy", "macro_f1")
+    assert REPORTED_METRICS == (
+        "loss",
+        "accuracy",
+        "macro_f1",
+        "val_loss",
+        "val_accuracy",
+        "val_macro_f1",
+    )
 
 
 def test_image_size_has_an_upper_bound():

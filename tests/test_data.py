@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_digits_tree
+from conftest import scan_file, write_digits_tree
 from PIL import Image
 
 from tljob.config import load_config
@@ -18,7 +18,6 @@ from tljob.data.pipeline import (
     DataError,
     list_images,
     prepare_data,
-    scan_file,
     split_stratified,
 )
 from tljob.data.prepared import StoreSettings

@@ -8,9 +8,9 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import scan_file
 from PIL import Image
 
-from tljob.data.pipeline import scan_file
 from tljob.images import ImageDecodeError, UnsupportedImageError, decode_rgb
 from tljob.report import clean_reason
 

@@ -74,7 +74,10 @@ def test_pure_modules_import_neither_ray_nor_tensorflow(module, pure_imports):
 def test_nn_and_zoo_never_import_ray():
     # One interpreter imports them all (each would cost a TensorFlow import, 3-4 s): if any
     # of them imported Ray, Ray would be among what they import together.
-    loaded = imported_after("tljob.nn, tljob.nn.model, tljob.nn.io, tljob.nn.callbacks, tljob.zoo")
+    loaded = imported_after(
+        "tljob.nn, tljob.nn.model, tljob.nn.io, tljob.nn.callbacks, tljob.nn.schedules, "
+        "tljob.nn.metrics, tljob.zoo"
+    )
     assert "tensorflow" in loaded  # the check is meaningful: these are the TensorFlow side
     assert loaded & set(RAY) == set()
 

@@ -27,8 +27,11 @@ def row(n: int, stage: str = "head", stage_index: int = 0, epoch: int | None = N
         epoch=epoch or n,
         loss=1.0,
         accuracy=0.5,
+        macro_f1=0.5,
         val_loss=1.0,
         val_accuracy=0.5,
+        val_macro_f1=0.5,
+        val_class_recall=(0.5, 0.5),
         learning_rate=1e-3,
         trainable_tensors=2,
         seconds=1.0,
@@ -122,14 +125,64 @@ def test_summary_fields_from_a_known_history():
             "epochs": 2,
             "best_val_accuracy": 0.5,
             "final_val_accuracy": 0.5,
+            "best_val_macro_f1": 0.5,
+            "final_val_macro_f1": 0.5,
             "final_val_loss": 1.0,
         },
         "fine_tune": {
             "epochs": 2,
             "best_val_accuracy": 0.8,
             "final_val_accuracy": 0.7,
+            "best_val_macro_f1": 0.5,
+            "final_val_macro_f1": 0.5,
             "final_val_loss": 0.6,
         },
     }
     assert summary["weights"] == "none" and summary["image_size"] == 224
     assert summary["exported_model"] == {"path": "model/model.keras", **exported}
+
+
+def test_macro_f1_and_recall_round_trip_and_old_rows_read_as_nan():
+    rows = [row(1, val_macro_f1=0.625, val_class_recall=(1.0, 0.25, 0.1 + 0.2))]
+    text = history_csv(rows)
+    assert text.splitlines()[0].split(",")[4:11] == [
+        "loss",
+        "accuracy",
+        "macro_f1",
+        "val_loss",
+        "val_accuracy",
+        "val_macro_f1",
+        "val_class_recall",
+    ]
+    assert "1.0;0.25;0.30000000000000004" in text
+    assert parse_history_csv(text) == rows
+    assert TrainState.from_json(TrainState(history=rows).to_json()).history == rows
+    old = {k: v for k, v in row(1).to_dict().items() if "macro_f1" not in k and "recall" not in k}
+    back = EpochRow.from_dict(old)
+    assert math.isnan(back.val_macro_f1) and back.val_class_recall == ()
+
+
+def test_the_best_epoch_can_be_chosen_by_macro_f1_or_val_loss():
+    rows = [
+        row(1, val_accuracy=0.8, val_macro_f1=0.5, val_loss=0.9),
+        row(2, val_accuracy=0.7, val_macro_f1=0.6, val_loss=0.7),
+        row(3, val_accuracy=0.7, val_macro_f1=0.6, val_loss=0.6),
+        row(4, val_accuracy=0.75, val_macro_f1=0.55, val_loss=0.6),
+    ]
+    assert best_row(rows).global_epoch == 1
+    assert best_row(rows, "val_macro_f1").global_epoch == 3  # the tie goes to lower val_loss
+    assert best_row(rows, "val_loss").global_epoch == 4  # the tie goes to higher accuracy
+    assert not is_better(row(5, val_macro_f1=math.nan), rows[0], "val_macro_f1")
+    job = load_config(None, ["data.source=/x", "train.best_metric=val_macro_f1"])
+    data = {"splits": {"train": {"per_class_used": {"a": 30, "b": 10}}}}
+    summary = run_summary(job, ["a", "b"], data, rows, {}, 1.0)
+    assert summary["best"]["global_epoch"] == 3 and summary["best_metric"] == "val_macro_f1"
+    assert summary["best"]["val_class_recall"] == [0.5, 0.5]
+    assert (summary["precision"], summary["jit_compile"]) == ("float32", False)
+    assert summary["class_weight"] == {"mode": "none", "weights": {"a": 1.0, "b": 1.0}}
+    balanced = load_config(None, ["data.source=/x", "train.class_weight=balanced"])
+    summary = run_summary(balanced, ["a", "b"], data, rows, {}, 1.0)
+    assert summary["class_weight"] == {
+        "mode": "balanced",
+        "weights": {"a": 40 / (2 * 30), "b": 40 / (2 * 10)},
+    }

@@ -7,11 +7,10 @@ import os
 import shutil
 from pathlib import Path
 
-from conftest import write_digits_tree
+from conftest import scan_file, write_digits_tree
 
 from tljob import storage
 from tljob.data.listing import ImageListing, ImageScan, check_listing, list_images, split_stratified
-from tljob.data.pipeline import scan_file
 
 # --- listing: symlinks are followed once, hidden entries are skipped at every depth ---
 

@@ -94,8 +94,11 @@ def test_fit_reports_exactly_the_metrics_callbacks_may_monitor(tiny_model):
     history = net.fit(
         x, y, batch_size=4, epochs=1, validation_data=(x, y), callbacks=[hooks], verbose=0
     )
-    assert seen == [REPORTED_METRICS]
-    assert tuple(history.history) == REPORTED_METRICS
+    per_class = ("class_recall", "val_class_recall")
+    assert [tuple(k for k in keys if k not in per_class) for keys in seen] == [REPORTED_METRICS]
+    assert set(seen[0]) - set(REPORTED_METRICS) == set(per_class)
+    assert tuple(k for k in history.history if k not in per_class) == REPORTED_METRICS
+    assert np.shape(history.history["val_class_recall"][0]) == (3,)
 
 
 def test_unknown_backbone_names_its_close_matches():
@@ -254,6 +257,37 @@ def test_batchnorm_stays_in_inference_mode_with_pretrained_weights(tmp_path, tin
     assert any(
         not np.array_equal(a, layer.gamma.numpy())
         for a, layer in zip(gamma_before, bn, strict=True)
+    )
+
+
+def test_batchnorm_mode_switches_per_stage_on_the_same_weights(tmp_path, tiny_model):
+    source = nn_model.backbone_of(tiny_model("mobilenet_v2"))
+    weights_file = tmp_path / "backbone.h5"
+    source.save_weights(str(weights_file))
+    cfg = model_cfg("mobilenet_v2", str(weights_file))
+    net = nn_model.build_model(cfg, 3, TINY)
+    stage = load_config(None, ["data.source=x"]).train.stages[0]
+    assert stage.batchnorm == "auto" and not nn_model.batchnorm_trains(cfg, stage)
+    assert nn_model.batchnorm_trains(cfg, stage.model_copy(update={"batchnorm": "train"}))
+    assert nn_model.batchnorm_trains(model_cfg(), stage)  # auto, random weights: trains
+    trains = nn_model.with_batchnorm(net, True)
+    # the same variables, in the same order: checkpoints and the plain copy still fit
+    assert [id(v) for v in trains.weights] == [id(v) for v in net.weights]
+    bn = _bn_layers(net)
+
+    def moving():
+        return [layer.moving_mean.numpy().copy() for layer in bn]
+
+    before = moving()
+    train_one_step(trains, "sgd", n=8)  # BatchNorm in training mode: statistics move
+    after_train = moving()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after_train, strict=True))
+    frozen = nn_model.with_batchnorm(trains, False)
+    train_one_step(frozen, "sgd", n=8)  # inference mode again: statistics stay
+    assert all(np.array_equal(a, b) for a, b in zip(after_train, moving(), strict=True))
+    x, _ = batch()
+    np.testing.assert_allclose(
+        frozen.predict_on_batch(x), net.predict_on_batch(x), rtol=1e-5, atol=1e-6
     )
 
 

@@ -289,6 +289,25 @@ def test_default_worker_memory_estimate_exactly():
     assert 2 * estimate.total < 24 * GIB
 
 
+def test_the_worker_cache_holds_its_share_of_the_images_up_to_its_size():
+    # 10,000 images at 224 px over 2 workers: 5,000 * 150,528 bytes = 0.70 GiB < 1 GiB
+    cached = estimate_worker_memory("mobilenet_v2", 224, 32, 2, images=10_000, cache_mib=1024)
+    plain = estimate_worker_memory("mobilenet_v2", 224, 32, 2)
+    assert cached.data_cache == 5_000 * 224 * 224 * 3
+    assert cached.total - plain.total == cached.data_cache
+    assert "its images held in memory 0.70 GiB" in cached.describe()
+    big = estimate_worker_memory("mobilenet_v2", 224, 32, 2, images=100_000, cache_mib=1024)
+    assert big.data_cache == 1024 * 2**20  # the cache's limit
+    none = estimate_worker_memory("mobilenet_v2", 224, 32, 2, images=100_000, cache_mib=0)
+    assert none.data_cache == 0
+    # the job's setting is what the preflight uses: 16 GiB nodes hold 2 workers without
+    # the cache and refuse them once each may hold 8 GiB of images
+    node = [Node("n", cpus=2.0, memory_bytes=16 * GIB)]
+    check_memory(job(), node, images=1_000_000)
+    with pytest.raises(WorkerMemoryError, match="its images held in memory 8.00 GiB"):
+        check_memory(job("scaling.worker_cache_mib=8192"), node, images=1_000_000)
+
+
 def test_head_and_gpu_change_the_estimate():
     base = estimate_worker_memory("resnet50", 224, 16, 1, num_classes=10)
     hidden = estimate_worker_memory("resnet50", 224, 16, 1, num_classes=10, dense_units=[256])

@@ -118,6 +118,31 @@ def test_adding_a_stage_after_a_finished_run_starts_it():
         (["train.batch_size=8"], [1, 0], "`train.batch_size` (32 -> 8)"),
         (["data.seed=7"], [1, 0], "`data.seed` (0 -> 7)"),
         (["train.reduce_lr.patience=9"], [1, 0], "`train.reduce_lr.patience` (2 -> 9)"),
+        (
+            ["train.stages.0.schedule.kind=cosine"],
+            [1, 0],
+            "`train.stages.0` has trained 1 epoch(s) and cannot change: `schedule.kind` "
+            "('plateau' -> 'cosine')",
+        ),
+        (
+            ["train.stages.0.label_smoothing=0.1"],
+            [1, 0],
+            "cannot change: `label_smoothing` (0.0 -> 0.1)",
+        ),
+        (["train.stages.0.batchnorm=train"], [1, 0], "cannot change: `batchnorm` ('auto' -> "),
+        (
+            ["train.stages.1.optimizer=sgd", "train.stages.1.momentum=0.5"],
+            [1, 1],
+            "`train.stages.1` has trained 1 epoch(s) and cannot change: `optimizer` ('adam' -> "
+            "'sgd'), `momentum` (None -> 0.5)",
+        ),
+        (["train.class_weight=balanced"], [1, 0], "`train.class_weight` ('none' -> 'balanced')"),
+        (["train.best_metric=val_loss"], [1, 0], "`train.best_metric` ('val_accuracy' -> "),
+        (
+            ["train.precision=mixed_bfloat16"],
+            [1, 0],
+            "`train.precision` ('float32' -> 'mixed_bfloat16')",
+        ),
         (["model.backbone=vgg16"], [1, 0], "`model.backbone` ('mobilenet_v2' -> 'vgg16')"),
     ],
 )
@@ -220,6 +245,25 @@ def test_a_lock_from_another_host_is_stale_only_when_its_heartbeat_stops(tmp_pat
         RunLock(run, stale_after_s=60).acquire()
     lock_file.write_text(json.dumps({**other, "heartbeat": time.time() - 61}))
     RunLock(run, stale_after_s=60).acquire().release()
+
+
+def test_a_taken_over_lock_is_never_overwritten_by_its_old_holder(tmp_path):
+    run = storage.resolve(str(tmp_path / "run"))
+    said: list[str] = []
+    old = RunLock(run, heartbeat_s=0.05, say=said.append).acquire()
+    lock_file = tmp_path / "run" / "run.lock"
+    successor = {"host": "node-9", "pid": 77, "started": 1.0, "token": "new", "heartbeat": 2.0}
+    lock_file.write_text(json.dumps(successor))  # what a takeover leaves
+    time.sleep(0.4)  # several heartbeats
+    assert json.loads(lock_file.read_text()) == successor
+    assert old.lost is True
+    assert said == [
+        f"WARNING: the run lock {run.join('run.lock').uri} now belongs to pid 77 on host "
+        "'node-9', which took it over as stale; this run no longer refreshes it. Two runs may "
+        "now write this run directory: stop one of them"
+    ]
+    old.release()
+    assert json.loads(lock_file.read_text()) == successor  # not deleted either
 
 
 def test_the_heartbeat_keeps_the_lock_fresh(tmp_path):

@@ -240,3 +240,86 @@ def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_clust
     assert summary["epochs"] == 5
     # the resumed run trained only the remaining epochs: one report per epoch after the crash
     assert second.stdout.count("[tljob] stage 2/2 'fine_tune' epoch ") == 5 - done
+
+
+def test_schedules_class_weights_and_global_macro_f1_on_two_workers(tmp_path, ray_cluster):
+    """Skewed classes, balanced weights, AdamW with warmup then SGD on a cosine schedule with
+    label smoothing, best epoch by macro-F1: the recorded rates are the schedules', and the
+    recorded macro-F1 / recall are over the whole validation set, not one worker's half."""
+    from sklearn.metrics import f1_score, recall_score
+
+    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=20)
+    for extra in sorted((data / "digit_2").iterdir())[10:]:
+        extra.unlink()  # 20, 20, 10 images: 16, 16, 8 for training
+    stages = [
+        {
+            "name": "head",
+            "epochs": 1,
+            "learning_rate": 1e-3,
+            "trainable": "head",
+            "optimizer": "adamw",
+            "weight_decay": 0.01,
+            "schedule": {"kind": "constant", "warmup_steps": 4},
+        },
+        {
+            "name": "tune",
+            "epochs": 2,
+            "learning_rate": 1e-3,
+            "trainable": "all",
+            "optimizer": "sgd",
+            "schedule": {"kind": "cosine", "warmup_epochs": 1},
+            "label_smoothing": 0.1,
+        },
+    ]
+    config = job_yaml(
+        tmp_path,
+        data,
+        "weighted",
+        stages,
+        train={"class_weight": "balanced", "best_metric": "val_macro_f1"},
+    )
+    command = [sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", str(config)]
+    proc = subprocess.run(
+        command, env=driver_env(ray_cluster), capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_dir = tmp_path / "runs" / "weighted"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["class_weight"] == {
+        "mode": "balanced",
+        "weights": {"digit_0": 40 / 48, "digit_1": 40 / 48, "digit_2": 40 / 24},
+    }
+    assert (summary["precision"], summary["jit_compile"]) == ("float32", False)
+    history = read_history(run_dir)
+    # 40 training images, 2 workers, batch 4: 20 per worker, 2 global batches of 8, 4 steps
+    steps = 4
+    assert [float(r["learning_rate"]) for r in history] == pytest.approx(
+        [1e-3 * 1 / 4, 1e-3 * 1 / steps, 1e-3], rel=1e-6
+    )
+
+    from tljob.nn import io as nn_io
+
+    exported = nn_io.load_exported(run_dir / "model" / "model.keras")
+    _, val = split_stratified(list_images(str(data)), 0.2, seed=1)
+    labels = np.array([v["label"] for v in val])
+    assert len(labels) == 10
+    images = np.stack([load_image(v["path"]) for v in val])
+    predicted = nn_io.predict_probabilities(exported, images).argmax(axis=1)
+    best = summary["best"]
+    by_f1 = max(
+        history,
+        key=lambda r: (float(r["val_macro_f1"]), -float(r["val_loss"]), -int(r["global_epoch"])),
+    )
+    assert best["global_epoch"] == int(by_f1["global_epoch"])
+    args = dict(labels=range(3), zero_division=0)
+    assert best["val_macro_f1"] == pytest.approx(
+        f1_score(labels, predicted, average="macro", **args), abs=1e-6
+    )
+    assert best["val_class_recall"] == pytest.approx(
+        list(recall_score(labels, predicted, average=None, **args)), abs=1e-6
+    )
+    row = history[best["global_epoch"] - 1]
+    assert float(row["val_macro_f1"]) == pytest.approx(best["val_macro_f1"])
+    assert [float(v) for v in row["val_class_recall"].split(";")] == pytest.approx(
+        best["val_class_recall"]
+    )

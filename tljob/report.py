@@ -119,7 +119,14 @@ def format_summary(summary: dict[str, Any], title: str) -> str:
     lines += [
         "",
         f"best epoch        {best['global_epoch']} ({best['stage']} {best['epoch']}): "
-        f"val_accuracy {_fmt(best['val_accuracy'])}",
+        f"val_accuracy {_fmt(best['val_accuracy'])}, "
+        f"val_macro_f1 {_fmt(best.get('val_macro_f1', float('nan')))}"
+        + (f" (by {summary['best_metric']})" if "best_metric" in summary else ""),
+        *(
+            [f"precision         {summary['precision']}, jit_compile {summary['jit_compile']}"]
+            if "precision" in summary
+            else []
+        ),
         f"exported model    {summary['run_dir']}/{exported['path']} "
         f"(re-checked: {exported['correct']}/{exported['images']} val images correct, "
         f"{_fmt(exported['accuracy'])})",

@@ -1,8 +1,10 @@
 """The job configuration: schema, loading and reference. Pure.
 
+``train`` the optimisation vocabulary (optimizers, schedules, reported metrics, precision);
 ``schema`` owns the sections, their rules and the typed values parsed from user strings
 (``data`` holds the data section; ``s3`` the object-store section and the rule that
-refuses credentials anywhere);
+refuses credentials anywhere; ``trainable`` a stage's 'head' / 'top_layers:N' /
+'top_blocks:K' / 'all');
 ``load`` builds a ``JobConfig`` from defaults, a YAML file and ``--set`` overrides;
 ``reference`` renders the settings table. May import ``tljob.errors`` and ``tljob.zoo``
 (backbone names and sizes), pydantic and PyYAML; never Ray or TensorFlow, so a bad config is
@@ -13,31 +15,42 @@ from tljob.config.data import MAX_IMAGE_SIZE, DataSection
 from tljob.config.load import apply_override, dump_config, load_config, parse_override
 from tljob.config.s3 import S3Section
 from tljob.config.schema import (
-    LOSS,
-    METRICS,
-    OPTIMIZERS,
-    REPORTED_METRICS,
     ConfigError,
-    EarlyStoppingSection,
     HeadSection,
     JobConfig,
-    Metric,
     ModelSection,
-    Optimizer,
-    ReduceLRSection,
     RunSection,
     ScalingSection,
     StageSection,
     Trainable,
     TrainSection,
 )
+from tljob.config.train import (
+    BEST_METRICS,
+    LOSS,
+    METRICS,
+    OPTIMIZERS,
+    PER_CLASS_METRICS,
+    REPORTED_METRICS,
+    SCHEDULES,
+    EarlyStoppingSection,
+    Metric,
+    Optimizer,
+    ReduceLRSection,
+    ScheduleSection,
+    balanced_class_weights,
+    higher_is_better,
+)
 
 __all__ = [
+    "BEST_METRICS",
     "LOSS",
     "MAX_IMAGE_SIZE",
     "METRICS",
     "OPTIMIZERS",
+    "PER_CLASS_METRICS",
     "REPORTED_METRICS",
+    "SCHEDULES",
     "ConfigError",
     "DataSection",
     "EarlyStoppingSection",
@@ -50,11 +63,14 @@ __all__ = [
     "RunSection",
     "S3Section",
     "ScalingSection",
+    "ScheduleSection",
     "StageSection",
     "TrainSection",
     "Trainable",
     "apply_override",
+    "balanced_class_weights",
     "dump_config",
     "load_config",
+    "higher_is_better",
     "parse_override",
 ]

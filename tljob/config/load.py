@@ -4,6 +4,7 @@ overrides (in the order given) -> validation, with errors that name field, value
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ def _format_errors(err: ValidationError) -> str:
             lines.append(f"`{path}` is not a known setting (check the spelling)")
         elif e["type"] == "finite_number":
             lines.append(f"`{path}` ({e['input']!r}): must be a finite number, not inf or nan")
+        elif path and isinstance(e["input"], dict):
+            # a section's own rule: its message names fields relative to the section
+            lines.append(re.sub(r"`([^`]+)`", lambda m, p=path: f"`{p}.{m.group(1)}`", msg))
         elif path:
             lines.append(f"`{path}` ({e['input']!r}): {msg}")
         else:

@@ -11,11 +11,9 @@ config; ``JobConfig.record()`` is what a run saves, with them resolved.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any
 
 from pydantic import (
-    BeforeValidator,
     Field,
     PlainSerializer,
     PlainValidator,
@@ -26,78 +24,28 @@ from pydantic import (
 from tljob.config._base import _Section
 from tljob.config.data import DataSection
 from tljob.config.s3 import S3Section, credential_keys
+from tljob.config.train import (
+    BEST_METRICS,
+    DEFAULT_MOMENTUM,
+    OPTIMIZERS,
+    PRECISIONS,
+    BatchNormName,
+    BestMetricName,
+    ClassWeightName,
+    EarlyStoppingSection,
+    OptimizerName,
+    PrecisionName,
+    ReduceLRSection,
+    ScheduleSection,
+    check_stage_settings,
+)
+from tljob.config.trainable import Trainable
 from tljob.errors import UserError
 from tljob.zoo import WeightsSource, get_backbone
-
-TRAINABLE_PATTERN = re.compile(r"^(head|all|(top|top_layers|top_blocks):([1-9][0-9]*))$")
-Optimizer = Literal["adam", "sgd", "rmsprop"]
-OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
-
-# What every stage compiles (``tljob.nn.model.compile_for_stage`` reads these) and therefore the
-# exact names Keras reports after each epoch, since fit validates every epoch. Callbacks may
-# only watch these names; anything else would be accepted by Keras and never act.
-LOSS = "sparse_categorical_crossentropy"
-METRICS = ("accuracy",)
-REPORTED_METRICS = tuple(prefix + name for prefix in ("", "val_") for name in ("loss", *METRICS))
-Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy"]
-assert get_args(Metric) == REPORTED_METRICS  # one list of names, spelt twice for the type
 
 
 class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message names the field, the value and the rule."""
-
-
-def _reported_metric(name: Any) -> Any:
-    if name not in REPORTED_METRICS:
-        raise ValueError(
-            "is not a metric a run reports, so the callback would never act; "
-            "use one of " + ", ".join(REPORTED_METRICS)
-        )
-    return name
-
-
-def _known_optimizer(name: Any) -> Any:
-    if name not in OPTIMIZERS:
-        raise ValueError("must be one of " + ", ".join(OPTIMIZERS))
-    return name
-
-
-@dataclass(frozen=True)
-class Trainable:
-    """What a stage trains: the head only; the head and the last ``layers`` backbone layers
-    (kind "top", written 'top_layers:N', or 'top:N', its older spelling, which is kept as
-    written); the head and the last ``blocks`` blocks of the backbone, per the registry's
-    block boundaries ('top_blocks:K'); or everything ('all')."""
-
-    kind: Literal["head", "top", "top_blocks", "all"]
-    layers: int = 0  # for kind == "top"
-    blocks: int = 0  # for kind == "top_blocks"
-    # how a "top" kind was written: 'top' or 'top_layers' (same meaning; saved as written)
-    spelling: str = field(default="top", compare=False, repr=False)
-
-    @classmethod
-    def parse(cls, text: Any) -> Trainable:
-        if isinstance(text, Trainable):
-            return text
-        match = TRAINABLE_PATTERN.match(text) if isinstance(text, str) else None
-        if not match:
-            raise ValueError(
-                "must be 'head', 'all', 'top_layers:N' (or 'top:N') or 'top_blocks:K' "
-                "with N, K >= 1"
-            )
-        kind, count = match.group(2), match.group(3)
-        if kind == "top_blocks":
-            return cls("top_blocks", blocks=int(count))
-        if kind:
-            return cls("top", layers=int(count), spelling=kind)
-        return cls(match.group(1))
-
-    def __str__(self) -> str:
-        if self.kind == "top":
-            return f"{self.spelling}:{self.layers}"
-        if self.kind == "top_blocks":
-            return f"top_blocks:{self.blocks}"
-        return self.kind
 
 
 def _parse_weights(value: Any) -> WeightsSource:
@@ -115,8 +63,6 @@ TrainableSpec = Annotated[
 WeightsSpec = Annotated[
     WeightsSource, PlainValidator(_parse_weights), PlainSerializer(str, return_type=str)
 ]
-OptimizerName = Annotated[Optimizer, BeforeValidator(_known_optimizer)]
-MetricName = Annotated[Metric, BeforeValidator(_reported_metric)]
 
 
 class HeadSection(_Section):
@@ -163,7 +109,7 @@ class StageSection(_Section):
     epochs: int = Field(..., ge=1, description="Epochs in this stage.")
     learning_rate: float = Field(..., gt=0.0, description="Initial learning rate of the stage.")
     optimizer: OptimizerName = Field(
-        "adam", description="Optimizer: " + ", ".join(OPTIMIZERS) + "."
+        "adam", description="Optimizer: " + ", ".join(OPTIMIZERS) + " (a fresh one per stage)."
     )
     trainable: TrainableSpec = Field(
         Trainable("head"),
@@ -171,6 +117,38 @@ class StageSection(_Section):
         "backbone layers and the head; 'top:N' is the same), 'top_blocks:K' (the last K "
         "blocks of the backbone, per its registry entry, and the head) or 'all'.",
     )
+    weight_decay: float = Field(
+        0.0, ge=0.0, description="'adamw' only: decoupled weight decay (tf_keras AdamW)."
+    )
+    momentum: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="'sgd' / 'rmsprop' only: momentum; empty means "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_MOMENTUM.items())
+        + ".",
+    )
+    schedule: ScheduleSection = Field(
+        default_factory=ScheduleSection, description="The stage's learning-rate schedule."
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Label smoothing of the cross-entropy (training and validation loss); "
+        "labels stay class indices.",
+    )
+    batchnorm: BatchNormName = Field(
+        "auto",
+        description="BatchNorm statistics of unfrozen backbone layers: 'frozen' (inference "
+        "mode, the pretrained statistics kept), 'train' (updated from the batches), or "
+        "'auto': frozen with pretrained weights, trained from random ones.",
+    )
+
+    @model_validator(mode="after")
+    def _optimizer_settings(self) -> StageSection:
+        check_stage_settings(self)
+        return self
 
 
 def _default_stages() -> list[StageSection]:
@@ -188,24 +166,6 @@ def _default_stages() -> list[StageSection]:
     ]
 
 
-class ReduceLRSection(_Section):
-    enabled: bool = Field(True, description="Use ReduceLROnPlateau.")
-    monitor: MetricName = Field(
-        "val_loss", description="Metric watched: " + ", ".join(REPORTED_METRICS) + "."
-    )
-    factor: float = Field(0.5, gt=0.0, lt=1.0, description="Multiply the LR by this.")
-    patience: int = Field(2, ge=0, description="Epochs without improvement before reducing.")
-    min_lr: float = Field(1e-7, ge=0.0, description="Lower bound on the learning rate.")
-
-
-class EarlyStoppingSection(_Section):
-    enabled: bool = Field(False, description="Stop a stage early when the metric stalls.")
-    monitor: MetricName = Field(
-        "val_loss", description="Metric watched: " + ", ".join(REPORTED_METRICS) + "."
-    )
-    patience: int = Field(3, ge=0, description="Epochs without improvement before stopping.")
-
-
 class TrainSection(_Section):
     batch_size: int = Field(32, ge=1, description="Images per batch on each worker.")
     stages: list[StageSection] = Field(
@@ -219,6 +179,24 @@ class TrainSection(_Section):
     early_stopping: EarlyStoppingSection = Field(
         default_factory=EarlyStoppingSection, description="EarlyStopping settings (per stage)."
     )
+    class_weight: ClassWeightName = Field(
+        "none",
+        description="'balanced': weight each training image's loss by n_images / "
+        "(n_classes * n_images_of_its_class), from the training split's counts; 'none'.",
+    )
+    best_metric: BestMetricName = Field(
+        "val_accuracy",
+        description="What makes an epoch the best (exported): "
+        + ", ".join(BEST_METRICS)
+        + "; ties go to the lower val_loss (to the higher val_accuracy for val_loss), then "
+        "the earlier epoch.",
+    )
+    precision: PrecisionName = Field(
+        "float32",
+        description="Compute precision: " + ", ".join(PRECISIONS) + " (mixed_float16 needs "
+        "GPUs). Variables and the softmax classifier stay float32.",
+    )
+    jit_compile: bool = Field(False, description="Compile the training step with XLA.")
 
     @field_validator("stages")
     @classmethod
@@ -335,6 +313,11 @@ class JobConfig(_Section):
                 region=self.s3.region,
                 addressing_style=self.s3.addressing_style,
                 allow_http=self.s3.allow_http,
+            )
+        if self.train.precision == "mixed_float16" and not self.scaling.use_gpu:
+            raise ValueError(
+                "`train.precision` ('mixed_float16') needs GPUs (`scaling.use_gpu: true`); "
+                "on CPUs use 'mixed_bfloat16' or 'float32'"
             )
         spec = get_backbone(self.model.backbone)
         if self.image_size < spec.min_image_size:

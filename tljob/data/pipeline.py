@@ -59,7 +59,7 @@ from tljob.data.prepared import (
     read_manifest,
     remove_abandoned_attempts,
 )
-from tljob.data.shards import Progress, scan_object, stage_all, write_splits
+from tljob.data.shards import Progress, stage_all, write_splits
 from tljob.data.sources import list_source, listing_stats
 from tljob.data.stream import split_dataset
 
@@ -71,7 +71,6 @@ __all__ = [
     "SplitCounts",
     "list_images",
     "prepare_data",
-    "scan_file",
     "split_stratified",
     "store_settings",
 ]
@@ -146,12 +145,6 @@ def store_settings(job: JobConfig) -> StoreSettings:
         max_image_pixels=job.data.max_image_pixels,
         target_bytes=int(job.data.shard_target_mb * 1_000_000),
     )
-
-
-def scan_file(path: str, max_image_pixels: int = 100_000_000) -> ImageScan:
-    """Read one file, hash its bytes and check it decodes (the pixels are not kept)."""
-    store = StoreSettings(1, 1, "raw", 0, max_image_pixels, 1)
-    return scan_object(path, store)
 
 
 def prepare_data(job: JobConfig, listing: ImageListing | None = None) -> PreparedData:

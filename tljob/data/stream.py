@@ -6,9 +6,11 @@ training size in the same task, so pixels cross Ray's object store once, at the 
 size. Shards keep their pixel column uncompressed (``prepared.shard_write_options``): raw
 pixels barely compress, and snappy made reading them about ten times slower (measured).
 
-The training split visits its row groups in a new order every epoch, reproducible from
-``data.seed``; rows inside a row group are already in a seeded random order (preparation
-writes them so), and the worker's local shuffle buffer mixes further. Validation reads
+The training split visits its row groups in a new order every epoch, drawn from
+``data.seed`` (rows are delivered as tasks finish, so the order seen can differ a little
+from the drawn one; with several workers it differs anyway); rows inside a row group are
+already in a seeded random order (preparation writes them so), and the worker's local
+shuffle buffer mixes further. Validation reads
 its row groups in order and never resizes (it is stored at the training size).
 """
 

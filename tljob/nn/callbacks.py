@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from tljob.config import EarlyStoppingSection, ReduceLRSection
+from tljob.config import EarlyStoppingSection, ReduceLRSection, higher_is_better
 from tljob.nn.keras import tf_keras
+from tljob.nn.schedules import StageSchedule
 
 
 class _Resumable:
@@ -33,7 +34,46 @@ class _Resumable:
 
 
 class ResumableReduceLROnPlateau(_Resumable, tf_keras.callbacks.ReduceLROnPlateau):
+    """Keras' ReduceLROnPlateau, moving the level of a 'plateau' ``StageSchedule`` (the
+    optimizer's rate is a schedule, so it cannot be set directly; warmup scales the level).
+    The mode follows the metric: higher is better for all but losses."""
+
     STATE_KEYS = ("wait", "best", "cooldown_counter")
+
+    def __init__(
+        self,
+        schedule: StageSchedule,
+        settings: ReduceLRSection,
+        initial_state: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            monitor=settings.monitor,
+            factor=settings.factor,
+            patience=settings.patience,
+            min_lr=settings.min_lr,
+            mode="max" if higher_is_better(settings.monitor) else "min",
+            initial_state=initial_state,
+        )
+        if schedule.level is None:
+            raise ValueError(f"a {schedule.kind!r} schedule has no plateau level")
+        self.level = schedule.level
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        current = (logs or {}).get(self.monitor)
+        if current is None:
+            return
+        if self.in_cooldown():
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self.monitor_op(current, self.best):
+            self.best, self.wait = current, 0
+        elif not self.in_cooldown():
+            self.wait += 1
+            if self.wait >= self.patience:
+                old = float(self.level.numpy())
+                if old > np.float32(self.min_lr):
+                    self.level.assign(max(old * self.factor, self.min_lr))
+                    self.cooldown_counter, self.wait = self.cooldown, 0
 
 
 class ResumableEarlyStopping(_Resumable, tf_keras.callbacks.EarlyStopping):
@@ -116,28 +156,24 @@ class SyncBatchNormStatistics(tf_keras.callbacks.Callback):
 
 
 def stage_callbacks(
+    schedule: StageSchedule,
     reduce_lr: ReduceLRSection,
     early_stopping: EarlyStoppingSection,
     state: dict[str, dict[str, Any]],
 ) -> list[Any]:
-    """BatchNorm sync, ReduceLROnPlateau and EarlyStopping for one stage, the latter two
-    resumed from ``state`` when given."""
+    """BatchNorm sync, ReduceLROnPlateau (for a 'plateau' schedule) and EarlyStopping for
+    one stage, the latter two resumed from ``state`` when given."""
     callbacks: list[Any] = [SyncBatchNormStatistics()]
-    if reduce_lr.enabled:
+    if reduce_lr.enabled and schedule.kind == "plateau":
         callbacks.append(
-            ResumableReduceLROnPlateau(
-                monitor=reduce_lr.monitor,
-                factor=reduce_lr.factor,
-                patience=reduce_lr.patience,
-                min_lr=reduce_lr.min_lr,
-                initial_state=state.get("reduce_lr"),
-            )
+            ResumableReduceLROnPlateau(schedule, reduce_lr, initial_state=state.get("reduce_lr"))
         )
     if early_stopping.enabled:
         callbacks.append(
             ResumableEarlyStopping(
                 monitor=early_stopping.monitor,
                 patience=early_stopping.patience,
+                mode="max" if higher_is_better(early_stopping.monitor) else "min",
                 initial_state=state.get("early_stopping"),
             )
         )

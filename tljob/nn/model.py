@@ -6,8 +6,11 @@
       -> backbone(training=False)         BatchNorm in inference mode (pretrained weights)
       -> GlobalAveragePooling -> Dropout -> [Dense relu]* -> Dense softmax (float32)
 
-The loss and the label format (integer class indices, ``sparse_categorical_crossentropy``)
-are compiled here from ``tljob.config.LOSS`` / ``METRICS``.
+The loss and the label format (integer class indices, ``sparse_categorical_crossentropy``,
+label-smoothed on one-hot targets when a stage asks) are compiled here from
+``tljob.config.LOSS`` / ``METRICS``, with each stage's optimizer and learning-rate schedule
+(``tljob.nn.schedules``). A stage may switch BatchNorm between inference and training mode
+(``with_batchnorm``); the global precision policy is set before building (``set_precision``).
 """
 
 from __future__ import annotations
@@ -15,11 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tljob.config import LOSS, METRICS, ModelSection, Optimizer, Trainable
+import tensorflow as tf
+
+from tljob.config import LOSS, METRICS, ModelSection, Optimizer, StageSection, Trainable
+from tljob.config.train import Precision
 from tljob.errors import UserError
+from tljob.nn import schedules
 from tljob.nn.builders import BUILDERS
 from tljob.nn.keras import tf_keras
 from tljob.nn.layers import BackbonePreprocess, ResizeImages
+from tljob.nn.metrics import ClassMetrics, SmoothedSparseCrossentropy
+from tljob.nn.schedules import StageSchedule, make_optimizer
 from tljob.zoo import BackboneSpec, WeightsSource, get_backbone, resolve_weights_file
 
 BACKBONE_LAYER = "backbone"
@@ -85,6 +94,34 @@ def build_model(model_cfg: ModelSection, num_classes: int, image_size: int) -> t
     return tf_keras.Model(images, probs, name=f"{MODEL_NAME_PREFIX}{spec.name}")
 
 
+def batchnorm_trains(model_cfg: ModelSection, stage: StageSection) -> bool:
+    """Whether ``stage`` trains BatchNorm statistics (``stage.batchnorm``; 'auto': only
+    without pretrained weights). Layers that stay frozen never update them either way."""
+    if stage.batchnorm == "auto":
+        return not batchnorm_frozen(model_cfg)
+    return stage.batchnorm == "train"
+
+
+def with_batchnorm(model: tf_keras.Model, trains: bool) -> tf_keras.Model:
+    """The same layers and weights, rewired with the backbone called in training mode
+    (``trains``: BatchNorm follows fit, updating its statistics) or inference mode.
+
+    Keras records ``training=False`` in the functional graph, so switching means calling
+    the (already built) layers again on a new input: no variable is created or copied, and
+    the weights keep their order. Recompile the returned model.
+    """
+    images = tf_keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
+    x = images
+    for layer in model.layers[1:]:  # the chain build_model makes, in order
+        if len(layer.inbound_nodes[0].parent_nodes) != 1:
+            raise ValueError(f"layer {layer.name!r} is not part of a single chain")
+        if layer.name == BACKBONE_LAYER:
+            x = layer(x, training=None if trains else False)
+        else:
+            x = layer(x)
+    return tf_keras.Model(images, x, name=model.name)
+
+
 def backbone_of(model: tf_keras.Model) -> tf_keras.Model:
     return model.get_layer(BACKBONE_LAYER)
 
@@ -144,28 +181,65 @@ def set_trainable(
     return len(model.trainable_weights)
 
 
-_OPTIMIZERS: dict[Optimizer, Callable[[float], Any]] = {
-    "adam": lambda lr: tf_keras.optimizers.Adam(learning_rate=lr),
-    "sgd": lambda lr: tf_keras.optimizers.SGD(learning_rate=lr, momentum=0.9),
-    "rmsprop": lambda lr: tf_keras.optimizers.RMSprop(learning_rate=lr),
-}
-
-
-def compile_for_stage(model: tf_keras.Model, optimizer: Optimizer, learning_rate: float) -> None:
-    """Compile with a fresh optimizer; call inside the distribution strategy's scope.
+def compile_stage(
+    model: tf_keras.Model, stage: StageSection, steps_per_epoch: int, jit_compile: bool = False
+) -> StageSchedule:
+    """Compile for ``stage`` with a fresh optimizer driven by its schedule; call inside the
+    distribution strategy's scope. Returns the schedule (the plateau callback moves it).
 
     Loss and metrics come from ``tljob.config`` (``LOSS``, ``METRICS``), which also derives
-    ``REPORTED_METRICS``, the names callbacks may monitor.
+    ``REPORTED_METRICS``, the names callbacks may monitor; with ``label_smoothing`` the loss
+    is the smoothed cross-entropy on one-hot targets made from the integer labels.
     """
-    model.compile(optimizer=_OPTIMIZERS[optimizer](learning_rate), loss=LOSS, metrics=list(METRICS))
+    num_classes = int(model.output_shape[-1])
+    schedule = StageSchedule.for_stage(stage, steps_per_epoch)
+    loss: Any = (
+        SmoothedSparseCrossentropy(num_classes, stage.label_smoothing)
+        if stage.label_smoothing
+        else LOSS
+    )
+    assert METRICS == ("accuracy", "macro_f1")  # the names ClassMetrics reports
+    model.compile(
+        optimizer=make_optimizer(stage, schedule),
+        loss=loss,
+        metrics=["accuracy", ClassMetrics(num_classes)],
+        jit_compile=jit_compile,
+    )
     # Under MultiWorkerMirroredStrategy the metrics are already global; Keras' default
     # ("auto" = sum over replicas) would show per-batch figures num_workers times too big.
     model.distribute_reduction_method = "first"
+    return schedule
+
+
+def compile_for_stage(model: tf_keras.Model, optimizer: Optimizer, learning_rate: float) -> None:
+    """``compile_stage`` for a one-epoch stage at a settable rate (plateau, no callback)."""
+    stage = StageSection(name="stage", epochs=1, learning_rate=learning_rate, optimizer=optimizer)
+    compile_stage(model, stage, steps_per_epoch=1)
 
 
 def current_learning_rate(model: tf_keras.Model) -> float:
-    return float(tf_keras.backend.get_value(model.optimizer.learning_rate))
+    """The rate the model's next optimizer step uses."""
+    return schedules.current_learning_rate(model)
 
 
 def set_learning_rate(model: tf_keras.Model, value: float) -> None:
-    tf_keras.backend.set_value(model.optimizer.learning_rate, value)
+    """Set a plateau schedule's level (what ReduceLROnPlateau moves)."""
+    schedule = schedules.schedule_of(model)
+    if schedule.level is None:
+        raise ValueError(f"a {schedule.kind!r} schedule has no settable rate")
+    schedule.level.assign(value)
+
+
+class PrecisionError(UserError):
+    """A precision this worker cannot run."""
+
+
+def set_precision(precision: Precision) -> None:
+    """Make ``precision`` the global Keras policy; call before building the model (layers
+    take the policy when created). Variables stay float32, and so does the classifier."""
+    if precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        raise PrecisionError(
+            "`train.precision` ('mixed_float16') needs a GPU, and this process sees none; "
+            "use 'mixed_bfloat16' or 'float32' on CPUs"
+        )
+    tf_keras.mixed_precision.set_global_policy(precision)

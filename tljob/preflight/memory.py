@@ -26,16 +26,26 @@ class WorkerMemory:
     activations: int  # layer outputs of one worker batch, kept for backprop (CPU training)
     input_batches: int  # a global batch in the input pipeline, as uint8 and as float32
     runtime: int  # the TensorFlow process itself
+    # the worker's share of the images, held in memory (``scaling.worker_cache_mib``)
+    data_cache: int = 0
 
     @property
     def total(self) -> int:
-        return self.parameters + self.activations + self.input_batches + self.runtime
+        return (
+            self.parameters + self.activations + self.input_batches + self.runtime + self.data_cache
+        )
 
     def describe(self) -> str:
+        cached = (
+            f", its images held in memory {self.data_cache / GIB:.2f} GiB"
+            if self.data_cache
+            else ""
+        )
         return (
             f"{self.total / GIB:.1f} GiB (model parameters {self.parameters / GIB:.2f} GiB, "
             f"activations for backprop {self.activations / GIB:.2f} GiB, input batches "
-            f"{self.input_batches / GIB:.2f} GiB, TensorFlow runtime {self.runtime / GIB:.2f} GiB)"
+            f"{self.input_batches / GIB:.2f} GiB, TensorFlow runtime {self.runtime / GIB:.2f} GiB"
+            f"{cached})"
         )
 
 
@@ -54,13 +64,17 @@ def estimate_worker_memory(
     num_classes: int = 2,
     dense_units: Sequence[int] = (),
     use_gpu: bool = False,
+    images: int = 0,
+    cache_mib: float = 0.0,
 ) -> WorkerMemory:
     """Host memory one worker needs, from the backbone registry's measured sizes.
 
     A floor rather than a bound: every stage is assumed able to train the whole backbone,
     and what the estimate leaves out (Ray Data's blocks, prefetched batches, temporaries)
     only adds to it. With ``use_gpu`` the activations live in GPU memory, which is not
-    checked, so they are left out.
+    checked, so they are left out. ``images`` listed and a worker cache of ``cache_mib``
+    MiB add the worker's share of the images as uint8, up to the cache size (what
+    ``scaling.worker_cache_mib`` lets it hold).
     """
     spec = get_backbone(backbone)
     parameters = spec.parameters + head_parameters(spec.feature_channels, dense_units, num_classes)
@@ -74,10 +88,13 @@ def estimate_worker_memory(
         activations=activations,
         input_batches=global_batch_values * (1 + FLOAT32_BYTES),
         runtime=RUNTIME_BYTES,
+        data_cache=min(int(cache_mib * 2**20), -(-images // num_workers) * pixels * 3),
     )
 
 
-def _job_estimate(job: JobConfig, num_classes: int, **changes: int) -> WorkerMemory:
+def _job_estimate(
+    job: JobConfig, num_classes: int, images: int = 0, **changes: int
+) -> WorkerMemory:
     return estimate_worker_memory(
         job.model.backbone,
         changes.get("image_size", job.image_size),
@@ -86,18 +103,20 @@ def _job_estimate(job: JobConfig, num_classes: int, **changes: int) -> WorkerMem
         num_classes=num_classes,
         dense_units=job.model.head.dense_units,
         use_gpu=job.scaling.use_gpu,
+        images=images,
+        cache_mib=job.scaling.worker_cache_mib,
     )
 
 
 def _overfull_node(
-    job: JobConfig, nodes: Sequence[Node], num_classes: int, **changes: int
+    job: JobConfig, nodes: Sequence[Node], num_classes: int, images: int, **changes: int
 ) -> tuple[Node, int, WorkerMemory] | None:
     """The node most short of memory when Ray places there as many workers as its CPUs
     (and GPUs) allow, as Ray Train's default PACK placement does; None if all fit."""
     scaling = job.scaling
     if "num_workers" in changes:
         scaling = scaling.model_copy(update={"num_workers": changes["num_workers"]})
-    estimate = _job_estimate(job, num_classes, **changes)
+    estimate = _job_estimate(job, num_classes, images, **changes)
     worst: tuple[float, Node, int] | None = None
     for node in nodes:
         workers = min(scaling.num_workers, workers_per_node(scaling, node))
@@ -122,20 +141,23 @@ def _largest(low: int, high: int, fits: Callable[[int], bool]) -> int | None:
     return low
 
 
-def check_memory(job: JobConfig, nodes: Sequence[Node], num_classes: int = 2) -> WorkerMemory:
+def check_memory(
+    job: JobConfig, nodes: Sequence[Node], num_classes: int = 2, images: int = 0
+) -> WorkerMemory:
     """Refuse (``WorkerMemoryError``) a job whose workers cannot fit in a node's memory;
     return the per-worker estimate otherwise. Nodes without a ``memory`` figure are not
     judged. Call after ``wait_for_resources``, with ``num_classes`` once the data is listed
-    (the head's size depends on it)."""
-    found = _overfull_node(job, nodes, num_classes)
+    (the head's size depends on it) and ``images``, the count to train and validate on
+    (each worker may hold its share in memory)."""
+    found = _overfull_node(job, nodes, num_classes, images)
     if found is None:
-        return _job_estimate(job, num_classes)
+        return _job_estimate(job, num_classes, images)
     node, workers, estimate = found
     size, batch, n = job.image_size, job.train.batch_size, job.scaling.num_workers
     assert node.memory_bytes is not None
 
     def fits(**changes: int) -> bool:
-        return _overfull_node(job, nodes, num_classes, **changes) is None
+        return _overfull_node(job, nodes, num_classes, images, **changes) is None
 
     min_size = get_backbone(job.model.backbone).min_image_size
     options = []

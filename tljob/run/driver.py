@@ -34,6 +34,7 @@ from tljob.run.ledger import (
     ResumePlan,
     RunMismatchError,
     TrainState,
+    class_weights,
     history_csv,
     plan_resume,
     run_summary,
@@ -154,7 +155,7 @@ def run_job_driver_fn(job: JobConfig, listing: ImageListing, verbose: bool = Fal
         plan = plan_run(run_dir, job, listing.classes)
         say(plan.message)
         ensure_ray(verbose)
-        _check_cluster(job, len(listing.classes))
+        _check_cluster(job, len(listing.classes), listing.count())
         check_workers_reach_storage(job, say=say)
         return _train_and_summarise(job, listing, plan, run_dir, verbose)
 
@@ -163,7 +164,7 @@ def _check_batches(job: JobConfig, train_images: int, val_images: int) -> None:
     preflight.check_batches(train_images, val_images, job.train.batch_size, job.scaling.num_workers)
 
 
-def _check_cluster(job: JobConfig, num_classes: int) -> None:
+def _check_cluster(job: JobConfig, num_classes: int, images: int) -> None:
     """Refuse (exit 2) a job the cluster cannot place or hold in memory, instead of letting
     Ray wait for resources forever; on an autoscaling cluster, wait a bounded time."""
     if job.scaling.resource_wait_seconds > 0:
@@ -174,7 +175,7 @@ def _check_cluster(job: JobConfig, num_classes: int) -> None:
     nodes = preflight.wait_for_resources(
         job.scaling, lambda: preflight.nodes_from_ray(ray.nodes()), say=say
     )
-    preflight.check_memory(job, nodes, num_classes=num_classes)
+    preflight.check_memory(job, nodes, num_classes=num_classes, images=images)
 
 
 def _train_and_summarise(
@@ -260,6 +261,11 @@ def _trainer(
             checkpoint=run_dir.join(plan.checkpoint).uri if plan.checkpoint else None,
             progress=progress,
             storage=storage.current_settings(),
+            class_weights=(
+                tuple(class_weights(job, prepared.classes, prepared.summary()))
+                if job.train.class_weight != "none"
+                else None
+            ),
         ).to_ray(),
         scaling_config=ScalingConfig(
             num_workers=job.scaling.num_workers,

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from tljob.config import REPORTED_METRICS, JobConfig
+from tljob.config import REPORTED_METRICS, JobConfig, StageSection, balanced_class_weights
 from tljob.errors import UserError
 
 
@@ -35,29 +35,49 @@ class EpochRow:
     epoch: int  # 1-based within the stage
     loss: float
     accuracy: float
+    macro_f1: float  # over the epoch's training batches
     val_loss: float
     val_accuracy: float
-    learning_rate: float  # what this epoch trained with
+    val_macro_f1: float  # over the whole validation set (every worker's rows)
+    val_class_recall: tuple[float, ...]  # per class index; ';'-separated in history.csv
+    learning_rate: float  # what this epoch's first step trained with
     trainable_tensors: int
     seconds: float
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EpochRow:
         """From ``state.json`` or a ``history.csv`` row (strings are converted; float reads
-        'nan'); unknown keys are an error, so a changed schema cannot pass silently."""
+        'nan'); unknown keys are an error, so a changed schema cannot pass silently. Rows
+        of runs from before macro-F1 was recorded read it as nan (recall: empty)."""
         types = {f.name: f.type for f in fields(cls)}
         unknown = set(values) - set(types)
         if unknown:
             raise ValueError(f"unknown history columns: {sorted(unknown)}")
-        convert = {"int": int, "float": float, "str": str}
+        convert = {"int": int, "float": float, "str": str, "tuple[float, ...]": _floats}
+        values = {**_ADDED_LATER, **values}
         return cls(**{k: convert[types[k]](v) for k, v in values.items()})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        row = asdict(self)
+        row["val_class_recall"] = list(self.val_class_recall)
+        return row
 
     def metrics(self) -> dict[str, Any]:
         """What every worker reports to Ray Train after the epoch (all but the timing)."""
-        return {k: v for k, v in asdict(self).items() if k != "seconds"}
+        return {k: v for k, v in self.to_dict().items() if k != "seconds"}
+
+
+_ADDED_LATER: dict[str, Any] = {
+    "macro_f1": math.nan,
+    "val_macro_f1": math.nan,
+    "val_class_recall": (),
+}
+
+
+def _floats(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        return tuple(float(v) for v in value.split(";") if v)
+    return tuple(float(v) for v in value)
 
 
 HISTORY_COLUMNS = tuple(f.name for f in fields(EpochRow))
@@ -92,24 +112,28 @@ class TrainState:
         return sum(1 for row in self.history if row.stage_index == stage_index)
 
 
-def rank(row: EpochRow) -> tuple[float, float]:
-    """Epochs compare by val_accuracy, then by lower val_loss; an epoch with a non-finite
-    validation figure ranks below every other."""
-    if not (math.isfinite(row.val_accuracy) and math.isfinite(row.val_loss)):
+def rank(row: EpochRow, metric: str = "val_accuracy") -> tuple[float, float]:
+    """Epochs compare by ``metric`` (``train.best_metric``), then by lower val_loss (for
+    val_loss: by higher val_accuracy); an epoch with a non-finite validation figure ranks
+    below every other."""
+    figures = (row.val_accuracy, row.val_loss, getattr(row, metric))
+    if not all(math.isfinite(v) for v in figures):
         return (-math.inf, -math.inf)
-    return (row.val_accuracy, -row.val_loss)
+    if metric == "val_loss":
+        return (-row.val_loss, row.val_accuracy)
+    return (getattr(row, metric), -row.val_loss)
 
 
-def is_better(row: EpochRow, best: EpochRow | None) -> bool:
+def is_better(row: EpochRow, best: EpochRow | None, metric: str = "val_accuracy") -> bool:
     """Whether ``row`` replaces ``best``: strictly better only, so on a tie the earlier wins."""
-    return best is None or rank(row) > rank(best)
+    return best is None or rank(row, metric) > rank(best, metric)
 
 
-def best_row(rows: Sequence[EpochRow]) -> EpochRow:
+def best_row(rows: Sequence[EpochRow], metric: str = "val_accuracy") -> EpochRow:
     """The best epoch of ``rows`` by ``rank``; on a tie the earliest."""
     best = None
     for row in rows:
-        if is_better(row, best):
+        if is_better(row, best, metric):
             best = row
     if best is None:
         raise ValueError("no epochs")
@@ -120,7 +144,10 @@ def history_csv(rows: Sequence[EpochRow]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(row.to_dict() for row in rows)
+    for row in rows:
+        values = row.to_dict()
+        values["val_class_recall"] = ";".join(repr(v) for v in row.val_class_recall)
+        writer.writerow(values)
     return out.getvalue()
 
 
@@ -129,16 +156,19 @@ def parse_history_csv(text: str) -> list[EpochRow]:
 
 
 def stage_results(rows: Sequence[EpochRow]) -> dict[str, dict[str, Any]]:
-    """Per stage, in order: epochs, best and final val_accuracy, final val_loss."""
+    """Per stage, in order: epochs, best and final val_accuracy and val_macro_f1, final
+    val_loss."""
     per_stage: dict[str, dict[str, Any]] = {}
     for row in rows:
         stage = per_stage.setdefault(row.stage, {"epochs": 0})
         stage.update(
             epochs=stage["epochs"] + 1,
             final_val_accuracy=row.val_accuracy,
+            final_val_macro_f1=row.val_macro_f1,
             final_val_loss=row.val_loss,
         )
         stage["best_val_accuracy"] = max(stage.get("best_val_accuracy", 0.0), row.val_accuracy)
+        stage["best_val_macro_f1"] = max(stage.get("best_val_macro_f1", 0.0), row.val_macro_f1)
     return per_stage
 
 
@@ -161,13 +191,30 @@ def run_summary(
         "num_workers": job.scaling.num_workers,
         "classes": list(classes),
         "data": dict(data),
+        "precision": job.train.precision,
+        "jit_compile": job.train.jit_compile,
+        "class_weight": {
+            "mode": job.train.class_weight,
+            "weights": dict(zip(classes, class_weights(job, classes, data), strict=True)),
+        },
+        "best_metric": job.train.best_metric,
         "epochs": len(rows),
         "final": rows[-1].to_dict(),
-        "best": best_row(rows).to_dict(),
+        "best": best_row(rows, job.train.best_metric).to_dict(),
         "stages": stage_results(rows),
         "exported_model": {"path": "model/model.keras", **exported},
         "wall_seconds": round(wall_seconds, 1),
     }
+
+
+def class_weights(job: JobConfig, classes: Sequence[str], data: Mapping[str, Any]) -> list[float]:
+    """Each class's loss weight, by class index: all 1.0, or 'balanced' from the training
+    split's counts (``data["splits"]["train"]["per_class_used"]``, as the summary has them)."""
+    if job.train.class_weight == "none":
+        return [1.0] * len(classes)
+    per_class = data["splits"]["train"]["per_class_used"]
+    weights = balanced_class_weights([per_class[c] for c in classes])
+    return [weights[i] for i in range(len(classes))]
 
 
 class RunMismatchError(UserError):
@@ -192,9 +239,18 @@ _CHANGEABLE_ON_RESUME = (
     "scaling.",
     "run.checkpoints_to_keep",
     "run.progress_seconds",
+    "train.jit_compile",  # how the same step is compiled, not what it computes
     "s3.",  # how the store is reached, not what is in it
 )
-_STAGE_IDENTITY = ("name", "optimizer", "learning_rate", "trainable")
+# Every stage setting but `epochs` describes the epochs a stage trained, so none may change.
+_STAGE_IDENTITY = tuple(name for name in StageSection.model_fields if name != "epochs")
+
+
+def _stage_defaults() -> dict[str, Any]:
+    """A stage's optional settings at their defaults, as saved in ``config.yaml``."""
+    required = {"name", "epochs", "learning_rate"}
+    stage = StageSection(name="-", epochs=1, learning_rate=1.0).model_dump(mode="json")
+    return {k: v for k, v in stage.items() if k not in required}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -261,16 +317,27 @@ def plan_resume(
             )
         stage = stages[i].model_dump(mode="json")
         if i < len(saved_stages):
+            # A setting the saved stage lacks is newer than the run, which trained with
+            # what its default does (defaults keep the old behaviour).
+            before = _flatten({**_stage_defaults(), **saved_stages[i]})
+            now = _flatten(stage)
             differs = [
-                f"`{k}` ({saved_stages[i][k]!r} -> {stage[k]!r})"
-                for k in _STAGE_IDENTITY
-                if saved_stages[i].get(k) != stage[k]
+                f"`{k}` ({before[k]!r} -> {now.get(k)!r})"
+                for k in before
+                if k.split(".")[0] in _STAGE_IDENTITY and before[k] != now.get(k)
             ]
             if differs:
                 raise RunMismatchError(
                     f"`{where}` has trained {epochs} epoch(s) and cannot change: "
                     f"{', '.join(differs)}{fresh_hint}"
                 )
+        saved_epochs = saved_stages[i]["epochs"] if i < len(saved_stages) else stage["epochs"]
+        if stage["schedule"]["kind"] == "cosine" and stage["epochs"] != saved_epochs:
+            raise RunMismatchError(
+                f"`{where}.epochs` ({saved_epochs} -> {stage['epochs']}): stage "
+                f"{stage['name']!r} has trained {epochs} epoch(s) on a cosine schedule, whose "
+                f"curve its epochs fix; add a stage instead{fresh_hint}"
+            )
         if stage["epochs"] < epochs:
             raise RunMismatchError(
                 f"`{where}.epochs` ({stage['epochs']}) is less than the {epochs} epoch(s) "

@@ -4,6 +4,11 @@
 owner refreshes while it lives. A second run with the same ``run.name`` is refused with the
 holder's details. A lock whose owner is gone is taken over: on the same host when its pid
 is no longer running, from any host when its heartbeat is older than ``stale_after_s``.
+Each heartbeat first reads the lock and refreshes it only while it is still this run's: a
+run that was taken over (it looked stale: a long pause, a partition) stops refreshing and
+warns, instead of overwriting its successor's lock. (Read, then write: a takeover in the
+few milliseconds between them would still be overwritten; a conditional write on the
+object's ETag would close that, where the store supports ``If-Match``.)
 """
 
 from __future__ import annotations
@@ -98,6 +103,7 @@ class RunLock:
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.lost = False  # another run took the lock over while this one held it
 
     def _record(self) -> bytes:
         return json.dumps({**self._owner, "heartbeat": time.time()}, indent=1).encode()
@@ -149,10 +155,25 @@ class RunLock:
         def beat() -> None:
             while not self._stop.wait(self.heartbeat_s):
                 with contextlib.suppress(OSError):  # a storage hiccup: the next beat retries
+                    holder = self._holder()
+                    if holder is not None and holder.get("token") not in (None, self._token):
+                        self._lost(holder)
+                        return
                     storage.write_bytes(self.location, self._record())
 
         self._thread = threading.Thread(target=beat, name="tljob-run-lock", daemon=True)
         self._thread.start()
+
+    def _lost(self, holder: dict[str, Any]) -> None:
+        """Another run took the lock over (this process looked stale to it, e.g. after a
+        long pause): stop refreshing, never overwrite its lock, and say so."""
+        self.lost = True
+        self._say(
+            f"WARNING: the run lock {self.location.uri} now belongs to pid "
+            f"{holder.get('pid', '?')} on host {holder.get('host', '?')!r}, which took it over "
+            "as stale; this run no longer refreshes it. Two runs may now write this run "
+            "directory: stop one of them"
+        )
 
     def release(self) -> None:
         """Stop the heartbeat and delete the lock file if it is still ours."""

@@ -30,6 +30,8 @@ class LoopConfig:
     # display (stdout is a terminal); None: plain ``[tljob]`` lines.
     progress: EventSink | None = None
     storage: S3Settings | None = None  # None: the worker's environment decides
+    # per class index, the loss weight of its training images; None: all 1 (no weighting)
+    class_weights: tuple[float, ...] | None = None
 
     def to_ray(self) -> dict[str, Any]:
         """The ``train_loop_config`` for ``TensorflowTrainer``."""

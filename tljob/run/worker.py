@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import ray
@@ -32,10 +32,12 @@ from tljob.config import REPORTED_METRICS, StageSection
 from tljob.nn import callbacks as keras_callbacks
 from tljob.nn import io as keras_io
 from tljob.nn import model as keras_model
+from tljob.nn import schedules as keras_schedules
 from tljob.run import checkpoint as ckpt_files
 from tljob.run import feed
-from tljob.run.ledger import EpochRow, TrainState, history_csv, is_better
+from tljob.run.ledger import EpochRow, history_csv, is_better
 from tljob.run.loop import LoopConfig
+from tljob.run.restore import restore_checkpoint
 
 DIVERGED_FILE = "diverged.json"
 log = output.logger("run")
@@ -47,30 +49,6 @@ def weights_digest(weights: list[np.ndarray]) -> str:
     for w in weights:
         h.update(np.ascontiguousarray(w).tobytes())
     return h.hexdigest()
-
-
-class _Restored(NamedTuple):
-    """What the checkpoint the driver chose holds (all None but a fresh state without one)."""
-
-    state: TrainState
-    weights: list[np.ndarray] | None = None
-    best_weights: list[np.ndarray] | None = None
-    optimizer: list[np.ndarray] | None = None
-
-
-def _restore(plain: Any, checkpoint_uri: str | None) -> _Restored:
-    """Read the chosen checkpoint through the plain model copy."""
-    if checkpoint_uri is None:
-        return _Restored(TrainState())
-    with tempfile.TemporaryDirectory() as local:
-        ckpt_files.download(storage.resolve(checkpoint_uri), local)
-        with open(os.path.join(local, ckpt_files.STATE_FILE)) as f:
-            state = TrainState.from_json(f.read())
-        current = keras_io.load_weights(plain, os.path.join(local, ckpt_files.WEIGHTS_FILE))
-        best = keras_io.load_weights(plain, os.path.join(local, ckpt_files.BEST_WEIGHTS_FILE))
-        with np.load(os.path.join(local, ckpt_files.OPTIMIZER_FILE)) as npz:
-            optimizer = [npz[f"v{i}"] for i in range(len(npz.files))]
-    return _Restored(state, current, best, optimizer)
 
 
 class _WorkerRun:
@@ -102,11 +80,13 @@ class _WorkerRun:
             # the run's global epochs done when a stage's fit starts: the shuffle orders
             first_epoch=lambda: len(self.state.history),
         )
+        keras_model.set_precision(job.train.precision)  # before any layer is created
         with self.strategy.scope():
             self.net = keras_model.build_model(job.model, len(loop.classes), job.image_size)
+        self.batchnorm_trains = not keras_model.batchnorm_frozen(job.model)  # as built
         self.plain = keras_io.plain_copy(self.net)  # outside the scope: weight files
 
-        restored = _restore(self.plain, loop.checkpoint)
+        restored = restore_checkpoint(self.plain, loop.checkpoint)
         self.state, self.best_weights = restored.state, restored.best_weights
         self.restored_optimizer = restored.optimizer
         if restored.weights is not None:
@@ -114,6 +94,7 @@ class _WorkerRun:
         # set per stage / epoch by run_stage and the hooks
         self.stage_index, self.stage = 0, self.stages[0]
         self.trainable_tensors = 0
+        self.schedule: Any = None  # the stage's StageSchedule
         self.callbacks: list[Any] = []
         self.nan_guard = keras_callbacks.StopOnNonFiniteLoss()
         self.clock = keras_callbacks.PhaseClock()
@@ -150,23 +131,35 @@ class _WorkerRun:
         self.finish()
 
     def run_stage(self, stage_index: int, stage: StageSection) -> None:
-        state, net = self.state, self.net
+        state = self.state
         self.stage_index, self.stage = stage_index, stage
         continuing = stage_index == self.loop.start_stage and self.loop.start_epoch > 0
+        trains = keras_model.batchnorm_trains(self.job.model, stage)
         with self.strategy.scope():
+            if trains != self.batchnorm_trains:  # same layers and weights, rewired
+                self.net = keras_model.with_batchnorm(self.net, trains)
+                self.batchnorm_trains = trains
+            net = self.net
             self.trainable_tensors = keras_model.set_trainable(net, stage.trainable)
-            keras_model.compile_for_stage(net, stage.optimizer, stage.learning_rate)
-            if continuing and self.restored_optimizer:
-                keras_io.restore_optimizer_state(net, self.restored_optimizer)
-        if continuing and state.learning_rate:
-            keras_model.set_learning_rate(net, state.learning_rate)
+            self.schedule = keras_model.compile_stage(
+                net, stage, self.steps_per_epoch, jit_compile=self.job.train.jit_compile
+            )
+            if continuing:
+                if self.restored_optimizer:
+                    keras_io.restore_optimizer_state(net, self.restored_optimizer)
+                # the schedule continues where the stage stopped, at this run's step size
+                keras_schedules.start_at_step(net, self.loop.start_epoch * self.steps_per_epoch)
+        if continuing and state.learning_rate and self.schedule.level is not None:
+            keras_model.set_learning_rate(net, state.learning_rate)  # the plateau level
         self.say(
             f"stage {stage_index + 1}/{len(self.stages)} {stage.name!r}: trainable="
             f"{stage.trainable} ({self.trainable_tensors} trainable tensors), "
-            f"{stage.optimizer} lr={keras_model.current_learning_rate(net):.2e}, "
+            f"{stage.optimizer} lr={keras_model.current_learning_rate(net):.2e} "
+            f"({stage.schedule.kind}), BatchNorm {'training' if trains else 'frozen'}, "
             f"{stage.epochs} epochs"
         )
         self.callbacks = keras_callbacks.stage_callbacks(
+            self.schedule,
             self.job.train.reduce_lr,
             self.job.train.early_stopping,
             state.callbacks if continuing else {},
@@ -178,6 +171,9 @@ class _WorkerRun:
             steps_per_epoch=self.steps_per_epoch if self.input.train_in_memory else None,
             epochs=stage.epochs,
             initial_epoch=self.loop.start_epoch if continuing else 0,
+            class_weight=dict(enumerate(self.loop.class_weights))
+            if self.loop.class_weights
+            else None,
             callbacks=[
                 self.nan_guard,
                 self.clock,
@@ -259,20 +255,28 @@ class _WorkerRun:
             epoch=epoch + 1,
             loss=float(logs["loss"]),
             accuracy=float(logs["accuracy"]),
+            macro_f1=float(logs["macro_f1"]),
             val_loss=float(logs["val_loss"]),
             val_accuracy=float(logs["val_accuracy"]),
-            learning_rate=self.epoch_learning_rate,  # what this epoch trained with
+            val_macro_f1=float(logs["val_macro_f1"]),
+            val_class_recall=tuple(float(v) for v in np.ravel(logs["val_class_recall"])),
+            learning_rate=self.epoch_learning_rate,  # what this epoch's first step used
             trainable_tensors=self.trainable_tensors,
             seconds=round(time.monotonic() - self.epoch_start, 3),
         )
         state.history.append(row)
         if net.stop_training and epoch + 1 < stage.epochs:
             state.stopped_early.append(self.stage_index)  # EarlyStopping ended the stage
-        state.learning_rate = keras_model.current_learning_rate(net)  # after ReduceLR
+        # what a resumed stage restores: the plateau level after ReduceLROnPlateau (other
+        # schedules follow from the step; their next rate is recorded for the reader)
+        level = self.schedule.level
+        state.learning_rate = (
+            float(level.numpy()) if level is not None else keras_model.current_learning_rate(net)
+        )
         state.callbacks = keras_callbacks.callback_state(self.callbacks)
         weights = keras_io.get_weights(net)  # collective: every worker calls it
         marks["weights_read"] = time.monotonic()
-        if is_better(row, state.best):
+        if is_better(row, state.best, self.job.train.best_metric):
             state.best, self.best_weights = row, weights
         metrics = row.metrics()
         if self.rank != 0:
@@ -281,6 +285,7 @@ class _WorkerRun:
         self.say(
             f"{self._where()}: loss={row.loss:.4f} accuracy={row.accuracy:.4f} "
             f"val_loss={row.val_loss:.4f} val_accuracy={row.val_accuracy:.4f} "
+            f"val_macro_f1={row.val_macro_f1:.4f} "
             f"lr={row.learning_rate:.2e} ({row.seconds:.1f}s)",
             live.EpochFinished,
         )
