@@ -6,7 +6,7 @@ its ``default_image_size`` (or ``--size``) and prints, beside the registry's val
 ``activations_per_pixel`` (output elements of every layer, the input's 3 channels
 included, for one image, divided by side x side). Building is graph construction and
 weight initialisation only, so the default sizes cost no more than small ones (the whole
-registry takes about 3 minutes on 2 cores). Exit status 1 when a figure differs.
+registry took 3 to 8 minutes on 2 shared cores). Exit status 1 when a figure differs.
 
     PYTHONPATH=. python tools/measure_backbones.py [NAME ...] [--size S]
 """
