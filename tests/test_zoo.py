@@ -222,11 +222,11 @@ def test_registry_figures_equal_the_real_network(zoo):
     spec, backbone = zoo.spec, zoo.backbone
     assert backbone.count_params() == spec.parameters
     assert backbone.output_shape[-1] == spec.feature_channels
-    # activations_per_pixel is measured at the default size by tools/measure_backbones.py
+    # activations_per_pixel is measured at the default size by benchmarks/measure_backbones.py
     # (exact: test_the_measuring_tool_agrees_with_the_registry). At the smallest size the
     # per-pixel figure stays within 30% of it, except where valid padding shrinks small
     # maps more: Inception-v3 and Inception-ResNet-v2 at 75 px measure 0.66 and 0.58 of it.
-    from tools.measure_backbones import activations_per_pixel
+    from benchmarks.measure_backbones import activations_per_pixel
 
     ratio = activations_per_pixel(backbone, zoo.size) / spec.activations_per_pixel
     assert 0.55 <= ratio <= 1.3
@@ -234,7 +234,7 @@ def test_registry_figures_equal_the_real_network(zoo):
 
 def test_the_measuring_tool_agrees_with_the_registry(capsys):
     # the tool builds at the default size; the two quickest networks keep it honest here
-    from tools.measure_backbones import main
+    from benchmarks.measure_backbones import main
 
     assert main(["vgg16", "alexnet"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -60,7 +60,7 @@ class BackboneSpec:
     ``min_image_size`` is the smallest input side the architecture accepts.
 
     Sizes, for the preflight memory estimate (``tljob.preflight``), measured on the real
-    no-top Keras model by ``tools/measure_backbones.py`` and checked against it by the
+    no-top Keras model by ``benchmarks/measure_backbones.py`` and checked against it by the
     tests: ``parameters`` (all weights, trainable or not), ``feature_channels`` (channels of
     the last feature map, the input of the head), and ``activations_per_pixel``: the sum
     over the backbone's layers of their output elements for one image (the input image's 3

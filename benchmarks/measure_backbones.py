@@ -8,7 +8,7 @@ included, for one image, divided by side x side). Building is graph construction
 weight initialisation only, so the default sizes cost no more than small ones (the whole
 registry took 3 to 8 minutes on 2 shared cores). Exit status 1 when a figure differs.
 
-    PYTHONPATH=. python tools/measure_backbones.py [NAME ...] [--size S]
+    PYTHONPATH=. python benchmarks/measure_backbones.py [NAME ...] [--size S]
 """
 
 from __future__ import annotations
