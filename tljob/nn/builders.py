@@ -23,3 +23,7 @@ def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return fn
 
     return add
+
+
+# Builders register themselves on import (kept last: they import ``register`` from here).
+from tljob.nn import torchvision_mobilenet  # noqa: E402, F401
