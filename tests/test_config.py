@@ -96,7 +96,7 @@ def test_every_field_has_a_description():
             "model: {backbone: resnet5}",
             [],
             "`model.backbone` ('resnet5'): unknown backbone 'resnet5'; registered backbones are: "
-            "efficientnet_b0, mobilenet_v2, resnet50, vgg16",
+            "efficientnet_b0, mobilenet_v2, mobilenet_v2_tv, resnet50, vgg16",
         ),
         ("model: {weights: imagenet21k}", [], "`model.weights` ('imagenet21k'): must be"),
         ("data: {val_fraction: 1.5}", [], "`data.val_fraction` (1.5)"),

@@ -1,4 +1,4 @@
-"""``tljob`` command line: ``train``, ``prepare``, ``demo``, ``config``; argparse, dispatch.
+"""``tljob`` command line: ``train``, ``prepare``, ``demo``, ``config``, ``weights import``.
 
 User errors (bad config, unusable data, missing weights, an object store that cannot be
 used) print one clear message and exit with code 2, before Ray starts whenever the problem
@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tljob import output
+from tljob import output, weights_cmd
 from tljob.config import dump_config, load_config
 from tljob.config.reference import config_reference
 from tljob.errors import JobFailedError, UserError
@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     add_config_args(demo, file=False)
     add_verbose(demo)
 
+    weights_cmd.add_parser(sub)
+
     config = sub.add_parser("config", help="Print the resolved config, or the reference.")
     add_config_args(config, file=True)
     config.add_argument(
@@ -151,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "prepare": _cmd_prepare,
         "demo": _cmd_demo,
         "config": _cmd_config,
+        "weights": weights_cmd.run,
     }
     try:
         return commands[args.command](args)

@@ -21,6 +21,7 @@ from typing import Any
 
 from tljob.nn.builders import register
 from tljob.nn.keras import tf_keras
+from tljob.zoo.convert import ConvertedWeights
 from tljob.zoo.convert.mobilenet_v2 import (
     BATCHNORM_EPSILON,
     NUM_CLASSES,
@@ -121,3 +122,10 @@ def convert_checkpoint(
         layer.set_weights(values)
     model.save_weights(str(out))
     return model
+
+
+def convert_for(converted: ConvertedWeights, source: Path, out: Path) -> None:
+    """The ``convert`` callable of ``tljob.zoo.resolve_weights_file``: the no-top weights."""
+    if converted.builder != BUILDER_NAME:
+        raise ValueError(f"no converter for builder {converted.builder!r}")
+    convert_checkpoint(source, out, include_top=False)

@@ -14,7 +14,15 @@ from tljob.zoo.registry import (
     WeightFile,
     get_backbone,
 )
-from tljob.zoo.weights import WeightsSource, WeightsUnavailableError, resolve_weights_file
+from tljob.zoo.weights import (
+    WeightsIntegrityError,
+    WeightsSource,
+    WeightsUnavailableError,
+    check_weights_available,
+    file_sha256,
+    offline_mode,
+    resolve_weights_file,
+)
 
 __all__ = [
     "BACKBONES",
@@ -23,7 +31,11 @@ __all__ = [
     "UnknownBackboneError",
     "WeightsSource",
     "WeightFile",
+    "WeightsIntegrityError",
     "WeightsUnavailableError",
+    "check_weights_available",
+    "file_sha256",
     "get_backbone",
+    "offline_mode",
     "resolve_weights_file",
 ]

