@@ -82,8 +82,9 @@ def test_workers_without_a_keras_cache_train_from_the_weights_the_driver_shipped
     assert (run_dir / "weights" / f"{converted.name}.sha256").read_text().strip() == (
         file_sha256(shipped)
     )
-    # no worker looked for weights of its own: their Keras cache is untouched
-    assert list(worker_home.iterdir()) == []
+    # no worker looked for weights of its own: their Keras cache holds no file (tf_keras
+    # writes only its keras.json settings there on import)
+    assert {p.name for p in worker_home.iterdir()} <= {"keras.json"}
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["initial_weights"] == {"file": str(shipped), "sha256": file_sha256(shipped)}
@@ -96,7 +97,12 @@ def test_workers_without_a_keras_cache_train_from_the_weights_the_driver_shipped
     exported = nn_io.load_exported(run_dir / "model" / "model.keras").get_layer("backbone")
     reference = mobilenet_v2_torchvision(weights=str(shipped), input_shape=(32, 32, 3))
     got, want = exported.get_weights(), reference.get_weights()
-    assert len(got) == len(want) == 262
-    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    assert len(got) == len(want) == 260  # 52 convolutions, and 52 BatchNorms x 4
+    # Bit for bit, but for subnormal floats (|x| < 1.2e-38: torchvision's checkpoint has a
+    # few in BatchNorm statistics), which the workers' all-reduce of BatchNorm statistics
+    # before validation flushes to zero on CPU.
+    tiny = np.finfo(np.float32).tiny
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(a, np.where(np.abs(b) < tiny, np.float32(0), b))
     random_init = mobilenet_v2_torchvision(input_shape=(32, 32, 3)).get_weights()
     assert not np.array_equal(got[0], random_init[0])
