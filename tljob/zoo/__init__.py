@@ -2,8 +2,10 @@
 
 ``registry`` holds every backbone as plain data (Keras constructor, sizes, preprocessing
 convention, the figures the memory preflight uses); ``weights`` parses ``model.weights`` and
-finds the local file. Pure: may import ``tljob.errors`` only, never Ray or TensorFlow (the
-Keras side of a backbone is built in ``tljob.nn``).
+turns it into one local file on the driver (Keras cache, verified download, conversion,
+``s3://``); ``convert`` reads torchvision checkpoints without torch. Pure: imports
+``tljob.errors`` (and ``tljob.storage`` for ``s3://`` weights), never Ray or TensorFlow (the
+Keras side of a backbone, and of a conversion, is in ``tljob.nn``).
 """
 
 from tljob.zoo.registry import (

@@ -110,21 +110,35 @@ def _check_sha256(path: Path, expected: str, what: str) -> None:
         )
 
 
+def published_hash(published: WeightFile) -> tuple[str, str]:
+    """(algorithm, hex digest) its publisher gives for a file: sha256, else md5 (what most
+    ``tf_keras.applications`` files have); ("", "") when none is known."""
+    for algorithm in ("sha256", "md5"):
+        value = getattr(published, algorithm, "")
+        if value:
+            return algorithm, value
+    return "", ""
+
+
 def download(published: WeightFile, dest: Path) -> Path:
-    """Download ``published`` to ``dest`` (whole or not at all), checked against its sha256."""
+    """Download ``published`` to ``dest`` (whole or not at all), checked against its
+    published hash."""
+    algorithm, expected = published_hash(published)
+    if not algorithm:
+        raise WeightsUnavailableError(f"{published.url}: no published hash to check it against")
     dest.parent.mkdir(parents=True, exist_ok=True)
     log.info(f"weights: downloading {published.url} to {dest}")
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    digest = hashlib.sha256()
+    digest = hashlib.new(algorithm)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(published.url, timeout=60) as r:
             while chunk := r.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
-        if digest.hexdigest() != published.sha256:
+        if digest.hexdigest() != expected:
             raise WeightsIntegrityError(
-                f"downloaded {published.url}: sha256 {digest.hexdigest()}, not the published "
-                f"{published.sha256}; nothing was kept"
+                f"downloaded {published.url}: {algorithm} {digest.hexdigest()}, not the "
+                f"published {expected}; nothing was kept"
             )
         os.replace(tmp, dest)
     except OSError as e:
@@ -223,13 +237,13 @@ def _keras_imagenet(spec: BackboneSpec, image_size: int, offline: bool) -> Path:
                 "",
             )
         )
-    if not published.sha256:
+    if not published_hash(published)[0]:
         raise WeightsUnavailableError(
             _missing(
                 spec,
                 path,
                 published,
-                "tljob has no published sha256 to check a download of it against",
+                "tljob has no published hash to check a download of it against",
                 "",
             )
         )
@@ -269,7 +283,7 @@ def check_weights_available(
     if weights.kind == "imagenet":
         converted = CONVERTED_IMAGENET.get(spec.name)
         if converted is None:
-            if offline or not spec.imagenet_weights(image_size).sha256:
+            if offline or not published_hash(spec.imagenet_weights(image_size))[0]:
                 _keras_imagenet(spec, image_size, offline=True)
         elif (
             offline
