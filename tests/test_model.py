@@ -112,13 +112,14 @@ def test_unknown_backbone_names_its_close_matches():
 
 def test_imagenet_offline_names_the_cache_file(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("TLJOB_OFFLINE", "1")
     with pytest.raises(WeightsUnavailableError) as err:
         resolve_weights_file(get_backbone("resnet50"), WeightsSource("imagenet"), 224)
     expected = (
         tmp_path / "keras" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
     )
-    assert f"Pre-seed the file {expected}" in str(err.value)
-    assert "never downloads" in str(err.value)
+    assert f"not in the Keras cache: {expected} (cache dir {expected.parent};" in str(err.value)
+    assert "offline mode is on" in str(err.value)
     # once the file is there, it is used (no download is attempted either way)
     expected.parent.mkdir(parents=True)
     expected.write_bytes(b"x")

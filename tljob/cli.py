@@ -1,5 +1,5 @@
-"""``tljob`` command line: ``train``, ``prepare``, ``demo``, ``config``, ``backbones``;
-argparse, dispatch.
+"""``tljob`` command line: ``train``, ``prepare``, ``demo``, ``config``, ``backbones``,
+``weights import``; argparse, dispatch.
 
 User errors (bad config, unusable data, missing weights, an object store that cannot be
 used) print one clear message and exit with code 2, before Ray starts whenever the problem
@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tljob import output
+from tljob import output, weights_cmd
 from tljob.config import dump_config, load_config
 from tljob.config.reference import config_reference
 from tljob.errors import JobFailedError, UserError
@@ -100,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         "files, blocks).",
     )
     backbones.add_argument("names", nargs="*", metavar="NAME", help="Backbones to describe.")
+    weights_cmd.add_parser(sub)
 
     config = sub.add_parser("config", help="Print the resolved config, or the reference.")
     add_config_args(config, file=True)
@@ -172,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _cmd_demo,
         "config": _cmd_config,
         "backbones": _cmd_backbones,
+        "weights": weights_cmd.run,
     }
     try:
         return commands[args.command](args)

@@ -52,7 +52,7 @@ def _parse_weights(value: Any) -> WeightsSource:
     if isinstance(value, WeightsSource):
         return value
     if not isinstance(value, str):
-        raise ValueError("must be 'none', 'imagenet' or a path ending in .h5 / .weights.h5")
+        return WeightsSource.parse(repr(value))  # the message of the rule
     return WeightsSource.parse(value)
 
 
@@ -92,8 +92,18 @@ class ModelSection(_Section):
     )
     weights: WeightsSpec = Field(
         WeightsSource("imagenet"),
-        description="Backbone initialisation: 'none' (random), 'imagenet' (read from the "
-        "Keras cache, never downloaded), or a path to a .h5 / .weights.h5 no-top weights file.",
+        description="Backbone initialisation: 'none' (random); 'imagenet' (the Keras "
+        "cache's file, else downloaded once on the driver and checked against its published "
+        "sha256 unless offline; converted from torchvision for *_tv backbones); or a local "
+        "path or s3:// URI to a .h5 / .weights.h5 no-top weights file, optionally pinned as "
+        "<path>#sha256=<hex>. The driver resolves it once and ships the file to the workers "
+        "through the run directory.",
+    )
+    offline: bool = Field(
+        False,
+        description="Never download weights (as does the environment variable "
+        "TLJOB_OFFLINE=1): 'imagenet' must then be in the Keras cache (or, for *_tv "
+        "backbones, in an installed weights package).",
     )
     head: HeadSection = Field(default_factory=HeadSection, description="The classifier head.")
 

@@ -25,5 +25,6 @@ def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return add
 
 
-# The builders' modules register themselves on import.
-from tljob.nn import alexnet  # noqa: E402, F401
+# The builders' modules register themselves on import (kept last: they import ``register``
+# from here).
+from tljob.nn import alexnet, torchvision_mobilenet  # noqa: E402, F401, I001

