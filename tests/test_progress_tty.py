@@ -83,7 +83,9 @@ def test_a_terminal_gets_a_live_display_with_a_line_per_epoch(tmp_path, ray_clus
     for tag in ("stage 1/2 'head' epoch 1/1", "stage 2/2 'fine_tune' epoch 1/1"):
         finished = [ln for ln in lines if ln.startswith(f"[tljob] {tag}: loss=")]
         assert len(finished) == 1, finished
-        assert re.search(r"val_loss=\d\.\d{4} val_accuracy=\d\.\d{4} lr=", finished[0])
+        assert re.search(
+            r"val_loss=\d\.\d{4} val_accuracy=\d\.\d{4} val_macro_f1=\d\.\d{4} lr=", finished[0]
+        )
     # rank 0's other lines arrive through the same channel, in order
     stage_lines = [ln for ln in lines if re.match(r"\[tljob\] stage \d/2 '\w+': trainable=", ln)]
     assert [ln.split(":")[0] for ln in stage_lines] == [
