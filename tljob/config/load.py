@@ -79,17 +79,33 @@ def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
 def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] = ()) -> JobConfig:
     """Build a validated ``JobConfig``: defaults, then the YAML file, then ``overrides``.
 
-    Overrides are applied on top of the defaults merged with the file, so
+    The order is: field defaults, then (for ``augment``) the named preset's options, then
+    the file, then ``overrides``. Overrides are applied on top of the defaults merged with
+    the file, so
     ``--set train.stages.1.epochs=3`` edits the default second stage even when the file
     does not mention stages. Raises ``ConfigError`` for any unusable input.
     """
     tree: dict[str, Any] = JobConfig().model_dump(mode="json")
+    # The augment section keeps only what the user wrote: its preset fills the rest, so it
+    # must not see the defaults as written values.
+    augment: dict[str, Any] = {}
     if path is not None:
         file_tree = _read_yaml(Path(path))
         tree = _merge(tree, file_tree)
+        if isinstance(file_tree.get("augment"), dict):
+            augment = _merge(augment, file_tree["augment"])
+        elif "augment" in file_tree:
+            augment = file_tree["augment"]  # not a mapping: the schema says so
     for text in overrides:
         keys, value = parse_override(text)
-        apply_override(tree, keys, value)
+        if keys[0] == "augment":
+            if len(keys) == 1:
+                augment = value
+            elif isinstance(augment, dict):
+                apply_override(augment, keys[1:], value)
+        else:
+            apply_override(tree, keys, value)
+    tree["augment"] = augment
     try:
         return JobConfig.model_validate(tree)
     except ValidationError as e:

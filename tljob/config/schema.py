@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from tljob.config._base import _Section
+from tljob.config.augment import AugmentSection
 from tljob.config.data import DataSection
 from tljob.config.s3 import S3Section, credential_keys
 from tljob.config.train import (
@@ -283,6 +284,10 @@ class JobConfig(_Section):
     """A whole tljob run."""
 
     data: DataSection = Field(default_factory=DataSection, description="Input images.")
+    augment: AugmentSection = Field(
+        default_factory=AugmentSection,
+        description="Random views of the training images (validation is only resized).",
+    )
     model: ModelSection = Field(default_factory=ModelSection, description="Network.")
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation.")
     scaling: ScalingSection = Field(default_factory=ScalingSection, description="Workers.")
