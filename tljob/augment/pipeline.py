@@ -1,0 +1,93 @@
+"""The Augmenter: stored uint8 images -> the training views of one batch.
+
+Geometry (random resized crop, rotation, shift, shear, zoom, flips) is one affine map per
+image, warped once (``tljob.augment.geometry``); the colour and pixel operations follow
+(``tljob.augment.photometric``). Every draw is keyed by (seed, epoch, image key), so a view
+does not depend on which batch, block, worker or retry computes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tljob.augment import geometry
+from tljob.augment.geometry import GeometryParams
+from tljob.augment.photometric import Photometric
+from tljob.config.augment import AugmentSection
+from tljob.images import resize_fast_uint8
+
+
+class Augmenter:
+    """The data-side augmentation of ``section`` at the training size ``out_size``.
+
+    ``seed`` is the run's seed for the views (``section.seed`` wins when it is set). With
+    ``section.where == "model"`` the model's preprocessing layers augment, so here images are
+    only resized (``active`` is False).
+    """
+
+    def __init__(self, section: AugmentSection, out_size: int, seed: int) -> None:
+        self.section = section
+        self.out_size = int(out_size)
+        self.seed = int(section.seed if section.seed is not None else seed)
+        on_data = section.where == "data"
+        self.geometric = on_data and geometry.geometric_options_on(section)
+        self.photometric = Photometric(section) if on_data else None
+
+    @property
+    def active(self) -> bool:
+        """Views differ from plain resizes (some data-side per-image option is on)."""
+        return self.section.where == "data" and self.section.active
+
+    def draw(self, keys: np.ndarray, epoch: int, in_size: int | np.ndarray) -> GeometryParams:
+        """The geometric parameters of images ``keys`` in ``epoch`` (stored side ``in_size``)."""
+        return geometry.draw_batch(
+            self.section, self.seed, epoch, np.asarray(keys), in_size, self.out_size
+        )
+
+    def __call__(
+        self, images: Sequence[np.ndarray] | np.ndarray, keys: np.ndarray, epoch: int
+    ) -> np.ndarray:
+        """(N, out_size, out_size, 3) uint8 views of uint8 (S, S, 3) ``images`` (any S, one
+        key each) in ``epoch``."""
+        keys = np.asarray(keys)
+        if len(images) != len(keys):
+            raise ValueError(f"{len(images)} images but {len(keys)} keys")
+        if self.geometric:
+            sizes = np.array([image.shape[0] for image in images], dtype=np.int64)
+            params = self.draw(keys, epoch, sizes)
+            matrices = geometry.affine_matrices(params, sizes, self.out_size)
+            views = geometry.warp(
+                images, matrices, self.out_size, self.section.fill_mode, self.section.cval
+            )
+        else:
+            views = np.empty((len(images), self.out_size, self.out_size, 3), dtype=np.uint8)
+            for i, image in enumerate(images):
+                views[i] = resize_fast_uint8(image, self.out_size)
+        if self.photometric is not None and self.photometric.active:
+            views = self.photometric(views, keys, epoch, self.seed)
+        return views
+
+    def describe(self, params: GeometryParams, i: int) -> str:
+        """A short label of image ``i``'s draw, e.g. "rot +12°, shift (3, -5) px, zoom
+        0.91×1.08, flip h" (shift: how far content moves right and down, in training
+        pixels); "resize" when the draw changes nothing."""
+        parts = []
+        if params.box is not None:
+            x0, y0, w, h = (int(v) for v in params.box[i])
+            parts.append(f"crop {w}×{h} at ({x0}, {y0})")
+        if params.theta[i] != 0:
+            parts.append(f"rot {params.theta[i]:+.0f}°")
+        if params.tx[i] != 0 or params.ty[i] != 0:
+            # tf_keras' tx pulls from the right: content moves by -tx.
+            dx, dy = round(-float(params.tx[i])), round(-float(params.ty[i]))
+            parts.append(f"shift ({dx}, {dy}) px")
+        if params.shear[i] != 0:
+            parts.append(f"shear {params.shear[i]:+.1f}°")
+        if params.zx[i] != 1 or params.zy[i] != 1:
+            parts.append(f"zoom {params.zx[i]:.2f}×{params.zy[i]:.2f}")
+        flips = [name for name, on in (("h", params.flip_h[i]), ("v", params.flip_v[i])) if on]
+        if flips:
+            parts.append("flip " + "+".join(flips))
+        return ", ".join(parts) if parts else "resize"
