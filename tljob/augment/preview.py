@@ -67,7 +67,8 @@ def cell_origin(row: int, column: int, image_size: int) -> tuple[int, int]:
 def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont) -> list:
     """``text`` in at most ``CAPTION_LINES`` lines of at most ``width`` pixels, broken
     after commas or spaces; what does not fit ends in "..."."""
-    words = text.replace(", ", ",\0").replace(" ", " \0").split("\0")
+    # Pillow's default font has no multiplication sign.
+    words = text.replace("\u00d7", "x").replace(" ", " \0").split("\0")
     lines, current = [], ""
     for word in words:
         if current and draw.textlength(current + word, font=font) > width:
@@ -129,7 +130,11 @@ def preview_rows(
     0 .. ``views`` - 1, captioned with ``augmenter.describe``."""
     base = plain(stored, keys, 0)
     by_epoch = [augmenter(stored, keys, e) for e in range(views)]
-    captions = [augmenter.describe(keys, e) for e in range(views)]
+    sizes = np.array([image.shape[0] for image in stored], dtype=np.int64)
+    captions = []
+    for e in range(views):
+        params = augmenter.draw(keys, e, sizes)
+        captions.append([augmenter.describe(params, i) for i in range(len(keys))])
     return [
         PreviewRow(
             title=titles[i],
