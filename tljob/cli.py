@@ -1,5 +1,5 @@
 """``tljob`` command line: ``train``, ``prepare``, ``demo``, ``config``, ``backbones``,
-``weights import``; argparse, dispatch.
+``weights import``, ``augment preview``; argparse, dispatch.
 
 User errors (bad config, unusable data, missing weights, an object store that cannot be
 used) print one clear message and exit with code 2, before Ray starts whenever the problem
@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tljob import output, weights_cmd
+from tljob import augment_cmd, output, weights_cmd
 from tljob.config import dump_config, load_config
 from tljob.config.reference import config_reference
 from tljob.errors import JobFailedError, UserError
@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     backbones.add_argument("names", nargs="*", metavar="NAME", help="Backbones to describe.")
     weights_cmd.add_parser(sub)
+    augment_cmd.add_parser(sub)
 
     config = sub.add_parser("config", help="Print the resolved config, or the reference.")
     add_config_args(config, file=True)
@@ -174,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": _cmd_config,
         "backbones": _cmd_backbones,
         "weights": weights_cmd.run,
+        "augment": augment_cmd.run,
     }
     try:
         return commands[args.command](args)

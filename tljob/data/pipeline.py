@@ -62,6 +62,7 @@ from tljob.data.prepared import (
 from tljob.data.shards import Progress, stage_all, write_splits
 from tljob.data.sources import list_source, listing_stats
 from tljob.data.stream import split_dataset
+from tljob.data.views import TrainingViews
 
 __all__ = [
     "DataError",
@@ -147,9 +148,14 @@ def store_settings(job: JobConfig) -> StoreSettings:
     )
 
 
-def prepare_data(job: JobConfig, listing: ImageListing | None = None) -> PreparedData:
+def prepare_data(
+    job: JobConfig, listing: ImageListing | None = None, epoch_offset: int = 0
+) -> PreparedData:
     """List (unless ``listing`` is given), then reuse or build the prepared shards of
     ``job``'s data; return training-ready datasets and the accounting. Needs a running Ray.
+
+    The training dataset yields ``job.augment``'s views; its first execution is epoch
+    ``epoch_offset`` (the global epochs a resumed run has done), each next one the next.
 
     Raises ``DataError`` (exit 2) when a split would be empty or more than
     ``data.max_bad_fraction`` of the listed images is quarantined (the prepared data and
@@ -178,7 +184,15 @@ def prepare_data(job: JobConfig, listing: ImageListing | None = None) -> Prepare
     removed = remove_abandoned_attempts(folder, keep=manifest.attempt)
     if removed:
         log.info(f"removed {len(removed)} abandoned preparation attempt(s) under {folder.uri}")
-    prepared = _from_manifest(manifest, folder, listing, job.image_size, data_cfg.seed, reused)
+    views = TrainingViews(
+        section=job.augment,
+        seed=job.augment.seed if job.augment.seed is not None else data_cfg.seed,
+        num_classes=len(manifest.classes),
+        epoch_offset=epoch_offset,
+    )
+    prepared = _from_manifest(
+        manifest, folder, listing, job.image_size, data_cfg.seed, reused, views
+    )
     _check_bad_fraction(prepared, data_cfg.max_bad_fraction)
     return prepared
 
@@ -252,7 +266,9 @@ def _from_manifest(
     image_size: int,
     seed: int,
     reused: bool,
+    views: TrainingViews | None = None,
 ) -> PreparedData:
+    soft = views is not None and views.soft_labels
     datasets = {
         name: split_dataset(
             folder,
@@ -261,6 +277,8 @@ def _from_manifest(
             manifest.store["pixels"],
             image_size,
             shuffle_seed=seed if name == "train" else None,
+            views=views if name == "train" else None,
+            one_hot_classes=len(manifest.classes) if soft and name == "val" else 0,
         )
         for name in ("train", "val")
     }

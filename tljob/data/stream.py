@@ -12,6 +12,12 @@ from the drawn one; with several workers it differs anyway); rows inside a row g
 already in a seeded random order (preparation writes them so), and the worker's local
 shuffle buffer mixes further. Validation reads
 its row groups in order and never resizes (it is stored at the training size).
+
+With ``TrainingViews`` (what a run passes) the training split's tasks also read each row's
+``sha256`` and map the stored images through the ``augment`` section's ``Augmenter``
+instead of the plain resize (``tljob.data.views``: the view of an image depends only on
+the seed, the epoch and the image); with MixUp / CutMix on, each row group is mixed as one
+batch and both splits emit float32 (N, num_classes) labels (validation's exactly one-hot).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import ray.data
 
 from tljob import storage
 from tljob.data.shards import decode_stored
+from tljob.data.views import TrainingViews, execution_epoch, one_hot, training_views
 from tljob.images import resize_fast_uint8
 
 # One task owns one CPU; OpenCV's own thread pool would oversubscribe it.
@@ -57,23 +64,43 @@ def to_training_rows(
     return {"image": images, "label": np.asarray(batch["label"], dtype=np.int64)}
 
 
+def _decode_all(data: np.ndarray, stored_size: int, pixels: str) -> np.ndarray:
+    """A row group's ``image`` column -> uint8 (N, S, S, 3) at the stored size."""
+    images = np.empty((len(data), stored_size, stored_size, 3), dtype=np.uint8)
+    for i, item in enumerate(data):
+        images[i] = decode_stored(item, stored_size, pixels)
+    return images
+
+
 def _read_units(
     batch: dict[str, np.ndarray],
     fs: Any,
     stored_size: int,
     pixels: str,
     image_size: int,
+    views: TrainingViews | None = None,
+    one_hot_classes: int = 0,
+    first_execution: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Read the row groups named in ``batch`` and return their training rows."""
+    """Read the row groups named in ``batch`` and return their training rows: augmented
+    views with ``views``, plain resized otherwise (labels one-hot with ``one_hot_classes``)."""
+    columns = ["image", "label", "sha256"] if views is not None else ["image", "label"]
+    epoch = execution_epoch(first_execution, views.epoch_offset) if views is not None else 0
     parts = []
     for path, group in zip(batch["path"], batch["row_group"], strict=True):
         with fs.open_input_file(str(path)) as handle:
-            table = pq.ParquetFile(handle).read_row_group(int(group), columns=["image", "label"])
-        rows = {
-            "image": table["image"].to_numpy(zero_copy_only=False),
-            "label": table["label"].to_numpy(),
-        }
-        parts.append(to_training_rows(rows, stored_size, pixels, image_size))
+            table = pq.ParquetFile(handle).read_row_group(int(group), columns=columns)
+        data = table["image"].to_numpy(zero_copy_only=False)
+        labels = table["label"].to_numpy()
+        if views is not None:
+            stored = _decode_all(data, stored_size, pixels)
+            sha256 = table["sha256"].to_numpy(zero_copy_only=False)
+            parts.append(training_views(stored, labels, sha256, views, image_size, epoch))
+            continue
+        rows = to_training_rows({"image": data, "label": labels}, stored_size, pixels, image_size)
+        if one_hot_classes:
+            rows["label"] = one_hot(rows["label"], one_hot_classes)
+        parts.append(rows)
     return {
         "image": np.concatenate([p["image"] for p in parts]),
         "label": np.concatenate([p["label"] for p in parts]),
@@ -87,12 +114,17 @@ def split_dataset(
     pixels: str,
     image_size: int,
     shuffle_seed: int | None,
+    views: TrainingViews | None = None,
+    one_hot_classes: int = 0,
 ) -> ray.data.Dataset:
     """A lazy stream of one split's training rows from its shards (``files`` relative to
     ``folder``; images stored at ``stored_size`` as ``pixels``), resized to ``image_size``.
 
     ``shuffle_seed``: None reads the row groups in order; otherwise they come in a new
-    order every epoch (every execution of the dataset), drawn from this seed."""
+    order every epoch (every execution of the dataset), drawn from this seed.
+    ``views``: the training split's augmented views (``tljob.data.views``; each execution
+    of the dataset is the next epoch). ``one_hot_classes`` > 0: labels as float32 one-hot
+    rows of that many classes (validation when training's labels are soft)."""
     units = shard_units(folder, files)
     ds = ray.data.from_items(units, override_num_blocks=max(1, len(units)))
     if shuffle_seed is not None:
@@ -106,6 +138,10 @@ def split_dataset(
             "stored_size": stored_size,
             "pixels": pixels,
             "image_size": image_size,
+            "views": views,
+            "one_hot_classes": one_hot_classes,
+            # executions of this dataset so far: the next one is epoch views.epoch_offset
+            "first_execution": ds.context._execution_idx,
         },
         batch_size=None,  # one block is one row group
     )

@@ -107,7 +107,9 @@ def evaluate_exported(model_uri: str, val: ray.data.Dataset, batch_size: int) ->
         correct = total = 0
         for batch in val.iter_batches(batch_size=batch_size, batch_format="numpy"):
             probs = keras_io.predict_probabilities(net, batch["image"])
-            correct += int((probs.argmax(axis=1) == batch["label"]).sum())
+            labels = batch["label"]  # one-hot rows when training's labels are soft
+            labels = labels.argmax(axis=1) if labels.ndim == 2 else labels
+            correct += int((probs.argmax(axis=1) == labels).sum())
             total += len(batch["label"])
     return {"images": total, "correct": correct, "accuracy": correct / total}
 
@@ -195,7 +197,9 @@ def _train_and_summarise(
     shipped: ShippedWeights | None = None,
 ) -> TrainOutcome:
     started = time.monotonic()
-    prepared: PreparedData = prepare_data(job, listing)
+    # A resumed run's first epoch gets the augmented views a straight run would give it.
+    done = len(_read_state(run_dir.join(plan.checkpoint)).history) if plan.checkpoint else 0
+    prepared: PreparedData = prepare_data(job, listing, epoch_offset=done)
     _check_batches(job, prepared.counts["train"].used, prepared.counts["val"].used)
     storage.write_text(run_dir.join("config.yaml"), dump_config(job))
     storage.write_text(
