@@ -251,9 +251,15 @@ def _start_ray(cores: int) -> None:
     ctx.print_on_execution_start = False
 
 
-def _consume(dataset) -> int:
-    """Rows delivered to one Train worker's iterator over ``dataset`` in one epoch."""
+def _worker_iterator(dataset):
+    """The iterator a Train worker gets for ``dataset`` (``ray.train.DataConfig``'s
+    default: ``streaming_split``, made once and iterated once per epoch)."""
     (shard,) = dataset.streaming_split(1, equal=True)
+    return shard
+
+
+def _consume(shard) -> int:
+    """Rows delivered in one epoch, batched as ``run.feed.streamed_per_worker`` asks."""
     count = 0
     for batch in shard.iter_batches(
         batch_size=BATCH,
@@ -266,17 +272,14 @@ def _consume(dataset) -> int:
     return count
 
 
-def _seed_section():
-    from tljob.config.augment import AugmentSection
-
-    return AugmentSection(preset="seed")
-
-
-def decode_augment(batch: dict[str, np.ndarray], epoch: int) -> dict[str, np.ndarray]:
+def decode_augment(batch: dict[str, np.ndarray], first_execution: int) -> dict[str, np.ndarray]:
     """Read, decode and resize the JPEGs of ``batch`` to ``SIZE``, then augment them with
-    the ``seed`` preset for ``epoch``, keyed by content hash as prepared rows are."""
+    the ``seed`` preset, keyed by content hash as prepared rows are; the epoch is the
+    dataset's execution count, as in tljob's stream (``tljob.data.views``)."""
     from tljob.augment.keys import image_keys
     from tljob.augment.pipeline import Augmenter
+    from tljob.config.augment import AugmentSection
+    from tljob.data.views import execution_epoch
     from tljob.images import decode_rgb, resize_fast_uint8
 
     images = np.empty((len(batch["path"]), SIZE, SIZE, 3), np.uint8)
@@ -285,7 +288,8 @@ def decode_augment(batch: dict[str, np.ndarray], epoch: int) -> dict[str, np.nda
         data = Path(str(path)).read_bytes()
         digests.append(hashlib.sha256(data).hexdigest())
         images[i] = resize_fast_uint8(decode_rgb(data), SIZE)
-    views = Augmenter(_seed_section(), SIZE, SEED)(images, image_keys(digests), epoch)
+    augmenter = Augmenter(AugmentSection(preset="seed"), SIZE, SEED)
+    views = augmenter(images, image_keys(digests), execution_epoch(first_execution, 0))
     return {"image": views, "label": np.asarray(batch["label"], np.int64)}
 
 
@@ -296,17 +300,16 @@ def tljob_from_jpeg(folder: Path, cores: int, epochs: int) -> dict[str, float]:
     cv2.setNumThreads(1)
     _start_ray(cores)
     rows = [{"path": p, "label": label} for p, label in image_files(folder)]
-    blocks = max(1, len(rows) // 64)
-
-    def epoch(e: int) -> int:
-        dataset = (
-            ray.data.from_items(rows, override_num_blocks=blocks)
-            .randomize_block_order(seed=SEED + e)
-            .map_batches(decode_augment, fn_kwargs={"epoch": e}, batch_size=None)
-        )
-        return _consume(dataset)
-
-    return timed_epochs(epoch, epochs)
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // 64))
+    dataset = dataset.randomize_block_order(
+        seed=ray.data.RandomSeedConfig(seed=SEED, reseed_after_execution=True)
+    ).map_batches(
+        decode_augment,
+        fn_kwargs={"first_execution": dataset.context._execution_idx},
+        batch_size=None,
+    )
+    shard = _worker_iterator(dataset)
+    return timed_epochs(lambda _e: _consume(shard), epochs)
 
 
 def _job(folder: Path, work: Path, augment: bool):
@@ -344,7 +347,8 @@ def tljob_from_shards(folder: Path, work: Path, cores: int, epochs: int, augment
     prepared = prepare_data(_job(folder, work, augment))
     if not prepared.reused:
         raise SystemExit("the shards were not prepared beforehand")
-    return timed_epochs(lambda _e: _consume(prepared.train), epochs)
+    shard = _worker_iterator(prepared.train)
+    return timed_epochs(lambda _e: _consume(shard), epochs)
 
 
 # ---- driver ------------------------------------------------------------------------------
