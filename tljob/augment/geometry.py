@@ -282,12 +282,17 @@ def affine_matrices(params: GeometryParams, in_size: int | np.ndarray, out_size:
 
 
 def _wrap_coordinates(coord: np.ndarray, size: int) -> np.ndarray:
-    """scipy's 'wrap': unchanged inside [0, size - 1], period size - 1 outside."""
+    """scipy's 'wrap': unchanged inside [0, size - 1], period size - 1 outside. Points
+    within 1/64 pixel of the edge count as inside: OpenCV rounds them onto it anyway, and
+    float noise (a rotation by 360 degrees reads x = -1e-15) must not jump a whole period."""
     if size == 1:
-        return np.zeros_like(coord)
-    outside = (coord < 0) | (coord > size - 1)
+        return np.zeros_like(coord, dtype=np.float32)
+    outside = (coord < -_EDGE) | (coord > size - 1 + _EDGE)
     return np.where(outside, np.mod(coord, size - 1), coord).astype(np.float32)
 
+
+# OpenCV quantises source coordinates to 1/32 pixel: closer than half of it is on the edge.
+_EDGE = 1.0 / 64
 
 _MASKS: dict[tuple[int, ...], np.ndarray] = {}
 
