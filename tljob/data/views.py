@@ -34,6 +34,7 @@ import numpy as np
 from ray.data import DataContext
 
 from tljob.augment.keys import image_keys
+from tljob.augment.mixing import mix_batch
 from tljob.augment.pipeline import Augmenter
 from tljob.config.augment import AugmentSection
 
@@ -82,8 +83,6 @@ def training_views(
     labels = np.asarray(labels, dtype=np.int64)
     if not views.soft_labels:
         return {"image": images, "label": labels}
-    from tljob.augment.mixing import mix_batch  # only when MixUp / CutMix are on
-
     mixed, soft = mix_batch(
         images,
         labels,
