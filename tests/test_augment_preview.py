@@ -128,3 +128,21 @@ def test_demo_preview_shows_the_seed_preset_when_the_job_does_not_augment(config
     seed_preset = load_config(str(config), ["augment.vertical_flip=false"]).augment
     view = Augmenter(seed_preset, 32, 5)(stored[None], key, 3)[0]
     assert np.array_equal(_cell(grid, 0, 4), np.kron(view, np.ones((3, 3, 1), np.uint8)))
+
+
+def test_preview_reads_s3_sources_like_local_ones(config, tmp_path, s3):
+    from tljob import storage
+
+    local_root = Path(load_config(str(config)).data.source)
+    storage.upload_dir(str(local_root), storage.resolve(s3.uri("digits")))
+    endpoint = ["--set", f"s3.endpoint_url={s3.server.endpoint_url}", "--set", "s3.allow_http=true"]
+    grids = {}
+    for name, source in (("local", str(local_root)), ("s3", s3.uri("digits"))):
+        out = tmp_path / f"{name}.png"
+        argv = ["augment", "preview", "--config", str(config), "--out", str(out)]
+        assert cli.main([*argv, "--set", f"data.source={source}", *endpoint]) == 0
+        with Image.open(out) as im:
+            grids[name] = np.asarray(im)
+    assert grids["local"].shape == (14 + 6 * 144 + 4, 4 + 7 * 100, 3)
+    # the same bytes: the same keys, hence the same views (the captions name the same files)
+    assert np.array_equal(grids["local"], grids["s3"])
