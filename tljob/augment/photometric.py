@@ -29,7 +29,9 @@ class Photometric:
             or s.random_erasing.probability > 0
         )
 
-    def __call__(self, images: np.ndarray, keys: np.ndarray, epoch: int, seed: int) -> np.ndarray:
+    def __call__(
+        self, images: np.ndarray, keys: np.ndarray, epoch: int, seed: int
+    ) -> np.ndarray:
         """(N, H, W, 3) uint8 views -> the same shape and dtype, with this section's colour
         and pixel operations drawn for (seed, epoch, key) of each image."""
         if not self.active:
