@@ -19,6 +19,10 @@ PURE = [
     "tljob.storage.s3api",
     "tljob.storage.seaweed",
     "tljob.images",
+    "tljob.augment",
+    "tljob.augment.keys",
+    "tljob.augment.geometry",
+    "tljob.augment.pipeline",
     "tljob.augment.colour",
     "tljob.augment.erasing",
     "tljob.augment.randaugment",
@@ -37,6 +41,8 @@ PURE = [
     "tljob.preflight",
     "tljob.demo",
     "tljob.cli",
+    "tljob.augment.preview",
+    "tljob.augment_cmd",
 ]
 RAY = ("ray",)
 TENSORFLOW = ("tensorflow", "tf_keras", "keras")
