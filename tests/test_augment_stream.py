@@ -19,13 +19,14 @@ from test_shards import local_ray  # noqa: F401  (the module's private Ray)
 
 from tljob import storage
 from tljob.augment.keys import image_keys
+from tljob.augment.mixing import mix_batch
 from tljob.augment.pipeline import Augmenter
 from tljob.config import load_config
 from tljob.data.pipeline import prepare_data
 from tljob.data.prepared import StoreSettings, read_manifest
 from tljob.data.shards import decode_stored
 from tljob.data.stream import split_dataset
-from tljob.data.views import TrainingViews
+from tljob.data.views import TrainingViews, row_group_key
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
@@ -184,6 +185,22 @@ def test_mixup_cutmix_labels_are_probabilities_and_validation_is_one_hot(digits,
         rows += len(label)
     assert rows == prepared.counts["train"].used
     assert soft > 0  # some rows really are mixed
+    # One row group here: epoch 1 is mix_batch over its Augmenter views, keyed by its keys.
+    folder = storage.resolve(prepared.prepared_uri)
+    (name,) = read_manifest(folder).files["train"]
+    assert pq.ParquetFile(folder.join(name).path).metadata.num_row_groups == 1
+    table = pq.read_table(folder.join(name).path).to_pylist()
+    keys = image_keys([r["sha256"] for r in table])
+    stored = np.stack([decode_stored(r["image"], job.stored_size, "raw") for r in table])
+    views = Augmenter(job.augment, SIZE, 3)(stored, keys, 1)
+    s = job.augment
+    images, labels = mix_batch(
+        views, np.array([r["label"] for r in table]), classes, s.mixup_alpha, s.cutmix_alpha,
+        3, 1, row_group_key(keys),
+    )  # fmt: skip
+    (batch,) = list(prepared.train.iter_batches(batch_size=None))  # the second execution
+    assert np.array_equal(batch["image"], images)
+    assert np.array_equal(batch["label"], labels)
     val = list(prepared.val.iter_batches(batch_size=None))
     labels = np.concatenate([b["label"] for b in val])
     assert labels.dtype == np.float32 and labels.shape == (prepared.counts["val"].used, classes)
