@@ -83,7 +83,7 @@ def layer_specs(section: AugmentSection, image_size: int) -> list[LayerSpec]:
     if (low, high) != (1.0, 1.0):
         if high > MAX_MODEL_ZOOM:
             raise ModelAugmentError(
-                f"`augment.zoom_range` ({section.zoom_range}): inside the model the upper "
+                f"`augment.zoom_range` ([{low}, {high}]): inside the model the upper "
                 f"zoom must be <= {MAX_MODEL_ZOOM} (Keras' RandomZoom); lower it, or set "
                 "`augment.where` to 'data'"
             )
