@@ -201,6 +201,15 @@ def augmented():
 def test_inference_and_the_export_are_the_model_without_augmentation(augmented, tmp_path):
     net, plain = augmented
     assert nn_model.has_augmentation(net) and len(net.weights) == len(plain.weights)
+    assert nn_model.augmentation_steps(net) == [
+        "rotation",
+        "translation",
+        "zoom",
+        "flip",
+        "brightness_scale",
+        "contrast",
+    ]
+    assert nn_model.augmentation_steps(plain) == []
     x = images(6, size=48)  # served images of another size are resized first, as before
     expected = plain.predict_on_batch(x)
     np.testing.assert_allclose(net.predict_on_batch(x), expected, atol=1e-6)

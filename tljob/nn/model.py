@@ -186,6 +186,14 @@ def has_augmentation(model: tf_keras.Model) -> bool:
     return any(layer.name == AUGMENT_LAYER for layer in model.layers)
 
 
+def augmentation_steps(model: tf_keras.Model) -> list[str]:
+    """The in-model augmentation's layers, short names in order ('rotation', 'flip', ...)."""
+    if not has_augmentation(model):
+        return []
+    prefix = AUGMENT_LAYER + "_"
+    return [layer.name.removeprefix(prefix) for layer in model.get_layer(AUGMENT_LAYER).layers]
+
+
 def serving_model(model: tf_keras.Model) -> tf_keras.Model:
     """``model`` without its training-only augmentation layer (the same layers and weights:
     what is exported), or ``model`` itself when it has none. The backbone keeps the

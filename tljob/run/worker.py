@@ -130,6 +130,8 @@ class _WorkerRun:
         if self.loop.weights_file is not None:
             self.say(f"weights: the workers built the backbone from {self.loop.weights_file}")
         self.say(self.input.describe())
+        if steps := keras_model.augmentation_steps(self.net):
+            self.say(f"augment: in the model, training only: {', '.join(steps)}")
         for stage_index, stage in enumerate(self.stages):
             if stage_index >= self.loop.start_stage and self.diverged is None:
                 self.run_stage(stage_index, stage)
