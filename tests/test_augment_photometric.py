@@ -141,7 +141,7 @@ def test_hue_rotates_in_hsv():
     assert np.all(green == np.array([0, 255, 0], dtype=np.uint8))
     grey = _flat([(90, 90, 90)])
     assert np.array_equal(colour.apply_hue(grey, np.array([0.3])), grey)  # no hue to turn
-    for shift in (0.1, -0.27, 0.5):
+    for shift in (0.1, -0.27, -0.05, 0.5, 0.9):
         ours = colour.apply_hue(IMAGES, np.full(3, shift))
         reference = np.stack([_torchvision_hue(im, shift) for im in IMAGES])
         diff = np.abs(ours.astype(int) - reference)

@@ -141,44 +141,39 @@ def test_where_model_accepts_what_the_model_runs():
     [
         (
             "augment.zoom_range=[1.2, 0.8]",
-            "`augment.zoom_range` ([1.2, 0.8]): [1.2, 0.8]: the first bound must be <= the second",
+            "`augment.zoom_range` ([1.2, 0.8]): the first bound must be <= the second",
         ),
         (
             "augment.zoom_range=1.0",
-            "`augment.zoom_range` (1.0): 1.0: a single zoom range must be >= 0 and < 1",
+            "`augment.zoom_range` (1.0): a single zoom range must be >= 0 and < 1",
         ),
         (
             "augment.zoom_range=[0, 1]",
-            "`augment.zoom_range` ([0, 1]): [0.0, 1.0]: zoom factors must be > 0",
+            "`augment.zoom_range` ([0, 1]): zoom factors must be > 0",
         ),
         (
             "augment.brightness_range=[1.5, 0.5]",
-            "`augment.brightness_range` ([1.5, 0.5]): [1.5, 0.5]: the first bound must be <= "
-            "the second",
+            "`augment.brightness_range` ([1.5, 0.5]): the first bound must be <= the second",
         ),
         (
             "augment.brightness_range=[-0.5, 1]",
-            "`augment.brightness_range` ([-0.5, 1]): [-0.5, 1.0]: bounds must be >= 0.0",
+            "`augment.brightness_range` ([-0.5, 1]): bounds must be >= 0.0",
         ),
         (
             "augment.random_resized_crop.scale=[0, 1]",
-            "`augment.random_resized_crop.scale` ([0, 1]): [0.0, 1.0]: the area fraction must "
-            "be > 0",
+            "`augment.random_resized_crop.scale` ([0, 1]): the area fraction must be > 0",
         ),
         (
             "augment.random_resized_crop.scale=[0.5, 1.5]",
-            "`augment.random_resized_crop.scale` ([0.5, 1.5]): [0.5, 1.5]: bounds must be >= "
-            "0.0 and <= 1.0",
+            "`augment.random_resized_crop.scale` ([0.5, 1.5]): bounds must be >= 0.0 and <= 1.0",
         ),
         (
             "augment.random_resized_crop.ratio=[2, 1]",
-            "`augment.random_resized_crop.ratio` ([2, 1]): [2.0, 1.0]: the first bound must be "
-            "<= the second",
+            "`augment.random_resized_crop.ratio` ([2, 1]): the first bound must be <= the second",
         ),
         (
             "augment.random_resized_crop.ratio=[0, 1]",
-            "`augment.random_resized_crop.ratio` ([0, 1]): [0.0, 1.0]: the aspect ratio must "
-            "be > 0",
+            "`augment.random_resized_crop.ratio` ([0, 1]): the aspect ratio must be > 0",
         ),
         (
             "augment.preset=heavy",

@@ -87,7 +87,7 @@ def test_nn_and_zoo_never_import_ray():
     # of them imported Ray, Ray would be among what they import together.
     loaded = imported_after(
         "tljob.nn, tljob.nn.model, tljob.nn.io, tljob.nn.callbacks, tljob.nn.schedules, "
-        "tljob.nn.metrics, tljob.zoo"
+        "tljob.nn.metrics, tljob.nn.labels, tljob.nn.augment_layers, tljob.zoo"
     )
     assert "tensorflow" in loaded  # the check is meaningful: these are the TensorFlow side
     assert loaded & set(RAY) == set()

@@ -19,7 +19,7 @@ import numpy as np
 
 _LEVELS = np.arange(256, dtype=np.float32)
 # torchvision's rgb_to_grayscale weights (ITU-R 601-2, as TensorFlow).
-_GREY = (np.float32(0.2989), np.float32(0.587), np.float32(0.114))
+_GREY_MATRIX = np.array([[0.2989, 0.587, 0.114]], dtype=np.float32)
 
 
 def apply_luts(images: np.ndarray, luts: np.ndarray) -> np.ndarray:
@@ -54,24 +54,30 @@ def apply_channel_shift(images: np.ndarray, intensities: np.ndarray) -> np.ndarr
     """tf_keras ``apply_channel_shift`` per image: ``clip(x + intensity, min(x), max(x))`` in
     float32 over the image's own min and max (all channels), rounded to the nearest uint8
     (exact when the intensity is a whole number)."""
-    lows = images.reshape(len(images), -1).min(axis=1).astype(np.float32)
-    highs = images.reshape(len(images), -1).max(axis=1).astype(np.float32)
+    bounds = np.array([cv2.minMaxLoc(image.reshape(image.shape[0], -1))[:2] for image in images])
+    lows, highs = bounds.T.astype(np.float32).reshape(2, len(images))
     shifted = _LEVELS[None, :] + np.asarray(intensities, dtype=np.float32)[:, None]
     clipped = np.clip(shifted, lows[:, None], highs[:, None])
     return apply_luts(images, np.rint(clipped).astype(np.uint8))
 
 
+def _grey_float(rgb: np.ndarray) -> np.ndarray:
+    """(..., H, W) float32 truncated grey of float32 RGB (H, W, 3) or (N, H, W, 3) images."""
+    tall = rgb.reshape(-1, rgb.shape[-2], 3)
+    weighted = cv2.transform(tall, _GREY_MATRIX).reshape(rgb.shape[:-1])
+    return np.trunc(weighted, out=weighted)
+
+
 def grey(images: np.ndarray) -> np.ndarray:
     """(N, H, W) uint8: torchvision's ``rgb_to_grayscale`` (float32 weighted sum, truncated)."""
-    rgb = images.astype(np.float32)
-    weighted = _GREY[0] * rgb[..., 0] + _GREY[1] * rgb[..., 1] + _GREY[2] * rgb[..., 2]
-    return weighted.astype(np.uint8)
+    return _grey_float(images.astype(np.float32)).astype(np.uint8)
 
 
 def contrast_luts(images: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """(N, 256) tables of torchvision's ``adjust_contrast``: blend with the mean of the grey
     image, ``trunc(clip(c * v + (1 - c) * mean))`` in float32."""
-    means = grey(images).reshape(len(images), -1).mean(axis=1).astype(np.float32)
+    means = np.array([_grey_float(image.astype(np.float32)).mean() for image in images])
+    means = means.astype(np.float32)
     c = np.asarray(factors, dtype=np.float32)[:, None]
     return _truncate(c * _LEVELS + (np.float32(1.0) - c) * means[:, None])
 
@@ -84,23 +90,33 @@ def apply_contrast(images: np.ndarray, factors: np.ndarray) -> np.ndarray:
 def apply_saturation(images: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """torchvision's ``adjust_saturation``: blend with the grey image (1 keeps it, 0 is grey),
     ``trunc(clip(s * rgb + (1 - s) * grey))`` in float32."""
-    s = np.asarray(factors, dtype=np.float32)[:, None, None, None]
-    grey_f = grey(images).astype(np.float32)[..., None]
-    return _truncate(s * images.astype(np.float32) + (np.float32(1.0) - s) * grey_f)
+    out = np.empty_like(images)
+    for n, factor in enumerate(np.asarray(factors, dtype=np.float32)):
+        rgb = images[n].astype(np.float32)  # one image at a time: stays in cache
+        grey_part = _grey_float(rgb)
+        grey_part *= np.float32(1.0) - factor
+        rgb *= factor
+        rgb += grey_part[..., None]
+        out[n] = np.clip(rgb, 0.0, 255.0, out=rgb)
+    return out
 
 
 def apply_hue(images: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """torchvision's ``adjust_hue``: rotate the hue by ``shift`` turns (-0.5..0.5) in HSV and
     convert back as ``convert_image_dtype`` does (x 255.999, truncated). The HSV conversions
-    are OpenCV's float32 ones (the same formulas; they differ from torch's by float rounding
-    only), on the batch stacked into one tall image."""
-    n, h, w, _ = images.shape
-    tall = images.reshape(n * h, w, 3).astype(np.float32) * np.float32(1.0 / 255.0)
-    hsv = cv2.cvtColor(tall, cv2.COLOR_RGB2HSV).reshape(n, h, w, 3)
-    degrees = np.asarray(shifts, dtype=np.float32)[:, None, None] * np.float32(360.0)
-    hsv[..., 0] = np.mod(hsv[..., 0] + degrees, np.float32(360.0))
-    rgb = cv2.cvtColor(hsv.reshape(n * h, w, 3), cv2.COLOR_HSV2RGB)
-    return _truncate(rgb * np.float32(255.999)).reshape(images.shape)
+    are OpenCV's float32 ones: the same formulas, different float rounding (within one level
+    of torch's)."""
+    out = np.empty_like(images)
+    for n, shift in enumerate(np.asarray(shifts, dtype=np.float64)):
+        rgb = images[n].astype(np.float32)
+        rgb *= np.float32(1.0 / 255.0)
+        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+        # The hue channel only; OpenCV wraps hues of 360 and more, not negative ones.
+        cv2.add(hsv, ((shift % 1.0) * 360.0, 0.0, 0.0, 0.0), dst=hsv)
+        rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=rgb)
+        rgb *= np.float32(255.999)
+        out[n] = rgb  # in [0, 255.999): the cast truncates, as torch's .to(uint8)
+    return out
 
 
 def draw_range(u: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -102,8 +102,14 @@ def mix_batch(
     partners = np.roll(images, d.shift, axis=0)
     if d.kind == "mixup":
         lam = np.float32(d.lam)
-        blend = lam * images.astype(np.float32) + (np.float32(1.0) - lam) * partners
-        mixed = np.rint(blend).astype(np.uint8)
+        mixed = np.empty_like(images)
+        for n in range(len(images)):  # one image at a time: the float copies stay in cache
+            own = images[n].astype(np.float32)
+            own *= lam
+            other = partners[n].astype(np.float32)
+            other *= np.float32(1.0) - lam
+            own += other
+            mixed[n] = np.rint(own, out=own)
     else:
         top, left, bottom, right = d.box
         mixed = images.copy()

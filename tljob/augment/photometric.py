@@ -134,7 +134,13 @@ class Photometric:
             parts.append(f"shift {d.channel_shift[0]:+.0f}")
         if d.jitter is not None:
             c, sat, hue = (float(x[0]) for x in d.jitter)
-            parts.append(f"jitter c{c:.2f} s{sat:.2f} h{hue:+.2f}")
+            j = s.color_jitter
+            named = (
+                (j.contrast, f"c{c:.2f}"),
+                (j.saturation, f"s{sat:.2f}"),
+                (j.hue, f"h{hue:+.2f}"),
+            )
+            parts.append("jitter " + " ".join(text for option, text in named if option > 0))
         if d.ops is not None and d.signs is not None:
             ops = []
             for index, sign in zip(d.ops[0], d.signs[0], strict=True):

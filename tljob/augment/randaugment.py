@@ -39,6 +39,8 @@ BINS = 31
 # Uniform columns per operation slot: which operation, and its sign.
 COLUMNS_PER_OP = 2
 
+_SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / np.float32(13.0)
+
 BORDERS = {
     "nearest": cv2.BORDER_REPLICATE,
     "constant": cv2.BORDER_CONSTANT,
@@ -123,16 +125,23 @@ def posterize(images: np.ndarray, bits: int) -> np.ndarray:
 
 def solarize(images: np.ndarray, threshold: float) -> np.ndarray:
     """Invert every value >= ``threshold``."""
-    return np.where(images >= threshold, 255 - images, images)
+    levels = np.arange(256)
+    lut = np.where(levels >= threshold, 255 - levels, levels).astype(np.uint8)
+    return colour.apply_luts(images, np.broadcast_to(lut, (len(images), 256)))
+
+
+def _channel_bounds(image: np.ndarray) -> np.ndarray:
+    """(2, 3) float32: each channel's min, then max."""
+    bounds = [cv2.minMaxLoc(channel)[:2] for channel in cv2.split(image)]
+    return np.array(bounds, dtype=np.float32).T
 
 
 def autocontrast_luts(images: np.ndarray) -> np.ndarray:
     """(N, 256, 3) tables of torchvision's ``autocontrast``: each channel stretched from its
     own min..max to 0..255, ``trunc((v - min) * (255 / (max - min)))`` in float32; a flat
     channel is kept."""
-    flat = images.reshape(len(images), -1, 3)
-    low = flat.min(axis=1).astype(np.float32)  # (N, 3)
-    high = flat.max(axis=1).astype(np.float32)
+    bounds = np.stack([_channel_bounds(image) for image in images])  # (N, 2, 3)
+    low, high = bounds[:, 0], bounds[:, 1]
     flat_channel = high == low
     scale = np.float32(255.0) / np.where(flat_channel, np.float32(1.0), high - low)
     scale[flat_channel] = 1.0
@@ -144,12 +153,11 @@ def autocontrast_luts(images: np.ndarray) -> np.ndarray:
 def equalize_luts(images: np.ndarray) -> np.ndarray:
     """(N, 256, 3) tables of ``PIL.ImageOps.equalize`` (and torchvision's ``equalize``) per
     channel: the cumulative histogram spread over 0..255, identity when one value dominates."""
-    n = len(images)
-    luts = np.empty((n, 256, 3), dtype=np.uint8)
+    luts = np.empty((len(images), 256, 3), dtype=np.uint8)
     identity = np.arange(256)
-    for i in range(n):
+    for i, image in enumerate(images):
         for c in range(3):
-            hist = np.bincount(images[i, ..., c].ravel(), minlength=256)
+            hist = cv2.calcHist([image], [c], None, [256], [0, 256]).ravel().astype(np.int64)
             nonzero = hist[hist != 0]
             step = int(nonzero[:-1].sum()) // 255
             if step == 0:
@@ -163,20 +171,20 @@ def equalize_luts(images: np.ndarray) -> np.ndarray:
 def sharpness_blend(images: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """torchvision's ``adjust_sharpness``: blend with a 3x3 smoothing (centre 5, others 1,
     over 13, rounded) of the image whose one-pixel border is the image itself."""
-    n, h, w, _ = images.shape
+    h, w = images.shape[1:3]
     if h <= 2 or w <= 2:
         return images
-    kernel = np.ones((3, 3), dtype=np.float32)
-    kernel[1, 1] = 5.0
-    kernel /= kernel.sum()
-    # One tall image: every interior pixel's 3x3 window stays inside its own image, and the
-    # rows that would mix two images are the borders, replaced by the originals below.
-    tall = images.reshape(n * h, w, 3)
-    blurred = np.rint(cv2.filter2D(tall, cv2.CV_32F, kernel)).reshape(images.shape)
-    degenerate = images.astype(np.float32)
-    degenerate[:, 1:-1, 1:-1] = blurred[:, 1:-1, 1:-1]
-    f = np.asarray(factors, dtype=np.float32)[:, None, None, None]
-    return colour._truncate(f * images.astype(np.float32) + (np.float32(1.0) - f) * degenerate)
+    out = np.empty_like(images)
+    for n, factor in enumerate(np.asarray(factors, dtype=np.float32)):
+        own = images[n].astype(np.float32)
+        degenerate = np.rint(cv2.filter2D(own, -1, _SMOOTH))
+        degenerate[0], degenerate[-1] = own[0], own[-1]
+        degenerate[:, 0], degenerate[:, -1] = own[:, 0], own[:, -1]
+        degenerate *= np.float32(1.0) - factor
+        own *= factor
+        own += degenerate
+        out[n] = np.clip(own, 0.0, 255.0, out=own)
+    return out
 
 
 def apply_op(
