@@ -314,3 +314,27 @@ def test_describe_labels_a_draw():
     assert augmenter.describe(GeometryParams.fixed(1), 0) == "resize"
     boxed = GeometryParams.fixed(1, box=(10, 20, 100, 120), shear=-0.16, flip_v=True)
     assert augmenter.describe(boxed, 0) == "crop 100×120 at (10, 20), shear -0.2°, flip v"
+
+
+def test_views_are_the_drawn_parameters_applied():
+    images = np.random.default_rng(8).integers(0, 256, (12, 96, 96, 3), dtype=np.uint8)
+    ids = np.arange(100, 112, dtype=np.uint64)
+    # Rotations etc.: one warp through the drawn map.
+    seed = Augmenter(AugmentSection(preset="seed", fill_mode="reflect"), 64, seed=5)
+    params = seed.draw(ids, 4, 96)
+    matrices = geometry.affine_matrices(params, 96, 64)
+    expected = geometry.warp(images, matrices, 64, "reflect")
+    np.testing.assert_array_equal(seed(images, ids, 4), expected)
+    # Crop and flips only: torchvision's crop-then-resize, then the flips, exactly.
+    light = Augmenter(AugmentSection(preset="light", vertical_flip=True), 64, seed=5)
+    params = light.draw(ids, 4, 96)
+    assert params.flip_h.any() and params.flip_v.any() and not params.flip_h.all()
+    views = light(images, ids, 4)
+    for i, (x0, y0, w, h) in enumerate(params.box.astype(int)):
+        view = cv2.resize(images[i][y0 : y0 + h, x0 : x0 + w], (64, 64))
+        view = view[:, ::-1] if params.flip_h[i] else view
+        view = view[::-1] if params.flip_v[i] else view
+        np.testing.assert_array_equal(views[i], view)
+    # The same within OpenCV's rounding as the one map (inside the outer ring).
+    warped = geometry.warp(images, geometry.affine_matrices(params, 96, 64), 64)
+    assert np.abs(views[:, 1:-1, 1:-1].astype(int) - warped[:, 1:-1, 1:-1]).max() <= 1

@@ -100,6 +100,10 @@ def test_demo_smoke_run_on_a_tiny_subset(tmp_path, ray_cluster):
     # ones exported, so the saved model scores exactly what was reported
     assert summary["exported_model"]["correct"] == round(summary["best"]["val_accuracy"] * 20)
     assert summary["replica_weights_identical"] is True
+    preview = workdir / "augment_preview.png"
+    assert out.rstrip().endswith(f"augmentation preview: {preview}")
+    with Image.open(preview) as im:  # one row per class, the plain image and 6 views
+        assert im.size == (4 + 7 * 100, 14 + 10 * 144 + 4)
     job = load_config(workdir / "demo.yaml")
     assert job.data.source == str(workdir / "fashion-mnist-10")
     assert len(list((workdir / "fashion-mnist-10").rglob("*.png"))) == 100

@@ -1,10 +1,15 @@
 """A worker's in-memory input (tljob.run.feed): the rows read once, the per-epoch orders of
-the training batches (reproducible across a resume), and validation kept whole."""
+the training batches (reproducible across a resume), validation kept whole; soft labels'
+float32 specs, and training streamed every epoch when the data pipeline augments."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import tensorflow as tf
 
+from tljob.config import load_config
+from tljob.nn.labels import LabelFormat
 from tljob.run import feed
 
 SIZE = 2
@@ -87,3 +92,96 @@ def test_validation_keeps_every_row_in_order_with_a_short_last_batch():
             assert (images.numpy()[:, 0, 0, 0] == batch_labels.numpy() % 256).all()
             labels.extend(batch_labels.numpy().tolist())
         assert sizes == [16, 16, 5] and labels == list(range(37))
+
+
+class SoftRowsShard(RowsShard):
+    """``RowsShard`` with MixUp / CutMix labels: row i is one-hot on class i % CLASSES
+    (float32 (N, CLASSES)); ``to_tf`` records how it was asked to stream."""
+
+    CLASSES = 3
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(rows)
+        self.labels = np.eye(self.CLASSES, dtype=np.float32)[np.arange(rows) % self.CLASSES]
+        self.streamed: dict | None = None
+
+    def to_tf(self, **kwargs):
+        self.streamed = kwargs
+        return "streamed"
+
+
+SOFT = LabelFormat(soft=True, num_classes=SoftRowsShard.CLASSES)
+
+
+def test_soft_labels_are_float32_class_probabilities_in_memory_and_streamed():
+    arrays = feed.read_shard_per_worker(SoftRowsShard(40), limit_bytes=10**6, label_format=SOFT)
+    assert arrays[1].dtype == np.float32 and arrays[1].shape == (40, 3)
+    spec = tf.TensorSpec((None, 3), tf.float32, name="label")
+    train = feed.in_memory_train(arrays, 8, shuffled=True, seed=0, first_epoch=lambda: 0)
+    val = feed.in_memory_val(arrays, 16)
+    for dataset in (train, val):
+        assert dataset.element_spec[1] == spec
+    images, labels = next(iter(train))
+    rows = images.numpy()[:, 0, 0, 0]  # which rows the batch holds
+    np.testing.assert_array_equal(labels.numpy(), np.eye(3, dtype=np.float32)[rows % 3])
+    shard = SoftRowsShard(40)
+    assert feed.streamed_per_worker(shard, 8, SIZE, True, 0, SOFT) == "streamed"
+    assert shard.streamed["label_type_spec"] == spec
+    assert shard.streamed["label_columns"] == "label"
+    # integer labels in a soft run (shards prepared for another run) are refused
+    with pytest.raises(ValueError, match="soft"):
+        feed.read_shard_per_worker(RowsShard(4), limit_bytes=10**6, label_format=SOFT)
+
+
+def augment(*options: str):
+    return load_config(None, ["data.source=x", *options]).augment
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ((), None),
+        (("augment.where=model", "augment.horizontal_flip=true"), None),
+        (("augment.horizontal_flip=true",), "the data pipeline augments it anew every epoch"),
+        (("augment.preset=light",), "the data pipeline augments it anew every epoch"),
+        (("augment.mixup_alpha=0.2",), "MixUp / CutMix mix new batches every epoch"),
+        (
+            ("augment.where=model", "augment.rotation_range=5", "augment.cutmix_alpha=1"),
+            "MixUp / CutMix mix new batches every epoch",
+        ),
+    ],
+)
+def test_training_is_streamed_every_epoch_when_the_data_pipeline_draws_new_views(options, reason):
+    soft = augment(*options).soft_labels
+    labels = SOFT if soft else LabelFormat()
+    shards = {"train": SoftRowsShard(32), "val": SoftRowsShard(10)}
+    if not soft:
+        for shard in shards.values():
+            shard.labels = np.arange(len(shard.labels), dtype=np.int64)
+    because = feed.train_streamed_because(augment(*options))
+    assert because == reason
+    fed = feed.worker_input_per_worker(
+        shards,
+        train_rows=32,
+        global_batch=8,
+        image_size=SIZE,
+        shuffle=0,
+        seed=0,
+        limit_bytes=10**6,  # everything fits
+        first_epoch=lambda: 0,
+        labels=labels,
+        train_streamed_because=because,
+    )
+    assert fed.val_in_memory and shards["val"].handed_out == 10
+    if reason is None:
+        assert fed.train_in_memory and shards["train"].handed_out == 32
+        assert fed.describe() == "input: train and val held in worker memory"
+    else:
+        # never read into memory: a cache would freeze epoch 0's views
+        assert not fed.train_in_memory and shards["train"].handed_out == 0
+        assert fed.train == "streamed" and shards["train"].streamed["drop_last"] is True
+        assert shards["train"].streamed["label_type_spec"] == labels.spec()
+        assert fed.describe() == (
+            "input: val held in worker memory, the rest streamed from Ray Data every epoch: "
+            f"training because {reason}"
+        )

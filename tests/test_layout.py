@@ -19,6 +19,15 @@ PURE = [
     "tljob.storage.s3api",
     "tljob.storage.seaweed",
     "tljob.images",
+    "tljob.augment",
+    "tljob.augment.keys",
+    "tljob.augment.geometry",
+    "tljob.augment.pipeline",
+    "tljob.augment.colour",
+    "tljob.augment.erasing",
+    "tljob.augment.randaugment",
+    "tljob.augment.photometric",
+    "tljob.augment.mixing",
     "tljob.output",
     "tljob.progress",
     "tljob.data.listing",
@@ -32,6 +41,8 @@ PURE = [
     "tljob.preflight",
     "tljob.demo",
     "tljob.cli",
+    "tljob.augment.preview",
+    "tljob.augment_cmd",
 ]
 RAY = ("ray",)
 TENSORFLOW = ("tensorflow", "tf_keras", "keras")
@@ -76,7 +87,7 @@ def test_nn_and_zoo_never_import_ray():
     # of them imported Ray, Ray would be among what they import together.
     loaded = imported_after(
         "tljob.nn, tljob.nn.model, tljob.nn.io, tljob.nn.callbacks, tljob.nn.schedules, "
-        "tljob.nn.metrics, tljob.zoo"
+        "tljob.nn.metrics, tljob.nn.labels, tljob.nn.augment_layers, tljob.zoo"
     )
     assert "tensorflow" in loaded  # the check is meaningful: these are the TensorFlow side
     assert loaded & set(RAY) == set()

@@ -323,3 +323,45 @@ def test_schedules_class_weights_and_global_macro_f1_on_two_workers(tmp_path, ra
     assert [float(v) for v in row["val_class_recall"].split(";")] == pytest.approx(
         best["val_class_recall"]
     )
+
+
+def test_augmentation_inside_the_model_on_two_workers(tmp_path, ray_cluster):
+    """`augment.where: model`: the layers' random generators run under the strategy, the
+    training split stays in worker memory (the stream draws no views), both replicas end
+    equal, and the exported model, without the layers, reproduces the best validation."""
+    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
+    stages = [{"name": "all", "epochs": 2, "learning_rate": 1e-3, "trainable": "all"}]
+    augment = {
+        "where": "model",
+        "rotation_range": 20.0,
+        "zoom_range": 0.2,
+        "width_shift_range": 0.1,
+        "horizontal_flip": True,
+        "brightness_range": [0.8, 1.2],
+        "color_jitter": {"contrast": 0.2},
+    }
+    config = job_yaml(tmp_path, data, "in_model", stages)
+    tree = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**tree, "augment": augment}))
+    command = [sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", str(config)]
+    proc = subprocess.run(
+        command, env=driver_env(ray_cluster), capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "[tljob] input: train and val held in worker memory" in proc.stdout
+    assert (
+        "[tljob] augment: in the model, training only: rotation, translation, zoom, flip, "
+        "brightness_scale, contrast"
+    ) in proc.stdout
+    run_dir = tmp_path / "runs" / "in_model"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["replica_weights_identical"] is True
+    from tljob.nn import io as nn_io
+
+    exported = nn_io.load_exported(run_dir / "model" / "model.keras")
+    assert "augment" not in [layer.name for layer in exported.layers]
+    _, val = split_stratified(list_images(str(data)), 0.2, seed=1)
+    images = np.stack([load_image(v["path"]) for v in val])
+    predicted = nn_io.predict_probabilities(exported, images).argmax(axis=1)
+    correct = int((predicted == np.array([v["label"] for v in val])).sum())
+    assert correct == round(summary["best"]["val_accuracy"] * len(val))

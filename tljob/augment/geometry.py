@@ -35,7 +35,10 @@ Fill modes at the borders, against scipy's (what tf_keras uses):
 Both OpenCV kernels quantise source coordinates to 1/32 pixel and round to uint8; tf_keras
 keeps floats. Resizing from a stored size S to a different out_size is composed into the
 same map, so the fill extends the stored image rather than a resized copy (the same pixels
-up to that half-pixel border).
+up to that half-pixel border). Likewise a crop box's outermost output pixels, which read up
+to half a pixel outside the box, take the stored pixels there where torchvision's
+crop-then-resize repeats the box's edge (``Augmenter`` crops then resizes when a draw is
+only a crop and flips, so those views are torchvision's exactly).
 """
 
 from __future__ import annotations
@@ -288,13 +291,23 @@ def _wrap_coordinates(coord: np.ndarray, size: int) -> np.ndarray:
     if size == 1:
         return np.zeros_like(coord, dtype=np.float32)
     outside = (coord < -_EDGE) | (coord > size - 1 + _EDGE)
-    return np.where(outside, np.mod(coord, size - 1), coord).astype(np.float32)
+    if outside.any():
+        coord[outside] = np.mod(coord[outside], size - 1)
+    return coord.astype(np.float32)
 
 
 # OpenCV quantises source coordinates to 1/32 pixel: closer than half of it is on the edge.
 _EDGE = 1.0 / 64
 
 _MASKS: dict[tuple[int, ...], np.ndarray] = {}
+_FILLS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _fill_image(size: int, value: int) -> np.ndarray:
+    """A (size, size, 3) uint8 image of ``value`` (cached: it is never written)."""
+    if (size, value) not in _FILLS:
+        _FILLS[size, value] = np.full((size, size, 3), value, dtype=np.uint8)
+    return _FILLS[size, value]
 
 
 def _full_mask(shape: tuple[int, ...]) -> np.ndarray:
@@ -304,20 +317,11 @@ def _full_mask(shape: tuple[int, ...]) -> np.ndarray:
     return _MASKS[shape]
 
 
-_GRIDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _grid(out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    if out_size not in _GRIDS:
-        ys, xs = np.mgrid[0:out_size, 0:out_size].astype(np.float64)
-        _GRIDS[out_size] = (xs, ys)
-    return _GRIDS[out_size]
-
-
 def _warp_wrap(image: np.ndarray, matrix: np.ndarray, out_size: int) -> np.ndarray:
-    xs, ys = _grid(out_size)
-    map_x = matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2]
-    map_y = matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2]
+    steps = np.arange(out_size, dtype=np.float64)
+    # The map is affine: a row term plus a column term, one full-size addition each.
+    map_x = (matrix[0, 0] * steps)[None, :] + (matrix[0, 1] * steps + matrix[0, 2])[:, None]
+    map_y = (matrix[1, 0] * steps)[None, :] + (matrix[1, 1] * steps + matrix[1, 2])[:, None]
     map_x = _wrap_coordinates(map_x, image.shape[1])
     map_y = _wrap_coordinates(map_y, image.shape[0])
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -350,5 +354,6 @@ def warp(
             inside = cv2.warpAffine(
                 _full_mask(image.shape[:2]), matrices[i], size, flags=flags, borderValue=0
             )
-            out[i][inside < 255] = fill
+            read_outside = cv2.compare(inside, 255, cv2.CMP_LT)
+            cv2.copyTo(_fill_image(out_size, fill), read_outside, out[i])
     return out

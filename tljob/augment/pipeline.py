@@ -56,17 +56,49 @@ class Augmenter:
             raise ValueError(f"{len(images)} images but {len(keys)} keys")
         if self.geometric:
             sizes = np.array([image.shape[0] for image in images], dtype=np.int64)
-            params = self.draw(keys, epoch, sizes)
-            matrices = geometry.affine_matrices(params, sizes, self.out_size)
-            views = geometry.warp(
-                images, matrices, self.out_size, self.section.fill_mode, self.section.cval
-            )
+            views = self._render(images, self.draw(keys, epoch, sizes), sizes)
         else:
             views = np.empty((len(images), self.out_size, self.out_size, 3), dtype=np.uint8)
             for i, image in enumerate(images):
                 views[i] = resize_fast_uint8(image, self.out_size)
         if self.photometric is not None and self.photometric.active:
             views = self.photometric(views, keys, epoch, self.seed)
+        return views
+
+    def _render(
+        self, images: Sequence[np.ndarray] | np.ndarray, params: GeometryParams, sizes: np.ndarray
+    ) -> np.ndarray:
+        """Warp each image through its map; an image whose draw is only a crop (or the whole
+        image) and flips is resized and flipped instead: the same pixels as torchvision's
+        crop-then-resize, at about a third of a warp's cost (the light presets' case)."""
+        out = self.out_size
+        matrices = geometry.affine_matrices(params, sizes, out)
+        boxes = params.box if params.box is not None else geometry.whole_boxes(sizes, len(sizes))
+        aligned = (
+            (params.theta == 0)
+            & (params.tx == 0)
+            & (params.ty == 0)
+            & (params.shear == 0)
+            & (params.zx == 1)
+            & (params.zy == 1)
+            & (boxes == np.round(boxes)).all(axis=1)
+        )
+        views = np.empty((len(images), out, out, 3), dtype=np.uint8)
+        warped = np.flatnonzero(~aligned)
+        if len(warped):
+            section = self.section
+            subset = [images[i] for i in warped]
+            views[warped] = geometry.warp(
+                subset, matrices[warped], out, section.fill_mode, section.cval
+            )
+        for i in np.flatnonzero(aligned):
+            x0, y0, w, h = (int(v) for v in boxes[i])
+            view = resize_fast_uint8(images[i][y0 : y0 + h, x0 : x0 + w], out)
+            if params.flip_h[i]:
+                view = view[:, ::-1]
+            if params.flip_v[i]:
+                view = view[::-1]
+            views[i] = view
         return views
 
     def describe(self, params: GeometryParams, i: int) -> str:

@@ -27,10 +27,10 @@ Range = tuple[float, float]
 def _ordered(value: Range, low: float, high: float | None = None) -> Range:
     lo, hi = value
     if lo > hi:
-        raise ValueError(f"[{lo}, {hi}]: the first bound must be <= the second")
+        raise ValueError("the first bound must be <= the second")
     if lo < low or (high is not None and hi > high):
         upper = f" and <= {high}" if high is not None else ""
-        raise ValueError(f"[{lo}, {hi}]: bounds must be >= {low}{upper}")
+        raise ValueError(f"bounds must be >= {low}{upper}")
     return value
 
 
@@ -52,7 +52,7 @@ class ResizedCropSection(_Section):
     def _scale(cls, value: Range) -> Range:
         _ordered(value, 0.0, 1.0)
         if value[0] <= 0.0:
-            raise ValueError(f"[{value[0]}, {value[1]}]: the area fraction must be > 0")
+            raise ValueError("the area fraction must be > 0")
         return value
 
     @field_validator("ratio")
@@ -60,7 +60,7 @@ class ResizedCropSection(_Section):
     def _ratio(cls, value: Range) -> Range:
         _ordered(value, 0.0)
         if value[0] <= 0.0:
-            raise ValueError(f"[{value[0]}, {value[1]}]: the aspect ratio must be > 0")
+            raise ValueError("the aspect ratio must be > 0")
         return value
 
 
@@ -113,7 +113,7 @@ class RandomErasingSection(_Section):
     def _ratio(cls, value: Range) -> Range:
         _ordered(value, 0.0)
         if value[0] <= 0.0:
-            raise ValueError(f"[{value[0]}, {value[1]}]: the aspect ratio must be > 0")
+            raise ValueError("the aspect ratio must be > 0")
         return value
 
 
@@ -287,9 +287,9 @@ class AugmentSection(_Section):
         if isinstance(value, tuple):
             _ordered(value, 0.0)
             if value[0] <= 0.0:
-                raise ValueError(f"[{value[0]}, {value[1]}]: zoom factors must be > 0")
+                raise ValueError("zoom factors must be > 0")
         elif not 0.0 <= value < 1.0:
-            raise ValueError(f"{value}: a single zoom range must be >= 0 and < 1")
+            raise ValueError("a single zoom range must be >= 0 and < 1")
         return value
 
     @field_validator("brightness_range")

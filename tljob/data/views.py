@@ -20,10 +20,13 @@ count survives shallow copies such as Ray Train's ``DataConfig``, which share th
 the views a straight run would have. Verified on Ray 2.60.0 (``tests/
 test_augment_stream.py``): tasks of the k-th execution see k when iterated directly and
 under ``streaming_split(n, equal=True)`` as ``ray.train.DataConfig`` makes it (its
-``SplitCoordinator`` copies the context once and runs one execution per epoch). The
-assumption: nothing else executes the training dataset. ``schema()``, ``count()`` or
-``take()`` on it would be executions too and shift every later epoch by one (tljob never
-calls them on the training dataset; the workers feed with explicit type specs).
+``SplitCoordinator`` copies the context once and runs one execution per epoch); and in a
+real 2-worker ``tljob train`` streaming the split (2 stages, 4 epochs) the tasks saw epochs
+0, 1, 2, 3, and its resume after 4 epochs saw 4. The assumption: each epoch iterates the
+training shard exactly once, and nothing else executes the training dataset:
+``schema()``, ``count()`` or ``take()`` on it would be executions too and shift every
+later epoch by one (tljob never calls them on it; the workers feed with explicit type
+specs).
 """
 
 from __future__ import annotations

@@ -67,8 +67,11 @@ def restore_optimizer_state(model: tf_keras.Model, arrays: list[np.ndarray]) -> 
 
 
 def export_model(model: tf_keras.Model, path: str | Path) -> None:
-    """Save the whole model (architecture + weights, no optimizer) in Keras v3 format."""
-    model.save(str(path))
+    """Save the whole model (architecture + weights, no optimizer) in Keras v3 format,
+    without training-only augmentation layers (``tljob.nn.model.serving_model``)."""
+    from tljob.nn.model import serving_model  # lazy: reading a model needs no builders
+
+    serving_model(model).save(str(path))
 
 
 def load_exported(path: str | Path) -> tf_keras.Model:

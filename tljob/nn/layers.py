@@ -66,3 +66,35 @@ class BackbonePreprocess(tf_keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "mode": self.mode}
+
+
+@tf_keras.saving.register_keras_serializable(package="tljob")
+class RandomBrightnessScale(tf_keras.__internal__.layers.BaseRandomLayer):
+    """Training only: each image's pixels times a factor drawn from [lower, upper], clipped
+    to [0, 255]: ImageDataGenerator's ``brightness_range`` (PIL's brightness enhancer
+    blends with black, i.e. multiplies). Keras' ``RandomBrightness`` adds an offset instead.
+    At inference the input passes unchanged."""
+
+    def __init__(self, lower: float, upper: float, seed: int | None = None, **kwargs: Any):
+        super().__init__(seed=seed, force_generator=True, **kwargs)
+        if not 0.0 <= lower <= upper:
+            raise ValueError(f"brightness factors [{lower}, {upper}] must be 0 <= lower <= upper")
+        self.lower, self.upper, self.seed = float(lower), float(upper), seed
+
+    def call(self, images: tf.Tensor, training: bool = True) -> tf.Tensor:
+        images = tf.cast(images, self.compute_dtype)
+        if not training:
+            return images
+        factors = self._random_generator.random_uniform(
+            shape=[tf.shape(images)[0], 1, 1, 1],
+            minval=self.lower,
+            maxval=self.upper,
+            dtype=images.dtype,
+        )
+        return tf.clip_by_value(images * factors, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "lower": self.lower, "upper": self.upper, "seed": self.seed}

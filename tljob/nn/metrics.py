@@ -17,6 +17,16 @@ import tensorflow as tf
 from tljob.nn.keras import tf_keras
 
 
+def class_indices(y_true: Any, num_classes: int) -> tf.Tensor:
+    """The true class of each row, int32 (N,): the index itself for integer labels ((N,) or
+    (N, 1)), the most probable class for class probabilities ((N, num_classes), e.g. the
+    one-hot validation rows of a MixUp / CutMix run), so both formats count alike."""
+    y_true = tf.convert_to_tensor(y_true)
+    if y_true.shape.rank == 2 and y_true.shape[-1] == num_classes:
+        return tf.argmax(y_true, axis=-1, output_type=tf.int32)
+    return tf.reshape(tf.cast(y_true, tf.int32), [-1])
+
+
 @tf_keras.saving.register_keras_serializable(package="tljob")
 class ClassMetrics(tf_keras.metrics.Metric):
     """``{"macro_f1": mean F1 over classes, "class_recall": recall per class}``; a class
@@ -34,7 +44,7 @@ class ClassMetrics(tf_keras.metrics.Metric):
         )
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        labels = tf.reshape(tf.cast(y_true, tf.int32), [-1])
+        labels = class_indices(y_true, self.num_classes)
         predicted = tf.reshape(tf.argmax(y_pred, axis=-1, output_type=tf.int32), [-1])
         self.confusion.assign_add(
             tf.math.confusion_matrix(

@@ -2,32 +2,37 @@
 
     uint8 RGB image, any size
       -> ResizeImages(image_size)         same bilinear kernel as the data pipeline
+      -> [augment]                        ``augment.where: model`` only; training only
       -> BackbonePreprocess(mode)         the backbone's own ImageNet input convention
       -> backbone(training=False)         BatchNorm in inference mode (pretrained weights)
       -> GlobalAveragePooling -> Dropout -> [Dense relu]* -> Dense softmax (float32)
 
-The loss and the label format (integer class indices, ``sparse_categorical_crossentropy``,
-label-smoothed on one-hot targets when a stage asks) are compiled here from
-``tljob.config.LOSS`` / ``METRICS``, with each stage's optimizer and learning-rate schedule
-(``tljob.nn.schedules``). A stage may switch BatchNorm between inference and training mode
+The loss follows the run's label format (``tljob.nn.labels.LabelFormat``: integer class
+indices and ``sparse_categorical_crossentropy``, or MixUp / CutMix class probabilities and
+``categorical_crossentropy``; label-smoothed when a stage asks) and is compiled here with
+``tljob.config.METRICS``, each stage's optimizer and learning-rate schedule
+(``tljob.nn.schedules``). The exported model leaves the augmentation out
+(``serving_model``). A stage may switch BatchNorm between inference and training mode
 (``with_batchnorm``); the global precision policy is set before building (``set_precision``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import tensorflow as tf
 
-from tljob.config import LOSS, METRICS, ModelSection, Optimizer, StageSection, Trainable
+from tljob.config import METRICS, JobConfig, ModelSection, Optimizer, StageSection, Trainable
+from tljob.config.augment import AugmentSection
 from tljob.config.train import Precision
 from tljob.errors import UserError
 from tljob.nn import schedules
+from tljob.nn.augment_layers import AUGMENT_LAYER, training_augmentation
 from tljob.nn.builders import BUILDERS
 from tljob.nn.keras import tf_keras
+from tljob.nn.labels import SPARSE, LabelFormat
 from tljob.nn.layers import BackbonePreprocess, ResizeImages
-from tljob.nn.metrics import ClassMetrics, SmoothedSparseCrossentropy
+from tljob.nn.metrics import ClassMetrics
 from tljob.nn.schedules import StageSchedule, make_optimizer
 from tljob.nn.torchvision_mobilenet import convert_for
 from tljob.zoo import BackboneSpec, WeightsSource, get_backbone, resolve_weights_file
@@ -90,11 +95,19 @@ def batchnorm_frozen(model_cfg: ModelSection) -> bool:
 
 
 def build_model(
-    model_cfg: ModelSection, num_classes: int, image_size: int, weights_file: str | None = None
+    model_cfg: ModelSection,
+    num_classes: int,
+    image_size: int,
+    weights_file: str | None = None,
+    augment: AugmentSection | None = None,
+    seed: int = 0,
 ) -> tf_keras.Model:
     """Backbone + head for ``num_classes`` classes; takes uint8 RGB batches of any size.
 
-    ``weights_file``: the resolved backbone weights (see ``build_backbone``)."""
+    ``weights_file``: the resolved backbone weights (see ``build_backbone``). ``augment``:
+    the job's section; with ``where: model`` and an option on, the training-only
+    augmentation layers (``tljob.nn.augment_layers``) follow the resize, seeded from
+    ``augment.seed`` or else ``seed`` (``data.seed``). They hold no weights."""
     if num_classes < 2:
         raise ValueError(f"num_classes ({num_classes}) must be >= 2")
     spec = get_backbone(model_cfg.backbone)
@@ -103,6 +116,9 @@ def build_model(
     )
     images = tf_keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
     x = ResizeImages(image_size, name="resize")(images)
+    augmentation = training_augmentation(augment, image_size, seed)
+    if augmentation is not None:
+        x = augmentation(x)
     x = BackbonePreprocess(spec.preprocessing, name="preprocess")(x)
     # With pretrained weights, training=False keeps BatchNorm in inference mode even after
     # the backbone is unfrozen, so fine-tuning cannot wreck the pretrained statistics.
@@ -118,6 +134,16 @@ def build_model(
         num_classes, activation="softmax", dtype="float32", name="classifier"
     )(x)
     return tf_keras.Model(images, probs, name=f"{MODEL_NAME_PREFIX}{spec.name}")
+
+
+def build_job_model(
+    job: JobConfig, num_classes: int, weights_file: str | None = None
+) -> tf_keras.Model:
+    """``build_model`` for a job: its model, image size and augmentation (seeded from
+    ``augment.seed``, else ``data.seed``)."""
+    return build_model(
+        job.model, num_classes, job.image_size, weights_file, job.augment, job.data.seed
+    )
 
 
 def batchnorm_trains(model_cfg: ModelSection, stage: StageSection) -> bool:
@@ -136,16 +162,51 @@ def with_batchnorm(model: tf_keras.Model, trains: bool) -> tf_keras.Model:
     the (already built) layers again on a new input: no variable is created or copied, and
     the weights keep their order. Recompile the returned model.
     """
+    return _rechained(model, backbone_training=None if trains else False)
+
+
+def _rechained(
+    model: tf_keras.Model, backbone_training: bool | None, augment: bool = True
+) -> tf_keras.Model:
+    """``build_model``'s chain called again on a new input (no variable created or copied):
+    the backbone with ``backbone_training``, the augmentation layer kept if ``augment``."""
     images = tf_keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
     x = images
     for layer in model.layers[1:]:  # the chain build_model makes, in order
         if len(layer.inbound_nodes[0].parent_nodes) != 1:
             raise ValueError(f"layer {layer.name!r} is not part of a single chain")
         if layer.name == BACKBONE_LAYER:
-            x = layer(x, training=None if trains else False)
-        else:
+            x = layer(x, training=backbone_training)
+        elif layer.name != AUGMENT_LAYER or augment:
             x = layer(x)
     return tf_keras.Model(images, x, name=model.name)
+
+
+def has_augmentation(model: tf_keras.Model) -> bool:
+    return any(layer.name == AUGMENT_LAYER for layer in model.layers)
+
+
+def augmentation_steps(model: tf_keras.Model) -> list[str]:
+    """The in-model augmentation's layers, short names in order ('rotation', 'flip', ...)."""
+    if not has_augmentation(model):
+        return []
+    prefix = AUGMENT_LAYER + "_"
+    return [layer.name.removeprefix(prefix) for layer in model.get_layer(AUGMENT_LAYER).layers]
+
+
+def serving_model(model: tf_keras.Model) -> tf_keras.Model:
+    """``model`` without its training-only augmentation layer (the same layers and weights:
+    what is exported), or ``model`` itself when it has none. The backbone keeps the
+    BatchNorm mode it is called with in ``model``."""
+    if not has_augmentation(model):
+        return model
+    calls = [
+        node.call_kwargs
+        for nodes in model._nodes_by_depth.values()  # this model's own calls only
+        for node in nodes
+        if node.layer.name == BACKBONE_LAYER
+    ]
+    return _rechained(model, backbone_training=calls[0].get("training"), augment=False)
 
 
 def backbone_of(model: tf_keras.Model) -> tf_keras.Model:
@@ -208,27 +269,27 @@ def set_trainable(
 
 
 def compile_stage(
-    model: tf_keras.Model, stage: StageSection, steps_per_epoch: int, jit_compile: bool = False
+    model: tf_keras.Model,
+    stage: StageSection,
+    steps_per_epoch: int,
+    jit_compile: bool = False,
+    labels: LabelFormat = SPARSE,
 ) -> StageSchedule:
     """Compile for ``stage`` with a fresh optimizer driven by its schedule; call inside the
     distribution strategy's scope. Returns the schedule (the plateau callback moves it).
 
-    Loss and metrics come from ``tljob.config`` (``LOSS``, ``METRICS``), which also derives
-    ``REPORTED_METRICS``, the names callbacks may monitor; with ``label_smoothing`` the loss
-    is the smoothed cross-entropy on one-hot targets made from the integer labels.
+    The loss and the accuracy follow ``labels`` (``LabelFormat.loss``, label-smoothed by
+    ``stage.label_smoothing``); the metrics are ``tljob.config.METRICS``, which also derives
+    ``REPORTED_METRICS``, the names callbacks may monitor. Class weights passed to ``fit``
+    weight each row by its label's class (the argmax of a soft label).
     """
     num_classes = int(model.output_shape[-1])
     schedule = StageSchedule.for_stage(stage, steps_per_epoch)
-    loss: Any = (
-        SmoothedSparseCrossentropy(num_classes, stage.label_smoothing)
-        if stage.label_smoothing
-        else LOSS
-    )
     assert METRICS == ("accuracy", "macro_f1")  # the names ClassMetrics reports
     model.compile(
         optimizer=make_optimizer(stage, schedule),
-        loss=loss,
-        metrics=["accuracy", ClassMetrics(num_classes)],
+        loss=labels.loss(num_classes, stage.label_smoothing),
+        metrics=[labels.accuracy(), ClassMetrics(num_classes)],
         jit_compile=jit_compile,
     )
     # Under MultiWorkerMirroredStrategy the metrics are already global; Keras' default

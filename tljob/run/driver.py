@@ -107,10 +107,10 @@ def evaluate_exported(model_uri: str, val: ray.data.Dataset, batch_size: int) ->
         correct = total = 0
         for batch in val.iter_batches(batch_size=batch_size, batch_format="numpy"):
             probs = keras_io.predict_probabilities(net, batch["image"])
-            labels = batch["label"]  # one-hot rows when training's labels are soft
-            labels = labels.argmax(axis=1) if labels.ndim == 2 else labels
-            correct += int((probs.argmax(axis=1) == labels).sum())
-            total += len(batch["label"])
+            labels = batch["label"]  # class indices, or one-hot rows with MixUp / CutMix
+            truth = labels.argmax(axis=1) if labels.ndim == 2 else labels
+            correct += int((probs.argmax(axis=1) == truth).sum())
+            total += len(labels)
     return {"images": total, "correct": correct, "accuracy": correct / total}
 
 

@@ -33,6 +33,7 @@ from tljob.nn import callbacks as keras_callbacks
 from tljob.nn import io as keras_io
 from tljob.nn import model as keras_model
 from tljob.nn import schedules as keras_schedules
+from tljob.nn.labels import LabelFormat
 from tljob.run import checkpoint as ckpt_files
 from tljob.run import feed, shipped
 from tljob.run.ledger import EpochRow, history_csv, is_better
@@ -69,6 +70,7 @@ class _WorkerRun:
         self.steps_per_epoch = shard_rows // global_batch * self.world_size
 
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        self.labels = LabelFormat.for_job(job.augment, len(loop.classes))  # the one switch
         self.input = feed.worker_input_per_worker(
             {split: ray.train.get_dataset_shard(split) for split in ("train", "val")},
             train_rows=shard_rows,
@@ -79,6 +81,8 @@ class _WorkerRun:
             limit_bytes=int(job.scaling.worker_cache_mib * 2**20),
             # the run's global epochs done when a stage's fit starts: the shuffle orders
             first_epoch=lambda: len(self.state.history),
+            labels=self.labels,
+            train_streamed_because=feed.train_streamed_because(job.augment),
         )
         keras_model.set_precision(job.train.precision)  # before any layer is created
         self.local = tempfile.TemporaryDirectory(prefix="tljob-worker-")
@@ -86,9 +90,7 @@ class _WorkerRun:
         if loop.weights_file is not None:
             weights_file = shipped.fetch(loop.weights_file, loop.weights_sha256, self.local.name)
         with self.strategy.scope():
-            self.net = keras_model.build_model(
-                job.model, len(loop.classes), job.image_size, weights_file
-            )
+            self.net = keras_model.build_job_model(job, len(loop.classes), weights_file)
         self.batchnorm_trains = not keras_model.batchnorm_frozen(job.model)  # as built
         self.plain = keras_io.plain_copy(self.net)  # outside the scope: weight files
 
@@ -127,11 +129,9 @@ class _WorkerRun:
     def run(self) -> None:
         if self.loop.weights_file is not None:
             self.say(f"weights: the workers built the backbone from {self.loop.weights_file}")
-        kept = [s for s in ("train", "val") if getattr(self.input, f"{s}_in_memory")]
-        self.say(
-            f"input: {' and '.join(kept) or 'nothing'} held in worker memory"
-            + ("" if len(kept) == 2 else ", the rest streamed from Ray Data every epoch")
-        )
+        self.say(self.input.describe())
+        if steps := keras_model.augmentation_steps(self.net):
+            self.say(f"augment: in the model, training only: {', '.join(steps)}")
         for stage_index, stage in enumerate(self.stages):
             if stage_index >= self.loop.start_stage and self.diverged is None:
                 self.run_stage(stage_index, stage)
@@ -149,7 +149,7 @@ class _WorkerRun:
             net = self.net
             self.trainable_tensors = keras_model.set_trainable(net, stage.trainable)
             self.schedule = keras_model.compile_stage(
-                net, stage, self.steps_per_epoch, jit_compile=self.job.train.jit_compile
+                net, stage, self.steps_per_epoch, self.job.train.jit_compile, self.labels
             )
             if continuing:
                 if self.restored_optimizer:
