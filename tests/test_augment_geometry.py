@@ -310,10 +310,10 @@ def test_turning_an_option_on_keeps_the_other_draws():
 def test_describe_labels_a_draw():
     augmenter = Augmenter(SEED, 224, seed=0)
     params = GeometryParams.fixed(1, theta=12.3, tx=-3.2, ty=5.4, zx=0.914, zy=1.08, flip_h=True)
-    assert augmenter.describe(params, 0) == "rot +12°, shift (3, -5) px, zoom 0.91×1.08, flip h"
+    assert augmenter.describe(params, 0) == "rot +12°, shift (3, -5) px, zoom 0.91x1.08, flip h"
     assert augmenter.describe(GeometryParams.fixed(1), 0) == "resize"
     boxed = GeometryParams.fixed(1, box=(10, 20, 100, 120), shear=-0.16, flip_v=True)
-    assert augmenter.describe(boxed, 0) == "crop 100×120 at (10, 20), shear -0.2°, flip v"
+    assert augmenter.describe(boxed, 0) == "crop 100x120 at (10, 20), shear -0.2°, flip v"
 
 
 def test_views_are_the_drawn_parameters_applied():
@@ -338,3 +338,13 @@ def test_views_are_the_drawn_parameters_applied():
     # The same within OpenCV's rounding as the one map (inside the outer ring).
     warped = geometry.warp(images, geometry.affine_matrices(params, 96, 64), 64)
     assert np.abs(views[:, 1:-1, 1:-1].astype(int) - warped[:, 1:-1, 1:-1]).max() <= 1
+
+
+def test_captions_name_the_geometry_then_the_colour_draw():
+    section = AugmentSection(horizontal_flip=True, brightness_range=(1.5, 1.5))
+    augmenter = Augmenter(section, out_size=32, seed=0)
+    keys = np.arange(4, dtype=np.uint64)
+    captions = augmenter.captions(keys, epoch=0, in_size=36)
+    flips = augmenter.draw(keys, 0, 36).flip_h
+    for caption, flipped in zip(captions, flips, strict=True):
+        assert caption == ("flip h, bright 1.50" if flipped else "bright 1.50")

@@ -103,23 +103,39 @@ class Augmenter:
 
     def describe(self, params: GeometryParams, i: int) -> str:
         """A short label of image ``i``'s draw, e.g. "rot +12°, shift (3, -5) px, zoom
-        0.91×1.08, flip h" (shift: how far content moves right and down, in training
+        0.91x1.08, flip h" (shift: how far content moves right and down, in training
         pixels); "resize" when the draw changes nothing."""
         parts = []
         if params.box is not None:
             x0, y0, w, h = (int(v) for v in params.box[i])
-            parts.append(f"crop {w}×{h} at ({x0}, {y0})")
+            parts.append(f"crop {w}x{h} at ({x0}, {y0})")
         if params.theta[i] != 0:
             parts.append(f"rot {params.theta[i]:+.0f}°")
         if params.tx[i] != 0 or params.ty[i] != 0:
             # tf_keras' tx pulls from the right: content moves by -tx.
             dx, dy = round(-float(params.tx[i])), round(-float(params.ty[i]))
             parts.append(f"shift ({dx}, {dy}) px")
-        if params.shear[i] != 0:
+        if round(float(params.shear[i]), 1) != 0:
             parts.append(f"shear {params.shear[i]:+.1f}°")
         if params.zx[i] != 1 or params.zy[i] != 1:
-            parts.append(f"zoom {params.zx[i]:.2f}×{params.zy[i]:.2f}")
+            parts.append(f"zoom {params.zx[i]:.2f}x{params.zy[i]:.2f}")
         flips = [name for name, on in (("h", params.flip_h[i]), ("v", params.flip_v[i])) if on]
         if flips:
             parts.append("flip " + "+".join(flips))
         return ", ".join(parts) if parts else "resize"
+
+    def captions(self, keys: np.ndarray, epoch: int, in_size: int | np.ndarray) -> list[str]:
+        """One label per image of its whole draw in ``epoch``: the geometry (``describe``)
+        and then the colour and pixel operations."""
+        keys = np.asarray(keys)
+        params = self.draw(keys, epoch, in_size)
+        labels = []
+        for i in range(len(keys)):
+            parts = [self.describe(params, i)]
+            if self.photometric is not None and self.photometric.active:
+                size = (self.out_size, self.out_size)
+                parts.append(self.photometric.describe(keys, epoch, self.seed, i, size))
+            if parts[0] == "resize" and len(parts) > 1:
+                parts = parts[1:]
+            labels.append(", ".join(p for p in parts if p))
+        return labels

@@ -127,14 +127,13 @@ def preview_rows(
 ) -> list[PreviewRow]:
     """The rows of the grid for ``stored`` images (N, S, S, 3) uint8 with their ``keys``:
     ``plain``'s view (an Augmenter with nothing on) and ``augmenter``'s views of epochs
-    0 .. ``views`` - 1, captioned with ``augmenter.describe``."""
+    0 .. ``views`` - 1, captioned with ``augmenter.captions``."""
     base = plain(stored, keys, 0)
     by_epoch = [augmenter(stored, keys, e) for e in range(views)]
     sizes = np.array([image.shape[0] for image in stored], dtype=np.int64)
     captions = []
     for e in range(views):
-        params = augmenter.draw(keys, e, sizes)
-        captions.append([augmenter.describe(params, i) for i in range(len(keys))])
+        captions.append(augmenter.captions(keys, e, sizes))
     return [
         PreviewRow(
             title=titles[i],
