@@ -384,10 +384,15 @@ def spawn(args: argparse.Namespace, path: str, cores: int) -> dict[str, float]:
 
 
 def markdown(args: argparse.Namespace, rows: dict[tuple[str, int], dict], prep: dict) -> str:
+    if not prep:
+        prepared = ""
+    elif prep.get("reused"):
+        prepared = "; (d) shards prepared by an earlier run"
+    else:
+        prepared = f"; (d) shards prepared once in {prep['seconds']:.1f} s"
     lines = [
         f"{args.images} images 500x375 JPEG q90, `seed` preset -> {SIZE} px, batch {BATCH}; "
-        f"rate over epochs 2..{args.epochs}; (d) shards prepared once in "
-        f"{prep.get('seconds', float('nan')):.1f} s on {max(args.cores)} cores",
+        f"rate over epochs 2..{args.epochs}{prepared}",
         "",
         "| path | cores | images/s | images/s per core | vs (a) per core "
         "| images per CPU-s (process tree) |",
