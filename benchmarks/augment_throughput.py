@@ -125,9 +125,7 @@ def generate_images(folder: Path, count: int) -> None:
 def image_files(folder: Path) -> list[tuple[str, int]]:
     """(path, label) of every image, in class then name order."""
     return [
-        (str(p), c)
-        for c in range(CLASSES)
-        for p in sorted((folder / f"class_{c}").glob("*.jpg"))
+        (str(p), c) for c in range(CLASSES) for p in sorted((folder / f"class_{c}").glob("*.jpg"))
     ]
 
 
