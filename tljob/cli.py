@@ -1,4 +1,4 @@
-"""``tljob`` command line: ``train``, ``prepare``, ``demo``, ``config``, ``backbones``,
+"""``tljob`` command line: ``train``, ``prepare``, ``tune``, ``demo``, ``config``, ``backbones``,
 ``weights import``, ``augment preview``; argparse, dispatch.
 
 User errors (bad config, unusable data, missing weights, an object store that cannot be
@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tljob import augment_cmd, output, weights_cmd
+from tljob import augment_cmd, output, tune_cmd, weights_cmd
 from tljob.config import dump_config, load_config
 from tljob.config.reference import config_reference
 from tljob.errors import JobFailedError, UserError
@@ -100,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         "files, blocks).",
     )
     backbones.add_argument("names", nargs="*", metavar="NAME", help="Backbones to describe.")
+    tune_cmd.add_parser(sub)
     weights_cmd.add_parser(sub)
     augment_cmd.add_parser(sub)
 
@@ -176,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _cmd_demo,
         "config": _cmd_config,
         "backbones": _cmd_backbones,
+        "tune": tune_cmd.run,
         "weights": weights_cmd.run,
         "augment": augment_cmd.run,
     }

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,12 +147,21 @@ def _resume_hint(run_dir: storage.Location) -> str:
 
 
 def run_job_driver_fn(
-    job: JobConfig, listing: ImageListing, verbose: bool = False, weights_file: str | None = None
+    job: JobConfig,
+    listing: ImageListing,
+    verbose: bool = False,
+    weights_file: str | None = None,
+    train_callbacks: Sequence[Any] = (),
+    in_sweep: bool = False,
 ) -> TrainOutcome:
     """Check, lock and plan before Ray starts; then train (or resume) and summarise.
 
     ``weights_file``: ``model.weights`` resolved to a local file on this machine
     (``tljob.run.job.resolve_weights``), shipped to the workers through the run directory.
+    ``train_callbacks``: extra Ray Train callbacks for the trainer's ``RunConfig`` (a sweep
+    trial passes Tune's ``TuneReportCallback``). ``in_sweep``: the sweep's driver has already
+    checked the cluster and storage and prepared and described the data, so this run skips
+    those checks and lines (it still finds the shards by fingerprint).
 
     Raises ``UserError`` (exit 2) for unusable input, a busy or unwritable run directory or
     a rerun that contradicts the run so far; ``TrainingDivergedError`` (exit 1) for a
@@ -164,10 +174,13 @@ def run_job_driver_fn(
         plan = plan_run(run_dir, job, listing.classes)
         say(plan.message)
         ensure_ray(verbose)
-        _check_cluster(job, len(listing.classes), listing.count())
-        check_workers_reach_storage(job, say=say)
+        if not in_sweep:
+            _check_cluster(job, len(listing.classes), listing.count())
+            check_workers_reach_storage(job, say=say)
         shipped = shipped_weights.ship(run_dir, weights_file, say)
-        return _train_and_summarise(job, listing, plan, run_dir, verbose, shipped)
+        return _train_and_summarise(
+            job, listing, plan, run_dir, verbose, shipped, train_callbacks, in_sweep
+        )
 
 
 def _check_batches(job: JobConfig, train_images: int, val_images: int) -> None:
@@ -195,6 +208,8 @@ def _train_and_summarise(
     run_dir: storage.Location,
     verbose: bool,
     shipped: ShippedWeights | None = None,
+    train_callbacks: Sequence[Any] = (),
+    in_sweep: bool = False,
 ) -> TrainOutcome:
     started = time.monotonic()
     # A resumed run's first epoch gets the augmented views a straight run would give it.
@@ -208,13 +223,15 @@ def _train_and_summarise(
     )
     data_report = prepared.report()
     storage.write_text(run_dir.join("data_report.json"), json.dumps(data_report, indent=1))
-    _print_data_summary(prepared)
+    if not in_sweep:
+        _print_data_summary(prepared)
     storage.delete_file(run_dir.join(DIVERGED_FILE))
 
     # On a terminal, rank 0's progress goes to a live display instead of [tljob] lines.
     display = LiveDisplay().start() if live_display_wanted(verbose) else None
     try:
-        _trainer(job, prepared, plan, run_dir, display.sink if display else None, shipped).fit()
+        sink = display.sink if display else None
+        _trainer(job, prepared, plan, run_dir, sink, shipped, train_callbacks).fit()
     except ray.train.TrainingFailedError as e:
         detail = storage.redact("\n  ".join(str(e).strip().splitlines()[:12]))
         raise JobFailedError(f"training failed: {detail}\n{_resume_hint(run_dir)}") from e
@@ -261,6 +278,7 @@ def _trainer(
     run_dir: storage.Location,
     progress: BoardSink | None,
     shipped: ShippedWeights | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> TensorflowTrainer:
     resources = {"CPU": job.scaling.cpus_per_worker}
     if job.scaling.use_gpu:
@@ -298,6 +316,7 @@ def _trainer(
             storage_filesystem=run_dir.fs,
             checkpoint_config=CheckpointConfig(num_to_keep=job.run.checkpoints_to_keep),
             failure_config=FailureConfig(max_failures=0),
+            callbacks=list(callbacks),
         ),
         datasets={"train": prepared.train, "val": prepared.val},
     )
