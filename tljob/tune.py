@@ -53,10 +53,8 @@ class SweepOutcome:
 
 
 def metric_mode(sweep: Sweep) -> str:
-    """``tune.mode``, or the metric's own direction: losses down, everything else up."""
-    if sweep.tune.mode:
-        return sweep.tune.mode
-    return "min" if "loss" in sweep.tune.metric else "max"
+    """``tune.mode``, or the metric's own direction (losses down, everything else up)."""
+    return sweep.mode
 
 
 def total_epochs(job: Any) -> int:
@@ -67,26 +65,24 @@ def search_space(sweep: Sweep) -> dict[str, Any]:
     """Tune's ``param_space``: each dotted config path to its Tune domain."""
     space: dict[str, Any] = {}
     for path, spec in sweep.search.items():
-        if spec.kind == "choice":
-            space[path] = tune.choice(list(spec.values))
-        elif spec.kind == "grid":
+        if spec.kind == "grid" or (spec.kind == "choice" and sweep.tune.searcher == "grid"):
             space[path] = tune.grid_search(list(spec.values))
+        elif spec.kind == "choice":
+            space[path] = tune.choice(list(spec.values))
         elif spec.kind == "uniform":
             space[path] = tune.uniform(*spec.bounds)
         elif spec.kind == "loguniform":
             space[path] = tune.loguniform(*spec.bounds)
         elif spec.kind == "randint":
-            low, high = spec.bounds
-            space[path] = tune.randint(int(low), int(high) + 1)  # Tune's upper bound is open
+            space[path] = tune.randint(*spec.bounds)  # both exclude the upper bound
         else:
             raise ValueError(f"unknown space kind {spec.kind!r} for {path!r}")
     return space
 
 
 def expected_trials(sweep: Sweep) -> int:
-    """How many trials the sweep runs: ``num_samples`` times every grid's size."""
-    grids = [len(spec.values) for spec in sweep.search.values() if spec.kind == "grid"]
-    return sweep.tune.num_samples * math.prod(grids)
+    """How many trials the sweep runs (without a time budget)."""
+    return sweep.trial_count() or sweep.tune.num_samples
 
 
 def scheduler(sweep: Sweep) -> Any:
@@ -135,7 +131,7 @@ def max_concurrent(sweep: Sweep, resources: Mapping[str, float]) -> int:
 
 
 def sweep_location(sweep: Sweep) -> storage.Location:
-    return storage.resolve(sweep.tune.storage_path).join(sweep.tune.name)
+    return storage.resolve(sweep.storage_path)
 
 
 def _join_ray(verbose: bool) -> None:

@@ -122,7 +122,7 @@ def collect_records(sweep: Sweep, results: Any) -> tuple[list[TrialRecord], dict
     from tljob.config.sweep import trial_job
     from tljob.errors import UserError
 
-    metric, mode = sweep.tune.metric, _mode(sweep)
+    metric, mode = sweep.tune.metric, sweep.mode
     base = storage.resolve(sweep.job.run.storage_path)
     records, histories = [], {}
     for result in results:
@@ -159,12 +159,6 @@ def collect_records(sweep: Sweep, results: Any) -> tuple[list[TrialRecord], dict
         histories[trial_id] = [row.to_dict() for row in rows]
     records.sort(key=lambda r: r.trial_id)
     return records, histories
-
-
-def _mode(sweep: Sweep) -> str:
-    from tljob.tune import metric_mode
-
-    return metric_mode(sweep)
 
 
 def _total_epochs(job: Any) -> int:
