@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,16 @@ from pydantic import ValidationError
 from tljob.config.schema import ConfigError, JobConfig
 
 
-def _format_errors(err: ValidationError) -> str:
+def format_errors(err: ValidationError) -> str:
+    """A ``ValidationError`` as one line per field at fault: field, value, rule."""
+    return "invalid config:\n  " + "\n  ".join(error_lines(err.errors()))
+
+
+def error_lines(errors: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One line per pydantic error (``ValidationError.errors()`` entries, whose ``loc`` is
+    the dotted field path): the field, its value and the rule."""
     lines = []
-    for e in err.errors():
+    for e in errors:
         path = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
@@ -30,7 +38,7 @@ def _format_errors(err: ValidationError) -> str:
             lines.append(f"`{path}` ({e['input']!r}): {msg}")
         else:
             lines.append(msg)
-    return "invalid config:\n  " + "\n  ".join(lines)
+    return lines
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -85,17 +93,21 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     ``--set train.stages.1.epochs=3`` edits the default second stage even when the file
     does not mention stages. Raises ``ConfigError`` for any unusable input.
     """
-    tree: dict[str, Any] = JobConfig().model_dump(mode="json")
-    # The augment section keeps only what the user wrote: its preset fills the rest, so it
-    # must not see the defaults as written values.
-    augment: dict[str, Any] = {}
-    if path is not None:
-        file_tree = _read_yaml(Path(path))
-        tree = _merge(tree, file_tree)
-        if isinstance(file_tree.get("augment"), dict):
-            augment = _merge(augment, file_tree["augment"])
-        elif "augment" in file_tree:
-            augment = file_tree["augment"]  # not a mapping: the schema says so
+    file_tree = read_config_file(path) if path is not None else {}
+    return validate_job(job_tree(file_tree, overrides))
+
+
+def job_tree(file_tree: dict[str, Any], overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """The unvalidated job tree ``load_config`` validates: the defaults merged with
+    ``file_tree`` (a config file's mapping), then each ``dotted.path=value`` override applied
+    with ``apply_override``. ``augment`` holds only what the file and the overrides wrote:
+    its preset fills the rest, so it must not see the defaults as written values."""
+    tree: dict[str, Any] = _merge(JobConfig().model_dump(mode="json"), file_tree)
+    augment: Any = {}
+    if isinstance(file_tree.get("augment"), dict):
+        augment = _merge(augment, file_tree["augment"])
+    elif "augment" in file_tree:
+        augment = file_tree["augment"]  # not a mapping: the schema says so
     for text in overrides:
         keys, value = parse_override(text)
         if keys[0] == "augment":
@@ -106,12 +118,24 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
         else:
             apply_override(tree, keys, value)
     tree["augment"] = augment
+    return tree
+
+
+def validate_job(tree: dict[str, Any]) -> JobConfig:
+    """``tree`` (as ``job_tree`` builds it) validated into a ``JobConfig``; ``ConfigError``
+    naming every field at fault, its value and the rule."""
     try:
         return JobConfig.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e)) from None
+        raise ConfigError(format_errors(e)) from None
     except ValueError as e:  # cross-field rules and registry lookups outside a field
         raise ConfigError(f"invalid config:\n  {e}") from None
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A config file's top-level mapping (empty for an empty file); ``ConfigError`` when the
+    file is missing, not YAML, or not a mapping."""
+    return _read_yaml(Path(path))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
