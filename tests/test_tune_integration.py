@@ -31,7 +31,10 @@ def sweep_yaml(tmp_path: Path, data: Path, search: dict, name: str = "sweep.yaml
             "batch_size": 8,
             "stages": [{"name": "all", "epochs": 2, "learning_rate": 1e-3, "trainable": "all"}],
         },
-        "scaling": {"num_workers": 1, "cpus_per_worker": 0.5, "data_cpus": 0.5},
+        "scaling": {
+            "num_workers": 1,
+            "cpus_per_worker": 0.25,
+        },  # 2 trials at once, 1 CPU for Ray Data
         "run": {"storage_path": str(tmp_path / "runs")},
         "search": search,
         "tune": {
