@@ -50,6 +50,7 @@ def sweep_figure(
     value, the right axes one line per trial with a history (see the module doc)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=FIGSIZE_IN)
     FigureCanvasAgg(figure)
@@ -94,6 +95,7 @@ def sweep_figure(
             linestyle="--" if r.stopped_early else "-",
             marker="x" if r.stopped_early else "", markevery=[len(xs) - 1], alpha=0.8,
         )  # fmt: skip
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("epoch")
     right.set_ylabel(metric)
     right.set_title("learning curves (dashed: stopped early)")
