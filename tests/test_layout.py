@@ -12,6 +12,8 @@ PURE = [
     "tljob.errors",
     "tljob.config",
     "tljob.config.reference",
+    "tljob.config.search",
+    "tljob.config.sweep",
     "tljob.zoo",
     "tljob.zoo.listing",
     "tljob.report",
@@ -43,6 +45,8 @@ PURE = [
     "tljob.cli",
     "tljob.augment.preview",
     "tljob.augment_cmd",
+    "tljob.tune_results",
+    "tljob.tune_plot",
 ]
 RAY = ("ray",)
 TENSORFLOW = ("tensorflow", "tf_keras", "keras")

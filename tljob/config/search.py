@@ -80,7 +80,7 @@ class SpaceSpec:
         kinds = ", ".join(SPACE_KINDS)
         if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in SPACE_KINDS:
             hint = ""
-            if isinstance(raw, dict) and raw and not set(raw) & set(SPACE_KINDS):
+            if isinstance(raw, dict) and raw and all(isinstance(v, dict) for v in raw.values()):
                 hint = f" (write a nested path as one dotted key, e.g. `{where}.{next(iter(raw))}`)"
             raise ConfigError(
                 f"`{where}` ({raw!r}): a space is a mapping with exactly one of {kinds}{hint}"
@@ -99,8 +99,8 @@ class SpaceSpec:
             raise ConfigError(f"`{where}` ({raw!r}): `{kind}` bounds must be finite numbers")
         lo, hi = arg
         if lo >= hi:
-            rule = "hi is excluded, so lo must be < hi" if kind == "randint" else "lo < hi"
-            raise ConfigError(f"`{where}` ({raw!r}): the bounds must satisfy {rule}")
+            rule = "lo must be < hi (hi is excluded)" if kind == "randint" else "lo must be < hi"
+            raise ConfigError(f"`{where}` ({raw!r}): `{kind}` bounds [lo, hi]: {rule}")
         if kind == "loguniform" and lo <= 0:
             raise ConfigError(f"`{where}` ({raw!r}): `loguniform` bounds must be > 0")
         return cls(kind=kind, bounds=(lo, hi))
@@ -185,10 +185,11 @@ def resolve_path(base: dict[str, Any], path: str) -> Any:
         elif item is not None or get_origin(annotation) in (list, tuple):
             size = len(node) if isinstance(node, list) else 0
             if not part.isdigit() or int(part) >= size:
-                held = f"a list of {size} entries (use 0..{size - 1})" if size else "no list"
+                held = f"{size} entries (indices 0..{size - 1})" if size else "no entries"
                 raise ConfigError(
-                    f"`{where}`: `{prefix}` indexes {held} in the sweep's base config; "
-                    "search paths index only entries the base config holds"
+                    f"`{where}`: `{'.'.join(parts[:i])}` holds {held} in the sweep's base "
+                    f"config, so `{prefix}` does not exist (a search path indexes only "
+                    "entries the base config holds)"
                 )
             annotation = item if item is not None else Any
             node = node[int(part)]
@@ -232,8 +233,10 @@ def fixed_reason(path: str) -> str | None:
     """Why a sweep cannot vary ``path`` (it is, holds or lies under a ``FIXED_PER_SWEEP``
     path), or ``None`` when it can."""
     for fixed, reason in FIXED_PER_SWEEP.items():
-        if path == fixed or path.startswith(fixed + ".") or fixed.startswith(path + "."):
+        if path == fixed or path.startswith(fixed + "."):
             return f"`{fixed}` is fixed for a whole sweep: {reason}"
+        if fixed.startswith(path + "."):
+            return f"it holds `{fixed}`, which is fixed for a whole sweep: {reason}"
     return None
 
 

@@ -201,8 +201,6 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
             tune_tree = value
         elif isinstance(tune_tree, dict):
             apply_override(tune_tree, keys[1:], value)
-        else:
-            raise ConfigError(f"`tune` ({tune_tree!r}): must be a mapping of settings")
     base = job_tree(file_tree, job_overrides)
     job = validate_job(copy.deepcopy(base))
     tune = _tune_section(tune_tree)
@@ -264,6 +262,10 @@ def _data_settings(job: JobConfig) -> tuple[Any, ...]:
 
 
 def _tune_section(tune_tree: Any) -> TuneSection:
+    if not isinstance(tune_tree, dict):
+        raise ConfigError(
+            f"invalid sweep:\n  `tune` ({tune_tree!r}): must be a mapping of settings"
+        )
     try:
         return TuneSection.model_validate(tune_tree)
     except ValidationError as e:
