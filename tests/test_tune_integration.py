@@ -19,8 +19,16 @@ import pytest
 import yaml
 from conftest import write_digits_tree
 
-BACKBONES = ["mobilenet_v3_small", "mobilenet_v2"]
+BACKBONES = ["mobilenet_v3_small", "mobilenet_v2"]  # the two cheapest, at their 32 px minimum
 LEARNING_RATES = [3e-3, 1e-7]  # the second barely moves the weights: ASHA's to stop
+EPOCHS = 3
+# What Tune and Ray print on their own; the default console has none of it.
+TUNE_AND_RAY_LINES = (
+    "Configuration for experiment",
+    "View detailed results",
+    "Trial status",
+    "worker processes have been started",
+)
 
 
 def sweep_yaml(tmp_path: Path, data: Path, search: dict, name: str = "sweep.yaml") -> Path:
@@ -29,12 +37,12 @@ def sweep_yaml(tmp_path: Path, data: Path, search: dict, name: str = "sweep.yaml
         "model": {"backbone": BACKBONES[0], "weights": "none", "head": {"dropout": 0.0}},
         "train": {
             "batch_size": 8,
-            "stages": [{"name": "all", "epochs": 2, "learning_rate": 1e-3, "trainable": "all"}],
+            "best_metric": "val_loss",  # each trial exports its epoch of the sweep's metric
+            "stages": [
+                {"name": "all", "epochs": EPOCHS, "learning_rate": 1e-3, "trainable": "all"}
+            ],
         },
-        "scaling": {
-            "num_workers": 1,
-            "cpus_per_worker": 0.25,
-        },  # 2 trials at once, 1 CPU for Ray Data
+        "scaling": {"num_workers": 1, "cpus_per_worker": 0.25},
         "run": {"storage_path": str(tmp_path / "runs")},
         "search": search,
         "tune": {
@@ -65,21 +73,46 @@ def read_trials(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def run_histories(runs: Path) -> dict[str, tuple[int, float]]:
-    """Each trial run's (epochs in history.csv, its mtime)."""
+def run_histories(runs: Path) -> dict[str, tuple[int, int]]:
+    """Each trial run's (epochs in history.csv, its mtime in ns)."""
     found = {}
     for history in runs.glob("bb-lr-*/history.csv"):
         with open(history) as f:
-            found[history.parent.name] = (len(list(csv.DictReader(f))), history.stat().st_mtime)
+            found[history.parent.name] = (len(list(csv.DictReader(f))), history.stat().st_mtime_ns)
     return found
+
+
+def age_access_times(images: list[Path]) -> None:
+    """Set each file's access time well before its modification time: the next read of it
+    moves the access time past it (the 'relatime' rule), later reads may not."""
+    for image in images:
+        st = image.stat()
+        os.utime(image, ns=(st.st_mtime_ns - 10**11, st.st_mtime_ns))
+
+
+def read_since_aged(images: list[Path]) -> list[Path]:
+    return [p for p in images if p.stat().st_atime_ns >= p.stat().st_mtime_ns]
+
+
+def wait_for(path: Path, pattern: str, proc: subprocess.Popen, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text()
+        if re.search(pattern, text):
+            return text
+        assert proc.poll() is None, text[-4000:]
+        assert time.monotonic() < deadline, text[-4000:]
+        time.sleep(0.2)
 
 
 @pytest.mark.ray
 def test_sweep_stops_early_resumes_and_keeps_the_best_model(tmp_path, ray_connected):
     import ray
-    from ray.util.state import list_actors, list_placement_groups
+    from ray.util.state import list_actors
 
     data = write_digits_tree(tmp_path / "digits", classes=3, per_class=16, scale=4)
+    images = sorted(data.glob("*/*.png"))
+    assert len(images) == 48
     config = sweep_yaml(tmp_path, data, SEARCH)
     env = {
         **os.environ,
@@ -89,39 +122,40 @@ def test_sweep_stops_early_resumes_and_keeps_the_best_model(tmp_path, ray_connec
     }
     runs = tmp_path / "runs"
     sweep_dir = runs / "bb-lr"
+    age_access_times(images)
 
-    # 1. start the sweep in its own process group; kill it once a trial has ended
-    with open(tmp_path / "first.log", "w") as log:
+    # 1. the sweep, quiet, in its own process group: killed once a trial has ended
+    first_log = tmp_path / "first.log"
+    with open(first_log, "w") as log:
         proc = subprocess.Popen(
-            tune_cmd(config),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
+            tune_cmd(config), stdout=log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,
-        )
-    deadline = time.monotonic() + 600
-    while True:
-        text = (tmp_path / "first.log").read_text()
-        if "finished 2 epoch(s)" in text or "stopped by ASHA" in text:
-            break
-        assert proc.poll() is None, text[-4000:]
-        assert time.monotonic() < deadline, text[-4000:]
-        time.sleep(0.5)
-    before_kill = run_histories(runs)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+        )  # fmt: skip
+    try:
+        wait_for(first_log, r"started as run", proc, 300)
+        # The data was prepared before the first trial: every source image read once.
+        assert read_since_aged(images) == images
+        age_access_times(images)
+        text = wait_for(first_log, r"\): (finished|stopped by ASHA)", proc, 400)
+        before_kill = run_histories(runs)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
     run_of = dict(re.findall(r"(trial \d+/4 \(.*?\)): started as run (\S+)", text))
     ended = [run_of[t] for t in re.findall(r"(trial \d+/4 \(.*?\)): (?:finished|stopped)", text)]
     assert ended, text[-3000:]
+    assert "data: shards in" in text and "(prepared now)" in text
+    assert not [s for s in TUNE_AND_RAY_LINES if s in text], text[-3000:]
 
-    # 2. resume: it finishes the sweep, without rerunning the trials that had ended
+    # 2. resume (with --verbose: Tune's own output shown): it finishes the sweep
     resumed = subprocess.run(
-        tune_cmd(config, "--resume"), capture_output=True, text=True, env=env, timeout=900
-    )
-    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
+        tune_cmd(config, "--resume", "--verbose"),
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
     out = resumed.stdout
+    assert resumed.returncode == 0, out[-4000:] + resumed.stderr[-4000:]
     assert "resuming the sweep in" in out
-    assert "Trial status" not in out and "Current time" not in out  # Tune's table: --verbose
+    assert "Configuration for experiment" in out  # Tune's box: only with --verbose
 
     rows = read_trials(sweep_dir / "trials.csv")
     assert len(rows) == 4
@@ -130,55 +164,60 @@ def test_sweep_stops_early_resumes_and_keeps_the_best_model(tmp_path, ray_connec
         (b, lr) for b in BACKBONES for lr in LEARNING_RATES
     )
     assert all(not r["error"] for r in rows), rows
-    stopped = [r for r in rows if r["stopped_early"].lower() in ("true", "yes", "1")]
-    assert stopped, rows  # ASHA stopped at least one trial after its first epoch
-    assert all(int(r["epochs_run"]) == 1 for r in stopped)
-    finished = [r for r in rows if int(r["epochs_run"]) == 2]
-    assert finished and len(finished) + len(stopped) == 4
+    stopped = [r for r in rows if r["stopped_early"] == "true"]
+    assert stopped, rows  # ASHA stopped at least one trial at a rung (after epoch 1 or 2)
+    assert all(int(r["epochs_run"]) in (1, 2) and r["status"] == "stopped" for r in stopped)
+    finished = [r for r in rows if r["stopped_early"] == "false"]
+    assert finished and all(int(r["epochs_run"]) == EPOCHS for r in finished), rows
+    assert all(r["status"] == "completed" for r in finished), rows
 
     # trials that had ended before the kill were not rerun: same epochs, files untouched
     after = run_histories(runs)
     for name in ended:
         assert after[name] == before_kill[name], name
 
-    # the best trial: by val_loss, lowest, among those that finished (and exported)
-    metric_col = next(c for c in rows[0] if c.startswith("best") and "val_loss" in c)
-    best_row = min(finished, key=lambda r: float(r[metric_col]))
+    # the best trial: the lowest best_val_loss (mode min) among those that finished
+    best_row = min(finished, key=lambda r: float(r["best_val_loss"]))
+    assert [r for r in finished if r["best_val_loss"] == best_row["best_val_loss"]] == [best_row]
     best = sweep_dir / "best"
     summary = json.loads((best / "summary.json").read_text())
     assert summary["run"] == f"bb-lr-{best_row['trial_id']}"
     assert summary["backbone"] == best_row["model.backbone"]
-    assert summary["best"]["val_loss"] == pytest.approx(float(best_row[metric_col]), rel=1e-4)
+    assert summary["best"]["val_loss"] == pytest.approx(float(best_row["best_val_loss"]), rel=1e-5)
+    assert json.loads((best / "trial.json").read_text())["trial_id"] == best_row["trial_id"]
     labels = json.loads((best / "labels.json").read_text())
     assert labels == {"0": "digit_0", "1": "digit_1", "2": "digit_2"}
     from tljob.nn import io as nn_io
 
     model = nn_io.load_exported(best / "model" / "model.keras")
-    images = np.zeros((5, 32, 32, 3), dtype=np.uint8)
-    probs = nn_io.predict_probabilities(model, images)
+    probs = nn_io.predict_probabilities(model, np.zeros((5, 32, 32, 3), dtype=np.uint8))
     assert probs.shape == (5, 3)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert (sweep_dir / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"* {best_row['trial_id']}" in out  # the printed table marks the same trial
 
-    # the source images were decoded once: one preparation attempt, reused by every trial
+    # the source images were decoded once: no trial, and not the resumed sweep, read one
+    assert read_since_aged(images) == []
     prepared = [p for p in (runs / "prepared").iterdir() if p.is_dir()]
     assert len(prepared) == 1
-    attempts = [p for p in prepared[0].iterdir() if p.is_dir()]
-    assert len(attempts) == 1, attempts
+    assert len([p for p in prepared[0].iterdir() if p.is_dir()]) == 1
     reports = [json.loads(p.read_text()) for p in runs.glob("bb-lr-*/data_report.json")]
     assert len(reports) == 4 and all(r["reused"] for r in reports), reports
 
-    # nothing of the stopped trials' Train runs is left: no controller, worker or reservation
-    time.sleep(2)
-    alive = [
-        a.class_name
-        for a in list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
-        if "Train" in a.class_name or "Worker" in a.class_name and "Tune" not in a.class_name
-    ]
+    # nothing of the trials' Train runs is left: no controller or worker, every CPU free
+    deadline = time.monotonic() + 60
+    while True:
+        alive = [
+            a.class_name
+            for a in list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+            if "Train" in a.class_name or "Worker" in a.class_name
+        ]
+        free = ray.available_resources().get("CPU", 0.0)
+        if (not alive and free == ray.cluster_resources()["CPU"]) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert not alive, alive
-    groups = list_placement_groups(filters=[("state", "=", "CREATED")])
-    assert not groups, groups
-    assert ray.is_initialized()
+    assert free == ray.cluster_resources()["CPU"]
 
 
 def test_an_invalid_search_path_exits_2_before_ray_starts(tmp_path):

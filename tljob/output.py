@@ -181,3 +181,38 @@ def forward_only_tljob_lines(verbose: bool) -> bool:
     dispatcher.remove_handler("ray_print_logs")
     dispatcher.add_handler("ray_print_logs", tljob_lines_only)
     return True
+
+
+# Warnings the raylet sends every driver that are about Ray's own housekeeping, not the
+# job: a sweep's trial actors, Train controllers and workers outnumber the CPUs, which
+# Ray's worker-pool heuristic reports as "N PYTHON worker processes have been started".
+_HARMLESS_RAY_WARNINGS = re.compile(r"worker processes have been started on node")
+
+
+def hide_ray_warnings(verbose: bool) -> bool:
+    """In a Ray driver, drop the raylet's messages that match ``_HARMLESS_RAY_WARNINGS``
+    from the console (others, e.g. a worker killed for lack of memory, still show).
+    Returns whether the filter is on; no-op when ``verbose``.
+
+    Ray prints them from a background thread through ``ray._private.worker``'s module
+    function ``print_to_stdstream``, which has no public hook; it is wrapped. If it is
+    missing, output is left as it is."""
+    if verbose:
+        return False
+    try:
+        from ray._private import worker as ray_worker
+
+        original = ray_worker.print_to_stdstream
+    except (ImportError, AttributeError):
+        return False
+    if getattr(original, "_tljob_filter", False):
+        return True
+
+    def without_harmless(data: dict[str, Any], ignore_prefix: bool) -> None:
+        lines = [ln for ln in data.get("lines", []) if not _HARMLESS_RAY_WARNINGS.search(ln)]
+        if lines:
+            original({**data, "lines": lines}, ignore_prefix=ignore_prefix)
+
+    without_harmless._tljob_filter = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = without_harmless
+    return True

@@ -39,6 +39,10 @@ class SweepStateError(UserError):
     """``--resume`` without a sweep to resume, or a new sweep over an existing one."""
 
 
+class ConcurrencyError(UserError):
+    """``tune.max_concurrent_trials`` too high for the cluster: the trials would hang."""
+
+
 class OptunaMissingError(UserError):
     """``tune.searcher: optuna`` without optuna installed."""
 
@@ -114,20 +118,50 @@ def searcher(sweep: Sweep) -> Any:
     return OptunaSearch()
 
 
+# What one Ray Data task asks for (Ray Data's default): a trial's data pipeline runs only
+# while at least this much CPU of a node is left unreserved by the trials' workers and drivers.
+DATA_TASK_CPUS = 1.0
+
+
 def max_concurrent(sweep: Sweep, resources: Mapping[str, float]) -> int:
-    """``tune.max_concurrent_trials``, or what the cluster holds at once: Train V2 places
-    each trial's workers outside the trial's own reservation, so Tune cannot see them.
-    GPU jobs: GPUs / (workers * GPUs each); CPU jobs: (CPUs - ``scaling.data_cpus``) /
-    (workers * CPUs each + ``tune.trial_cpus``). At least 1."""
+    """``tune.max_concurrent_trials``, or what the cluster holds at once. Train V2 places each
+    trial's workers outside the trial's own reservation, so Tune cannot see them.
+
+    GPU jobs: GPUs / (workers * GPUs each). CPU jobs: every running trial has its own data
+    pipeline, so each needs its workers' CPUs, its driver's ``tune.trial_cpus`` and its own
+    ``scaling.data_cpus``: CPUs / (workers * CPUs each + trial_cpus + data_cpus). Fewer when
+    the trials' reservations would leave less than one Ray Data task's CPU free (their
+    pipelines would wait forever). At least 1."""
     if sweep.tune.max_concurrent_trials:
         return sweep.tune.max_concurrent_trials
-    scaling = sweep.job.scaling
+    scaling, cpus = sweep.job.scaling, resources.get("CPU", 0.0)
+    reserved = scaling.num_workers * scaling.cpus_per_worker + sweep.tune.trial_cpus
     if scaling.use_gpu:
         fits = resources.get("GPU", 0.0) / (scaling.num_workers * scaling.gpus_per_worker)
     else:
-        per_trial = scaling.num_workers * scaling.cpus_per_worker + sweep.tune.trial_cpus
-        fits = (resources.get("CPU", 0.0) - scaling.data_cpus) / per_trial
-    return max(1, math.floor(fits + 1e-9))
+        fits = cpus / (reserved + scaling.data_cpus)
+    count = max(1, math.floor(fits + 1e-9))
+    while count > 1 and cpus - count * reserved < DATA_TASK_CPUS - 1e-9:
+        count -= 1
+    return count
+
+
+def check_concurrency(sweep: Sweep, resources: Mapping[str, float], count: int) -> None:
+    """Refuse (exit 2) a ``tune.max_concurrent_trials`` whose trials would reserve so much
+    CPU that no Ray Data task could run: every trial would wait for its images forever."""
+    scaling, cpus = sweep.job.scaling, resources.get("CPU", 0.0)
+    if scaling.use_gpu or count == 1:
+        return
+    reserved = scaling.num_workers * scaling.cpus_per_worker + sweep.tune.trial_cpus
+    left = cpus - count * reserved
+    if left < DATA_TASK_CPUS - 1e-9:
+        raise ConcurrencyError(
+            f"`tune.max_concurrent_trials` ({count}): {count} trials of {scaling.num_workers} "
+            f"worker(s) x {scaling.cpus_per_worker:g} CPU + {sweep.tune.trial_cpus:g} CPU for "
+            f"the trial's driver reserve {count * reserved:g} of the cluster's {cpus:g} CPUs, "
+            f"leaving {max(left, 0):g}; the trials' data pipelines need at least "
+            f"{DATA_TASK_CPUS:g} CPU free and would wait forever. Lower it, or leave it empty"
+        )
 
 
 def sweep_location(sweep: Sweep) -> storage.Location:
@@ -135,15 +169,21 @@ def sweep_location(sweep: Sweep) -> storage.Location:
 
 
 def _join_ray(verbose: bool) -> None:
-    """Join RAY_ADDRESS or start a local Ray. Trials' and workers' output reaches this
-    console only with ``verbose``; otherwise the sweep prints one line per trial event."""
+    """Join RAY_ADDRESS or start a local Ray. Unless ``verbose``, the console gets only
+    tljob's lines: no trial or worker output (it stays in Ray's session logs), no Tune
+    boxes or tables (Tune's new output engine prints its "Configuration for experiment"
+    box and "View detailed results" line even at verbosity 0; the legacy one at 0 prints
+    nothing) and none of Ray's known-harmless warnings (``output.hide_ray_warnings``)."""
     output.quiet_ray(verbose)
+    if not verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     if not ray.is_initialized():
         ray.init(
             address=os.environ.get("RAY_ADDRESS") or None,
             log_to_driver=verbose,
             runtime_env={"env_vars": {**output.worker_env(verbose), **storage.worker_env()}},
         )
+    output.hide_ray_warnings(verbose)
 
 
 def _prepare_once(sweep: Sweep, verbose: bool) -> tuple[Any, str]:
@@ -227,6 +267,7 @@ def sweep_driver_fn(sweep: Sweep, resume: bool = False, verbose: bool = False) -
     searcher(sweep)  # a missing optuna is exit 2 before any work
     listing, prepared_uri = _prepare_once(sweep, verbose)
     concurrency = max_concurrent(sweep, ray.cluster_resources())
+    check_concurrency(sweep, ray.cluster_resources(), concurrency)
     trainable = tune.with_resources(
         tune.with_parameters(
             trial_driver_fn,

@@ -4,8 +4,6 @@ table, ``sweep.png`` and the best trial's model, labels and summary under ``best
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import tempfile
@@ -17,8 +15,20 @@ from tljob import output, storage
 from tljob.config.sweep import Sweep
 from tljob.run.ledger import EpochRow
 from tljob.tune_plot import sweep_png
-from tljob.tune_results import TrialRecord, best_trial, results_table, trials_csv
-from tljob.tune_trial import sampled_values, trial_run_name
+from tljob.tune_results import (
+    FINAL_METRICS,
+    TrialRecord,
+    best_trial,
+    results_table,
+    trials_csv,
+)
+from tljob.tune_trial import (
+    mark_ended,
+    read_history,
+    sampled_values,
+    trial_run_dir,
+    trial_run_name,
+)
 
 log = output.logger("tune")
 say = log.info
@@ -60,7 +70,11 @@ class TrialLines(tune.Callback):
         metric = self.sweep.tune.metric
         value = last.get(metric)
         shown = f", {metric} {value:.4g}" if isinstance(value, float) else ""
-        if epochs < self.total_epochs:
+        stopped = epochs < self.total_epochs
+        mark_ended(self.sweep, trial.trial_id, "stopped" if stopped else "finished", epochs)
+        if epochs == 0:
+            how = "ended before its first epoch"
+        elif stopped:
             how = f"stopped by {self.sweep.tune.scheduler.upper()} after {epochs} epoch(s)"
         else:
             how = f"finished {epochs} epoch(s)"
@@ -84,15 +98,6 @@ def trial_error_text(trial: Any) -> str:
     cause = getattr(error, "cause", None) or error
     text = str(cause).strip()
     return storage.redact(text.splitlines()[0] if text else type(cause).__name__)
-
-
-def read_history(run_dir: storage.Location) -> list[EpochRow]:
-    history = run_dir.join("history.csv")
-    if not storage.exists(history):
-        return []
-    return [
-        EpochRow.from_dict(row) for row in csv.DictReader(io.StringIO(storage.read_text(history)))
-    ]
 
 
 TRIAL_DIR_PREFIX = "trial_"
@@ -123,7 +128,6 @@ def collect_records(sweep: Sweep, results: Any) -> tuple[list[TrialRecord], dict
     from tljob.errors import UserError
 
     metric, mode = sweep.tune.metric, sweep.mode
-    base = storage.resolve(sweep.job.run.storage_path)
     records, histories = [], {}
     for result in results:
         trial_id = trial_id_of_dir(result.path)
@@ -137,10 +141,10 @@ def collect_records(sweep: Sweep, results: Any) -> tuple[list[TrialRecord], dict
             planned = _total_epochs(trial_job(sweep, sampled, run_name))
         except UserError:
             planned = _total_epochs(sweep.job)
-        run_dir = base.join(run_name)
+        run_dir = trial_run_dir(sweep, trial_id)
         rows = read_history(run_dir)
         best = _best(rows, metric, mode)
-        final = getattr(rows[-1], metric) if rows else None
+        final = {m: getattr(rows[-1], m) for m in FINAL_METRICS} if rows else {}
         completed = not error and storage.exists(run_dir.join("summary.json"))
         records.append(
             TrialRecord(

@@ -85,7 +85,8 @@ class TuneSection(_Section):
         None,
         ge=1,
         description="Trials running at once; empty: as many as the cluster's GPUs (or CPUs) "
-        "hold, given each trial's workers and its driver's `trial_cpus`.",
+        "hold, each trial needing its workers' CPUs, its driver's `trial_cpus` and its own "
+        "`scaling.data_cpus`, and at least one CPU left free for Ray Data.",
     )
     grace_period: int = Field(
         1, ge=1, description="'asha': epochs every trial runs before it can be stopped."

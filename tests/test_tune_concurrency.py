@@ -1,0 +1,87 @@
+"""How many trials a sweep runs at once on a given cluster, and the refusal of a setting
+that would starve every trial's data pipeline. Ray is imported, no cluster is started."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tljob.config.sweep import load_sweep
+from tljob.errors import UserError
+
+JOB = """
+    data: {source: /data/flowers, image_size: 32}
+    model: {backbone: mobilenet_v2, weights: none}
+    train: {stages: [{name: all, epochs: 2, learning_rate: 0.001}]}
+    scaling: {num_workers: 1}
+    run: {name: flowers, storage_path: /runs}
+    search:
+      model.backbone: {grid: [mobilenet_v2, mobilenet_v3_small]}
+"""
+
+
+def sweep(tmp_path: Path, *overrides: str):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(textwrap.dedent(JOB))
+    return load_sweep(path, list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("cpus", "overrides", "expected"),
+    [
+        # each trial: 1 worker x 0.5 + 0.25 driver + 1.0 data = 1.75 CPUs
+        (2, (), 1),
+        (4, (), 2),
+        (16, (), 9),
+        # 0.25 + 0.25 + 0.5 = 1.0 each: 2 on 2 CPUs, leaving exactly one CPU for data tasks
+        (2, ("scaling.cpus_per_worker=0.25", "scaling.data_cpus=0.5"), 2),
+        # 2 x (0.5 + 0.25) + 0 data would fit 2 by reservation, but leave 0.5 CPU: one
+        (2, ("scaling.data_cpus=0",), 1),
+        # 2 workers x 1 CPU + 0.25 + 1: 3.25 each
+        (8, ("scaling.num_workers=2", "scaling.cpus_per_worker=1"), 2),
+        # too small for even one: still 1 (the preflight refuses the job itself)
+        (1, ("scaling.cpus_per_worker=1",), 1),
+        # set explicitly: kept
+        (2, ("tune.max_concurrent_trials=3",), 3),
+    ],
+)
+def test_concurrency_from_the_cluster(tmp_path, cpus, overrides, expected):
+    from tljob.tune import max_concurrent
+
+    assert max_concurrent(sweep(tmp_path, *overrides), {"CPU": float(cpus)}) == expected
+
+
+def test_gpu_sweeps_count_gpus(tmp_path):
+    from tljob.tune import max_concurrent
+
+    s = sweep(tmp_path, "scaling.use_gpu=true", "scaling.num_workers=2")
+    assert max_concurrent(s, {"CPU": 64.0, "GPU": 8.0}) == 4
+    assert max_concurrent(s, {"CPU": 64.0, "GPU": 1.0}) == 1
+
+
+def test_a_set_concurrency_that_starves_the_data_is_refused(tmp_path):
+    from tljob.tune import check_concurrency, max_concurrent
+
+    s = sweep(tmp_path, "tune.max_concurrent_trials=2")
+    count = max_concurrent(s, {"CPU": 2.0})
+    with pytest.raises(UserError) as err:
+        check_concurrency(s, {"CPU": 2.0}, count)
+    assert str(err.value).startswith("`tune.max_concurrent_trials` (2): 2 trials of 1 worker")
+    assert "reserve 1.5 of the cluster's 2 CPUs, leaving 0.5" in str(err.value)
+    check_concurrency(s, {"CPU": 3.0}, count)  # 1.5 reserved, 1.5 left: fine
+
+
+def test_search_space_and_scheduler(tmp_path):
+    from ray.tune.schedulers import ASHAScheduler
+
+    from tljob.tune import scheduler, search_space
+
+    s = sweep(tmp_path, "train.stages.0.epochs=5")
+    assert search_space(s) == {
+        "model.backbone": {"grid_search": ["mobilenet_v2", "mobilenet_v3_small"]}
+    }
+    asha = scheduler(s)
+    assert isinstance(asha, ASHAScheduler)
+    assert asha._time_attr == "global_epoch" and asha._max_t == 5
