@@ -9,6 +9,7 @@ table, ``sweep.png`` and the best trial's model under ``<sweep dir>/best/``.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -17,22 +18,18 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+from ray.tune.schedulers import FIFOScheduler
 
 from tljob import output, preflight, storage
 from tljob.config.sweep import Sweep
 from tljob.errors import UserError
 from tljob.report import data_summary_line
 from tljob.tune_outputs import collect_records, write_outputs
+from tljob.tune_schedulers import SweepASHA, SweepMedianStopping
 from tljob.tune_trial import trial_driver_fn
 
 log = output.logger("tune")
 say = log.info
-
-# The epoch counter a trial reports, 1-based over the whole run. A trial restarted by
-# ``--resume`` continues it from its checkpoint, where Tune's training_iteration would
-# start again from 1.
-TIME_ATTR = "global_epoch"
 
 
 class SweepStateError(UserError):
@@ -90,16 +87,18 @@ def expected_trials(sweep: Sweep) -> int:
 
 
 def scheduler(sweep: Sweep) -> Any:
+    """ASHA, median stopping or FIFO on ``TIME_ATTR``; none stops a trial at its last
+    epoch (``tljob.tune_schedulers``)."""
     t = sweep.tune
     if t.scheduler == "asha":
-        return ASHAScheduler(
-            time_attr=TIME_ATTR,
-            max_t=total_epochs(sweep.job),
+        return SweepASHA(
+            sweep,
+            max_t=max(total_epochs(sweep.job), t.grace_period),
             grace_period=t.grace_period,
             reduction_factor=t.reduction_factor,
         )
     if t.scheduler == "median":
-        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=t.grace_period)
+        return SweepMedianStopping(sweep, grace_period=t.grace_period)
     return FIFOScheduler()
 
 
@@ -181,6 +180,7 @@ def _join_ray(verbose: bool) -> None:
         ray.init(
             address=os.environ.get("RAY_ADDRESS") or None,
             log_to_driver=verbose,
+            logging_level=logging.INFO if verbose else logging.WARNING,
             runtime_env={"env_vars": {**output.worker_env(verbose), **storage.worker_env()}},
         )
     output.hide_ray_warnings(verbose)
@@ -210,6 +210,10 @@ def _prepare_once(sweep: Sweep, verbose: bool) -> tuple[Any, str]:
     return listing, prepared.prepared_uri
 
 
+def _tune_verbosity(verbose: bool) -> int:
+    return 2 if verbose else 0
+
+
 def _tuner(sweep: Sweep, trainable: Any, resume: bool, verbose: bool, concurrency: int) -> Any:
     where = sweep_location(sweep)
     exists = tune.Tuner.can_restore(where.path, storage_filesystem=where.fs)
@@ -220,13 +224,17 @@ def _tuner(sweep: Sweep, trainable: Any, resume: bool, verbose: bool, concurrenc
                 f"(`tune.name` {sweep.tune.name!r}); run without --resume to start it"
             )
         say(f"resuming the sweep in {where.uri}")
-        return tune.Tuner.restore(
+        tuner = tune.Tuner.restore(
             where.path,
             trainable,
             resume_unfinished=True,
             resume_errored=True,
             storage_filesystem=where.fs,
         )
+        # Tune restores the first run's RunConfig, verbosity included; this run's --verbose
+        # decides (Tuner.restore has no parameter for it).
+        tuner._local_tuner.get_run_config().verbose = _tune_verbosity(verbose)
+        return tuner
     if exists:
         raise SweepStateError(
             f"a sweep named {sweep.tune.name!r} already exists in {where.uri}: add --resume "
@@ -252,7 +260,7 @@ def _tuner(sweep: Sweep, trainable: Any, resume: bool, verbose: bool, concurrenc
             name=t.name,
             storage_path=where.parent.path,
             storage_filesystem=where.fs,
-            verbose=2 if verbose else 0,
+            verbose=_tune_verbosity(verbose),
             failure_config=tune.FailureConfig(max_failures=0),
             callbacks=[TrialLines(sweep, expected_trials(sweep), total_epochs(sweep.job))],
         ),
