@@ -176,12 +176,19 @@ def _join_ray(verbose: bool) -> None:
     output.quiet_ray(verbose)
     if not verbose:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    address = os.environ.get("RAY_ADDRESS") or None
+    env = {**output.worker_env(verbose), **storage.worker_env()}
+    if address:
+        # Ray Train's PlacementGroupCleaner finds its cluster through the state API, which
+        # without RAY_ADDRESS fails when the machine runs another Ray ("Found multiple
+        # active Ray instances"): a stopped trial's workers' CPUs were then never freed.
+        env["RAY_ADDRESS"] = address
     if not ray.is_initialized():
         ray.init(
-            address=os.environ.get("RAY_ADDRESS") or None,
+            address=address,
             log_to_driver=verbose,
             logging_level=logging.INFO if verbose else logging.WARNING,
-            runtime_env={"env_vars": {**output.worker_env(verbose), **storage.worker_env()}},
+            runtime_env={"env_vars": env},
         )
     output.hide_ray_warnings(verbose)
 
