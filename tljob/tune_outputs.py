@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -110,7 +111,11 @@ def trial_dirname(trial: Any) -> str:
 
 
 def trial_id_of_dir(path: str) -> str:
-    return os.path.basename(path.rstrip("/"))[len(TRIAL_DIR_PREFIX) :]
+    """The trial id in a Tune trial directory's name: ``trial_<id>``, where a restored
+    trial's directory may carry a suffix Tune adds (``trial_2fdaf_00001_2491``)."""
+    name = os.path.basename(path.rstrip("/"))[len(TRIAL_DIR_PREFIX) :]
+    found = re.match(r"[0-9a-f]+_\d{5}", name)
+    return found.group(0) if found else name
 
 
 def _best(rows: list[EpochRow], metric: str, mode: str) -> EpochRow | None:
@@ -130,7 +135,7 @@ def collect_records(sweep: Sweep, results: Any) -> tuple[list[TrialRecord], dict
     metric, mode = sweep.tune.metric, sweep.mode
     records, histories = [], {}
     for result in results:
-        trial_id = trial_id_of_dir(result.path)
+        trial_id = (result.metrics or {}).get("trial_id") or trial_id_of_dir(result.path)
         error = ""
         if result.error is not None:
             cause = getattr(result.error, "cause", None) or result.error
