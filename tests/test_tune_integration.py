@@ -194,7 +194,8 @@ def test_sweep_stops_early_resumes_and_keeps_the_best_model(tmp_path, ray_connec
     assert probs.shape == (5, 3)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert (sweep_dir / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"* {best_row['trial_id']}" in out  # the printed table marks the same trial
+    # the printed table marks the same trial (fixed-width columns: padding after the mark)
+    assert re.search(rf"^\*\s+{re.escape(best_row['trial_id'])}\s", out, re.MULTILINE), out
 
     # the source images were decoded once: no trial, and not the resumed sweep, read one
     assert read_since_aged(images) == []
