@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tljob.config._base import merge_trees
 from tljob.config.schema import ConfigError, JobConfig
 
 
@@ -91,9 +92,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     augment: dict[str, Any] = {}
     if path is not None:
         file_tree = _read_yaml(Path(path))
-        tree = _merge(tree, file_tree)
+        tree = merge_trees(tree, file_tree)
         if isinstance(file_tree.get("augment"), dict):
-            augment = _merge(augment, file_tree["augment"])
+            augment = merge_trees(augment, file_tree["augment"])
         elif "augment" in file_tree:
             augment = file_tree["augment"]  # not a mapping: the schema says so
     for text in overrides:
@@ -129,17 +130,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"not a {type(loaded).__name__}"
         )
     return loaded
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; lists and scalars in ``top`` replace those in ``base``."""
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def dump_config(config: JobConfig) -> str:
