@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tljob.config.augment import PRESETS
+
 SIZE = 224
 BATCH = 32
 SHUFFLE = 256
@@ -60,15 +62,8 @@ PATHS = {
     "d": "(d) tljob: Ray Data from prepared uint8 shards",
     "d0": "(d0) the same stream without augmentation (reference)",
 }
-SEED_RECIPE = {
-    "rotation_range": 40,
-    "width_shift_range": 0.2,
-    "height_shift_range": 0.2,
-    "shear_range": 0.2,
-    "zoom_range": 0.2,
-    "horizontal_flip": True,
-    "fill_mode": "nearest",
-}
+# ImageDataGenerator's arguments for path (a): exactly tljob's `seed` preset.
+SEED_RECIPE = dict(PRESETS["seed"])
 
 
 # ---- the images --------------------------------------------------------------------------

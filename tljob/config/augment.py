@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tljob.config._base import _Section
+from tljob.config._base import _Section, merge_trees
 
 FillMode = Literal["nearest", "constant", "reflect", "wrap"]
 PresetName = Literal["none", "seed", "light", "randaugment"]
@@ -31,6 +31,13 @@ def _ordered(value: Range, low: float, high: float | None = None) -> Range:
     if lo < low or (high is not None and hi > high):
         upper = f" and <= {high}" if high is not None else ""
         raise ValueError(f"bounds must be >= {low}{upper}")
+    return value
+
+
+def _aspect_ratios(value: Range) -> Range:
+    _ordered(value, 0.0)
+    if value[0] <= 0.0:
+        raise ValueError("the aspect ratio must be > 0")
     return value
 
 
@@ -58,10 +65,7 @@ class ResizedCropSection(_Section):
     @field_validator("ratio")
     @classmethod
     def _ratio(cls, value: Range) -> Range:
-        _ordered(value, 0.0)
-        if value[0] <= 0.0:
-            raise ValueError("the aspect ratio must be > 0")
-        return value
+        return _aspect_ratios(value)
 
 
 class ColorJitterSection(_Section):
@@ -111,10 +115,7 @@ class RandomErasingSection(_Section):
     @field_validator("ratio")
     @classmethod
     def _ratio(cls, value: Range) -> Range:
-        _ordered(value, 0.0)
-        if value[0] <= 0.0:
-            raise ValueError("the aspect ratio must be > 0")
-        return value
+        return _aspect_ratios(value)
 
 
 class RandAugmentSection(_Section):
@@ -164,16 +165,6 @@ MODEL_SIDE_OPTIONS = (
     "brightness_range",
     "color_jitter.contrast",
 )
-
-
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 class AugmentSection(_Section):
@@ -279,7 +270,7 @@ class AugmentSection(_Section):
         preset = tree.get("preset", "none")
         if preset not in PRESETS:
             return tree  # the field's own rule names the valid presets
-        return _deep_merge(PRESETS[preset], tree)
+        return merge_trees(PRESETS[preset], tree)
 
     @field_validator("zoom_range")
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tljob.config._base import merge_trees
 from tljob.config.schema import ConfigError, JobConfig
 
 
@@ -102,10 +103,10 @@ def job_tree(file_tree: dict[str, Any], overrides: Iterable[str] = ()) -> dict[s
     ``file_tree`` (a config file's mapping), then each ``dotted.path=value`` override applied
     with ``apply_override``. ``augment`` holds only what the file and the overrides wrote:
     its preset fills the rest, so it must not see the defaults as written values."""
-    tree: dict[str, Any] = _merge(JobConfig().model_dump(mode="json"), file_tree)
+    tree: dict[str, Any] = merge_trees(JobConfig().model_dump(mode="json"), file_tree)
     augment: Any = {}
     if isinstance(file_tree.get("augment"), dict):
-        augment = _merge(augment, file_tree["augment"])
+        augment = merge_trees(augment, file_tree["augment"])
     elif "augment" in file_tree:
         augment = file_tree["augment"]  # not a mapping: the schema says so
     for text in overrides:
@@ -153,17 +154,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"not a {type(loaded).__name__}"
         )
     return loaded
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; lists and scalars in ``top`` replace those in ``base``."""
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def dump_config(config: JobConfig) -> str:
