@@ -203,7 +203,7 @@ def test_sweep_stops_early_resumes_and_keeps_the_best_model(tmp_path, ray_connec
     assert len(prepared) == 1
     assert len([p for p in prepared[0].iterdir() if p.is_dir()]) == 1
     reports = [json.loads(p.read_text()) for p in runs.glob("bb-lr-*/data_report.json")]
-    assert len(reports) == 4 and all(r["reused"] for r in reports), reports
+    assert len(reports) == 4 and all(r["prepared"]["reused"] for r in reports), reports
 
     # nothing of the trials' Train runs is left: no controller or worker, every CPU free
     deadline = time.monotonic() + 60
