@@ -45,8 +45,10 @@ PURE = [
     "tljob.cli",
     "tljob.augment.preview",
     "tljob.augment_cmd",
-    "tljob.tune_results",
-    "tljob.tune_plot",
+    "tljob.tune",
+    "tljob.tune_cmd",
+    "tljob.tune.results",
+    "tljob.tune.plot",
 ]
 RAY = ("ray",)
 TENSORFLOW = ("tensorflow", "tf_keras", "keras")

@@ -48,13 +48,13 @@ def sweep(tmp_path: Path, *overrides: str):
     ],
 )
 def test_concurrency_from_the_cluster(tmp_path, cpus, overrides, expected):
-    from tljob.tune import max_concurrent
+    from tljob.tune.plan import max_concurrent
 
     assert max_concurrent(sweep(tmp_path, *overrides), {"CPU": float(cpus)}) == expected
 
 
 def test_gpu_sweeps_count_gpus(tmp_path):
-    from tljob.tune import max_concurrent
+    from tljob.tune.plan import max_concurrent
 
     s = sweep(tmp_path, "scaling.use_gpu=true", "scaling.num_workers=2")
     assert max_concurrent(s, {"CPU": 64.0, "GPU": 8.0}) == 4
@@ -62,7 +62,7 @@ def test_gpu_sweeps_count_gpus(tmp_path):
 
 
 def test_a_set_concurrency_that_starves_the_data_is_refused(tmp_path):
-    from tljob.tune import check_concurrency, max_concurrent
+    from tljob.tune.plan import check_concurrency, max_concurrent
 
     s = sweep(tmp_path, "tune.max_concurrent_trials=2")
     count = max_concurrent(s, {"CPU": 2.0})
@@ -76,7 +76,7 @@ def test_a_set_concurrency_that_starves_the_data_is_refused(tmp_path):
 def test_search_space_and_scheduler(tmp_path):
     from ray.tune.schedulers import ASHAScheduler
 
-    from tljob.tune import scheduler, search_space
+    from tljob.tune.plan import scheduler, search_space
 
     s = sweep(tmp_path, "train.stages.0.epochs=5")
     assert search_space(s) == {

@@ -9,8 +9,8 @@ import sys
 from matplotlib.colors import to_hex
 from PIL import Image
 
-from tljob.tune_plot import sweep_figure, sweep_png
-from tljob.tune_results import TrialRecord
+from tljob.tune.plot import sweep_figure, sweep_png
+from tljob.tune.results import TrialRecord
 
 LR = "train.stages.0.learning_rate"
 
@@ -98,6 +98,6 @@ def test_without_a_learning_rate_trials_are_placed_by_index_and_failures_have_no
 
 
 def test_importing_the_module_does_not_import_matplotlib():
-    code = "import sys, tljob.tune_plot; print('matplotlib' in sys.modules)"
+    code = "import sys, tljob.tune.plot; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

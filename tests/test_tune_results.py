@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tljob.tune_results import (
+from tljob.tune.results import (
     TrialRecord,
     best_trial,
     one_line_error,

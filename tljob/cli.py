@@ -165,9 +165,9 @@ def _demo_sweep(args: argparse.Namespace) -> int:
         args.data_dir, args.workdir, args.images_per_class, args.overrides
     )
     with output.native_logs_hidden(args.verbose):
-        from tljob import tune
+        from tljob.tune.driver import sweep_driver_fn
 
-    tune.sweep_driver_fn(sweep, verbose=args.verbose)
+    sweep_driver_fn(sweep, verbose=args.verbose)
     return 0
 
 

@@ -263,7 +263,7 @@ def prepare_demo_sweep(
     overrides: Sequence[str] = (),
 ) -> Any:
     """Write the sweep's images and ``<workdir>/demo_sweep.yaml``; return the loaded
-    ``Sweep`` (``overrides`` as ``tljob tune --set``), which ``tljob.tune`` runs."""
+    ``Sweep`` (``overrides`` as ``tljob tune --set``), which ``tljob.tune.driver`` runs."""
     from tljob.config.sweep import load_sweep
 
     work = Path(workdir).resolve()
@@ -276,7 +276,7 @@ def prepare_demo_sweep(
     log.info(f"demo: wrote {sum(counts.values())} Fashion-MNIST images to {images_dir}")
     sweep_yaml = work / "demo_sweep.yaml"
     sweep_yaml.write_text(yaml.safe_dump(demo_sweep_tree(work, images_dir), sort_keys=False))
-    log.info(f"demo: sweep file {sweep_yaml} (continue it with: tljob tune --config {sweep_yaml} --resume)")
+    log.info(f"demo: sweep file {sweep_yaml} (tljob tune --config FILE --resume continues it)")
     return load_sweep(sweep_yaml, list(overrides))
 
 

@@ -2,7 +2,7 @@
 sweep on Ray Tune.
 
 The sweep file is loaded and validated here, before Ray starts (an unknown search path or
-an empty space is exit 2 in well under a second); ``tljob.tune`` (Ray) loads only after.
+an empty space is exit 2 in well under a second); ``tljob.tune.driver`` (Ray) loads only after.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.config, args.overrides)  # ConfigError: exit 2, no Ray yet
     with output.native_logs_hidden(args.verbose):
-        from tljob import tune  # Ray (and, through the trials, TensorFlow) from here on
+        from tljob.tune.driver import sweep_driver_fn  # Ray (and TensorFlow) from here on
 
-    tune.sweep_driver_fn(sweep, resume=args.resume, verbose=args.verbose)
+    sweep_driver_fn(sweep, resume=args.resume, verbose=args.verbose)
     return 0

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 from ray import tune
@@ -15,15 +16,15 @@ from ray import tune
 from tljob import output, storage
 from tljob.config.sweep import Sweep
 from tljob.run.ledger import EpochRow
-from tljob.tune_plot import sweep_png
-from tljob.tune_results import (
+from tljob.tune.plot import sweep_png
+from tljob.tune.results import (
     FINAL_METRICS,
     TrialRecord,
     best_trial,
     results_table,
     trials_csv,
 )
-from tljob.tune_trial import (
+from tljob.tune.trial import (
     mark_ended,
     read_history,
     sampled_values,
@@ -189,11 +190,20 @@ def copy_best(record: TrialRecord, best_dir: storage.Location) -> None:
     )
 
 
+@dataclass
+class SweepOutcome:
+    """Where a finished sweep's outputs are (URIs), and its printed table."""
+
+    sweep_dir: str
+    trials_csv: str
+    plot: str | None
+    best_dir: str | None
+    table: str
+
+
 def write_outputs(
     sweep: Sweep, records: list[TrialRecord], histories: dict[str, Any], where: Any, mode: str
-) -> Any:
-    from tljob.tune import SweepOutcome
-
+) -> SweepOutcome:
     metric = sweep.tune.metric
     paths = list(sweep.search)
     csv_loc = where.join("trials.csv")

@@ -26,7 +26,7 @@ TIME_ATTR = "global_epoch"
 
 def planned_epochs(sweep: Sweep, config: dict[str, Any]) -> int:
     """The epochs a trial with Tune ``config`` trains (the search may change them)."""
-    from tljob.tune_trial import sampled_values
+    from tljob.tune.trial import sampled_values
 
     try:
         job = trial_job(sweep, sampled_values(sweep, config), "planned")

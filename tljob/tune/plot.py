@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from tljob.tune_results import TrialRecord, best_trial
+from tljob.tune.results import TrialRecord, best_trial
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
