@@ -52,8 +52,8 @@ def describe_values(values: dict[str, Any]) -> str:
 
 
 class TrialLines(tune.Callback):
-    """Tune callback in the sweep's driver: a ``[tljob]`` line when a trial starts, finishes,
-    is stopped by the scheduler or fails."""
+    """Tune callback in the sweep's driver: a ``[tljob]`` line when a trial starts, ends an
+    epoch, finishes, is stopped by the scheduler or fails."""
 
     def __init__(self, sweep: Sweep, expected: int, total_epochs: int) -> None:
         self.sweep, self.expected, self.total_epochs = sweep, expected, total_epochs
@@ -65,6 +65,16 @@ class TrialLines(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         say(f"{self._name(trials, trial)}: started as run {self._run(trial)}")
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
+    ) -> None:
+        epoch, value = result.get("global_epoch"), result.get(self.sweep.tune.metric)
+        if isinstance(epoch, int | float) and isinstance(value, int | float):
+            say(
+                f"{self._name(trials, trial)}: epoch {int(epoch)}/{self.total_epochs}, "
+                f"{self.sweep.tune.metric} {value:.4g}"
+            )
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         last = trial.last_result or {}

@@ -1,8 +1,10 @@
-"""How many trials a sweep runs at once on a given cluster, and the refusal of a setting
-that would starve every trial's data pipeline. Ray is imported, no cluster is started."""
+"""A sweep's plan for Tune: how many trials run at once on a given cluster (and the refusal
+of a setting that would starve every trial's data pipeline), its search space, scheduler
+and Optuna's TPE searcher. Ray is imported, no cluster is started."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -85,3 +87,53 @@ def test_search_space_and_scheduler(tmp_path):
     asha = scheduler(s)
     assert isinstance(asha, ASHAScheduler)
     assert asha._time_attr == "global_epoch" and asha._max_t == 5
+
+
+OPTUNA_JOB = """
+    data: {source: /data/flowers, image_size: 32}
+    model: {backbone: mobilenet_v2, weights: none}
+    train: {stages: [{name: all, epochs: 2, learning_rate: 0.001}]}
+    run: {name: flowers, storage_path: /runs}
+    search:
+      model.backbone: {choice: [mobilenet_v2, mobilenet_v3_small]}
+      train.stages.0.learning_rate: {loguniform: [1.0e-4, 1.0e-2]}
+    tune: {searcher: optuna, num_samples: 6}
+"""
+
+
+def optuna_sweep(tmp_path: Path):
+    path = tmp_path / "optuna.yaml"
+    path.write_text(textwrap.dedent(OPTUNA_JOB))
+    return load_sweep(path)
+
+
+def test_optuna_tpe_draws_each_trial_from_the_spaces(tmp_path):
+    from ray.tune.search.optuna import OptunaSearch
+
+    from tljob.tune.plan import search_space, searcher
+
+    s = optuna_sweep(tmp_path)
+    tpe = searcher(s)
+    assert isinstance(tpe, OptunaSearch)
+    assert tpe.set_search_properties("val_accuracy", "max", search_space(s))
+    draws = [tpe.suggest(f"trial_{i}") for i in range(6)]
+    assert {frozenset(d) for d in draws} == {
+        frozenset({"model.backbone", "train.stages.0.learning_rate"})
+    }
+    assert {d["model.backbone"] for d in draws} <= {"mobilenet_v2", "mobilenet_v3_small"}
+    rates = [d["train.stages.0.learning_rate"] for d in draws]
+    assert all(1e-4 <= r < 1e-2 for r in rates), rates
+    assert len(set(rates)) == 6  # drawn, not one fixed value
+
+
+def test_optuna_missing_is_a_user_error_naming_the_extra(tmp_path, monkeypatch):
+    from tljob.tune.plan import OptunaMissingError, searcher
+
+    s = optuna_sweep(tmp_path)
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    with pytest.raises(OptunaMissingError) as err:
+        searcher(s)
+    assert isinstance(err.value, UserError)  # exit 2 from the CLI
+    assert str(err.value) == (
+        "`tune.searcher` (optuna) needs the optuna package: pip install 'tljob[optuna]'"
+    )
