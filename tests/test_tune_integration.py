@@ -145,6 +145,7 @@ def test_sweep_stops_early_resumes_and_keeps_the_best_model(tmp_path, ray_connec
     ended = [run_of[t] for t in re.findall(r"(trial \d+/4 \(.*?\)): (?:finished|stopped)", text)]
     assert ended, text[-3000:]
     assert "data: shards in" in text and "(prepared now)" in text
+    assert re.search(r"trial 1/4 \(mobilenet_v3_small, lr 0\.003\): epoch 1/3, val_loss \d", text)
     assert not [s for s in TUNE_AND_RAY_LINES if s in text], text[-3000:]
 
     # 2. resume (with --verbose: Tune's own output shown): it finishes the sweep
