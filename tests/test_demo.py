@@ -55,6 +55,41 @@ def test_image_tree_is_class_balanced_pngs(tmp_path):
     assert len(CLASS_NAMES) == 10
 
 
+def test_demo_sweep_file_is_a_valid_sweep_over_its_images(tmp_path):
+    from tljob.demo import prepare_demo_sweep
+
+    sweep = prepare_demo_sweep(None, str(tmp_path), 3, ["tune.grace_period=1"])
+    images = tmp_path / "fashion-mnist-3"
+    assert sorted(p.name for p in images.iterdir()) == sorted(CLASS_NAMES)
+    assert len(list(images.glob("*/*.png"))) == 30
+    assert sweep.job.data.source == str(images)
+    assert sweep.job.run.storage_path == str(tmp_path / "runs")
+    assert (sweep.job.model.backbone, str(sweep.job.model.weights)) == ("mobilenet_v2_tv", "none")
+    assert {path: spec.values for path, spec in sweep.search.items()} == {
+        "model.backbone": ("mobilenet_v2_tv", "mobilenet_v3_small"),
+        "train.stages.0.learning_rate": (1e-3, 1e-2),
+    }
+    assert sweep.trial_count() == 4
+    assert (sweep.tune.name, sweep.tune.scheduler, sweep.tune.grace_period) == (
+        "fashion-mnist-sweep",
+        "asha",
+        1,  # the --set override
+    )
+    assert (tmp_path / "demo_sweep.yaml").is_file()
+
+
+def test_demo_sweep_refuses_the_object_store(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tljob.cli", "demo", "--sweep", "--object-store",
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "--sweep and --object-store do not combine" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before any work
+
+
 @pytest.mark.ray
 def test_demo_smoke_run_on_a_tiny_subset(tmp_path, ray_cluster):
     assert Path(DEBIAN_FASHION_MNIST).is_dir(), (
