@@ -48,6 +48,7 @@ PURE = [
     "tljob.tune",
     "tljob.tune_cmd",
     "tljob.tune.results",
+    "tljob.tune.interrupt",
     "tljob.tune.plot",
 ]
 RAY = ("ray",)

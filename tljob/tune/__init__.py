@@ -8,6 +8,7 @@ Here, by responsibility:
 - ``trial`` (Ray): ``trial_driver_fn``, one trial as an ordinary tljob run;
 - ``schedulers`` (Ray): ASHA and median stopping that never stop a trial's last epoch;
 - ``outputs`` (Ray): the trials' records, their console lines, the files of a finished sweep;
+- ``interrupt`` (pure): Ctrl-C stops Tune after it saved the sweep's state;
 - ``results`` (pure): ``trials.csv``, the results table and the best trial;
 - ``plot`` (pure, matplotlib): ``sweep.png``.
 

@@ -20,6 +20,7 @@ from tljob import output, preflight, storage
 from tljob.config.sweep import Sweep
 from tljob.errors import UserError
 from tljob.report import data_summary_line
+from tljob.tune.interrupt import tune_stops_on_interrupt
 from tljob.tune.outputs import SweepOutcome, collect_records, write_outputs
 from tljob.tune.plan import (
     check_concurrency,
@@ -156,7 +157,8 @@ def sweep_driver_fn(sweep: Sweep, resume: bool = False, verbose: bool = False) -
     """Run (or with ``resume`` continue) the sweep and write its outputs.
 
     Raises ``UserError`` (exit 2) for unusable data, a cluster too small for one trial,
-    a missing optuna, ``--resume`` with nothing to resume or a new sweep over an old one."""
+    a missing optuna, ``--resume`` with nothing to resume or a new sweep over an old one;
+    ``KeyboardInterrupt`` after Ctrl-C, once Tune has saved the sweep's state."""
     searcher(sweep)  # a missing optuna is exit 2 before any work
     listing, prepared_uri = _prepare_once(sweep, verbose)
     concurrency = max_concurrent(sweep, ray.cluster_resources())
@@ -176,6 +178,17 @@ def sweep_driver_fn(sweep: Sweep, resume: bool = False, verbose: bool = False) -
         f"sweep {sweep.tune.name!r}: {expected_trials(sweep)} trials, up to {concurrency} at "
         f"once, {sweep.tune.scheduler} on {sweep.tune.metric} ({metric_mode(sweep)})"
     )
-    results = tuner.fit()
+    if not verbose:
+        # Tune's own lines on a stop signal (and its Tuner.restore advice): tljob says it.
+        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+    with tune_stops_on_interrupt(say) as interrupt:
+        results = tuner.fit()
+    if interrupt.received:
+        # Tune saved its state; the outputs are written when the sweep ends.
+        say(
+            f"sweep {sweep.tune.name!r} interrupted; continue it with the same command and "
+            "--resume (finished trials are kept, the others resume from their checkpoints)"
+        )
+        raise KeyboardInterrupt
     records, histories = collect_records(sweep, results)
     return write_outputs(sweep, records, histories, sweep_location(sweep), metric_mode(sweep))
