@@ -42,6 +42,18 @@ def read_history(run_dir: storage.Location) -> list[EpochRow]:
     return parse_history_csv(storage.read_text(history)) if storage.exists(history) else []
 
 
+def checkpointed_history(run_dir: storage.Location) -> list[EpochRow]:
+    """The epochs in the run's newest complete checkpoint: where a restarted run resumes."""
+    from tljob.run import checkpoint as ckpt_files
+    from tljob.run.ledger import TrainState
+
+    name, _ = ckpt_files.newest_complete(run_dir)
+    if name is None:
+        return []
+    state = run_dir.join(name, ckpt_files.STATE_FILE)
+    return TrainState.from_json(storage.read_text(state)).history
+
+
 def ended_marker(sweep: Sweep, trial_id: str) -> storage.Location:
     return storage.resolve(sweep.storage_path).join(ENDED_DIR, f"{trial_id}.json")
 
@@ -94,6 +106,12 @@ def trial_driver_fn(
         output.logger("run").setLevel("WARNING")
         output.logger("data").setLevel("WARNING")
     run_name = trial_run_name(sweep, trial_id)
+    # A restarted trial (--resume) resumes its run from its newest checkpoint, which may
+    # hold epochs Tune never saw (trained after Tune's last save of its state): report
+    # them first, so the scheduler and the trial's last result start from the run's epoch
+    # (the epochs Tune did see are reported again; ASHA counts a rung once).
+    for row in checkpointed_history(trial_run_dir(sweep, trial_id)):
+        tune.report(row.metrics())
     job = trial_job(sweep, sampled_values(sweep, config), run_name)
     check_weights_available(
         get_backbone(job.model.backbone), job.model.weights, job.image_size, job.model.offline
