@@ -140,9 +140,6 @@ def _best(rows: list[EpochRow], metric: str, mode: str) -> EpochRow | None:
 def collect_records(sweep: Sweep, results: Any) -> tuple[list[TrialRecord], dict[str, Any]]:
     """A ``TrialRecord`` per trial from its run directory's ``history.csv`` (and Tune's
     result for the error), and each trial's epoch rows by trial id."""
-    from tljob.config.sweep import trial_job
-    from tljob.errors import UserError
-
     metric, mode = sweep.tune.metric, sweep.mode
     records, histories = [], {}
     for result in results:
@@ -152,26 +149,24 @@ def collect_records(sweep: Sweep, results: Any) -> tuple[list[TrialRecord], dict
             cause = getattr(result.error, "cause", None) or result.error
             error = storage.redact(str(cause).strip().splitlines()[0] if str(cause) else "")
         sampled = sampled_values(sweep, result.config or {})
-        run_name = trial_run_name(sweep, trial_id)
-        try:
-            planned = _total_epochs(trial_job(sweep, sampled, run_name))
-        except UserError:
-            planned = _total_epochs(sweep.job)
         run_dir = trial_run_dir(sweep, trial_id)
         rows = read_history(run_dir)
         best = _best(rows, metric, mode)
         final = {m: getattr(rows[-1], m) for m in FINAL_METRICS} if rows else {}
         completed = not error and storage.exists(run_dir.join("summary.json"))
+        # Stopped: ended by the scheduler (or the time budget) before its run finished. Its
+        # run may hold an epoch more than Tune saw: reports reach Tune while it trains on.
+        status = "error" if error else ("completed" if completed else "stopped")
         records.append(
             TrialRecord(
                 trial_id=trial_id,
-                status="error" if error else ("completed" if completed else "stopped"),
+                status=status,
                 sampled=sampled,
                 final=final,
                 best_value=getattr(best, metric) if best else None,
                 best_epoch=best.global_epoch if best else None,
                 epochs_run=len(rows),
-                stopped_early=not error and len(rows) < planned,
+                stopped_early=status == "stopped",
                 error=error,
                 run_uri=run_dir.uri,
             )
@@ -179,10 +174,6 @@ def collect_records(sweep: Sweep, results: Any) -> tuple[list[TrialRecord], dict
         histories[trial_id] = [row.to_dict() for row in rows]
     records.sort(key=lambda r: r.trial_id)
     return records, histories
-
-
-def _total_epochs(job: Any) -> int:
-    return sum(stage.epochs for stage in job.train.stages)
 
 
 def copy_best(record: TrialRecord, best_dir: storage.Location) -> None:
