@@ -215,6 +215,18 @@ def demo_config_tree(
     return tree
 
 
+def write_demo_images(data_dir: str | None, work: Path, per_class: int) -> Path:
+    """``per_class`` Fashion-MNIST images of each class written to
+    ``work/fashion-mnist-<per_class>/`` (returned), from ``data_dir`` or Debian's files."""
+    if per_class < 2:
+        raise UserError(f"--images-per-class ({per_class}) must be at least 2")
+    images_dir = work / f"fashion-mnist-{per_class}"
+    images, labels = load_fashion_mnist(data_dir or DEBIAN_FASHION_MNIST)
+    counts = write_image_tree(images, labels, images_dir, per_class)
+    log.info(f"demo: wrote {sum(counts.values())} Fashion-MNIST images to {images_dir}")
+    return images_dir
+
+
 def prepare_demo(
     data_dir: str | None,
     workdir: str,
@@ -228,12 +240,7 @@ def prepare_demo(
     job reads and writes ``s3://``."""
     work = Path(workdir).resolve()
     per_class = images_per_class or DEFAULT_IMAGES_PER_CLASS
-    if per_class < 2:
-        raise UserError(f"--images-per-class ({per_class}) must be at least 2")
-    images_dir = work / f"fashion-mnist-{per_class}"
-    images, labels = load_fashion_mnist(data_dir or DEBIAN_FASHION_MNIST)
-    counts = write_image_tree(images, labels, images_dir, per_class)
-    log.info(f"demo: wrote {sum(counts.values())} Fashion-MNIST images to {images_dir}")
+    images_dir = write_demo_images(data_dir, work, per_class)
     endpoint = object_store.endpoint_url if object_store is not None else None
     tree = demo_config_tree(work, images_dir, per_class, endpoint)
     demo_yaml = work / "demo.yaml"
@@ -267,13 +274,7 @@ def prepare_demo_sweep(
     from tljob.config.sweep import load_sweep
 
     work = Path(workdir).resolve()
-    per_class = images_per_class or DEMO_SWEEP_IMAGES_PER_CLASS
-    if per_class < 2:
-        raise UserError(f"--images-per-class ({per_class}) must be at least 2")
-    images_dir = work / f"fashion-mnist-{per_class}"
-    images, labels = load_fashion_mnist(data_dir or DEBIAN_FASHION_MNIST)
-    counts = write_image_tree(images, labels, images_dir, per_class)
-    log.info(f"demo: wrote {sum(counts.values())} Fashion-MNIST images to {images_dir}")
+    images_dir = write_demo_images(data_dir, work, images_per_class or DEMO_SWEEP_IMAGES_PER_CLASS)
     sweep_yaml = work / "demo_sweep.yaml"
     sweep_yaml.write_text(yaml.safe_dump(demo_sweep_tree(work, images_dir), sort_keys=False))
     log.info(f"demo: sweep file {sweep_yaml} (tljob tune --config FILE --resume continues it)")
