@@ -5,6 +5,7 @@ table, ``sweep.png`` and the best trial's model, labels and summary under ``best
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -130,7 +131,12 @@ def trial_id_of_dir(path: str) -> str:
 
 
 def _best(rows: list[EpochRow], metric: str, mode: str) -> EpochRow | None:
-    scored = [r for r in rows if isinstance(getattr(r, metric, None), float)]
+    """The epoch with the best finite ``metric`` in ``mode`` (any reported metric, either
+    direction: ``run.ledger.best_row`` ranks only ``train.best_metric``'s); the earliest on
+    a tie."""
+    scored = [
+        r for r in rows if isinstance(v := getattr(r, metric, None), float) and math.isfinite(v)
+    ]
     if not scored:
         return None
     pick = max if mode == "max" else min

@@ -30,8 +30,8 @@ class TrialRecord:
     ``sampled``: search path -> the value the trial ran with; ``final``: the last reported
     epoch's metrics; ``best_value`` / ``best_epoch``: the best of the sweep's metric over
     the trial's epochs and the (1-based, global) epoch it came from; ``stopped_early``: the
-    scheduler stopped it before its last epoch; ``error``: why it failed, else empty;
-    ``run_uri``: the trial's run folder."""
+    scheduler (or the time budget) ended it before its run finished; ``error``: why it
+    failed, else empty; ``run_uri``: the trial's run folder."""
 
     trial_id: str
     status: str
