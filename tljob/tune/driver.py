@@ -26,7 +26,6 @@ from tljob.tune.plan import (
     check_concurrency,
     expected_trials,
     max_concurrent,
-    metric_mode,
     scheduler,
     search_space,
     searcher,
@@ -134,7 +133,7 @@ def _tuner(sweep: Sweep, trainable: Any, resume: bool, verbose: bool, concurrenc
         param_space=search_space(sweep),
         tune_config=tune.TuneConfig(
             metric=t.metric,
-            mode=metric_mode(sweep),
+            mode=sweep.mode,
             scheduler=scheduler(sweep),
             search_alg=searcher(sweep),
             num_samples=t.num_samples,
@@ -176,7 +175,7 @@ def sweep_driver_fn(sweep: Sweep, resume: bool = False, verbose: bool = False) -
     tuner = _tuner(sweep, trainable, resume, verbose, concurrency)
     say(
         f"sweep {sweep.tune.name!r}: {expected_trials(sweep)} trials, up to {concurrency} at "
-        f"once, {sweep.tune.scheduler} on {sweep.tune.metric} ({metric_mode(sweep)})"
+        f"once, {sweep.tune.scheduler} on {sweep.tune.metric} ({sweep.mode})"
     )
     if not verbose:
         # Tune's own lines on a stop signal (and its Tuner.restore advice): tljob says it.
@@ -191,4 +190,4 @@ def sweep_driver_fn(sweep: Sweep, resume: bool = False, verbose: bool = False) -
         )
         raise KeyboardInterrupt
     records, histories = collect_records(sweep, results)
-    return write_outputs(sweep, records, histories, sweep_location(sweep), metric_mode(sweep))
+    return write_outputs(sweep, records, histories, sweep_location(sweep), sweep.mode)

@@ -12,7 +12,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from tljob.config.sweep import Sweep
 from tljob.errors import UserError
-from tljob.tune.schedulers import SweepASHA, SweepMedianStopping
+from tljob.tune.schedulers import SweepASHA, SweepMedianStopping, total_epochs
 
 
 class ConcurrencyError(UserError):
@@ -21,15 +21,6 @@ class ConcurrencyError(UserError):
 
 class OptunaMissingError(UserError):
     """``tune.searcher: optuna`` without optuna installed."""
-
-
-def metric_mode(sweep: Sweep) -> str:
-    """``tune.mode``, or the metric's own direction (losses down, everything else up)."""
-    return sweep.mode
-
-
-def total_epochs(job: Any) -> int:
-    return sum(stage.epochs for stage in job.train.stages)
 
 
 def search_space(sweep: Sweep) -> dict[str, Any]:

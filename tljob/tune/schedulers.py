@@ -15,6 +15,7 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 
+from tljob.config import JobConfig
 from tljob.config.sweep import Sweep, trial_job
 from tljob.errors import UserError
 
@@ -22,6 +23,11 @@ from tljob.errors import UserError
 # ``--resume`` continues it from its checkpoint, where Tune's training_iteration would
 # start again from 1.
 TIME_ATTR = "global_epoch"
+
+
+def total_epochs(job: JobConfig) -> int:
+    """The epochs a run of ``job`` trains: every stage's."""
+    return sum(stage.epochs for stage in job.train.stages)
 
 
 def planned_epochs(sweep: Sweep, config: dict[str, Any]) -> int:
@@ -32,7 +38,7 @@ def planned_epochs(sweep: Sweep, config: dict[str, Any]) -> int:
         job = trial_job(sweep, sampled_values(sweep, config), "planned")
     except UserError:
         job = sweep.job  # an invalid trial fails before its first report
-    return sum(stage.epochs for stage in job.train.stages)
+    return total_epochs(job)
 
 
 class _LastEpochRuns:
