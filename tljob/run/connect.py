@@ -3,26 +3,57 @@ TensorFlow (``tljob prepare`` joins Ray without loading a model)."""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 
 import ray
 
-from tljob import output, storage
+from tljob import output, preflight, storage
+from tljob.config import JobConfig
 
 
-def ensure_ray(verbose: bool = False) -> None:
+def ensure_ray(verbose: bool = False, worker_lines: bool = True) -> None:
     """Join the cluster in RAY_ADDRESS (as under ``ray job submit``), else start a local one.
 
-    Worker output is forwarded to this process (the workers' ``[tljob]`` lines reach the
-    job's stdout); unless ``verbose``, Ray's own console chatter is turned off on both
-    sides (``tljob.output``). Every process of the job gets this process's S3 settings
-    (``storage.worker_env()``: non-secret). A Ray that is already initialised is used as
-    it is."""
+    With ``worker_lines``, worker output is forwarded to this process (the workers'
+    ``[tljob]`` lines reach the job's stdout); a sweep's driver turns it off and prints its
+    own line per trial event (``--verbose`` forwards everything). Unless ``verbose``, Ray's
+    own console chatter is turned off on both sides (``tljob.output``). Every process of
+    the job gets this process's S3 settings (``storage.worker_env()``: non-secret) and the
+    cluster's address. A Ray that is already initialised is used as it is."""
     output.quiet_ray(verbose)
-    if not ray.is_initialized():
-        ray.init(
-            address=os.environ.get("RAY_ADDRESS") or None,
-            log_to_driver=True,
-            runtime_env={"env_vars": {**output.worker_env(verbose), **storage.worker_env()}},
-        )
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or None
+    env = {**output.worker_env(verbose), **storage.worker_env()}
+    if address:
+        # Ray Train's PlacementGroupCleaner finds its cluster through the state API, which
+        # without RAY_ADDRESS fails when the machine runs another Ray ("Found multiple
+        # active Ray instances"): a stopped run's workers' CPUs were then never freed.
+        env["RAY_ADDRESS"] = address
+    ray.init(
+        address=address,
+        log_to_driver=worker_lines or verbose,
+        logging_level=logging.INFO if verbose else logging.WARNING,
+        runtime_env={"env_vars": env},
+    )
+    if worker_lines:
         output.forward_only_tljob_lines(verbose)
+
+
+def check_cluster(
+    job: JobConfig, num_classes: int, images: int, say: Callable[[str], None]
+) -> None:
+    """Refuse (exit 2) a job the cluster cannot place or hold in memory, instead of letting
+    Ray wait for resources forever; on an autoscaling cluster, wait a bounded time
+    (``scaling.resource_wait_seconds``), telling ``say``."""
+    if job.scaling.resource_wait_seconds > 0:
+        from ray.autoscaler.sdk import request_resources
+
+        # Without a pending request an autoscaler sees no demand and adds no nodes.
+        request_resources(bundles=preflight.resource_request(job.scaling))
+    nodes = preflight.wait_for_resources(
+        job.scaling, lambda: preflight.nodes_from_ray(ray.nodes()), say=say
+    )
+    preflight.check_memory(job, nodes, num_classes=num_classes, images=images)

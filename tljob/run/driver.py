@@ -31,7 +31,7 @@ from tljob.errors import JobFailedError
 from tljob.report import data_summary_line, set_aside_lines
 from tljob.run import checkpoint as ckpt_files
 from tljob.run import shipped as shipped_weights
-from tljob.run.connect import ensure_ray
+from tljob.run.connect import check_cluster, ensure_ray
 from tljob.run.ledger import (
     ResumePlan,
     RunMismatchError,
@@ -175,7 +175,7 @@ def run_job_driver_fn(
         say(plan.message)
         ensure_ray(verbose)
         if not in_sweep:
-            _check_cluster(job, len(listing.classes), listing.count())
+            check_cluster(job, len(listing.classes), listing.count(), say)
             check_workers_reach_storage(job, say=say)
         shipped = shipped_weights.ship(run_dir, weights_file, say)
         return _train_and_summarise(
@@ -185,20 +185,6 @@ def run_job_driver_fn(
 
 def _check_batches(job: JobConfig, train_images: int, val_images: int) -> None:
     preflight.check_batches(train_images, val_images, job.train.batch_size, job.scaling.num_workers)
-
-
-def _check_cluster(job: JobConfig, num_classes: int, images: int) -> None:
-    """Refuse (exit 2) a job the cluster cannot place or hold in memory, instead of letting
-    Ray wait for resources forever; on an autoscaling cluster, wait a bounded time."""
-    if job.scaling.resource_wait_seconds > 0:
-        from ray.autoscaler.sdk import request_resources
-
-        # Without a pending request an autoscaler sees no demand and adds no nodes.
-        request_resources(bundles=preflight.resource_request(job.scaling))
-    nodes = preflight.wait_for_resources(
-        job.scaling, lambda: preflight.nodes_from_ray(ray.nodes()), say=say
-    )
-    preflight.check_memory(job, nodes, num_classes=num_classes, images=images)
 
 
 def _train_and_summarise(

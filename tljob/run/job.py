@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tljob.config import JobConfig, load_config
 from tljob.zoo import check_weights_available, get_backbone, resolve_weights_file
 from tljob.zoo.convert import ConvertedWeights
+
+if TYPE_CHECKING:
+    from tljob.data.listing import ImageListing
 
 
 def resolve_job(config_path: str | None, overrides: Sequence[str]) -> JobConfig:
@@ -45,19 +48,27 @@ def resolve_weights(job: JobConfig) -> str | None:
     )
 
 
-def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
-    """Check the object store (s3:// only), list the data and check it can fill a batch
-    (cheap, no Ray), then train on Ray. Returns the run summary (``verbose``: also show
-    Ray's own logs)."""
-    from tljob import output, preflight
+def list_checked(job: JobConfig) -> ImageListing:
+    """Check the object store (s3:// only), list the data and check that its split fills a
+    batch: seconds, before Ray and TensorFlow load. Raises ``UserError`` (exit 2)."""
+    from tljob import preflight
     from tljob.data.listing import split_stratified
     from tljob.data.sources import list_source
 
-    preflight.check_storage(job)  # seconds, before Ray and TensorFlow load
+    preflight.check_storage(job)
     listing = list_source(job.data)
-    # The driver checks this too; here it fails in a second, before TensorFlow loads.
+    # The run's driver checks this too; here it fails in a second.
     train, val = split_stratified(listing, job.data.val_fraction, job.data.seed)
     preflight.check_batches(len(train), len(val), job.train.batch_size, job.scaling.num_workers)
+    return listing
+
+
+def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
+    """``list_checked`` (cheap, no Ray), then train on Ray. Returns the run summary
+    (``verbose``: also show Ray's own logs)."""
+    from tljob import output
+
+    listing = list_checked(job)
     with output.native_logs_hidden(verbose):
         weights_file = resolve_weights(job)
         from tljob.run import driver  # Ray and TensorFlow load here, not for data errors

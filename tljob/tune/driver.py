@@ -16,10 +16,11 @@ from typing import Any
 import ray
 from ray import tune
 
-from tljob import output, preflight, storage
+from tljob import output, storage
 from tljob.config.sweep import Sweep
 from tljob.errors import UserError
 from tljob.report import data_summary_line
+from tljob.run.connect import check_cluster, ensure_ray
 from tljob.tune.interrupt import tune_stops_on_interrupt
 from tljob.tune.outputs import SweepOutcome, collect_records, write_outputs
 from tljob.tune.plan import (
@@ -46,48 +47,28 @@ def sweep_location(sweep: Sweep) -> storage.Location:
 
 
 def _join_ray(verbose: bool) -> None:
-    """Join RAY_ADDRESS or start a local Ray. Unless ``verbose``, the console gets only
-    tljob's lines: no trial or worker output (it stays in Ray's session logs), no Tune
-    boxes or tables (Tune's new output engine prints its "Configuration for experiment"
-    box and "View detailed results" line even at verbosity 0; the legacy one at 0 prints
-    nothing) and none of Ray's known-harmless warnings (``output.hide_ray_warnings``)."""
-    output.quiet_ray(verbose)
+    """Join RAY_ADDRESS or start a local Ray (``ensure_ray``, without the trials' output).
+    Unless ``verbose``, the console gets only tljob's lines: no trial or worker output (it
+    stays in Ray's session logs), no Tune boxes or tables (Tune's new output engine prints
+    its "Configuration for experiment" box and "View detailed results" line even at
+    verbosity 0; the legacy one at 0 prints nothing) and none of Ray's known-harmless
+    warnings (``output.hide_ray_warnings``)."""
     if not verbose:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    address = os.environ.get("RAY_ADDRESS") or None
-    env = {**output.worker_env(verbose), **storage.worker_env()}
-    if address:
-        # Ray Train's PlacementGroupCleaner finds its cluster through the state API, which
-        # without RAY_ADDRESS fails when the machine runs another Ray ("Found multiple
-        # active Ray instances"): a stopped trial's workers' CPUs were then never freed.
-        env["RAY_ADDRESS"] = address
-    if not ray.is_initialized():
-        ray.init(
-            address=address,
-            log_to_driver=verbose,
-            logging_level=logging.INFO if verbose else logging.WARNING,
-            runtime_env={"env_vars": env},
-        )
+    ensure_ray(verbose, worker_lines=False)
     output.hide_ray_warnings(verbose)
 
 
 def _prepare_once(sweep: Sweep, verbose: bool) -> tuple[Any, str]:
     """List and prepare the base job's data (or find it prepared): every trial trains on
     these shards and decodes nothing. Returns the listing and the prepared data's URI."""
-    from tljob.data.listing import split_stratified
     from tljob.data.pipeline import prepare_data
-    from tljob.data.sources import list_source
+    from tljob.run.job import list_checked
 
     job = sweep.job
-    preflight.check_storage(job)
-    listing = list_source(job.data)
-    train, val = split_stratified(listing, job.data.val_fraction, job.data.seed)
-    preflight.check_batches(len(train), len(val), job.train.batch_size, job.scaling.num_workers)
+    listing = list_checked(job)
     _join_ray(verbose)
-    nodes = preflight.wait_for_resources(
-        job.scaling, lambda: preflight.nodes_from_ray(ray.nodes()), say=say
-    )
-    preflight.check_memory(job, nodes, num_classes=len(listing.classes), images=listing.count())
+    check_cluster(job, len(listing.classes), listing.count(), say)
     prepared = prepare_data(job, listing)
     how = "reused" if prepared.reused else "prepared now"
     say(f"data: shards in {prepared.prepared_uri} ({how}), shared by every trial")
