@@ -41,6 +41,7 @@ from PIL import Image
 from tljob import output, storage
 from tljob.config import JobConfig
 from tljob.config.augment import AugmentSection
+from tljob.config.sweep import Sweep, load_sweep
 from tljob.errors import UserError
 from tljob.run.job import resolve_job
 
@@ -268,11 +269,9 @@ def prepare_demo_sweep(
     workdir: str,
     images_per_class: int | None,
     overrides: Sequence[str] = (),
-) -> Any:
+) -> Sweep:
     """Write the sweep's images and ``<workdir>/demo_sweep.yaml``; return the loaded
     ``Sweep`` (``overrides`` as ``tljob tune --set``), which ``tljob.tune.driver`` runs."""
-    from tljob.config.sweep import load_sweep
-
     work = Path(workdir).resolve()
     images_dir = write_demo_images(data_dir, work, images_per_class or DEMO_SWEEP_IMAGES_PER_CLASS)
     sweep_yaml = work / "demo_sweep.yaml"
