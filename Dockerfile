@@ -4,10 +4,10 @@
 #   docker build -t ghcr.io/example/tljob:0.1.0 .
 #   docker build --build-arg PRESEED_BACKBONES="resnet50 efficientnet_b0" -t ... .
 #
-# The build needs network access (PyPI; with PRESEED_BACKBONES also the weights' hosts); the
-# running image needs none. tests/test_image.py checks, without Docker, that the Ray and
-# Python versions of both FROM tags and TENSORFLOW_VERSION below agree with pyproject.toml
-# and k8s/image/constraints.txt.
+# Needs BuildKit (Docker's default builder since 23.0) and network access: PyPI, and with
+# PRESEED_BACKBONES the weights' hosts. tests/test_image.py checks, without Docker, that the
+# Ray and Python versions of both FROM tags and TENSORFLOW_VERSION below agree with
+# pyproject.toml and k8s/image/constraints.txt, and lints this file with hadolint.
 #
 # One CUDA stack: TensorFlow's own. The base is Ray's CPU image (Ubuntu, no CUDA), and the
 # GPU libraries are the NVIDIA wheels that tensorflow[and-cuda] 2.21 requires (CUDA 12 from
@@ -34,10 +34,10 @@ RUN /home/ray/build-venv/bin/pip wheel --no-cache-dir --no-deps --no-build-isola
 
 FROM rayproject/ray:2.60.0-py311
 
-# The job's Python is a virtualenv holding exactly k8s/image/constraints.txt: the base
-# image's conda env also carries ray[all]'s own pins, which the constraints are not resolved
-# against, so `pip check` below checks the resolved set alone. Its bin/ comes first on PATH,
-# so KubeRay's `ray start`, the job's `python` and Ray's workers all run it.
+# The job's Python is a virtualenv holding k8s/image/constraints.txt's pins and the project:
+# the base image's conda env also carries ray[all]'s own pins, which the constraints are not
+# resolved against, so `pip check` below checks the resolved set alone. Its bin/ comes first
+# on PATH, so KubeRay's `ray start`, the job's `python` and Ray's workers all run it.
 # TF_USE_LEGACY_KERAS: tf.keras resolves to tf_keras (Keras 2), the Keras tljob uses.
 # KERAS_HOME: tljob reads ImageNet weights from $KERAS_HOME/models (PRESEED_BACKBONES below
 # fills it at build time); it is also ~/.keras of user `ray`, where tf_keras caches files.
@@ -58,8 +58,11 @@ WORKDIR /home/ray/tljob
 # Dependencies first, from the constraints alone (a complete resolution, hence --no-deps):
 # this layer is rebuilt only when k8s/image/constraints.txt changes, not for a source change.
 COPY --chown=1000:100 k8s/image/constraints.txt /home/ray/constraints.txt
+# Interactive shells (kubectl exec) activate the base's conda env from ~/.bashrc: put the
+# virtualenv back in front there too.
 RUN python -m venv "$VIRTUAL_ENV" \
-    && pip install --no-cache-dir --no-deps -r /home/ray/constraints.txt
+    && pip install --no-cache-dir --no-deps -r /home/ray/constraints.txt \
+    && echo "export PATH=$VIRTUAL_ENV/bin:\$PATH" >> /home/ray/.bashrc
 
 # The project from the wheel stage, with its `cuda` extra resolved against what is installed
 # (--no-index: a requirement the constraints lack fails here instead of being fetched), then
@@ -109,6 +112,6 @@ for name in sys.argv[1:]:
     print(f"pre-seeded {name}: {path}")
 PY
 
-# The `ray job submit` entry points, at /home/ray/tljob/ray_jobs/{train,tune}.py (relative
-# to WORKDIR, where the head's raylet and so the job driver run).
+# The `ray job submit` entry points, /home/ray/tljob/ray_jobs/train.py and tune.py: the
+# RayJob's entrypoint runs train.py (by this path, or as ray_jobs/train.py from WORKDIR).
 COPY --chown=1000:100 ray_jobs/ /home/ray/tljob/ray_jobs/

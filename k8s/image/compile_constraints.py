@@ -1,4 +1,4 @@
-"""Write k8s/image/constraints.txt: every distribution the image's virtualenv holds, pinned.
+"""Write k8s/image/constraints.txt: the image's dependencies, every one pinned.
 
     python k8s/image/compile_constraints.py        # from the repository root, any OS
 
@@ -34,12 +34,12 @@ PLATFORMS = (
     "manylinux1_x86_64",
 )
 HEADER = f"""\
-# Every distribution of the image's virtualenv, pinned: the resolution of `.[{EXTRA}]` for
-# CPython {PYTHON_VERSION} on x86_64 Linux (manylinux, glibc <= 2.35), wheels only.
+# The image's dependencies, every one pinned: the resolution of `.[{EXTRA}]` for CPython
+# {PYTHON_VERSION} on x86_64 Linux (manylinux, glibc <= 2.35), wheels only, less tljob itself.
 # Generated; do not edit. Regenerate from the repository root after changing pyproject.toml:
 #   python k8s/image/compile_constraints.py
-# The Dockerfile installs these (pip install --no-deps -r) before the source is copied,
-# then the project's wheel against them (-c), then runs pip check.
+# The Dockerfile installs these into its virtualenv (pip install --no-deps -r) before the
+# source is copied, then the project's wheel against them (-c, --no-index), then pip check.
 """
 
 
