@@ -88,12 +88,16 @@ def instructions(text: str) -> list[Instruction]:
         if not line or line.startswith("#"):
             continue
         parts = [line]
-        while parts[-1].endswith("\\") and index < len(lines):
-            parts[-1] = parts[-1][:-1].rstrip()
+        # Docker drops comment and empty lines inside a continuation before joining it.
+        continued = line.endswith("\\")
+        while continued and index < len(lines):
+            parts[-1] = parts[-1].removesuffix("\\").rstrip()
             continuation = lines[index].strip()
             index += 1
             if continuation and not continuation.startswith("#"):
                 parts.append(continuation)
+                continued = continuation.endswith("\\")
+        parts[-1] = parts[-1].removesuffix("\\").rstrip()
         keyword, _, arguments = " ".join(parts).partition(" ")
         body = []
         heredoc = _HEREDOC.search(arguments)

@@ -72,6 +72,40 @@ def compiler() -> ModuleType:
     return module
 
 
+# --- the parser the tests read the Dockerfile with --------------------------------------------
+
+
+def test_parser_reads_stages_continuations_heredocs_and_arg_defaults() -> None:
+    parsed = parse(
+        "# syntax=docker/dockerfile:1\n"
+        "ARG GLOBAL=1\n"
+        "FROM base:1 AS build\n"
+        "RUN a \\\n"
+        "    # a comment inside the continuation\n"
+        "    && b\n"
+        "FROM base:2\n"
+        'ARG EMPTY=""\n'
+        "ARG BARE\n"
+        "RUN --mount=type=bind,from=build,target=/w python - x <<'PY'\n"
+        "FROM not-a-stage\n"
+        "PY\n"
+        "COPY --chown=1:2 --from=build /w/a /w/b /dest/\n"
+    )
+    assert [i.arguments for i in parsed.global_instructions] == ["GLOBAL=1"]
+    assert [(s.base, s.name) for s in parsed.stages] == [("base:1", "build"), ("base:2", "")]
+    assert parsed.stage("build").of("RUN")[0].arguments == "a && b"
+    run = parsed.final.of("RUN")[0]
+    assert run.heredoc == "FROM not-a-stage"
+    assert run.flags() == {"mount": "type=bind,from=build,target=/w"}
+    assert run.operands() == ["python", "-", "x", "<<PY"]
+    copy = parsed.final.of("COPY")[0]
+    assert copy.flags() == {"chown": "1:2", "from": "build"}
+    assert copy.operands() == ["/w/a", "/w/b", "/dest/"]
+    assert arg_default(parsed.final, "EMPTY") == ""
+    assert arg_default(parsed.final, "BARE") == ""
+    assert arg_default(parsed.final, "MISSING") is None
+
+
 # --- hadolint ----------------------------------------------------------------------------------
 
 
