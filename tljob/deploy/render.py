@@ -126,12 +126,12 @@ def _refuse(job: JobConfig, options: RenderOptions) -> None:
             "`scaling.resource_wait_seconds` (0): on KubeRay the driver starts with the head "
             "pod, before the worker pods are up; set it (e.g. 600) so the driver waits for them"
         )
-    if own_cluster and scaling.use_gpu:
-        if scaling.gpus_per_worker < 1 or scaling.gpus_per_worker != int(scaling.gpus_per_worker):
-            problems.append(
-                f"`scaling.gpus_per_worker` ({scaling.gpus_per_worker:g}): each training pod "
-                "runs one worker with whole GPUs, so it must be a whole number >= 1"
-            )
+    whole = scaling.gpus_per_worker >= 1 and scaling.gpus_per_worker.is_integer()
+    if own_cluster and scaling.use_gpu and not whole:
+        problems.append(
+            f"`scaling.gpus_per_worker` ({scaling.gpus_per_worker:g}): each training pod "
+            "runs one worker with whole GPUs, so it must be a whole number >= 1"
+        )
     if own_cluster and not scaling.use_gpu:
         for name in ("gpu_node_selector", "gpu_tolerations"):
             if getattr(options, name):
@@ -226,23 +226,25 @@ def render(config_path: str | Path, options: RenderOptions) -> Rendered:
     configmap_name = f"{name}-config"
     documents = []
     if options.service_account is not None:
-        documents.append(_service_account(options))
+        documents.append(_service_account(name, options))
     documents.append(_configmap(name, configmap_name, options, config_file, config_text))
     documents.append(_rayjob(name, job, options, configmap_name, config_file))
     return Rendered(documents)
 
 
-def _metadata(name: str, options: RenderOptions) -> dict[str, Any]:
+def _metadata(name: str, options: RenderOptions, job: str | None = None) -> dict[str, Any]:
+    """``name`` in the namespace asked for, labelled as part of RayJob ``job`` (or
+    ``name``)."""
     metadata: dict[str, Any] = {"name": name}
     if options.namespace is not None:
         metadata["namespace"] = options.namespace
-    metadata["labels"] = pods.labels(name)
+    metadata["labels"] = pods.labels(job or name)
     return metadata
 
 
-def _service_account(options: RenderOptions) -> dict[str, Any]:
+def _service_account(name: str, options: RenderOptions) -> dict[str, Any]:
     assert options.service_account is not None
-    metadata = _metadata(options.service_account, options)
+    metadata = _metadata(options.service_account, options, name)
     if options.role_arn:
         metadata["annotations"] = note(
             {"eks.amazonaws.com/role-arn": options.role_arn},
@@ -254,8 +256,7 @@ def _service_account(options: RenderOptions) -> dict[str, Any]:
 def _configmap(
     name: str, configmap: str, options: RenderOptions, config_file: str, text: str
 ) -> dict[str, Any]:
-    metadata = _metadata(configmap, options)
-    metadata["labels"] = pods.labels(name)
+    metadata = _metadata(configmap, options, name)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
