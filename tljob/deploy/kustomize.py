@@ -253,9 +253,15 @@ def _check_overlay(files: dict[str, str], name: str, wanted: list[dict[str, Any]
 
 
 def write_tree(k8s_dir: Path) -> list[Path]:
-    """Write ``tree_files(k8s_dir)`` under ``k8s_dir``; the paths written."""
+    """Write ``tree_files(k8s_dir)`` under ``k8s_dir``, removing the YAML files of
+    ``base/`` and ``overlays/`` it no longer generates; the paths written."""
+    files = tree_files(k8s_dir)
+    for folder in ("base", "overlays"):
+        for stale in sorted((k8s_dir / folder).rglob("*.yaml")):
+            if str(stale.relative_to(k8s_dir)) not in files:
+                stale.unlink()
     written = []
-    for path, text in tree_files(k8s_dir).items():
+    for path, text in files.items():
         target = k8s_dir / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
