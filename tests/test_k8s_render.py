@@ -240,7 +240,9 @@ def test_scaling_sizes_the_groups_and_flags_override_it_in_both_places(
     data = groups(rayjob_of(plain))["data"]
     assert (data["replicas"], data["minReplicas"], data["maxReplicas"]) == (0, 0, 1)
 
-    options = render_options(workers=3, gpus_per_worker=2, cpu_workers=5)
+    options = render_options(
+        workers=3, gpus_per_worker=2, cpu_workers=5, overrides=("train.batch_size=8",)
+    )
     documents = render(EXAMPLES / "job.yaml", options).plain()
     train, data = groups(rayjob_of(documents)).values()
     assert (train["replicas"], train["minReplicas"], train["maxReplicas"]) == (3, 3, 3)
@@ -261,8 +263,10 @@ def test_scaling_sizes_the_groups_and_flags_override_it_in_both_places(
         True,
         2,
     )
+    assert job.train.batch_size == 8
     assert job == load_config(
-        EXAMPLES / "job.yaml", ["scaling.num_workers=3", "scaling.gpus_per_worker=2"]
+        EXAMPLES / "job.yaml",
+        ["train.batch_size=8", "scaling.num_workers=3", "scaling.gpus_per_worker=2"],
     )
 
     cpu = render(cpu_job, render_options(gpus_per_worker=0)).plain()

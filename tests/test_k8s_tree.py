@@ -169,6 +169,18 @@ def test_merge_patch_follows_kustomize_for_schemaless_objects() -> None:
         pytest.param("", ["--resume"], "--resume continues a sweep: it needs --tune", id="resume"),
         pytest.param(
             "",
+            ["--gpus-per-worker", "0", "--worker-cpus", "2", "--data-worker-cpus", "2"],
+            "the cluster as rendered could never run this job: CPUs: 2 workers",
+            id="cpus",
+        ),
+        pytest.param(
+            "",
+            ["--set", "train.batch_size=0"],
+            "`train.batch_size` (0): Input should be",
+            id="set",
+        ),
+        pytest.param(
+            "",
             ["--role-arn", "arn:aws:iam::1:role/r"],
             "--role-arn annotates the ServiceAccount",
             id="role-arn",

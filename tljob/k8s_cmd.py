@@ -37,6 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, help="Job config (or sweep file with --tune).")
     p.add_argument("--tune", action="store_true", help="The config is a sweep: run tune.py.")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override one setting of the config, written into the ConfigMap (repeatable).",
+    )
     p.add_argument("--resume", action="store_true", help="With --tune: continue the sweep.")
     p.add_argument("--image", help=f"Image of every Ray pod (default {DEFAULT_IMAGE}).")
     p.add_argument("--namespace", help="Namespace of every object (default: kubectl's).")
@@ -140,6 +148,8 @@ def options_from_args(args: argparse.Namespace) -> RenderOptions:
         for name in _OPTION_ARGS
         if getattr(args, name) is not None and getattr(args, name) is not False
     }
+    if args.overrides:
+        values["overrides"] = tuple(args.overrides)
     if args.gpu_node_selector:
         values["gpu_node_selector"] = parse_node_selector(args.gpu_node_selector)
     if args.gpu_toleration:

@@ -35,16 +35,17 @@ OVERLAYS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "cpu-dev": (
-        "no GPUs: 2 small CPU workers and 1 Ray Data pod, namespace tljob-dev",
+        "no GPUs: 2 small CPU workers at batch 16 and 1 Ray Data pod, namespace tljob-dev",
         {
             "namespace": "tljob-dev",
+            "overrides": ("train.batch_size=16",),
             "gpus_per_worker": 0,
             "workers": 2,
             "worker_cpus": 2,
-            "worker_memory": "6Gi",
+            "worker_memory": "8Gi",
             "cpu_workers": 1,
-            "data_worker_cpus": 2,
-            "data_worker_memory": "4Gi",
+            "data_worker_cpus": 4,
+            "data_worker_memory": "8Gi",
             "grace_seconds": 600,
         },
     ),
@@ -180,6 +181,8 @@ def overlay_flags(name: str) -> str:
         flag = "--" + key.replace("_", "-")
         if key == "gpu_node_selector":
             words += [f"{flag} {k}={v}" for k, v in value.items()]
+        elif key == "overrides":
+            words += [f"--set {override}" for override in value]
         else:
             words.append(f"{flag} {value}")
     return " ".join(words)

@@ -72,6 +72,11 @@ class RenderOptions(BaseModel):
         None, description="RayJob name; empty: 'tljob-' + run.name (tune.name for a sweep)."
     )
     tune: bool = Field(False, description="The config is a sweep file (ray_jobs/tune.py).")
+    overrides: tuple[str, ...] = Field(
+        (),
+        description="`--set dotted.path=value` overrides of the config, written into the "
+        "ConfigMap (before --workers and --gpus-per-worker).",
+    )
     resume: bool = Field(False, description="Sweep only: continue the sweep (tune --resume).")
     workers: int | None = Field(
         None, ge=1, description="scaling.num_workers and the training group's pods."
@@ -160,6 +165,7 @@ FLAGS = {
     "image": "--image",
     "namespace": "--namespace",
     "name": "--name",
+    "overrides": "--set",
     "workers": "--workers",
     "gpus_per_worker": "--gpus-per-worker",
     "cpu_workers": "--cpu-workers",

@@ -23,9 +23,10 @@ from tljob.config import JobConfig, load_config
 from tljob.config.load import apply_override, parse_override, read_config_file
 from tljob.config.sweep import load_sweep
 from tljob.deploy import pods
-from tljob.deploy.options import RenderOptions
+from tljob.deploy.options import FLAGS, RenderOptions
 from tljob.deploy.yaml_out import dump_documents, note, plain
 from tljob.errors import UserError
+from tljob.preflight.cluster import Node, missing_resources
 
 # The image's Ray: rayVersion of the cluster (tests check it against the Dockerfile).
 RAY_VERSION = "2.60.0"
@@ -57,9 +58,10 @@ class Rendered:
         return [d for d in self.plain() if d["kind"] == kind]
 
 
-def scaling_overrides(options: RenderOptions) -> list[str]:
-    """The ``--set`` overrides that ``--workers`` and ``--gpus-per-worker`` stand for."""
-    overrides = []
+def config_overrides(options: RenderOptions) -> list[str]:
+    """The ``--set`` overrides of the config: ``options.overrides``, then those that
+    ``--workers`` and ``--gpus-per-worker`` stand for."""
+    overrides = list(options.overrides)
     if options.workers is not None:
         overrides.append(f"scaling.num_workers={options.workers}")
     if options.gpus_per_worker == 0:
@@ -136,29 +138,61 @@ def _refuse(job: JobConfig, options: RenderOptions) -> None:
         for name in ("gpu_node_selector", "gpu_tolerations"):
             if getattr(options, name):
                 problems.append(
-                    f"{_CLUSTER_FLAGS[name]}: the job trains without GPUs (`scaling.use_gpu` false)"
+                    f"{FLAGS[name]}: the job trains without GPUs (`scaling.use_gpu` false)"
                 )
     if own_cluster and scaling.cpus_per_worker > options.worker_cpus:
         problems.append(
             f"--worker-cpus ({options.worker_cpus}) must hold `scaling.cpus_per_worker` "
             f"({scaling.cpus_per_worker:g}): a worker cannot span pods"
         )
+    if own_cluster and not problems:
+        problems += _cpu_shortfall(job, options)
     if problems:
         raise UserError("tljob k8s render: " + "; ".join(problems))
 
 
+def _cpu_shortfall(job: JobConfig, options: RenderOptions) -> list[str]:
+    """Why the driver's cluster check (``tljob.preflight``) would refuse the rendered
+    cluster, judged on the training pods, or on them and one Ray Data pod when the
+    ``scaling.data_cpus`` the driver asks the autoscaler for fit on one; empty if it fits."""
+    scaling = job.scaling
+    gpus = scaling.gpus_per_worker if scaling.use_gpu else 0.0
+    nodes = [
+        Node(f"train pod {i}", cpus=options.worker_cpus, gpus=gpus)
+        for i in range(scaling.num_workers)
+    ]
+    missing = missing_resources(scaling, nodes)
+    if not missing:
+        return []
+    data_pod = Node("data pod", cpus=options.data_worker_cpus)
+    autoscaler_can_help = data_pods(job, options) >= 1 and scaling.data_cpus <= data_pod.cpus
+    if autoscaler_can_help and not missing_resources(scaling, [*nodes, data_pod]):
+        return []
+    return [
+        f"the cluster as rendered could never run this job: {'; '.join(missing)} (training "
+        f"pods of --worker-cpus {options.worker_cpus}; the driver asks the autoscaler for "
+        f"`scaling.data_cpus` ({scaling.data_cpus:g}) on one Ray Data pod of "
+        f"--data-worker-cpus {options.data_worker_cpus}, with --cpu-workers "
+        f"{data_pods(job, options)})"
+    ]
+
+
+# Flags that shape the cluster tljob creates: with --cluster-selector they would be ignored.
 _CLUSTER_FLAGS = {
-    "image": "--image",
-    "cpu_workers": "--cpu-workers",
-    "worker_cpus": "--worker-cpus",
-    "worker_memory": "--worker-memory",
-    "data_worker_cpus": "--data-worker-cpus",
-    "data_worker_memory": "--data-worker-memory",
-    "gpu_node_selector": "--gpu-node-selector",
-    "gpu_tolerations": "--gpu-toleration",
-    "service_account": "--service-account",
-    "role_arn": "--role-arn",
-    "grace_seconds": "--grace-seconds",
+    name: FLAGS[name]
+    for name in (
+        "image",
+        "cpu_workers",
+        "worker_cpus",
+        "worker_memory",
+        "data_worker_cpus",
+        "data_worker_memory",
+        "gpu_node_selector",
+        "gpu_tolerations",
+        "service_account",
+        "role_arn",
+        "grace_seconds",
+    )
 }
 
 
@@ -209,7 +243,7 @@ def render(config_path: str | Path, options: RenderOptions) -> Rendered:
     ``options.tune``) on KubeRay. ``UserError`` (``ConfigError`` included) for a config
     that does not load or cannot run as asked."""
     path = Path(config_path)
-    overrides = scaling_overrides(options)
+    overrides = config_overrides(options)
     if options.tune:
         sweep = load_sweep(path, overrides)
         job, config_name, field_name = sweep.job, sweep.tune.name, "tune.name"
