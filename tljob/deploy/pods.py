@@ -33,7 +33,9 @@ def container_security() -> dict[str, Any]:
 
 
 def pod_security() -> Any:
-    """The pod's part of the 'restricted' standard (also covers containers KubeRay adds)."""
+    """The pod's part of the 'restricted' standard. It is all that the submitter container
+    KubeRay adds in SidecarMode gets: KubeRay (v1.7) sets no container security context on
+    it."""
     return note(
         {
             "runAsNonRoot": True,
