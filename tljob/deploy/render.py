@@ -13,15 +13,16 @@ import copy
 import math
 import re
 import shlex
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tljob.config import JobConfig, load_config
+from tljob.config import ConfigError, JobConfig, load_config
 from tljob.config.load import apply_override, parse_override, read_config_file
-from tljob.config.sweep import load_sweep
+from tljob.config.sweep import Sweep, load_sweep
 from tljob.deploy import pods
 from tljob.deploy.options import FLAGS, RenderOptions
 from tljob.deploy.yaml_out import dump_documents, note, plain
@@ -77,8 +78,33 @@ def _config_tree(path: Path, overrides: list[str]) -> dict[str, Any]:
     tree = copy.deepcopy(read_config_file(path))
     for text in overrides:
         keys, value = parse_override(text)
-        apply_override(tree, keys, value)
+        try:
+            apply_override(tree, keys, value)
+        except ConfigError as e:
+            # The job accepted it against the defaults: a list entry the file leaves out.
+            raise ConfigError(
+                f"--set {text}: the ConfigMap holds the file's settings, and {e}; write "
+                "that list in the file first"
+            ) from None
     return tree
+
+
+def _check_reloads(text: str, file_name: str, loaded: Any, overrides: list[str]) -> None:
+    """``ConfigError`` unless ``text`` (the ConfigMap's config) loads as ``loaded`` (the
+    file with ``overrides``): what the driver reads must be what was rendered."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / file_name
+        path.write_text(text)
+        try:
+            again = (load_sweep if isinstance(loaded, Sweep) else load_config)(path)
+        except ConfigError:
+            again = None
+    if again != loaded:
+        raise ConfigError(
+            f"the overrides ({', '.join(overrides)}) cannot be written into the config file's "
+            "own settings without changing the job (a list entry the file leaves out?); "
+            "write them in the file"
+        )
 
 
 def job_name(options: RenderOptions, config_name: str, field_name: str) -> str:
@@ -244,16 +270,18 @@ def render(config_path: str | Path, options: RenderOptions) -> Rendered:
     that does not load or cannot run as asked."""
     path = Path(config_path)
     overrides = config_overrides(options)
-    if options.tune:
-        sweep = load_sweep(path, overrides)
-        job, config_name, field_name = sweep.job, sweep.tune.name, "tune.name"
+    load = load_sweep if options.tune else load_config
+    loaded = load(path, overrides)
+    job = loaded.job if isinstance(loaded, Sweep) else loaded
+    if isinstance(loaded, Sweep):
+        config_name, field_name = loaded.tune.name, "tune.name"
     else:
-        job = load_config(path, overrides)
         config_name, field_name = job.run.name, "run.name"
     _refuse(job, options)
     name = job_name(options, config_name, field_name)
-    config_text = yaml.safe_dump(_config_tree(path, overrides), sort_keys=False)
     config_file = "sweep.yaml" if options.tune else "job.yaml"
+    config_text = yaml.safe_dump(_config_tree(path, overrides), sort_keys=False)
+    _check_reloads(config_text, config_file, loaded, overrides)
     if options.cluster_selector is not None:
         return Rendered([_selector_rayjob(name, options, config_text, config_file)])
 
