@@ -259,8 +259,12 @@ def test_deletion_ttls_must_grow_from_workers_to_cluster() -> None:
     ]
 
 
-def test_the_yaml_writer_keeps_comments_and_refuses_what_it_cannot_write() -> None:
+def test_the_yaml_writer_keeps_comments_and_the_text() -> None:
     text = dump_documents([{"a": note(1, "why a"), "b": {"c": "x\ny\n"}}], "head")
     assert text == "# head\n---\n# why a\na: 1\nb:\n  c: |\n    x\n    y\n"
-    with pytest.raises(ValueError, match="trailing spaces"):
-        dump_documents([{"b": "x \ny\n"}])
+    # Text a literal block would change (a line ending in a blank) is quoted instead.
+    assert dump_documents([{"b": "x \ny\n", "d": [" z\nw"]}]) == (
+        '---\nb: "x \\ny\\n"\nd:\n  - " z\\nw"\n'
+    )
+    with pytest.raises(ValueError, match="one line"):
+        note(1, "two\nlines")

@@ -43,19 +43,25 @@ def plain(tree: Any) -> Any:
 
 
 def _scalar(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf, allow_unicode=True)
+    # Text with line breaks is double-quoted, with escapes, so it stays on one line.
+    style = '"' if isinstance(value, str) and "\n" in value else None
+    text = yaml.safe_dump(
+        value, default_flow_style=True, default_style=style, width=math.inf, allow_unicode=True
+    )
     return text.removesuffix("\n").removesuffix("\n...")
 
 
 def _is_block_text(value: Any) -> bool:
-    return isinstance(value, str) and "\n" in value.rstrip("\n")
+    """Multi-line text a literal block can hold as it is: lines that neither end in blanks
+    nor (the first) start with one; other text is written as a quoted scalar."""
+    if not isinstance(value, str) or "\n" not in value.rstrip("\n"):
+        return False
+    lines = value.split("\n")
+    return value[:1] not in (" ", "\t") and all(line == line.rstrip() for line in lines)
 
 
 def _literal(text: str, indent: int) -> list[str]:
-    # Literal block: '|' keeps one final newline, '|-' none. Text whose lines start with
-    # a space or end with spaces would need other styles; a manifest's text never does.
-    if text[:1] in (" ", "\t") or any(line != line.rstrip() for line in text.split("\n")):
-        raise ValueError("literal blocks here hold no leading or trailing spaces")
+    # '|' keeps one final newline, '|-' none.
     chomp = "" if text.endswith("\n") and not text.endswith("\n\n") else "-"
     body = text[:-1] if chomp == "" else text
     pad = " " * indent
