@@ -216,17 +216,6 @@ def test_s3_credentials_come_from_the_secret_or_from_a_service_account() -> None
     assert len(credential_problems(with_account)) == 3
 
 
-def test_a_config_with_credentials_is_refused_without_echoing_them(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = tmp_path / "leaky.yaml"
-    config.write_text(CPU_JOB + "s3: {aws_secret_access_key: wJalrXUtnFEMI}\n")
-    assert main(["k8s", "render", "--config", str(config)]) == 2
-    captured = capsys.readouterr()
-    assert "s3.aws_secret_access_key" in captured.err and "wJalrXUtnFEMI" not in captured.err
-    assert captured.out == ""
-
-
 # --- what the RayJob holds ------------------------------------------------------------------
 
 
@@ -414,14 +403,3 @@ def test_the_cli_prints_what_render_returns(
         lines = out.splitlines()
         (i,) = [i for i, line in enumerate(lines) if line.strip().startswith(f"{field}:")]
         assert lines[i - 1].strip().startswith("# "), field
-
-
-def test_overrides_reach_the_configmap_or_are_refused(tmp_path: Path) -> None:
-    config = tmp_path / "short.yaml"
-    config.write_text("data: {source: s3://b/x}\nscaling: {resource_wait_seconds: 60}\n")
-    overrides = ("augment.preset=light", "train.reduce_lr.enabled=false")
-    documents = render(config, render_options(overrides=overrides)).plain()
-    assert load_config(configmap_job(documents, tmp_path)) == load_config(config, list(overrides))
-    # A default list entry cannot be written into the file's own settings: refused.
-    with pytest.raises(UserError, match=r"the overrides \(train.stages.1.epochs=2\) cannot"):
-        render(config, render_options(overrides=("train.stages.1.epochs=2",)))

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tljob.cli import main
+from tljob.config import load_config
 from tljob.deploy.kustomize import OVERLAYS, compose, merge_patch, overlay_options, tree_files
 from tljob.deploy.options import render_options
 from tljob.deploy.render import render
@@ -29,6 +30,7 @@ from tljob.deploy.validate import (
     schema_errors,
 )
 from tljob.deploy.yaml_out import dump_documents, note
+from tljob.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
@@ -268,3 +270,27 @@ def test_the_yaml_writer_keeps_comments_and_the_text() -> None:
     )
     with pytest.raises(ValueError, match="one line"):
         note(1, "two\nlines")
+
+
+def test_a_config_with_credentials_is_refused_without_echoing_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "leaky.yaml"
+    config.write_text(EXAMPLE.read_text() + "  aws_secret_access_key: wJalrXUtnFEMI\n")
+    assert main(["k8s", "render", "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert "s3.aws_secret_access_key" in captured.err and "wJalrXUtnFEMI" not in captured.err
+    assert captured.out == ""
+
+
+def test_overrides_reach_the_configmap_or_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "short.yaml"
+    config.write_text("data: {source: s3://b/x}\nscaling: {resource_wait_seconds: 60}\n")
+    overrides = ("augment.preset=light", "train.reduce_lr.enabled=false")
+    (configmap, _) = render(config, render_options(overrides=overrides)).plain()
+    written = tmp_path / "from-configmap.yaml"
+    written.write_text(configmap["data"]["job.yaml"])
+    assert load_config(written) == load_config(config, list(overrides))
+    # A default list entry cannot be written into the file's own settings: refused.
+    with pytest.raises(UserError, match=r"the overrides \(train.stages.1.epochs=2\) cannot"):
+        render(config, render_options(overrides=("train.stages.1.epochs=2",)))

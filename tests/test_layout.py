@@ -54,6 +54,7 @@ PURE = [
     "tljob.deploy.options",
     "tljob.deploy.pods",
     "tljob.deploy.render",
+    "tljob.deploy.refusals",
     "tljob.deploy.validate",
     "tljob.deploy.kustomize",
     "tljob.deploy.yaml_out",

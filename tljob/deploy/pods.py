@@ -5,6 +5,7 @@ credentials from a Secret (or a ServiceAccount's identity), never a literal key.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tljob.config import JobConfig
@@ -166,3 +167,10 @@ def autoscaler_options() -> dict[str, Any]:
         },
         "securityContext": container_security(),
     }
+
+
+def data_pods(job: JobConfig, options: RenderOptions) -> int:
+    """Most Ray Data pods: ``--cpu-workers``, else enough for ``scaling.data_cpus`` (>= 1)."""
+    if options.cpu_workers is not None:
+        return options.cpu_workers
+    return max(1, math.ceil(job.scaling.data_cpus / options.data_worker_cpus))
