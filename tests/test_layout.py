@@ -50,6 +50,15 @@ PURE = [
     "tljob.tune.results",
     "tljob.tune.interrupt",
     "tljob.tune.plot",
+    "tljob.deploy",
+    "tljob.deploy.options",
+    "tljob.deploy.pods",
+    "tljob.deploy.render",
+    "tljob.deploy.refusals",
+    "tljob.deploy.validate",
+    "tljob.deploy.kustomize",
+    "tljob.deploy.yaml_out",
+    "tljob.k8s_cmd",
 ]
 RAY = ("ray",)
 TENSORFLOW = ("tensorflow", "tf_keras", "keras")

@@ -1,5 +1,6 @@
 """``tljob`` command line: ``train``, ``prepare``, ``tune``, ``demo``, ``config``, ``backbones``,
-``weights import``, ``augment preview``; argparse, dispatch.
+``weights import``, ``augment preview``, ``k8s render`` / ``k8s kustomize``; argparse,
+dispatch.
 
 User errors (bad config, unusable data, missing weights, an object store that cannot be
 used) print one clear message and exit with code 2, before Ray starts whenever the problem
@@ -14,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tljob import augment_cmd, output, tune_cmd, weights_cmd
+from tljob import augment_cmd, k8s_cmd, output, tune_cmd, weights_cmd
 from tljob.config import dump_config, load_config
 from tljob.config.reference import config_reference
 from tljob.errors import JobFailedError, UserError
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     tune_cmd.add_parser(sub)
     weights_cmd.add_parser(sub)
     augment_cmd.add_parser(sub)
+    k8s_cmd.add_parser(sub)
 
     config = sub.add_parser("config", help="Print the resolved config, or the reference.")
     add_config_args(config, file=True)
@@ -203,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tune": tune_cmd.run,
         "weights": weights_cmd.run,
         "augment": augment_cmd.run,
+        "k8s": k8s_cmd.run,
     }
     try:
         return commands[args.command](args)

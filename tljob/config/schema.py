@@ -312,7 +312,7 @@ class JobConfig(_Section):
                 "credentials through the standard AWS chain: the AWS_ACCESS_KEY_ID, "
                 "AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN environment variables, a shared "
                 "profile (AWS_PROFILE), or web identity on Kubernetes (on KubeRay, from a "
-                "Secret, as k8s/rayjob.yaml does)"
+                "Secret, as `tljob k8s render` does)"
             )
         return tree
 

@@ -163,7 +163,7 @@ def check_worker_probes(
         + others
         + " Every Ray node finds its own credentials; tljob never copies them from the "
         "driver. On KubeRay give the worker pods the same AWS variables from the Secret as "
-        "the head (see k8s/rayjob.yaml) or a service account with web identity; on a "
+        "the head (as `tljob k8s render` does) or a service account with web identity; on a "
         "cluster started with `ray start`, start each node with the credentials in its "
         "environment, or submit the job with `ray job submit --runtime-env-json` setting "
         "AWS_PROFILE and AWS_SHARED_CREDENTIALS_FILE (a file every node can read)."

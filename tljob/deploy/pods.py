@@ -1,0 +1,176 @@
+"""The pod templates of a rendered RayJob (pure): the head, the training group and the
+autoscaled Ray Data group, each with the restricted security context and the S3
+credentials from a Secret (or a ServiceAccount's identity), never a literal key.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tljob.config import JobConfig
+from tljob.deploy.options import GPU_TOLERATION, RenderOptions
+from tljob.deploy.yaml_out import note
+
+S3_SECRET = "tljob-s3"
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+CONFIG_DIR = "/etc/tljob"
+# The image's non-root user `ray` (uid 1000, group `users`, gid 100), owner of its Python.
+RAY_UID, RAY_GID = 1000, 100
+HEAD_CPUS, HEAD_MEMORY = "2", "8Gi"
+# Autoscaler v2 removes a Ray Data pod after this long without tasks.
+DATA_IDLE_SECONDS = 60
+GROUP_TRAIN, GROUP_DATA = "train", "data"
+
+
+def labels(name: str) -> dict[str, str]:
+    """The labels of every object and pod of the RayJob ``name``."""
+    return {"app.kubernetes.io/name": "tljob", "app.kubernetes.io/instance": name}
+
+
+def container_security() -> dict[str, Any]:
+    """A container's part of the Kubernetes 'restricted' Pod Security Standard."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def pod_security() -> Any:
+    """The pod's part of the 'restricted' standard. It is all that the submitter container
+    KubeRay adds in SidecarMode gets: KubeRay (v1.7) sets no container security context on
+    it."""
+    return note(
+        {
+            "runAsNonRoot": True,
+            "runAsUser": RAY_UID,
+            "runAsGroup": RAY_GID,
+            "fsGroup": RAY_GID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "restricted: non-root uid of the image's `ray` user, the runtime's seccomp profile",
+    )
+
+
+def s3_env(options: RenderOptions) -> list[dict[str, Any]]:
+    """The S3 key variables, each from Secret ``tljob-s3``; none with a ServiceAccount
+    (IRSA / Pod Identity give the pods their own credentials)."""
+    if options.service_account is not None:
+        return []
+    return [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": S3_SECRET, "key": key}}}
+        for key in S3_SECRET_KEYS
+    ]
+
+
+def _resources(cpus: str | int, memory: str, gpus: int = 0) -> dict[str, Any]:
+    amounts: dict[str, Any] = {"cpu": str(cpus), "memory": memory}
+    if gpus:
+        amounts["nvidia.com/gpu"] = gpus
+    # Requests = limits: Ray counts a pod's CPUs and GPUs from its limits, and the pod is
+    # never squeezed by neighbours (Guaranteed QoS).
+    return note({"requests": amounts, "limits": dict(amounts)}, "requests = limits")
+
+
+def _container(name: str, image: str, resources: Any, options: RenderOptions) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "resources": resources,
+    }
+    env = s3_env(options)
+    if env:
+        container["env"] = note(env, f"S3 keys from Secret {S3_SECRET}, never in this file")
+    container["securityContext"] = container_security()
+    return container
+
+
+def _pod_spec(containers: list[dict[str, Any]], options: RenderOptions) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if options.service_account is not None:
+        spec["serviceAccountName"] = note(
+            options.service_account, "S3 credentials from this identity (IRSA / Pod Identity)"
+        )
+    spec["securityContext"] = pod_security()
+    spec["containers"] = containers
+    return spec
+
+
+def head_group(name: str, configmap: str, config_file: str, options: RenderOptions) -> Any:
+    """The head: the job driver (and in SidecarMode the submitter) with the job config
+    mounted at ``CONFIG_DIR``; no Ray tasks or actors (0 CPUs for Ray)."""
+    container = _container("ray-head", options.image, _resources(HEAD_CPUS, HEAD_MEMORY), options)
+    container["ports"] = [
+        {"name": "gcs-server", "containerPort": 6379},
+        {"name": "dashboard", "containerPort": 8265},
+        {"name": "client", "containerPort": 10001},
+    ]
+    container["volumeMounts"] = note(
+        [{"name": "job-config", "mountPath": CONFIG_DIR, "readOnly": True}],
+        f"the ConfigMap's {config_file}, read by the driver",
+    )
+    spec = _pod_spec([container], options)
+    spec["volumes"] = [{"name": "job-config", "configMap": {"name": configmap}}]
+    return {
+        "rayStartParams": note({"num-cpus": "0"}, "no training or data tasks on the head"),
+        "template": {"metadata": {"labels": labels(name)}, "spec": spec},
+    }
+
+
+def train_group(name: str, job: JobConfig, options: RenderOptions) -> dict[str, Any]:
+    """``scaling.num_workers`` pods, one Ray Train worker each, with its
+    ``scaling.gpus_per_worker`` GPUs (whole GPUs: requests = limits) when ``use_gpu``."""
+    scaling = job.scaling
+    gpus = int(scaling.gpus_per_worker) if scaling.use_gpu else 0
+    resources = _resources(options.worker_cpus, options.worker_memory, gpus)
+    container = _container("ray-worker", options.image, resources, options)
+    spec = _pod_spec([container], options)
+    if options.gpu_node_selector:
+        spec["nodeSelector"] = note(dict(options.gpu_node_selector), "--gpu-node-selector")
+    if gpus:
+        tolerations = [GPU_TOLERATION, *options.gpu_tolerations]
+        spec["tolerations"] = note(
+            [t.manifest() for t in dict.fromkeys(tolerations)],
+            "GPU nodes are tainted nvidia.com/gpu; more with --gpu-toleration",
+        )
+    n = scaling.num_workers
+    return {
+        "groupName": GROUP_TRAIN,
+        "replicas": note(n, "scaling.num_workers: fixed size, the autoscaler never removes one"),
+        "minReplicas": n,
+        "maxReplicas": n,
+        "template": {"metadata": {"labels": labels(name)}, "spec": spec},
+    }
+
+
+def data_group(name: str, max_pods: int, options: RenderOptions) -> dict[str, Any]:
+    """CPU-only pods for Ray Data's decoding, from 0 up to ``max_pods``: the autoscaler adds
+    them while tasks wait for CPUs and removes them ``DATA_IDLE_SECONDS`` after."""
+    resources = _resources(options.data_worker_cpus, options.data_worker_memory)
+    container = _container("ray-worker", options.image, resources, options)
+    return {
+        "groupName": GROUP_DATA,
+        "replicas": note(0, "autoscaled: pods only while Ray Data tasks wait for CPUs"),
+        "minReplicas": 0,
+        "maxReplicas": note(max_pods, "--cpu-workers"),
+        "idleTimeoutSeconds": note(DATA_IDLE_SECONDS, "an idle pod goes after this (v2)"),
+        "template": {"metadata": {"labels": labels(name)}, "spec": _pod_spec([container], options)},
+    }
+
+
+def autoscaler_options() -> dict[str, Any]:
+    """Autoscaler v2 (per-group idle timeouts), as small and as restricted as the rest."""
+    return {
+        "version": "v2",
+        "upscalingMode": "Default",
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "512Mi"},
+            "limits": {"cpu": "500m", "memory": "512Mi"},
+        },
+        "securityContext": container_security(),
+    }
+
+
+def data_pods(job: JobConfig, options: RenderOptions) -> int:
+    """Most Ray Data pods: ``--cpu-workers``, else enough for ``scaling.data_cpus`` (>= 1)."""
+    if options.cpu_workers is not None:
+        return options.cpu_workers
+    return max(1, math.ceil(job.scaling.data_cpus / options.data_worker_cpus))
