@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# tljob image for KubeRay: k8s/rayjob.yaml runs it as the Ray head and the GPU workers.
+# tljob image for KubeRay: the RayJobs that `tljob k8s render` prints run it as the Ray
+# head and the workers.
 #
 #   docker build -t ghcr.io/example/tljob:0.1.0 .
 #   docker build --build-arg PRESEED_BACKBONES="resnet50 efficientnet_b0" -t ... .

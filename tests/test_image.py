@@ -26,7 +26,7 @@ DOCKERFILE = REPO / "Dockerfile"
 CONSTRAINTS = REPO / "k8s" / "image" / "constraints.txt"
 COMPILER = REPO / "k8s" / "image" / "compile_constraints.py"
 RAY_BASE = re.compile(r"rayproject/ray:(?P<ray>\d+\.\d+\.\d+)-py(?P<major>3)(?P<minor>\d+)")
-ENTRY_POINTS = "/home/ray/tljob/ray_jobs/"  # k8s/rayjob.yaml runs <this>train.py
+ENTRY_POINTS = "/home/ray/tljob/ray_jobs/"  # the rendered RayJobs run <this>train.py
 
 
 def dockerfile() -> Dockerfile:
