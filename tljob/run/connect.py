@@ -12,6 +12,8 @@ import ray
 from tljob import output, preflight, storage
 from tljob.config import JobConfig
 
+_RAY_AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+
 
 def ensure_ray(verbose: bool = False, worker_lines: bool = True) -> None:
     """Join the cluster in RAY_ADDRESS (as under ``ray job submit``), else start a local one.
@@ -25,6 +27,10 @@ def ensure_ray(verbose: bool = False, worker_lines: bool = True) -> None:
     output.quiet_ray(verbose)
     if ray.is_initialized():
         return
+    if not verbose:
+        # Ray's notice that a local cluster uses token authentication (its default): Ray's
+        # own business, like its other start-up lines.
+        logging.getLogger(_RAY_AUTH_NOTICE_LOGGER).setLevel(logging.ERROR)
     address = os.environ.get("RAY_ADDRESS") or None
     env = {**output.worker_env(verbose), **storage.worker_env()}
     if address:
