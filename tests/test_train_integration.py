@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +64,46 @@ def digest_of_weights_file(run_dir: Path, checkpoint: str, config: Path) -> str:
     return weights_digest(weights)
 
 
+RAY_BIN = str(Path(sys.executable).with_name("ray"))
+
+
+def submit(
+    ray_cluster: dict, working_dir: Path, submission_id: str, config: str, cwd: Path
+) -> subprocess.CompletedProcess:
+    """``ray job submit`` of ``ray_jobs/train.py --config <config>`` (a path in
+    ``working_dir``), run from ``cwd``; waits for the job to end."""
+    return subprocess.run(
+        [RAY_BIN, "job", "submit", "--address", ray_cluster["dashboard"],
+         "--submission-id", submission_id, "--working-dir", str(working_dir), "--",
+         sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", config],
+        capture_output=True, text=True, timeout=900, cwd=cwd,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )  # fmt: skip
+
+
+def test_a_submitted_job_with_a_bad_config_ends_failed_with_the_error_in_its_logs(
+    tmp_path, ray_cluster
+):
+    data = write_digits_tree(tmp_path / "digits", classes=2, per_class=4)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    shutil.copy(job_yaml(tmp_path, data, "bad", [], train={"batch_size": 0}), configs / "bad.yaml")
+    proc = submit(ray_cluster, configs, "bad-config-1", "bad.yaml", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Job 'bad-config-1' failed" in proc.stdout + proc.stderr
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(ray_cluster["dashboard"])
+    assert client.get_job_status("bad-config-1") == JobStatus.FAILED
+    logs = subprocess.run(
+        [RAY_BIN, "job", "logs", "--address", ray_cluster["dashboard"], "bad-config-1"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": ""},
+    )  # fmt: skip
+    assert "tljob: error: invalid config:" in logs.stdout
+    assert "`train.batch_size` (0): Input should be greater than or equal to 1" in logs.stdout
+    assert not (tmp_path / "runs" / "bad").exists()  # refused before anything was written
+
+
 def test_ray_job_submit_trains_on_two_workers_end_to_end(tmp_path, ray_cluster):
     data = write_digits_tree(tmp_path / "digits", classes=4, per_class=20)
     stages = [
@@ -71,27 +112,14 @@ def test_ray_job_submit_trains_on_two_workers_end_to_end(tmp_path, ray_cluster):
     ]
     # a progress line after every step, to compare with the epoch's figures
     config = job_yaml(tmp_path, data, "submitted", stages, run={"progress_seconds": 0.001})
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    proc = subprocess.run(
-        [
-            ray_bin,
-            "job",
-            "submit",
-            "--address",
-            ray_cluster["dashboard"],
-            "--",
-            sys.executable,
-            str(REPO / "ray_jobs" / "train.py"),
-            "--config",
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "RAY_ADDRESS": ""},
-    )
+    # submitted as a user would from their own project: not from the repo, the config shipped
+    # with --working-dir and named relative to it, a submission id for safe retries
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    shutil.copy(config, configs / "job.yaml")
+    proc = submit(ray_cluster, configs, "submitted-1", "job.yaml", cwd=tmp_path / "digits")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "succeeded" in proc.stdout.lower()
+    assert "Job 'submitted-1' succeeded" in proc.stdout + proc.stderr
     # progress is visible while it runs, and the final table is printed
     assert "[tljob] stage 1/2 'head' epoch 1/1: loss=" in proc.stdout
     assert "[tljob] stage 2/2 'fine_tune' epoch 2/2: loss=" in proc.stdout
