@@ -145,6 +145,8 @@ def _attempt(number: int, done: int, furthest: int) -> Attempt:
         ([_attempt(1, 0, 0), _attempt(2, 0, 2), _attempt(3, 1, 4)], (2, 1)),
         # a checkpoint two epochs back (an upload cut short): both epochs count
         ([_attempt(1, 0, 4), _attempt(2, 2, 4)], (1, 2)),
+        # a record behind the checkpoint (rank 0's last write lost with it): never negative
+        ([_attempt(1, 0, 1), _attempt(2, 2, 3)], (1, 0)),
     ],
 )
 def test_restart_figures(attempts, figures):
