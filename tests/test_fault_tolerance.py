@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from tljob.run.ledger import parse_history_csv
 pytestmark = pytest.mark.ray
 
 EPOCHS = 3
+_RANK_0_LINE = re.compile(r"\(RayTrainWorker pid=(\d+)[^)]*\)\S* \[tljob\] ")
 
 
 def _job_yaml(tmp_path: Path) -> Path:
@@ -87,18 +89,24 @@ def test_a_worker_killed_mid_epoch_restarts_the_group_from_the_last_checkpoint(
         )
     try:
 
-        def second_epoch_begun() -> Attempt | None:
+        def second_epoch_begun() -> tuple[Attempt, set[int]] | None:
+            # rank 0, the worker that writes the checkpoints: its [tljob] lines reach the
+            # driver's output with Ray's "(RayTrainWorker pid=N)" prefix (maybe coloured)
+            rank_0 = {int(p) for p in _RANK_0_LINE.findall(log.read_text())}
             attempts = read_attempts(run_dir)
-            if len(attempts) == 1 and attempts[0].furthest_epoch >= 2:
-                return attempts[0]
+            # rank 0 records an epoch as it begins it, after the previous one's checkpoint
+            if rank_0 and len(attempts) == 1 and attempts[0].furthest_epoch >= 2:
+                return attempts[0], rank_0
             return None
 
-        # rank 0 records an epoch as it begins it, after the previous one's checkpoint
-        first = _wait_for(second_epoch_begun, driver, log, "second epoch", timeout=240)
+        first, rank_0 = _wait_for(second_epoch_begun, driver, log, "epoch 2", timeout=240)
         at_kill, _ = ckpt_files.newest_complete(run_dir)
         workers = _alive_train_workers(ray_cluster)
-        assert len(workers) == 2, workers
-        victim = min(workers)
+        assert len(workers) == 2 and len(rank_0) == 1 and rank_0 <= set(workers), (
+            rank_0,
+            workers,
+        )
+        victim = rank_0.pop()
         os.kill(victim, signal.SIGKILL)
         driver.wait(timeout=300)
     finally:
@@ -117,7 +125,6 @@ def test_a_worker_killed_mid_epoch_restarts_the_group_from_the_last_checkpoint(
     assert (attempts[1].checkpoint, attempts[1].epochs_done) == ("checkpoint_epoch_0001", 1)
     # the first group was killed in epoch 2 (it never began epoch 3); the second did the rest
     assert attempts[0].furthest_epoch == 2 and attempts[1].furthest_epoch == EPOCHS
-    assert victim not in _alive_train_workers(ray_cluster)
     assert (
         "[tljob] worker group restarted (attempt 2); resuming after stage 'head' epoch 1 "
         "(global epoch 1) from checkpoint_epoch_0001; next: stage 1/1 'head' epoch 2/3"
