@@ -149,7 +149,8 @@ def test_a_killed_worker_resumes_from_the_newest_complete_checkpoint(tmp_path, r
     run_dir = storage.resolve(str(tmp_path / "runs" / "killed"))
     env = {**os.environ, "RAY_ADDRESS": ray_cluster["gcs"], "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(
-        tljob_train(ray_cluster, config),
+        # no in-run restart (tests/test_fault_tolerance.py has those): the rerun resumes
+        tljob_train(ray_cluster, config, "scaling.max_failures=0"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -176,6 +177,7 @@ def test_a_killed_worker_resumes_from_the_newest_complete_checkpoint(tmp_path, r
     assert first.returncode == 1
     out = first.stdout.read()
     assert "tljob: failed: training failed: " in out
+    assert "The worker group was restarted 0 time(s) in this run (`scaling.max_failures`: 0)" in out
     done, _ = ckpt_files.newest_complete(run_dir)
     assert f"Rerun the same command to resume from {done} in {run_dir.uri}." in out
     epochs_done = int(done.rsplit("_", 1)[1])

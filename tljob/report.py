@@ -97,6 +97,15 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def restarts_row(summary: Mapping[str, Any]) -> str:
+    """The table's row for ``summary.json``'s ``restarts`` and ``epochs_repeated``."""
+    restarts, repeated = summary["restarts"], summary["epochs_repeated"]
+    text = f"{restarts} worker-group restart{'' if restarts == 1 else 's'}"
+    if restarts:
+        text += f" after a failure, {repeated} epoch{'' if repeated == 1 else 's'} trained again"
+    return f"{'restarts':<{LABEL_WIDTH}}{text}"
+
+
 def format_summary(summary: dict[str, Any], title: str) -> str:
     """The end-of-run table: data, per-stage validation accuracy, where things are."""
     classes = summary["classes"]
@@ -127,6 +136,7 @@ def format_summary(summary: dict[str, Any], title: str) -> str:
             if "precision" in summary
             else []
         ),
+        *([restarts_row(summary)] if "restarts" in summary else []),
         f"exported model    {summary['run_dir']}/{exported['path']} "
         f"(re-checked: {exported['correct']}/{exported['images']} val images correct, "
         f"{_fmt(exported['accuracy'])})",

@@ -254,6 +254,14 @@ class ScalingSection(_Section):
         "`data.seed` and the epoch; none when `data.shuffle_buffer` is 0). What does not "
         "fit is streamed from Ray Data every epoch. 0: always stream.",
     )
+    max_failures: int = Field(
+        2,
+        ge=0,
+        description="Worker-group failures Ray Train recovers from in one run (its "
+        "FailureConfig.max_failures): when a worker dies, every worker restarts from the "
+        "newest complete checkpoint and the run goes on. 0: the first failure ends the run "
+        "(rerunning the same command still resumes).",
+    )
 
 
 class RunSection(_Section):

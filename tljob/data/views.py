@@ -27,6 +27,15 @@ training shard exactly once, and nothing else executes the training dataset:
 ``schema()``, ``count()`` or ``take()`` on it would be executions too and shift every
 later epoch by one (tljob never calls them on it; the workers feed with explicit type
 specs).
+
+**A restarted worker group** (``scaling.max_failures``) gets a new ``streaming_split``
+of the dataset as the trainer was given it, whose counter never advanced: left alone,
+its first execution would be epoch ``epoch_offset`` again, whatever epoch the restart
+resumes at. ``EpochMark.start_at`` sets the counter (the private field, written) so that
+the next execution is that epoch: its views, and Ray Data's own reseeded row-group order,
+are then those of a run without the restart (``tljob.run.restart`` calls it at every
+worker-group start; ``tests/test_fault_tolerance.py`` checks the views a restarted
+group's tasks produce).
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from ray.data import DataContext
+from ray.data import DataContext, Dataset
 
 from tljob.augment.keys import image_keys
 from tljob.augment.mixing import mix_batch
@@ -62,6 +71,24 @@ class TrainingViews:
 def execution_epoch(first_execution: int, epoch_offset: int) -> int:
     """The epoch of the running task: see the module docstring."""
     return epoch_offset + DataContext.get_current()._execution_idx - first_execution
+
+
+@dataclass(frozen=True)
+class EpochMark:
+    """A training dataset's execution counter (``execution``) at a time when its next
+    execution was epoch ``epoch``."""
+
+    execution: int
+    epoch: int
+
+    @classmethod
+    def of(cls, dataset: Dataset, next_epoch: int) -> EpochMark:
+        return cls(dataset.context._execution_idx, next_epoch)
+
+    def start_at(self, dataset: Dataset, epoch: int) -> None:
+        """Make the next execution of ``dataset`` (the marked one, or a pickled copy of it)
+        epoch ``epoch``, by setting its context's execution counter."""
+        dataset.context._execution_idx = self.execution + epoch - self.epoch
 
 
 def row_group_key(keys: np.ndarray) -> int:

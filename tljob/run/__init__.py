@@ -2,10 +2,13 @@
 
 Pure (neither Ray nor TensorFlow): ``ledger`` (the epoch row, training state, best-epoch
 rule, resume plan, summary), ``lock`` (one run per run directory), ``checkpoint`` (the files
-of a checkpoint, the newest complete one), ``loop`` (the typed ``LoopConfig`` each worker
-gets) and ``job`` (validate a job; run it, importing the Ray side only when called).
+of a checkpoint, the newest complete one), ``attempts`` (each worker-group start: where it
+resumed, how far it got; the restart figures), ``timings`` (an epoch's time by phase),
+``loop`` (the typed ``LoopConfig`` each worker gets) and ``job`` (validate a job; run it,
+importing the Ray side only when called).
 ``worker`` is the per-worker training loop (Ray + TF, through ``tljob.nn``); ``driver``
 prepares, launches and summarises a run (Ray; TF only to re-check the exported model);
+``restart`` is the training dataset as a per-attempt factory (Ray Data);
 ``progress`` carries rank 0's progress to the driver's live display (Ray + rich).
 Importing ``tljob.run`` itself imports nothing heavy.
 """

@@ -31,6 +31,7 @@ from tljob.errors import JobFailedError
 from tljob.report import data_summary_line, set_aside_lines
 from tljob.run import checkpoint as ckpt_files
 from tljob.run import shipped as shipped_weights
+from tljob.run.attempts import clear_attempts, read_attempts, restart_figures
 from tljob.run.connect import check_cluster, ensure_ray
 from tljob.run.ledger import (
     ResumePlan,
@@ -44,6 +45,7 @@ from tljob.run.ledger import (
 from tljob.run.lock import RunLock, prepare_run_dir
 from tljob.run.loop import LoopConfig
 from tljob.run.progress import BoardSink, LiveDisplay, live_display_wanted
+from tljob.run.restart import TrainDatasetPerAttempt
 from tljob.run.shipped import ShippedWeights
 from tljob.run.storage_check import check_workers_reach_storage
 from tljob.run.worker import DIVERGED_FILE, train_fn_per_worker
@@ -212,15 +214,21 @@ def _train_and_summarise(
     if not in_sweep:
         _print_data_summary(prepared)
     storage.delete_file(run_dir.join(DIVERGED_FILE))
+    clear_attempts(run_dir)  # this run counts its own worker-group restarts
 
     # On a terminal, rank 0's progress goes to a live display instead of [tljob] lines.
     display = LiveDisplay().start() if live_display_wanted(verbose) else None
     try:
         sink = display.sink if display else None
-        _trainer(job, prepared, plan, run_dir, sink, shipped, train_callbacks).fit()
+        _trainer(job, prepared, done, run_dir, sink, shipped, train_callbacks).fit()
     except ray.train.TrainingFailedError as e:
         detail = storage.redact("\n  ".join(str(e).strip().splitlines()[:12]))
-        raise JobFailedError(f"training failed: {detail}\n{_resume_hint(run_dir)}") from e
+        restarts = restart_figures(read_attempts(run_dir))["restarts"]
+        raise JobFailedError(
+            f"training failed: {detail}\nThe worker group was restarted {restarts} time(s) "
+            f"in this run (`scaling.max_failures`: {job.scaling.max_failures}). "
+            f"{_resume_hint(run_dir)}"
+        ) from e
     except (KeyboardInterrupt, SystemExit):
         # Ray Train's own Ctrl-C handler aborts the run and leaves fit() with SystemExit.
         say(f"interrupted. {_resume_hint(run_dir)}")
@@ -243,6 +251,12 @@ def _train_and_summarise(
         job, prepared.classes, prepared.summary(), history, exported, time.monotonic() - started
     )
     summary["checkpoint"] = run_dir.join(latest).uri
+    summary.update(restart_figures(read_attempts(run_dir)))
+    if summary["restarts"]:
+        say(
+            f"the worker group was restarted {summary['restarts']} time(s) after a failure; "
+            f"{summary['epochs_repeated']} epoch(s) were trained again"
+        )
     summary["prepared_data"] = prepared.prepared_uri
     if shipped is not None:
         summary["initial_weights"] = {"file": shipped.uri, "sha256": shipped.sha256}
@@ -260,7 +274,7 @@ def _train_and_summarise(
 def _trainer(
     job: JobConfig,
     prepared: PreparedData,
-    plan: ResumePlan,
+    epochs_done: int,
     run_dir: storage.Location,
     progress: BoardSink | None,
     shipped: ShippedWeights | None = None,
@@ -276,9 +290,6 @@ def _trainer(
             classes=tuple(prepared.classes),
             run_dir=run_dir.uri,
             train_images=prepared.counts["train"].used,
-            start_stage=plan.stage_index,
-            start_epoch=plan.epoch,
-            checkpoint=run_dir.join(plan.checkpoint).uri if plan.checkpoint else None,
             progress=progress,
             storage=storage.current_settings(),
             class_weights=(
@@ -301,10 +312,15 @@ def _trainer(
             storage_path=run_dir.parent.path,
             storage_filesystem=run_dir.fs,
             checkpoint_config=CheckpointConfig(num_to_keep=job.run.checkpoints_to_keep),
-            failure_config=FailureConfig(max_failures=0),
+            # A dead worker restarts the whole group, which resumes from the newest
+            # complete checkpoint (tljob.run.restart decides it at every group start).
+            failure_config=FailureConfig(max_failures=job.scaling.max_failures),
             callbacks=list(callbacks),
         ),
-        datasets={"train": prepared.train, "val": prepared.val},
+        datasets={
+            "train": TrainDatasetPerAttempt(prepared.train, run_dir, next_epoch=epochs_done),
+            "val": prepared.val,
+        },
     )
 
 

@@ -15,18 +15,16 @@ _KEY = "tljob"  # Ray Train passes a dict to the worker function; it carries one
 @dataclass(frozen=True)
 class LoopConfig:
     """The train loop's input: the job, the classes, where the run lives, how many training
-    images there are (for the steps per epoch), where training starts, where rank 0 sends
-    its progress events (``tljob.progress``), the driver's S3 settings (non-secret;
-    each worker ``storage.configure``s them), and the backbone weights file the driver
-    shipped into the run directory."""
+    images there are (for the steps per epoch), where rank 0 sends its progress events
+    (``tljob.progress``), the driver's S3 settings (non-secret; each worker
+    ``storage.configure``s them), and the backbone weights file the driver shipped into
+    the run directory. Where training starts is not here: a worker group
+    reads it from its attempt record (``tljob.run.attempts``), which a restart renews."""
 
     job: JobConfig
     classes: tuple[str, ...]
     run_dir: str  # URI of the run directory
     train_images: int
-    start_stage: int = 0
-    start_epoch: int = 0  # epochs already done in ``start_stage``
-    checkpoint: str | None = None  # URI of the checkpoint to restore, if any
     # Rank 0 sends its progress here instead of logging it, when the driver shows a live
     # display (stdout is a terminal); None: plain ``[tljob]`` lines.
     progress: EventSink | None = None

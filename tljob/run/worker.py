@@ -8,6 +8,8 @@ runs ahead of the newest complete checkpoint. A NaN or infinite loss stops every
 the same step; that epoch is not recorded, and rank 0 leaves ``diverged.json`` for the driver.
 Rank 0 logs its ``[tljob]`` lines; when the driver shows a live display
 (``LoopConfig.progress``), it sends them there instead, with its epoch starts and steps.
+Every worker of a (re)started worker group restores the checkpoint its attempt record names
+(``tljob.run.attempts``) and continues from there; rank 0 records each epoch it begins.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ from tljob.nn import schedules as keras_schedules
 from tljob.nn.labels import LabelFormat
 from tljob.run import checkpoint as ckpt_files
 from tljob.run import feed, shipped
+from tljob.run.attempts import record_epoch_begun
 from tljob.run.ledger import EpochRow, history_csv, is_better
 from tljob.run.loop import LoopConfig
-from tljob.run.restore import restore_checkpoint
+from tljob.run.restore import restore_attempt
+from tljob.run.timings import epoch_timing
 
 DIVERGED_FILE = "diverged.json"
 log = output.logger("run")
@@ -94,7 +98,8 @@ class _WorkerRun:
         self.batchnorm_trains = not keras_model.batchnorm_frozen(job.model)  # as built
         self.plain = keras_io.plain_copy(self.net)  # outside the scope: weight files
 
-        restored = restore_checkpoint(self.plain, loop.checkpoint)
+        start = restore_attempt(self.plain, self.run_dir, job)  # this worker group's start
+        self.attempt, self.start, restored = start.attempt, start.plan, start.restored
         self.state, self.best_weights = restored.state, restored.best_weights
         self.restored_optimizer = restored.optimizer
         if restored.weights is not None:
@@ -129,18 +134,22 @@ class _WorkerRun:
     def run(self) -> None:
         if self.loop.weights_file is not None:
             self.say(f"weights: the workers built the backbone from {self.loop.weights_file}")
+        if self.attempt.number > 1:
+            self.say(
+                f"worker group restarted (attempt {self.attempt.number}); {self.start.message}"
+            )
         self.say(self.input.describe())
         if steps := keras_model.augmentation_steps(self.net):
             self.say(f"augment: in the model, training only: {', '.join(steps)}")
         for stage_index, stage in enumerate(self.stages):
-            if stage_index >= self.loop.start_stage and self.diverged is None:
+            if stage_index >= self.start.stage_index and self.diverged is None:
                 self.run_stage(stage_index, stage)
         self.finish()
 
     def run_stage(self, stage_index: int, stage: StageSection) -> None:
         state = self.state
         self.stage_index, self.stage = stage_index, stage
-        continuing = stage_index == self.loop.start_stage and self.loop.start_epoch > 0
+        continuing = stage_index == self.start.stage_index and self.start.epoch > 0
         trains = keras_model.batchnorm_trains(self.job.model, stage)
         with self.strategy.scope():
             if trains != self.batchnorm_trains:  # same layers and weights, rewired
@@ -155,7 +164,7 @@ class _WorkerRun:
                 if self.restored_optimizer:
                     keras_io.restore_optimizer_state(net, self.restored_optimizer)
                 # the schedule continues where the stage stopped, at this run's step size
-                keras_schedules.start_at_step(net, self.loop.start_epoch * self.steps_per_epoch)
+                keras_schedules.start_at_step(net, self.start.epoch * self.steps_per_epoch)
         if continuing and state.learning_rate and self.schedule.level is not None:
             keras_model.set_learning_rate(net, state.learning_rate)  # the plateau level
         self.say(
@@ -177,7 +186,7 @@ class _WorkerRun:
             # the in-memory training data is endless (see tljob.run.feed.in_memory_train)
             steps_per_epoch=self.steps_per_epoch if self.input.train_in_memory else None,
             epochs=stage.epochs,
-            initial_epoch=self.loop.start_epoch if continuing else 0,
+            initial_epoch=self.start.epoch if continuing else 0,
             class_weight=dict(enumerate(self.loop.class_weights))
             if self.loop.class_weights
             else None,
@@ -197,6 +206,9 @@ class _WorkerRun:
     def on_epoch_begin(self, epoch: int, net: Any) -> None:
         self.epoch, self.epoch_start = epoch, time.monotonic()
         self.epoch_learning_rate = keras_model.current_learning_rate(net)
+        if self.rank == 0:  # how far this attempt got, should a worker die (run.attempts)
+            global_epoch = len(self.state.history) + 1
+            self.attempt = record_epoch_begun(self.run_dir, self.attempt, global_epoch)
         if self.progress is not None:
             self.progress.send(
                 live.EpochStarted(
@@ -308,26 +320,8 @@ class _WorkerRun:
         # report() has uploaded the checkpoint: the history may now include this epoch.
         storage.write_text(self.run_dir.join("history.csv"), history_csv(state.history))
         marks["history_written"] = time.monotonic()
-        self._record_timings(row.global_epoch, marks)
-
-    def _record_timings(self, global_epoch: int, marks: dict[str, float]) -> None:
-        """Rank 0 rewrites ``timings.json``: where each epoch of this process went, in
-        seconds, to find the job's cost around the model (``benchmarks/job_overhead.py``)."""
-        phases = (
-            ("train", "epoch", "val"),  # the training steps, input pipeline included
-            ("validation", "val", "val_end"),
-            ("callbacks", "val_end", "hooks"),  # Keras' end-of-epoch callbacks before ours
-            ("weights_read", "hooks", "weights_read"),
-            ("checkpoint_write", "weights_read", "checkpoint_written"),
-            ("report_and_upload", "checkpoint_written", "reported"),
-            ("history_write", "reported", "history_written"),
-            ("wall", "epoch", "history_written"),
-        )
-        entry: dict[str, Any] = {"global_epoch": global_epoch}
-        entry.update(
-            {name: round(marks[b] - marks[a], 4) for name, a, b in phases if {a, b} <= set(marks)}
-        )
-        self.timings.append(entry)
+        # rank 0 rewrites timings.json: where each epoch of this process went
+        self.timings.append(epoch_timing(row.global_epoch, marks))
         storage.write_text(self.run_dir.join("timings.json"), json.dumps(self.timings, indent=1))
 
     def _write_checkpoint(

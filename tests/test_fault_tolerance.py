@@ -1,0 +1,184 @@
+"""Worker fault tolerance on the session's real local Ray cluster: a Train worker killed
+(SIGKILL) half-way through an epoch makes Ray Train restart the worker group, which
+resumes from the newest complete checkpoint and finishes the run with each epoch once;
+and a restarted group's training stream gives the augmented views of the epoch it
+resumes at, not those of the run's first epoch."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, write_digits_tree
+from test_augment_stream import _expected, _identify, _job, _split_epochs, _train_rows
+from test_resume import _write_checkpoint, state_after
+from test_train_integration import digest_of_weights_file
+
+from tljob import storage
+from tljob.run import checkpoint as ckpt_files
+from tljob.run.attempts import Attempt, read_attempts
+from tljob.run.ledger import parse_history_csv
+
+pytestmark = pytest.mark.ray
+
+EPOCHS = 3
+_RANK_0_LINE = re.compile(r"\(RayTrainWorker pid=(\d+)[^)]*\)\S* \[tljob\] ")
+
+
+def _job_yaml(tmp_path: Path) -> Path:
+    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=40)
+    tree = {
+        "data": {"source": str(data), "image_size": 32, "val_fraction": 0.2, "seed": 1},
+        "model": {"backbone": "vgg16", "weights": "none", "head": {"dropout": 0.0}},
+        "train": {
+            "batch_size": 4,
+            "stages": [
+                {"name": "head", "epochs": EPOCHS, "learning_rate": 1e-3, "trainable": "head"}
+            ],
+        },
+        # augmented, so the training split is streamed from Ray Data every epoch
+        "augment": {"preset": "seed"},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5, "max_failures": 1},
+        "run": {"name": "ft", "storage_path": str(tmp_path / "runs")},
+    }
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def _alive_train_workers(ray_cluster) -> dict[int, str]:
+    """pid -> actor id of the live Ray Train workers, from Ray's state API."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(
+        address=ray_cluster["dashboard"],
+        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+    )
+    return {a.pid: a.actor_id for a in actors}
+
+
+def _wait_for(predicate, proc: subprocess.Popen, log: Path, what: str, timeout: float):
+    deadline = time.monotonic() + timeout
+    while not (found := predicate()):
+        assert proc.poll() is None, f"the run ended before {what}: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+    return found
+
+
+def test_a_worker_killed_mid_epoch_restarts_the_group_from_the_last_checkpoint(
+    tmp_path, ray_cluster
+):
+    config = _job_yaml(tmp_path)
+    run_dir = storage.resolve(str(tmp_path / "runs" / "ft"))
+    log = tmp_path / "driver.log"
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster["gcs"], "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", str(config)]
+    started = time.monotonic()
+    with open(log, "w") as out:
+        driver = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+
+        def second_epoch_begun() -> tuple[Attempt, set[int]] | None:
+            # rank 0, the worker that writes the checkpoints: its [tljob] lines reach the
+            # driver's output with Ray's "(RayTrainWorker pid=N)" prefix (maybe coloured)
+            rank_0 = {int(p) for p in _RANK_0_LINE.findall(log.read_text())}
+            attempts = read_attempts(run_dir)
+            # rank 0 records an epoch as it begins it, after the previous one's checkpoint
+            if rank_0 and len(attempts) == 1 and attempts[0].furthest_epoch >= 2:
+                return attempts[0], rank_0
+            return None
+
+        first, rank_0 = _wait_for(second_epoch_begun, driver, log, "epoch 2", timeout=240)
+        at_kill, _ = ckpt_files.newest_complete(run_dir)
+        workers = _alive_train_workers(ray_cluster)
+        assert len(workers) == 2 and len(rank_0) == 1 and rank_0 <= set(workers), (
+            rank_0,
+            workers,
+        )
+        victim = rank_0.pop()
+        os.kill(victim, signal.SIGKILL)
+        driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=60)
+    output = log.read_text()
+    assert driver.returncode == 0, output[-4000:]
+    assert first.checkpoint is None and first.number == 1
+    assert at_kill == "checkpoint_epoch_0001", "the kill came after epoch 2's checkpoint"
+    assert time.monotonic() - started < 150
+
+    # the group was restarted once, from the checkpoint the kill left as newest
+    attempts = read_attempts(run_dir)
+    assert [a.number for a in attempts] == [1, 2]
+    assert (attempts[1].checkpoint, attempts[1].epochs_done) == ("checkpoint_epoch_0001", 1)
+    # the first group was killed in epoch 2 (it never began epoch 3); the second did the rest
+    assert attempts[0].furthest_epoch == 2 and attempts[1].furthest_epoch == EPOCHS
+    assert (
+        "[tljob] worker group restarted (attempt 2); resuming after stage 'head' epoch 1 "
+        "(global epoch 1) from checkpoint_epoch_0001; next: stage 1/1 'head' epoch 2/3"
+    ) in output
+
+    summary = json.loads(storage.read_text(run_dir.join("summary.json")))
+    # at most the epochs after that checkpoint were trained again: epoch 2, begun once
+    # before the kill and once after
+    assert (summary["restarts"], summary["epochs_repeated"]) == (1, 1)
+    assert "restarts          1 worker-group restart after a failure, 1 epoch trained again" in (
+        output
+    )
+    history = parse_history_csv(storage.read_text(run_dir.join("history.csv")))
+    assert [(r.global_epoch, r.epoch) for r in history] == [(1, 1), (2, 2), (3, 3)]
+    assert summary["epochs"] == EPOCHS and summary["stages"]["head"]["epochs"] == EPOCHS
+    assert summary["checkpoint"].endswith("checkpoint_epoch_0003")
+
+    # both workers of the restarted group ended with the same weights: those of the last
+    # checkpoint
+    replicas = Path(run_dir.path) / "replicas"
+    digests = [(replicas / f"rank_{r}.sha256").read_text() for r in (0, 1)]
+    assert digests[0] == digests[1] and summary["replica_weights_identical"] is True
+    assert (
+        digest_of_weights_file(Path(run_dir.path), "checkpoint_epoch_0003", config) == (digests[0])
+    )
+
+
+def test_a_restarted_groups_stream_gives_the_views_of_the_epoch_it_resumes_at(
+    tmp_path, ray_connected
+):
+    from tljob.data.pipeline import prepare_data
+    from tljob.run.restart import TrainDatasetPerAttempt
+
+    digits = write_digits_tree(tmp_path / "digits", classes=3, per_class=8, scale=2)
+    job = _job(digits, tmp_path / "runs")
+    prepared = prepare_data(job)  # a fresh run: its first execution is epoch 0
+    stored, labels, _ = _train_rows(prepared.prepared_uri)
+    expected = [_expected(job, stored, e) for e in range(4)]
+    run = storage.resolve(str(tmp_path / "run"))
+    factory = TrainDatasetPerAttempt(prepared.train, run, next_epoch=0)
+
+    # the first group: epochs 0 and 1, split for one worker as Ray Train splits it
+    epochs = _split_epochs(factory(), 1, 2)
+    for e in range(2):
+        assert sorted(_identify(epochs[e], expected[e], labels)) == sorted(stored)
+
+    # a worker died after the checkpoint of 2 epochs: the next group starts at epoch 2
+    checkpoint = tmp_path / "run" / ckpt_files.checkpoint_name(2)
+    _write_checkpoint(checkpoint)
+    (checkpoint / ckpt_files.STATE_FILE).write_text(state_after(job, [1, 1]).to_json())
+    ckpt_files.write_manifest(str(checkpoint))
+    epochs = _split_epochs(factory(), 1, 2)
+    for e in range(2):
+        assert sorted(_identify(epochs[e], expected[2 + e], labels)) == sorted(stored)
+    assert read_attempts(run)[-1] == Attempt(
+        number=2, checkpoint="checkpoint_epoch_0002", epochs_done=2, furthest_epoch=2
+    )
