@@ -207,6 +207,22 @@ def test_create_exclusive_on_s3_is_a_conditional_put_with_one_winner(s3):
     assert [k for k in s3.objects() if ".tljob-" in k] == []  # probes cleaned up
 
 
+def test_the_local_server_holds_a_volume_for_every_bucket_whatever_the_free_disk(s3):
+    """Each bucket takes a volume of its own; left to ``weed mini``, the count follows the
+    free disk, and the suite's later buckets failed their first write on a fuller disk."""
+    import json
+    import urllib.request
+
+    from tljob.storage.seaweed import VOLUME_CAPACITY
+
+    url = f"http://127.0.0.1:{s3.server.master_port}/dir/status"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        topology = json.load(response)["Topology"]
+    assert VOLUME_CAPACITY == 1000
+    assert topology["Max"] == VOLUME_CAPACITY
+    assert topology["Free"] >= VOLUME_CAPACITY - 200  # the suite makes fewer buckets
+
+
 # --- settings and redaction (no server) --------------------------------------------------------
 
 

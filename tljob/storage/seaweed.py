@@ -28,6 +28,12 @@ from pathlib import Path
 from tljob.errors import UserError
 
 _ADMIN_ACTIONS = ["Admin", "Read", "Write", "List", "Tagging"]
+
+# Every bucket is a SeaweedFS collection with at least one volume of its own. Left at 0,
+# ``weed mini`` allows about one volume per GB of free disk: 14 with 15 GB free, so the
+# 15th bucket's first write failed with INTERNAL_FAILURE. Volumes are not preallocated,
+# so a fixed, generous count costs no disk.
+VOLUME_CAPACITY = 1000
 _READER_ACTIONS = ["Read", "List"]
 
 
@@ -96,6 +102,7 @@ class LocalS3Server:
         self.admin = _new_keys("A")
         self.reader = _new_keys("R")
         self.port = 0
+        self.master_port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -139,7 +146,7 @@ class LocalS3Server:
         data.mkdir(parents=True, exist_ok=True)
         s3, s3_grpc, master, master_grpc, volume, volume_grpc, filer, filer_grpc = _free_ports(8)
         (admin,) = _free_ports(1, with_offset=10000)
-        self.port = s3
+        self.port, self.master_port = s3, master
         command = [
             weed_binary(),
             "mini",
@@ -151,6 +158,7 @@ class LocalS3Server:
             f"-master.port={master}",
             f"-master.port.grpc={master_grpc}",
             f"-volume.port={volume}",
+            f"-volume.max={VOLUME_CAPACITY}",
             f"-volume.port.grpc={volume_grpc}",
             f"-filer.port={filer}",
             f"-filer.port.grpc={filer_grpc}",
