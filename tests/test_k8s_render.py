@@ -333,7 +333,8 @@ def test_entrypoint_runs_the_image_script_on_the_mounted_config(tmp_path: Path) 
     documents = render(EXAMPLES / "job.yaml", render_options()).plain()
     rayjob = rayjob_of(documents)
     argv = shlex.split(rayjob["spec"]["entrypoint"])
-    assert argv == ["python", f"{ENTRYPOINTS}/train.py", "--config", "/etc/tljob/job.yaml"]
+    assert argv[:4] == ["python", f"{ENTRYPOINTS}/train.py", "--config", "/etc/tljob/job.yaml"]
+    assert argv[4:] == ["--lock-wait", "360"]  # a retry waits out the old lock: test_run_lock
     assert ENTRYPOINTS == "/home/ray/tljob/ray_jobs"
     head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
     assert head["containers"][0]["volumeMounts"][0]["mountPath"] == "/etc/tljob"

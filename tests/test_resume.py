@@ -1,5 +1,6 @@
-"""Reruns that do what they say, without Ray: the resume plan, the run lock, complete
-checkpoints, the run directory checks and the permissions of what a run writes."""
+"""Reruns that do what they say, without Ray: the resume plan, complete checkpoints, the
+run directory checks and the permissions of what a run writes (the run lock:
+``test_run_lock.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -22,7 +22,6 @@ from tljob.run.ledger import (
     parse_history_csv,
     plan_resume,
 )
-from tljob.run.lock import RunLock, RunLockedError
 
 BASE = ["data.source=/x", "model.weights=none", "data.image_size=64"]
 TWO_STAGES = [
@@ -202,82 +201,6 @@ def test_the_newest_complete_checkpoint_wins_over_an_interrupted_upload(tmp_path
         ["checkpoint_epoch_0004", "checkpoint_epoch_0003"],
     )
     assert ckpt_files.newest_complete(storage.resolve(str(tmp_path / "none"))) == (None, [])
-
-
-def test_a_second_run_on_the_same_directory_is_refused_naming_the_holder(tmp_path):
-    run = storage.resolve(str(tmp_path / "run"))
-    with RunLock(run):
-        holder = json.loads((tmp_path / "run" / "run.lock").read_text())
-        assert holder["pid"] == os.getpid()
-        with pytest.raises(RunLockedError) as err:
-            RunLock(run).acquire()
-        text = str(err.value)
-        assert f"pid {os.getpid()} on host" in text
-        assert str(tmp_path / "run" / "run.lock") in text
-    assert not (tmp_path / "run" / "run.lock").exists()  # released
-    RunLock(run).acquire().release()  # and free again
-
-
-def test_a_stale_lock_from_a_dead_process_is_taken_over(tmp_path):
-    run = storage.resolve(str(tmp_path / "run"))
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **_out())
-    pid = int(dead.stdout)
-    RunLock(run).acquire()  # never released, as after a SIGKILL
-    lock_file = tmp_path / "run" / "run.lock"
-    record = json.loads(lock_file.read_text())
-    lock_file.write_text(json.dumps({**record, "pid": pid, "token": "dead"}))
-    said = []
-    with RunLock(run, say=said.append):
-        assert json.loads(lock_file.read_text())["pid"] == os.getpid()
-    assert said == [
-        f"taking over the stale lock of pid {pid} on host "
-        f"{record['host']!r} (pid {pid} is no longer running)"
-    ]
-
-
-def test_a_lock_from_another_host_is_stale_only_when_its_heartbeat_stops(tmp_path):
-    run = storage.resolve(str(tmp_path / "run"))
-    lock_file = tmp_path / "run" / "run.lock"
-    lock_file.parent.mkdir(parents=True)
-    other = {"host": "node-7", "pid": 1, "started": time.time(), "token": "t"}
-    lock_file.write_text(json.dumps({**other, "heartbeat": time.time()}))
-    with pytest.raises(RunLockedError, match="pid 1 on host 'node-7'"):
-        RunLock(run, stale_after_s=60).acquire()
-    lock_file.write_text(json.dumps({**other, "heartbeat": time.time() - 61}))
-    RunLock(run, stale_after_s=60).acquire().release()
-
-
-def test_a_taken_over_lock_is_never_overwritten_by_its_old_holder(tmp_path):
-    run = storage.resolve(str(tmp_path / "run"))
-    said: list[str] = []
-    old = RunLock(run, heartbeat_s=0.05, say=said.append).acquire()
-    lock_file = tmp_path / "run" / "run.lock"
-    successor = {"host": "node-9", "pid": 77, "started": 1.0, "token": "new", "heartbeat": 2.0}
-    lock_file.write_text(json.dumps(successor))  # what a takeover leaves
-    time.sleep(0.4)  # several heartbeats
-    assert json.loads(lock_file.read_text()) == successor
-    assert old.lost is True
-    assert said == [
-        f"WARNING: the run lock {run.join('run.lock').uri} now belongs to pid 77 on host "
-        "'node-9', which took it over as stale; this run no longer refreshes it. Two runs may "
-        "now write this run directory: stop one of them"
-    ]
-    old.release()
-    assert json.loads(lock_file.read_text()) == successor  # not deleted either
-
-
-def test_the_heartbeat_keeps_the_lock_fresh(tmp_path):
-    run = storage.resolve(str(tmp_path / "run"))
-    lock = RunLock(run, heartbeat_s=0.05).acquire()
-    first = json.loads((tmp_path / "run" / "run.lock").read_text())["heartbeat"]
-    time.sleep(0.3)
-    later = json.loads((tmp_path / "run" / "run.lock").read_text())["heartbeat"]
-    lock.release()
-    assert later > first
-
-
-def _out():
-    return {"capture_output": True, "text": True, "check": True}
 
 
 def test_exported_files_are_as_readable_as_the_rest_of_the_run(tmp_path):

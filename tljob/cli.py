@@ -28,6 +28,17 @@ EXIT_JOB_FAILED = 1
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tljob",
@@ -60,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="Run (or resume) a training job on Ray.")
     add_config_args(train, file=True, required=True)
     add_verbose(train)
+    train.add_argument(
+        "--lock-wait",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="When another run holds the run directory, wait up to this long for it to end "
+        "or go stale (no heartbeat for 5 min) instead of exiting at once; a RayJob retry "
+        "uses it after a crashed driver (default 0).",
+    )
 
     prepare = sub.add_parser(
         "prepare",
@@ -122,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     job = resolve_job(args.config, args.overrides)
-    summary = run_job(job, verbose=args.verbose)
+    summary = run_job(job, verbose=args.verbose, lock_wait_s=args.lock_wait)
     print(format_summary(summary, title=f"tljob run {job.run.name!r}"))
     return 0
 

@@ -147,11 +147,18 @@ def deletion_rules(autoscaling: bool, grace: int) -> Any:
     return note({"deletionRules": rules}, "no shutdownAfterJobFinishes: the rules decide")
 
 
+# A retry's driver waits this long for the crashed driver's run lock to go stale (no
+# heartbeat for 300 s, tljob.run.lock) instead of spending the retry on a refusal.
+RETRY_LOCK_WAIT_S = 360
+
+
 def _entrypoint(options: RenderOptions, config_path: str) -> str:
     script = f"{ENTRYPOINTS}/{'tune' if options.tune else 'train'}.py"
     argv = ["python", script, "--config", config_path]
     if options.resume:
         argv.append("--resume")
+    if not options.tune and options.effective_backoff_limit() > 0:
+        argv += ["--lock-wait", str(RETRY_LOCK_WAIT_S)]
     return shlex.join(argv)
 
 
@@ -223,6 +230,7 @@ def _rayjob(
 ) -> dict[str, Any]:
     max_data_pods = pods.data_pods(job, options)
     autoscaling = max_data_pods > 0
+    entry = _entrypoint(options, f"{pods.CONFIG_DIR}/{config_file}")
     groups = [pods.train_group(name, job, options)]
     cluster: dict[str, Any] = {
         "rayVersion": note(RAY_VERSION, "the image's Ray"),
@@ -235,8 +243,13 @@ def _rayjob(
     cluster["workerGroupSpecs"] = groups
     spec = {
         "entrypoint": note(
-            _entrypoint(options, f"{pods.CONFIG_DIR}/{config_file}"),
-            "absolute path: the driver runs wherever the submitter starts it",
+            entry,
+            "absolute path: the driver runs wherever the submitter starts it"
+            + (
+                "; a retry waits out the crashed driver's run lock"
+                if "--lock-wait" in entry
+                else ""
+            ),
         ),
         "submissionMode": note(
             "SidecarMode", "the submitter is a container of the head pod: no extra GPU image pull"

@@ -155,6 +155,7 @@ def run_job_driver_fn(
     weights_file: str | None = None,
     train_callbacks: Sequence[Any] = (),
     in_sweep: bool = False,
+    lock_wait_s: float = 0.0,
 ) -> TrainOutcome:
     """Check, lock and plan before Ray starts; then train (or resume) and summarise.
 
@@ -163,7 +164,8 @@ def run_job_driver_fn(
     ``train_callbacks``: extra Ray Train callbacks for the trainer's ``RunConfig`` (a sweep
     trial passes Tune's ``TuneReportCallback``). ``in_sweep``: the sweep's driver has already
     checked the cluster and storage and prepared and described the data, so this run skips
-    those checks and lines (it still finds the shards by fingerprint).
+    those checks and lines (it still finds the shards by fingerprint). ``lock_wait_s``: how
+    long a live-looking run lock is waited for (``RunLock.wait_s``).
 
     Raises ``UserError`` (exit 2) for unusable input, a busy or unwritable run directory or
     a rerun that contradicts the run so far; ``TrainingDivergedError`` (exit 1) for a
@@ -172,7 +174,7 @@ def run_job_driver_fn(
     train_items, val_items = split_stratified(listing, job.data.val_fraction, job.data.seed)
     _check_batches(job, len(train_items), len(val_items))  # the listing's counts: at most
     run_dir = prepare_run_dir(job.run.storage_path, job.run.name)
-    with RunLock(run_dir, say=say):
+    with RunLock(run_dir, say=say, wait_s=lock_wait_s):
         plan = plan_run(run_dir, job, listing.classes)
         say(plan.message)
         ensure_ray(verbose)

@@ -63,9 +63,10 @@ def list_checked(job: JobConfig) -> ImageListing:
     return listing
 
 
-def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
+def run_job(job: JobConfig, verbose: bool = False, lock_wait_s: float = 0.0) -> dict[str, Any]:
     """``list_checked`` (cheap, no Ray), then train on Ray. Returns the run summary
-    (``verbose``: also show Ray's own logs)."""
+    (``verbose``: also show Ray's own logs; ``lock_wait_s``: how long a run lock that is
+    still alive is waited for before the run is refused)."""
     from tljob import output
 
     listing = list_checked(job)
@@ -73,7 +74,9 @@ def run_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
         weights_file = resolve_weights(job)
         from tljob.run import driver  # Ray and TensorFlow load here, not for data errors
 
-    outcome = driver.run_job_driver_fn(job, listing, verbose=verbose, weights_file=weights_file)
+    outcome = driver.run_job_driver_fn(
+        job, listing, verbose=verbose, weights_file=weights_file, lock_wait_s=lock_wait_s
+    )
     return {**outcome.summary, "run_dir": outcome.run_dir}
 
 

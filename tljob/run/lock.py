@@ -9,6 +9,10 @@ run that was taken over (it looked stale: a long pause, a partition) stops refre
 warns, instead of overwriting its successor's lock. (Read, then write: a takeover in the
 few milliseconds between them would still be overwritten; a conditional write on the
 object's ETag would close that, where the store supports ``If-Match``.)
+
+With ``wait_s``, a live-looking lock is waited for instead of refused at once: a RayJob's
+retry starts a new cluster while the crashed driver's last heartbeat is still fresh, and
+would otherwise spend a retry on a refusal.
 """
 
 from __future__ import annotations
@@ -90,9 +94,11 @@ class RunLock:
         heartbeat_s: float = 30.0,
         stale_after_s: float = 300.0,
         say: Any = None,
+        wait_s: float = 0.0,
     ) -> None:
         self.location = run_dir.join(LOCK_FILE)
         self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
+        self.wait_s = wait_s
         self._say = say or (lambda message: None)
         self._token = uuid.uuid4().hex
         self._owner = {
@@ -127,29 +133,50 @@ class RunLock:
         return False, ""
 
     def acquire(self) -> RunLock:
-        """Take the lock or raise ``RunLockedError`` naming the holder."""
-        for _ in range(3):
+        """Take the lock or raise ``RunLockedError`` naming the holder; a live holder is
+        waited for up to ``wait_s`` (until it releases the lock or goes stale)."""
+        deadline = time.monotonic() + self.wait_s
+        waiting_said = False
+        changes = 0
+        while changes < 3:
             if storage.create_exclusive(self.location, self._record()):
                 self._start_heartbeat()
                 return self
             holder = self._holder()
             if holder is None:
+                changes += 1
                 continue  # released in between: try again
             stale, why = self._is_stale(holder)
             if not stale:
-                raise RunLockedError(
-                    f"run directory {self.location.uri.rsplit('/', 1)[0]!r} is in use by another "
-                    f"tljob run: pid {holder.get('pid', '?')} on host {holder.get('host', '?')!r}, "
-                    f"started {_iso(float(holder.get('started', 0.0)))} (lock file "
-                    f"{self.location.uri}). Wait for it to finish or choose another "
-                    "`run.name`; if that process is gone, delete the lock file"
-                )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RunLockedError(self._held_message(holder))
+                if not waiting_said:
+                    self._say(
+                        f"the run lock is held by pid {holder.get('pid', '?')} on host "
+                        f"{holder.get('host', '?')!r}; waiting up to {self.wait_s:.0f} s for it "
+                        f"to be released or go stale (no heartbeat for {self.stale_after_s:.0f} s)"
+                    )
+                    waiting_said = True
+                time.sleep(min(left, max(self.heartbeat_s, 0.05)))
+                continue
+            changes += 1
             self._say(
                 f"taking over the stale lock of pid {holder.get('pid', '?')} on host "
                 f"{holder.get('host', '?')!r} ({why})"
             )
             storage.delete_file(self.location)
         raise RunLockedError(f"could not take the lock {self.location.uri}: it keeps changing")
+
+    def _held_message(self, holder: dict[str, Any]) -> str:
+        waited = f" (waited {self.wait_s:.0f} s)" if self.wait_s > 0 else ""
+        return (
+            f"run directory {self.location.uri.rsplit('/', 1)[0]!r} is in use by another "
+            f"tljob run{waited}: pid {holder.get('pid', '?')} on host "
+            f"{holder.get('host', '?')!r}, started {_iso(float(holder.get('started', 0.0)))} "
+            f"(lock file {self.location.uri}). Wait for it to finish or choose another "
+            "`run.name`; if that process is gone, delete the lock file"
+        )
 
     def _start_heartbeat(self) -> None:
         def beat() -> None:
