@@ -45,6 +45,7 @@ PURE = [
     "tljob.preflight",
     "tljob.demo",
     "tljob.cli",
+    "tljob.cli_args",
     "tljob.augment.preview",
     "tljob.augment_cmd",
     "tljob.tune",

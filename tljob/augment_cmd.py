@@ -21,6 +21,7 @@ import numpy as np
 
 from tljob import output, storage
 from tljob.augment.keys import image_keys
+from tljob.cli_args import add_overrides
 from tljob.config import JobConfig, load_config
 from tljob.config.augment import AugmentSection
 from tljob.errors import UserError
@@ -54,14 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_VIEWS,
         help=f"Augmented views per image: epochs 0 .. VIEWS-1 (default {DEFAULT_VIEWS}).",
     )
-    preview.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override one setting, e.g. --set augment.preset=seed (repeatable).",
-    )
+    add_overrides(preview, "Override one setting, e.g. --set augment.preset=seed (repeatable).")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from tljob import augment_cmd, k8s_cmd, output, tune_cmd, weights_cmd
+from tljob.cli_args import add_overrides, seconds
 from tljob.config import dump_config, load_config
 from tljob.config.reference import config_reference
 from tljob.errors import JobFailedError, UserError
@@ -28,17 +29,6 @@ EXIT_JOB_FAILED = 1
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 
 
-def _seconds(text: str) -> float:
-    """argparse type: a number of seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tljob",
@@ -49,13 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     def add_config_args(p: argparse.ArgumentParser, file: bool, required: bool = False) -> None:
         if file:
             p.add_argument("--config", required=required, help="YAML config file.")
-        p.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="Override one setting, e.g. --set train.batch_size=64 or "
+        add_overrides(
+            p,
+            "Override one setting, e.g. --set train.batch_size=64 or "
             "--set train.stages.1.epochs=3 (repeatable; values are YAML; applied after "
             "the file, in order).",
         )
@@ -73,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     add_verbose(train)
     train.add_argument(
         "--lock-wait",
-        type=_seconds,
+        type=seconds,
         default=0.0,
         metavar="SECONDS",
         help="When another run holds the run directory, wait up to this long for it to end "

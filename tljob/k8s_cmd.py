@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tljob.cli_args import add_overrides
 from tljob.deploy.kustomize import write_tree
 from tljob.deploy.options import (
     DEFAULT_IMAGE,
@@ -37,14 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, help="Job config (or sweep file with --tune).")
     p.add_argument("--tune", action="store_true", help="The config is a sweep: run tune.py.")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override one setting of the config, written into the ConfigMap (repeatable).",
-    )
+    add_overrides(p, "Override one setting of the config, written into the ConfigMap (repeatable).")
     p.add_argument("--resume", action="store_true", help="With --tune: continue the sweep.")
     p.add_argument("--image", help=f"Image of every Ray pod (default {DEFAULT_IMAGE}).")
     p.add_argument("--namespace", help="Namespace of every object (default: kubectl's).")

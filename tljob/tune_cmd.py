@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from tljob.cli_args import add_overrides
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     tune = sub.add_parser(
@@ -16,13 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Run a hyperparameter sweep (a job config plus a `search` section) on Ray Tune.",
     )
     tune.add_argument("--config", required=True, help="Sweep YAML file.")
-    tune.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override one setting of the sweep file, e.g. --set tune.num_samples=8 "
+    add_overrides(
+        tune,
+        "Override one setting of the sweep file, e.g. --set tune.num_samples=8 "
         "(repeatable; values are YAML).",
     )
     tune.add_argument(
