@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from tljob.config._base import merge_trees
 from tljob.config.schema import ConfigError, JobConfig
+from tljob.config.yaml_in import YamlInputError, load_yaml
 
 
 def format_errors(err: ValidationError) -> str:
@@ -48,9 +49,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} must look like dotted.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+        value = load_yaml(raw, f"override {text!r}: the value") if raw.strip() else ""
+    except YamlInputError as e:
+        raise ConfigError(str(e)) from None
     return key.split("."), value
 
 
@@ -143,9 +144,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        loaded = load_yaml(path.read_text(), f"config file {str(path)!r}")
+    except YamlInputError as e:
+        raise ConfigError(str(e)) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -52,16 +52,33 @@ class S3Section(_Section):
     )
 
 
+_REPORT = object()  # marks a stack entry of credential_keys that is a path to report
+
+
 def credential_keys(tree: Any, prefix: str = "") -> list[str]:
-    """Dotted paths of keys in a raw config tree whose names look like credentials."""
-    found = []
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            path = f"{prefix}{key}"
-            if isinstance(key, str) and CREDENTIAL_KEY.search(key):
-                found.append(path)
-            found += credential_keys(value, f"{path}.")
-    elif isinstance(tree, list):
-        for i, item in enumerate(tree):
-            found += credential_keys(item, f"{prefix}{i}.")
+    """Dotted paths of keys in a raw config tree whose names look like credentials.
+
+    Each container is visited once, at the first path that reaches it: YAML aliases share
+    one object between many places, and a walk of every place could take forever (a shared
+    key is still reported, at that first path).
+    """
+    found: list[str] = []
+    seen: set[int] = set()
+    # entries: (a node to walk, its path prefix) or (_REPORT, a credential key's path),
+    # pushed in reverse so that paths come out in the file's order
+    stack: list[tuple[Any, str]] = [(tree, prefix)]
+    while stack:
+        node, path = stack.pop()
+        if node is _REPORT:
+            found.append(path)
+            continue
+        if not isinstance(node, dict | list) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in reversed(list(items)):
+            here = f"{path}{key}"
+            stack.append((value, f"{here}."))
+            if isinstance(node, dict) and isinstance(key, str) and CREDENTIAL_KEY.search(key):
+                stack.append((_REPORT, here))
     return found

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-import yaml
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
 
 from tljob import output, preflight, storage
 from tljob.config import JobConfig, dump_config
+from tljob.config.yaml_in import load_yaml
 from tljob.data.listing import ImageListing, split_stratified
 from tljob.data.pipeline import PreparedData, prepare_data
 from tljob.errors import JobFailedError
@@ -84,7 +84,11 @@ def plan_run(run_dir: storage.Location, job: JobConfig, classes: list[str]) -> R
                 f"`data.source` now has {classes}; choose a new `run.name` to start afresh"
             )
     saved = run_dir.join("config.yaml")
-    saved_config = yaml.safe_load(storage.read_text(saved)) if storage.exists(saved) else None
+    saved_config = (
+        load_yaml(storage.read_text(saved), f"the run's saved config {saved!r}")
+        if storage.exists(saved)
+        else None
+    )
     state = _read_state(run_dir.join(name)) if name else None
     plan = plan_resume(state, name, saved_config, job, run_dir.uri)
     for stale in incomplete:
