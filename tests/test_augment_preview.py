@@ -91,8 +91,15 @@ def test_preview_grid_has_its_size_and_the_augmenters_views(config, tmp_path, ca
             "augment.zoom_range",
         ),
         (["--set", "augment.preset=heavy"], "augment.preset"),
-        (["--views", "0"], "--views (0) must be at least 1"),
-        (["--images", "-1"], "--images (-1) must be at least 1"),
+        (["--views", "0"], "--views (0) must be 1 to 32"),
+        (["--images", "-1"], "--images (-1) must be 1 to 64"),
+        (["--views", "1000", "--images", "100000"], "--images (100000) must be 1 to 64"),
+        (["--views", "33"], "--views (33) must be 1 to 32"),
+        (
+            ["--views", "32", "--images", "64", "--set", "data.image_size=512"],
+            "--images 64 x --views 32 at `data.image_size` 512 makes a 17032x35858 grid "
+            "(611 megapixels)",
+        ),
         (["--set", "data.source=/nonexistent/images"], "/nonexistent/images"),
     ],
 )

@@ -199,6 +199,26 @@ def test_merge_patch_follows_kustomize_for_schemaless_objects() -> None:
             "`model.backbone` ('resnet5'): unknown backbone",
             id="bad-config",
         ),
+        *(
+            pytest.param(
+                "",
+                ["--image", image],
+                f"--image ({image!r}): must be an image reference",
+                id=f"image-{i}",
+            )
+            for i, image in enumerate(
+                [
+                    "bad image:tag with space",
+                    "Team/tljob:1",  # capitals outside a registry host
+                    "tljob:",
+                    "tljob:-rc",
+                    "ghcr.io//tljob",
+                    "tljob@sha256:abc",
+                    "tljob:1\nkind: Secret",
+                    "ghcr.io/" + "a" * 250,
+                ]
+            )
+        ),
     ],
 )
 def test_what_cannot_run_exits_2_naming_it(
@@ -213,6 +233,23 @@ def test_what_cannot_run_exits_2_naming_it(
     captured = capsys.readouterr()
     assert message in captured.err, captured.err
     assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "tljob",
+        "team/tljob:0.1.0",
+        "localhost:5000/tljob",
+        "Registry.Example.com:443/a/b__c/d-e.f:v1.2_rc-3",
+        "[::1]:5000/tljob@sha256:" + "0" * 64,
+        "ghcr.io/team/tljob:1@sha256:" + "ab" * 32,
+    ],
+)
+def test_image_references_docker_accepts_are_written_as_given(image: str) -> None:
+    (_, rayjob) = render(EXAMPLE, render_options(image=image)).plain()
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert {c["image"] for c in head["containers"]} == {image}
 
 
 def test_a_sweep_is_not_retried_but_resumed(capsys: pytest.CaptureFixture[str]) -> None:

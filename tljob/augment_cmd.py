@@ -30,6 +30,12 @@ log = output.logger("augment")
 
 DEFAULT_IMAGES = 6
 DEFAULT_VIEWS = 6
+# A preview is a picture for people: past these it is no longer readable, and an unbounded
+# grid (1000 views x 100,000 images was a 434-megapixel PNG, 1.9 GB to draw, that Pillow
+# then refused to open as a decompression bomb) costs memory for nothing.
+MAX_IMAGES = 64
+MAX_VIEWS = 32
+MAX_GRID_PIXELS = 40_000_000  # well under Pillow's 89-megapixel decompression-bomb warning
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,15 +65,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag, value in (("--images", args.images), ("--views", args.views)):
-        if value < 1:
-            raise UserError(f"tljob augment preview: {flag} ({value}) must be at least 1")
+    for flag, value, most in (
+        ("--images", args.images, MAX_IMAGES),
+        ("--views", args.views, MAX_VIEWS),
+    ):
+        if not 1 <= value <= most:
+            raise UserError(
+                f"tljob augment preview: {flag} ({value}) must be 1 to {most} (a grid "
+                "beyond that cannot be looked at; write several previews with other --set "
+                "values instead)"
+            )
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"tljob augment preview: --out {str(out)!r} must end in .png")
     if not out.parent.is_dir():
         raise UserError(f"tljob augment preview: --out {str(out)!r}: no folder {out.parent}")
     job = load_config(args.config, args.overrides)
+    check_grid_size(args.images, args.views, job.image_size)
     storage.configure(storage.S3Settings.from_config(job.s3))
     section = job.augment
     if section.where == "model":
@@ -78,6 +92,21 @@ def run(args: argparse.Namespace) -> int:
     write_preview(job, section, out, args.images, args.views)
     print(f"augmentation preview: {out.resolve()}")
     return 0
+
+
+def check_grid_size(images: int, views: int, image_size: int) -> None:
+    """``UserError`` when the grid of ``images`` rows and ``views`` columns at
+    ``image_size`` would exceed ``MAX_GRID_PIXELS`` (checked before any image is read)."""
+    from tljob.augment.preview import grid_size
+
+    width, height = grid_size(images, views, image_size)
+    if width * height > MAX_GRID_PIXELS:
+        raise UserError(
+            f"tljob augment preview: --images {images} x --views {views} at "
+            f"`data.image_size` {image_size} makes a {width}x{height} grid "
+            f"({width * height / 1e6:.0f} megapixels), more than the "
+            f"{MAX_GRID_PIXELS // 1_000_000} a preview may have: ask for fewer images or views"
+        )
 
 
 def augment_seed(job: JobConfig) -> int:

@@ -29,6 +29,19 @@ _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 # DNS-1123 subdomain: namespace, ServiceAccount and RayCluster names.
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+# An image reference as the OCI distribution spec's grammar defines it:
+# [registry[:port]/]path[:tag][@algorithm:hex]. Registry hosts may hold capitals; path
+# components are lowercase alphanumerics joined by '.', '_', '__' or dashes.
+_REGISTRY = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?"  # noqa: E501
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_TAG_DIGEST = (
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+_IMAGE_WITH_REGISTRY = re.compile(
+    rf"{_REGISTRY}/{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*{_TAG_DIGEST}"
+)
+_IMAGE_ON_DOCKER_HUB = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*{_TAG_DIGEST}")
 
 
 class Toleration(BaseModel):
@@ -127,6 +140,24 @@ class RenderOptions(BaseModel):
     grace_seconds: int = Field(
         120, ge=0, description="Seconds a finished job's cluster is kept, success or failure."
     )
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str) -> str:
+        # as Docker reads it: the first of several components is a registry only when it
+        # looks like a host (a '.', a ':' or localhost); otherwise the name is on Docker Hub
+        first, slash, _ = value.partition("/")
+        registry = slash and ("." in first or ":" in first or first == "localhost")
+        pattern = _IMAGE_WITH_REGISTRY if registry else _IMAGE_ON_DOCKER_HUB
+        name = value.split("@")[0]
+        name = name[: name.rfind(":")] if name.rfind(":") > name.rfind("/") else name
+        if not pattern.fullmatch(value) or len(name) > 255:
+            raise ValueError(
+                "must be an image reference such as registry.example.com/team/tljob:0.1.0 "
+                "(lowercase path, optional :tag of letters, digits, '_', '.', '-', optional "
+                "@sha256:digest; no spaces)"
+            )
+        return value
 
     @field_validator("worker_memory", "data_worker_memory")
     @classmethod
