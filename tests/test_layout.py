@@ -62,6 +62,8 @@ PURE = [
     "tljob.deploy.kustomize",
     "tljob.deploy.yaml_out",
     "tljob.k8s_cmd",
+    "tljob.ray_private",
+    "tljob.config.yaml_in",
 ]
 RAY = ("ray",)
 TENSORFLOW = ("tensorflow", "tf_keras", "keras")

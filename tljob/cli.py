@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tljob import augment_cmd, k8s_cmd, output, tune_cmd, weights_cmd
+from tljob import augment_cmd, k8s_cmd, output, ray_private, tune_cmd, weights_cmd
 from tljob.cli_args import add_overrides, seconds
 from tljob.config import dump_config, load_config
 from tljob.config.reference import config_reference
@@ -199,6 +199,10 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands that run on Ray: refused before any work on a Ray tljob was not verified on.
+RAY_COMMANDS = frozenset({"train", "prepare", "demo", "tune"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     output.setup(verbose=getattr(args, "verbose", False))
@@ -214,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "k8s": k8s_cmd.run,
     }
     try:
+        if args.command in RAY_COMMANDS:
+            ray_private.check_ray_version()
         return commands[args.command](args)
     except UserError as e:
         print(f"tljob: error: {redact(str(e))}", file=sys.stderr)

@@ -25,6 +25,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from tljob import ray_private
+
 PREFIX = "[tljob] "
 _HANDLER_NAME = "tljob-lines"
 # Loggers whose console output is Ray's internals; their file handlers are left alone.
@@ -157,30 +159,12 @@ def forward_only_tljob_lines(verbose: bool) -> bool:
     records, Ray Train's controller, TensorFlow's start-up lines) stays in the session log
     files, where Ray writes every process's output anyway. Returns whether the filter is on.
 
-    Ray exposes no public hook for this, so it wraps the handler Ray registers for
-    forwarded output (``ray._private.worker``); if that is missing, output is left as it is.
+    Ray exposes no public hook for this (``tljob.ray_private``); if its internals moved,
+    output is left as it is.
     """
     if verbose:
         return False
-    try:
-        from ray._private import worker as ray_worker
-
-        dispatcher = ray_worker.global_worker_stdstream_dispatcher
-        print_batch = ray_worker.print_to_stdstream
-        ignore_prefix = ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)
-    except (ImportError, AttributeError):
-        return False
-
-    def tljob_lines_only(data: dict[str, Any]) -> None:
-        lines = [line for line in data.get("lines", []) if PREFIX in line]
-        if lines:
-            print_batch({**data, "lines": lines}, ignore_prefix=ignore_prefix)
-
-    if not any(name == "ray_print_logs" for name, _ in getattr(dispatcher, "handlers", [])):
-        return False  # not a driver with log_to_driver, or Ray changed: leave it alone
-    dispatcher.remove_handler("ray_print_logs")
-    dispatcher.add_handler("ray_print_logs", tljob_lines_only)
-    return True
+    return ray_private.replace_worker_output_printer(lambda line: PREFIX in line)
 
 
 # Warnings the raylet sends every driver that are about Ray's own housekeeping, not the
@@ -192,27 +176,10 @@ _HARMLESS_RAY_WARNINGS = re.compile(r"worker processes have been started on node
 def hide_ray_warnings(verbose: bool) -> bool:
     """In a Ray driver, drop the raylet's messages that match ``_HARMLESS_RAY_WARNINGS``
     from the console (others, e.g. a worker killed for lack of memory, still show).
-    Returns whether the filter is on; no-op when ``verbose``.
-
-    Ray prints them from a background thread through ``ray._private.worker``'s module
-    function ``print_to_stdstream``, which has no public hook; it is wrapped. If it is
-    missing, output is left as it is."""
+    Returns whether the filter is on; no-op when ``verbose``. Ray has no public hook for
+    it (``tljob.ray_private``); if its internals moved, output is left as it is."""
     if verbose:
         return False
-    try:
-        from ray._private import worker as ray_worker
-
-        original = ray_worker.print_to_stdstream
-    except (ImportError, AttributeError):
-        return False
-    if getattr(original, "_tljob_filter", False):
-        return True
-
-    def without_harmless(data: dict[str, Any], ignore_prefix: bool) -> None:
-        lines = [ln for ln in data.get("lines", []) if not _HARMLESS_RAY_WARNINGS.search(ln)]
-        if lines:
-            original({**data, "lines": lines}, ignore_prefix=ignore_prefix)
-
-    without_harmless._tljob_filter = True  # type: ignore[attr-defined]
-    ray_worker.print_to_stdstream = without_harmless
-    return True
+    return ray_private.filter_stdstream_prints(
+        lambda line: bool(_HARMLESS_RAY_WARNINGS.search(line))
+    )

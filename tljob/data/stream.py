@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray.data
 
-from tljob import storage
+from tljob import ray_private, storage
 from tljob.data.shards import decode_stored
 from tljob.data.views import TrainingViews, execution_epoch, one_hot, training_views
 from tljob.images import resize_fast_uint8
@@ -173,7 +173,7 @@ def split_dataset(
             "views": views,
             "one_hot_classes": one_hot_classes,
             # executions of this dataset so far: the next one is epoch views.epoch_offset
-            "first_execution": ds.context._execution_idx,
+            "first_execution": ray_private.execution_index(ds.context),
         },
         # One task reads a few row groups, drawn after the shuffle of the groups: Ray Data
         # bundles that many one-group blocks into the task.

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from ray.data import DataContext, Dataset
 
+from tljob import ray_private
 from tljob.augment.keys import image_keys
 from tljob.augment.mixing import mix_batch
 from tljob.augment.pipeline import Augmenter
@@ -70,7 +71,7 @@ class TrainingViews:
 
 def execution_epoch(first_execution: int, epoch_offset: int) -> int:
     """The epoch of the running task: see the module docstring."""
-    return epoch_offset + DataContext.get_current()._execution_idx - first_execution
+    return epoch_offset + ray_private.execution_index(DataContext.get_current()) - first_execution
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,12 @@ class EpochMark:
 
     @classmethod
     def of(cls, dataset: Dataset, next_epoch: int) -> EpochMark:
-        return cls(dataset.context._execution_idx, next_epoch)
+        return cls(ray_private.execution_index(dataset.context), next_epoch)
 
     def start_at(self, dataset: Dataset, epoch: int) -> None:
         """Make the next execution of ``dataset`` (the marked one, or a pickled copy of it)
         epoch ``epoch``, by setting its context's execution counter."""
-        dataset.context._execution_idx = self.execution + epoch - self.epoch
+        ray_private.set_execution_index(dataset.context, self.execution + epoch - self.epoch)
 
 
 def row_group_key(keys: np.ndarray) -> int:

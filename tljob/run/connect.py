@@ -9,10 +9,8 @@ from collections.abc import Callable
 
 import ray
 
-from tljob import output, preflight, storage
+from tljob import output, preflight, ray_private, storage
 from tljob.config import JobConfig
-
-_RAY_AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def ensure_ray(verbose: bool = False, worker_lines: bool = True) -> None:
@@ -24,13 +22,14 @@ def ensure_ray(verbose: bool = False, worker_lines: bool = True) -> None:
     own console chatter is turned off on both sides (``tljob.output``). Every process of
     the job gets this process's S3 settings (``storage.worker_env()``: non-secret) and the
     cluster's address. A Ray that is already initialised is used as it is."""
+    ray_private.check_ray_version()
     output.quiet_ray(verbose)
     if ray.is_initialized():
         return
     if not verbose:
         # Ray's notice that a local cluster uses token authentication (its default): Ray's
         # own business, like its other start-up lines.
-        logging.getLogger(_RAY_AUTH_NOTICE_LOGGER).setLevel(logging.ERROR)
+        ray_private.silence_auth_notice()
     address = os.environ.get("RAY_ADDRESS") or None
     env = {**output.worker_env(verbose), **storage.worker_env()}
     if address:

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from tljob import output, storage
+from tljob import output, ray_private, storage
 from tljob.config.sweep import Sweep
 from tljob.errors import UserError
 from tljob.report import data_summary_line
@@ -99,7 +99,7 @@ def _tuner(sweep: Sweep, trainable: Any, resume: bool, verbose: bool, concurrenc
         )
         # Tune restores the first run's RunConfig, verbosity included; this run's --verbose
         # decides (Tuner.restore has no parameter for it).
-        tuner._local_tuner.get_run_config().verbose = _tune_verbosity(verbose)
+        ray_private.set_restored_tuner_verbosity(tuner, _tune_verbosity(verbose))
         return tuner
     if exists:
         raise SweepStateError(

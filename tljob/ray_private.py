@@ -1,0 +1,156 @@
+"""Every use tljob makes of Ray's private APIs, in one room.
+
+Ray offers no public way to do these five things, so tljob reaches inside; each function
+below says what it relies on, and ``tests/test_ray_private.py`` has a test per use that
+fails when Ray changes the behaviour relied on. They were verified on the Ray versions in
+``VERIFIED_RAY_VERSIONS``; ``check_ray_version`` refuses any other (the escape hatch is
+``TLJOB_ALLOW_UNTESTED_RAY=1``).
+
+1. ``DataContext._execution_idx``: how many times a dataset has been executed, which is the
+   epoch of an augmented training stream (read in tasks, and written when a restarted worker
+   group resumes; see ``tljob.data.views``).
+2. ``Tuner._local_tuner``: the RunConfig a restored Tuner runs with, whose verbosity
+   ``Tuner.restore`` takes no parameter for.
+3. ``ray._private.worker.global_worker_stdstream_dispatcher``: the handler that prints
+   output forwarded from workers, replaced to keep only tljob's lines.
+4. ``ray._private.worker.print_to_stdstream``: the function that prints raylet warnings,
+   wrapped to drop Ray's housekeeping notices.
+5. The logger ``ray._private.authentication.authentication_token_setup``, silenced for its
+   start-up notice unless ``--verbose``.
+
+Nothing here imports Ray at module level: the driver-side helpers of ``tljob.output`` use
+it lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from tljob.errors import UserError
+
+VERIFIED_RAY_VERSIONS = ("2.60.0",)
+ALLOW_UNTESTED_ENV = "TLJOB_ALLOW_UNTESTED_RAY"
+AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+_PRINT_LOGS_HANDLER = "ray_print_logs"
+
+log = logging.getLogger("tljob.ray_private")
+
+
+class UntestedRayError(UserError, RuntimeError):
+    """The installed Ray is not one tljob's private-API uses were verified on."""
+
+
+def check_ray_version(version: str | None = None) -> None:
+    """Refuse (``UntestedRayError``, exit 2) a Ray other than ``VERIFIED_RAY_VERSIONS``
+    unless ``TLJOB_ALLOW_UNTESTED_RAY=1``, in which case only warn. ``version`` defaults to
+    the installed ``ray.__version__``."""
+    if version is None:
+        import ray
+
+        version = ray.__version__
+    if version in VERIFIED_RAY_VERSIONS:
+        return
+    verified = ", ".join(VERIFIED_RAY_VERSIONS)
+    if os.environ.get(ALLOW_UNTESTED_ENV) == "1":
+        log.warning(
+            f"Ray {version} is not one tljob was verified on ({verified}); running anyway "
+            f"({ALLOW_UNTESTED_ENV}=1)"
+        )
+        return
+    raise UntestedRayError(
+        f"Ray {version} is installed, but tljob relies on Ray internals verified only on "
+        f"Ray {verified} (epoch counting of augmented streams, log filtering, sweep "
+        f"resume): install one of those (pip install 'ray[default,train,tune,data]=="
+        f"{VERIFIED_RAY_VERSIONS[-1]}'), or set {ALLOW_UNTESTED_ENV}=1 to run at your own "
+        "risk and check the results"
+    )
+
+
+# 1. Ray Data's execution counter
+
+
+def execution_index(context: Any) -> int:
+    """Executions of the dataset that owns ``context`` (a ``ray.data.DataContext``) so
+    far; inside a task, ``DataContext.get_current()`` is the executing dataset's context."""
+    return context._execution_idx
+
+
+def set_execution_index(context: Any, value: int) -> None:
+    """Make the next execution of the dataset owning ``context`` count as ``value``."""
+    context._execution_idx = value
+
+
+# 2. A restored Tuner's run config
+
+
+def set_restored_tuner_verbosity(tuner: Any, verbose: int) -> None:
+    """Set the Ray Tune verbosity (0..3) a ``tune.Tuner`` (restored or new) runs with."""
+    tuner._local_tuner.get_run_config().verbose = verbose
+
+
+def tuner_verbosity(tuner: Any) -> int:
+    """The verbosity a ``tune.Tuner`` will run with (for the tests)."""
+    return tuner._local_tuner.get_run_config().verbose
+
+
+# 3 and 4. What a driver prints of forwarded output
+
+
+def replace_worker_output_printer(keep: Callable[[str], bool]) -> bool:
+    """In a driver joined with ``log_to_driver=True``, print only the forwarded lines for
+    which ``keep`` is true (others stay in Ray's session log files). Returns whether the
+    printer was replaced: False when this is not such a driver or Ray's internals moved."""
+    try:
+        from ray._private import worker as ray_worker
+
+        dispatcher = ray_worker.global_worker_stdstream_dispatcher
+        print_batch = ray_worker.print_to_stdstream
+        ignore_prefix = ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)
+    except (ImportError, AttributeError):
+        return False
+    handlers = getattr(dispatcher, "handlers", [])
+    if not any(name == _PRINT_LOGS_HANDLER for name, _ in handlers):
+        return False
+
+    def kept_lines_only(data: dict[str, Any]) -> None:
+        lines = [line for line in data.get("lines", []) if keep(line)]
+        if lines:
+            print_batch({**data, "lines": lines}, ignore_prefix=ignore_prefix)
+
+    dispatcher.remove_handler(_PRINT_LOGS_HANDLER)
+    dispatcher.add_handler(_PRINT_LOGS_HANDLER, kept_lines_only)
+    return True
+
+
+def filter_stdstream_prints(drop: Callable[[str], bool]) -> bool:
+    """Wrap Ray's ``print_to_stdstream`` (raylet warnings and forwarded output) so that
+    lines for which ``drop`` is true are not printed. Idempotent; returns whether the
+    filter is on (False when Ray's internals moved)."""
+    try:
+        from ray._private import worker as ray_worker
+
+        original = ray_worker.print_to_stdstream
+    except (ImportError, AttributeError):
+        return False
+    if getattr(original, "_tljob_filter", False):
+        return True
+
+    def without_dropped(data: dict[str, Any], ignore_prefix: bool) -> None:
+        lines = [line for line in data.get("lines", []) if not drop(line)]
+        if lines:
+            original({**data, "lines": lines}, ignore_prefix=ignore_prefix)
+
+    without_dropped._tljob_filter = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = without_dropped
+    return True
+
+
+# 5. Ray's token-authentication notice
+
+
+def silence_auth_notice() -> None:
+    """Hide Ray's start-up notice that a local cluster uses token authentication."""
+    logging.getLogger(AUTH_NOTICE_LOGGER).setLevel(logging.ERROR)
