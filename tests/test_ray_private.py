@@ -64,7 +64,6 @@ def test_an_untested_ray_stops_a_command_with_exit_2(tmp_path, digits_tree):
 PRIVATE_ATTRIBUTES = {
     "_execution_idx",
     "_local_tuner",
-    "_should_ignore_worker_log_prefix",
     "global_worker_stdstream_dispatcher",
     "print_to_stdstream",
 }
@@ -137,20 +136,27 @@ def test_stdstream_prints_are_filtered_where_ray_calls_them(capsys):
 
 
 @pytest.mark.ray
-def test_forwarded_worker_output_is_filtered_by_the_replaced_printer(tmp_path):
+def test_forwarded_worker_output_is_printed_clean_by_the_replaced_printer(tmp_path):
+    # As a Train worker's lines reach `ray job logs` or a file: an actor's stdout and
+    # stderr, through a driver whose own output is not a terminal.
     script = textwrap.dedent(
         """
-        import time, ray
+        import sys, time, ray
         from tljob import ray_private
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=True)
-        replaced = ray_private.replace_worker_output_printer(lambda line: "[keep]" in line)
+        replaced = ray_private.replace_worker_output_printer(
+            lambda line: line.upper() if "[keep]" in line else None
+        )
 
         @ray.remote
-        def speak():
-            print("[keep] a line for the user", flush=True)
-            print("ray internals nobody asked for", flush=True)
+        class RayTrainWorker:
+            def speak(self):
+                print("[keep] to stdout", flush=True)
+                print("ray internals nobody asked for", flush=True)
+                print("[keep] to stderr", file=sys.stderr, flush=True)
 
-        ray.get(speak.remote())
+        worker = RayTrainWorker.remote()
+        ray.get(worker.speak.remote())
         time.sleep(3)  # forwarded output arrives from the log monitor
         print("replaced:", replaced, flush=True)
         ray.shutdown()
@@ -159,11 +165,20 @@ def test_forwarded_worker_output_is_filtered_by_the_replaced_printer(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert "replaced: True" in output
-    assert "[keep] a line for the user" in output
-    assert "ray internals nobody asked for" not in output
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "replaced: True" in result.stdout
+    assert "[KEEP] TO STDOUT\n" in result.stdout.splitlines(keepends=True)
+    assert "[KEEP] TO STDERR\n" in result.stderr.splitlines(keepends=True)
+    both = result.stdout + result.stderr
+    assert "ray internals nobody asked for" not in both
+    assert "pid=" not in both and "\x1b[" not in both
+
+
+def test_a_forwarded_tljob_line_loses_its_colour_codes_and_others_are_dropped():
+    from tljob.output import tljob_line
+
+    assert tljob_line("\x1b[36m[tljob] epoch 1/5\x1b[0m loss 0.5") == "[tljob] epoch 1/5 loss 0.5"
+    assert tljob_line("\x1b[33m(RayTrainWorker pid=12) TF start-up\x1b[0m") is None
 
 
 @pytest.fixture(scope="module")

@@ -153,18 +153,32 @@ def _console_off(log: logging.Logger) -> None:
             handler.setLevel(logging.ERROR)
 
 
+# Colour and cursor escapes (CSI sequences) a forwarded line may carry.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def tljob_line(forwarded: str) -> str | None:
+    """A line forwarded from a worker as the user should read it: tljob's own lines
+    without colour codes, anything else None."""
+    if PREFIX not in forwarded:
+        return None
+    return _ANSI_ESCAPE.sub("", forwarded)
+
+
 def forward_only_tljob_lines(verbose: bool) -> bool:
     """In a Ray driver (after ``ray.init(log_to_driver=True)``), print only the ``[tljob]``
-    lines of the output Ray forwards from workers and actors; the rest (Ray Data execution
-    records, Ray Train's controller, TensorFlow's start-up lines) stays in the session log
-    files, where Ray writes every process's output anyway. Returns whether the filter is on.
+    lines of the output Ray forwards from workers and actors, clean: without Ray's
+    ``(RayTrainWorker pid=…)`` prefix or colour codes, as they read in a log file or
+    ``ray job logs``. The rest (Ray Data execution records, Ray Train's controller,
+    TensorFlow's start-up lines) stays in the session log files, where Ray writes every
+    process's output anyway. Returns whether the filter is on.
 
     Ray exposes no public hook for this (``tljob.ray_private``); if its internals moved,
     output is left as it is.
     """
     if verbose:
         return False
-    return ray_private.replace_worker_output_printer(lambda line: PREFIX in line)
+    return ray_private.replace_worker_output_printer(tljob_line)
 
 
 # Warnings the raylet sends every driver that are about Ray's own housekeeping, not the

@@ -12,7 +12,7 @@ fails when Ray changes the behaviour relied on. They were verified on the Ray ve
 2. ``Tuner._local_tuner``: the RunConfig a restored Tuner runs with, whose verbosity
    ``Tuner.restore`` takes no parameter for.
 3. ``ray._private.worker.global_worker_stdstream_dispatcher``: the handler that prints
-   output forwarded from workers, replaced to keep only tljob's lines.
+   output forwarded from workers, replaced to print only tljob's lines, clean.
 4. ``ray._private.worker.print_to_stdstream``: the function that prints raylet warnings,
    wrapped to drop Ray's housekeeping notices.
 5. The logger ``ray._private.authentication.authentication_token_setup``, silenced for its
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -99,29 +100,32 @@ def tuner_verbosity(tuner: Any) -> int:
 # 3 and 4. What a driver prints of forwarded output
 
 
-def replace_worker_output_printer(keep: Callable[[str], bool]) -> bool:
-    """In a driver joined with ``log_to_driver=True``, print only the forwarded lines for
-    which ``keep`` is true (others stay in Ray's session log files). Returns whether the
-    printer was replaced: False when this is not such a driver or Ray's internals moved."""
+def replace_worker_output_printer(select: Callable[[str], str | None]) -> bool:
+    """In a driver joined with ``log_to_driver=True``, print forwarded lines as ``select``
+    returns them, without Ray's ``(name pid=…)`` prefix, its colour codes or its
+    de-duplication, each to the stream it came from; lines it maps to None are not
+    printed (they stay in Ray's session log files). Returns whether the printer was
+    replaced: False when this is not such a driver or Ray's internals moved."""
     try:
         from ray._private import worker as ray_worker
 
         dispatcher = ray_worker.global_worker_stdstream_dispatcher
-        print_batch = ray_worker.print_to_stdstream
-        ignore_prefix = ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)
     except (ImportError, AttributeError):
         return False
     handlers = getattr(dispatcher, "handlers", [])
     if not any(name == _PRINT_LOGS_HANDLER for name, _ in handlers):
         return False
 
-    def kept_lines_only(data: dict[str, Any]) -> None:
-        lines = [line for line in data.get("lines", []) if keep(line)]
-        if lines:
-            print_batch({**data, "lines": lines}, ignore_prefix=ignore_prefix)
+    def selected_lines_only(data: dict[str, Any]) -> None:
+        chosen = [select(line) for line in data.get("lines", [])]
+        text = "".join(f"{line}\n" for line in chosen if line is not None)
+        if text:
+            sink = sys.stderr if data.get("is_err") else sys.stdout
+            sink.write(text)
+            sink.flush()
 
     dispatcher.remove_handler(_PRINT_LOGS_HANDLER)
-    dispatcher.add_handler(_PRINT_LOGS_HANDLER, kept_lines_only)
+    dispatcher.add_handler(_PRINT_LOGS_HANDLER, selected_lines_only)
     return True
 
 
