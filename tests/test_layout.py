@@ -62,6 +62,7 @@ PURE = [
     "tljob.deploy.kustomize",
     "tljob.deploy.yaml_out",
     "tljob.k8s_cmd",
+    "tljob.docs_gen",
 ]
 RAY = ("ray",)
 TENSORFLOW = ("tensorflow", "tf_keras", "keras")
