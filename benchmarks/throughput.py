@@ -5,7 +5,7 @@
 
     .venv/bin/python benchmarks/throughput.py [--size 32] [--steps 8]
 
-Prints a Markdown table; the README's figures come from this command.
+Prints a Markdown table; docs/pages/performance/2026-11-27-throughput.md came from this command.
 """
 
 from __future__ import annotations

@@ -340,13 +340,14 @@ def test_cli_bad_config_exits_2_before_ray_starts(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_readme_config_reference_is_current():
+def test_docs_config_reference_is_current():
     from tljob.config.reference import config_reference
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    page = Path(__file__).resolve().parents[1] / "docs" / "pages" / "reference" / "config.md"
+    text = page.read_text()
     start, end = "<!-- config-reference:start -->\n", "\n<!-- config-reference:end -->"
-    documented = readme[readme.index(start) + len(start) : readme.index(end)]
-    assert documented == config_reference(), "regenerate with: tljob config --reference"
+    documented = text[text.index(start) + len(start) : text.index(end)]
+    assert documented == config_reference(), "regenerate with: python -m tljob.docs_gen --write"
 
 
 def test_typed_values_are_parsed_once_and_saved_as_written(tmp_path):

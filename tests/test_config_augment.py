@@ -217,8 +217,9 @@ def test_a_saved_config_reads_back_equal(tmp_path, overrides):
     assert JobConfig.model_validate(job.record()).augment == job.augment
 
 
-def test_readme_reference_lists_every_augment_option():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_docs_reference_lists_every_augment_option():
+    page = Path(__file__).resolve().parents[1] / "docs" / "pages" / "reference" / "config.md"
+    reference = page.read_text()
     names = []
     for name, field in AugmentSection.model_fields.items():
         sub = field.annotation
@@ -227,5 +228,5 @@ def test_readme_reference_lists_every_augment_option():
         else:
             names.append(name)
     assert len(names) == 28
-    missing = [name for name in names if f"| `augment.{name}` |" not in readme]
+    missing = [name for name in names if f"| `augment.{name}` |" not in reference]
     assert missing == []

@@ -64,6 +64,7 @@ PURE = [
     "tljob.k8s_cmd",
     "tljob.ray_private",
     "tljob.config.yaml_in",
+    "tljob.docs_gen",
 ]
 RAY = ("ray",)
 TENSORFLOW = ("tensorflow", "tf_keras", "keras")

@@ -4,7 +4,7 @@ smoothing, macro-F1 / per-class recall, balanced class weights, precision and XL
 per-stage BatchNorm switch.
 
 Expected values are computed here, in plain Python / numpy / scikit-learn, from the
-definitions in the README, never from tljob's own code.
+definitions in docs/pages/training.md, never from tljob's own code.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def stage(*overrides: str, epochs: int = 4, lr: float = 0.1):
 
 
 def expected_rate(kind: str, s: int, *, lr=0.1, epochs=4, warmup=0, every=1, factor=0.1, f=0.0):
-    """The README's definitions, in plain Python floats."""
+    """The docs' definitions (docs/pages/training.md), in plain Python floats."""
     if kind in ("constant", "plateau"):
         rate = lr
     elif kind == "step":

@@ -126,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tljob`` argument parser, every command and sub-command on it. Its public name:
+    the docs' CLI reference is generated from it (``tljob.docs_gen``), wherever the
+    commands live."""
+    return _parser()
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     job = resolve_job(args.config, args.overrides)
     summary = run_job(job, verbose=args.verbose, lock_wait_s=args.lock_wait)

@@ -70,7 +70,8 @@ PREVIEW_VIEWS = 6
 # at 96 px, where ImageNet features pay off (at 32 px they barely help): the head alone on
 # the frozen backbone, then the last 60 backbone layers at a gentle rate (BatchNorm stays in
 # inference mode with pretrained weights). 2e-4: 1e-4 per 32 images, for the global batch of
-# 2 workers x 32. Measured in the README (demo table), beside `weights: none`.
+# 2 workers x 32. Measured in docs/pages/performance/2026-11-28-fresh-clone.md, beside
+# `weights: none`.
 DEMO_CONFIG: dict[str, Any] = {
     "data": {"image_size": 96, "val_fraction": 0.2, "seed": 0},
     "model": {"backbone": "mobilenet_v2_tv", "weights": "imagenet", "head": {"dropout": 0.2}},

@@ -1,5 +1,6 @@
 """The configuration reference: every setting with its default and description, walked from
-the schema. ``tljob config --reference`` prints it and a test keeps the README's copy equal."""
+the schema. ``tljob config --reference`` prints it; ``tljob.docs_gen`` writes it, with the
+sweep file's ``tune`` section, into the docs' reference page (a test keeps that page current)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from tljob.config.schema import JobConfig
 
 
 def config_reference() -> str:
-    """Every setting with its default and description, as a Markdown table."""
+    """Every setting of a job config with its default and description, as a Markdown table."""
+    return settings_table(JobConfig)
+
+
+def settings_table(model: type[BaseModel], prefix: str = "") -> str:
+    """Every setting of the schema section ``model`` (nested sections and list entries
+    walked, each name written as ``<prefix><dotted path>``), with its default and
+    description, as a Markdown table."""
     rows = ["| setting | default | description |", "| --- | --- | --- |"]
 
     def cell(text: str) -> str:
@@ -43,5 +51,5 @@ def config_reference() -> str:
                 shown = f"`{default}`"
             rows.append(f"| `{prefix}{name}` | {shown} | {cell(field.description)} |")
 
-    walk(JobConfig, "", JobConfig.model_construct())
+    walk(model, prefix, model.model_construct())
     return "\n".join(rows)

@@ -32,6 +32,14 @@ SpaceKind = Literal["choice", "grid", "uniform", "loguniform", "randint"]
 SPACE_KINDS: tuple[str, ...] = get_args(SpaceKind)
 DISCRETE_KINDS = ("choice", "grid")  # a list of values
 RANGE_KINDS = ("uniform", "loguniform", "randint")  # [lo, hi] bounds
+# What a trial gets from each kind of space (the docs' reference table is written from it).
+SPACE_MEANINGS: dict[str, str] = {
+    "choice": "one of the values, drawn at random (searcher `grid` enumerates them instead)",
+    "grid": "every value, each in its own trials (a grid search)",
+    "uniform": "a float drawn uniformly from [lo, hi)",
+    "loguniform": "a float whose logarithm is uniform in [log lo, log hi); lo > 0",
+    "randint": "an integer from lo to hi - 1 (hi excluded, as Ray Tune's `randint`)",
+}
 
 _DATA_FIXED = "it changes the prepared data's fingerprint, and a sweep prepares its data once"
 # Config paths (and everything under them) a sweep cannot vary, with the reason. The data

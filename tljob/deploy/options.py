@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tljob.config.load import error_lines
 from tljob.errors import UserError
 
-# A placeholder registry: build ./Dockerfile and push it to your own (README, "Run on a
-# cluster").
+# A placeholder registry: build ./Dockerfile and push it to your own (docs/pages/kubernetes.md,
+# "The container image").
 DEFAULT_IMAGE = "ghcr.io/example/tljob:0.1.0"
 # Kubernetes quantities as the API server accepts them for CPU and memory (a subset: plain
 # or decimal numbers with a binary or decimal suffix, or millicores).
