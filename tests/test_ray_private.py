@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_the_installed_ray_is_a_verified_one():
     import ray
 
+    assert ray_private.installed_ray_version() == ray.__version__
     assert ray.__version__ in ray_private.VERIFIED_RAY_VERSIONS
     check_ray_version()
 
@@ -48,8 +49,9 @@ def test_an_untested_ray_stops_a_command_with_exit_2(tmp_path, digits_tree):
     )
     code = textwrap.dedent(
         f"""
-        import sys, ray
-        ray.__version__ = "9.9.9"
+        import sys
+        from tljob import ray_private
+        ray_private.installed_ray_version = lambda: "9.9.9"
         from tljob.cli import main
         sys.exit(main(["train", "--config", "{config}"]))
         """

@@ -44,14 +44,20 @@ class UntestedRayError(UserError, RuntimeError):
     """The installed Ray is not one tljob's private-API uses were verified on."""
 
 
+def installed_ray_version() -> str:
+    """The installed Ray's version, read from its package metadata: checking it costs no
+    import of Ray (a bad config is refused before Ray is loaded)."""
+    import importlib.metadata
+
+    return importlib.metadata.version("ray")
+
+
 def check_ray_version(version: str | None = None) -> None:
     """Refuse (``UntestedRayError``, exit 2) a Ray other than ``VERIFIED_RAY_VERSIONS``
     unless ``TLJOB_ALLOW_UNTESTED_RAY=1``, in which case only warn. ``version`` defaults to
-    the installed ``ray.__version__``."""
+    the installed Ray's (``installed_ray_version``)."""
     if version is None:
-        import ray
-
-        version = ray.__version__
+        version = installed_ray_version()
     if version in VERIFIED_RAY_VERSIONS:
         return
     verified = ", ".join(VERIFIED_RAY_VERSIONS)
