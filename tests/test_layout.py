@@ -16,6 +16,8 @@ PURE = [
     "tljob.config.sweep",
     "tljob.zoo",
     "tljob.zoo.listing",
+    "tljob.zoo.convert.pth",
+    "tljob.zoo.convert.pth_pickle",
     "tljob.report",
     "tljob.storage",
     "tljob.storage.s3api",

@@ -16,6 +16,7 @@ from pathlib import Path
 from tljob import output
 from tljob.errors import UserError
 from tljob.zoo import file_sha256
+from tljob.zoo.convert.pth import read_state_dict
 
 log = output.logger("weights")
 # what the user may call the network -> the registered backbone its weights are for
@@ -61,10 +62,11 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UserError(f"tljob weights import: --out {str(out)!r}: no folder {out.parent}")
     log.info(f"weights: reading {pth} (sha256 {file_sha256(pth)})")
+    state = read_state_dict(pth)  # pure: a bad file is refused before TensorFlow loads
     with output.native_logs_hidden(False):
         from tljob.nn.torchvision_mobilenet import convert_checkpoint
 
-    model = convert_checkpoint(pth, out, include_top=args.with_top)
+    model = convert_checkpoint(pth, out, include_top=args.with_top, state=state)
     top = "with the 1000-class ImageNet classifier" if args.with_top else "no top"
     log.info(f"weights: wrote {out} ({model.count_params():,} parameters, {top})")
     if not args.with_top:

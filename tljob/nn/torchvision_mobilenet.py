@@ -17,7 +17,7 @@ weight shapes) with torchvision's two differences:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tljob.nn.builders import register
 from tljob.nn.keras import tf_keras
@@ -29,6 +29,9 @@ from tljob.zoo.convert.mobilenet_v2 import (
     keras_weights,
 )
 from tljob.zoo.convert.pth import CheckpointError, read_state_dict
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BUILDER_NAME = "mobilenet_v2_torchvision"
 layers = tf_keras.layers
@@ -102,14 +105,18 @@ def mobilenet_v2_torchvision(
 
 
 def convert_checkpoint(
-    pth: str | Path, out: str | Path, include_top: bool = False
+    pth: str | Path,
+    out: str | Path,
+    include_top: bool = False,
+    state: dict[str, np.ndarray] | None = None,
 ) -> tf_keras.Model:
     """Read torchvision's MobileNetV2 ``.pth`` and write it as a Keras weights file of
     ``mobilenet_v2_torchvision`` (``.weights.h5``, or legacy ``.h5``); returns the model.
+    ``state``: the file's tensors when already read (``read_state_dict(pth)``).
 
     Raises ``CheckpointError`` (a ``UserError``) for an unreadable or unsafe file, or one
     of another network."""
-    arrays = keras_weights(read_state_dict(pth), include_top)
+    arrays = keras_weights(read_state_dict(pth) if state is None else state, include_top)
     model = mobilenet_v2_torchvision(include_top=include_top, input_shape=(224, 224, 3))
     for name, values in arrays.items():
         layer = model.get_layer(name)
