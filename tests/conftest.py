@@ -314,3 +314,12 @@ def scan_file(path: str, max_image_pixels: int = 100_000_000):
     from tljob.data.shards import scan_object
 
     return scan_object(path, StoreSettings(1, 1, "raw", 0, max_image_pixels, 1))
+
+
+def write_manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """A manifest CSV at ``path``: the header ``uri,label``, then ``rows``."""
+    import csv
+
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("uri", "label"), *rows])
+    return path

@@ -288,3 +288,19 @@ def test_redact_removes_known_credentials_and_credential_shaped_text(monkeypatch
         "Credential=[redacted], Signature=[redacted]; "
         "url?X-Amz-Security-Token=[redacted]&x=1"
     )
+
+
+# --- class names on S3, as on a local disk (tljob.data, no Ray) ------------------------------
+
+
+def test_s3_class_prefixes_that_differ_only_in_case_are_refused_naming_both(s3):
+    from tljob.data.listing import DataError, list_images
+
+    for key in ("src/Cat/1.png", "src/cat/2.png", "src/dog/3.png"):
+        storage.write_bytes(storage.resolve(s3.uri(key)), b"data")
+    with pytest.raises(DataError) as err:
+        list_images(s3.uri("src"))
+    assert str(err.value).startswith(
+        f"`data.source` ({s3.uri('src')!r}): the class folders 'Cat' and 'cat' differ only in "
+        "case (compared after NFC normalisation with str.casefold)"
+    )

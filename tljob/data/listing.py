@@ -19,12 +19,20 @@ whether it decodes) and decides, before any train/validation split:
   quarantined, with a reason that names the classes.
 
 So every listed file is exactly one of: usable, duplicate, quarantined.
+
+Two class names that differ only in case (``Cat`` and ``cat``) are refused
+(``refuse_case_variants``): a case-insensitive store would make them one folder. Names are
+compared after NFC normalisation and ``str.casefold`` (``class_name_key``), so composed and
+decomposed accents (``caf\\u00e9``, ``cafe\\u0301``, which macOS and Linux may spell
+differently) and ``ß``/``SS`` are one name too; compatibility forms that case folding
+leaves alone (NFKC: a superscript ``²`` against ``2``) stay distinct names.
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +90,7 @@ def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
     class_dirs = sorted(
         posixpath.basename(d) for d in walk.directories if posixpath.dirname(d) == root.path
     )
+    refuse_case_variants(class_dirs, f"`data.source` ({source!r}): the class folders")
     files: dict[str, list[str]] = {}
     # Paths are kept as URIs (the same as paths on local disk), so that any process can
     # ``storage.resolve`` them.
@@ -198,3 +207,37 @@ def split_stratified(
     np.random.default_rng([seed, 1_000_003]).shuffle(train)
     val.sort(key=lambda item: item["path"])
     return train, val
+
+
+def class_name_key(name: str) -> str:
+    """What two class names are compared by: NFC, then ``str.casefold``, then NFC again
+    (folding can decompose): ``Cat``, ``CAT`` and ``cat`` give one key, and so do the
+    composed and decomposed spellings of an accented name."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+def refuse_case_variants(names: Iterable[str], what: str) -> None:
+    """Raise ``DataError`` when two of ``names`` differ only in case or Unicode
+    normalisation; ``what`` says whose names they are (e.g. "`data.source` (…): the class
+    folders"). Every such group is named, each name as written."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(set(names)):
+        groups.setdefault(class_name_key(name), []).append(name)
+    clashes = [group for group in groups.values() if len(group) > 1]
+    if not clashes:
+        return
+    described = "; ".join(_names_as_written(group) for group in clashes)
+    raise DataError(
+        f"{what} {described} differ only in case (compared after NFC normalisation with "
+        "str.casefold): they would be trained as different classes, and a case-insensitive "
+        "filesystem or store would hold them as one. Use one spelling for each class: move "
+        "the images of one into the other"
+    )
+
+
+def _names_as_written(group: Sequence[str]) -> str:
+    text = " and ".join(map(repr, group))
+    if len({unicodedata.normalize("NFC", n) for n in group}) < len(group):
+        # Composed and decomposed spellings print alike: show their code points too.
+        text += " (written " + " and ".join(map(ascii, group)) + ")"
+    return text

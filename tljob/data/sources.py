@@ -11,7 +11,7 @@ skipped, and what was set aside at listing (``ImageListing.quarantined``):
   exist is ``missing_object``; a row without a uri is ``empty_uri`` (its path is
   ``<manifest>#row=<n>``, data rows counted from 1); one uri listed under two labels is a
   ``label_conflict`` (every row), listed twice under one label a ``duplicate_row`` (the
-  later rows).
+  later rows). Labels that differ only in case are refused (``listing.refuse_case_variants``).
 * a folder tree: ``listing.list_images``; with ``data.classes`` set, files in other class
   folders are ``unknown_label``, and a listed class without a folder is an error.
 
@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from tljob import storage
 from tljob.config import DataSection
-from tljob.data.listing import DataError, ImageListing, list_images
+from tljob.data.listing import DataError, ImageListing, list_images, refuse_case_variants
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 _HEAD_CHUNK, _HEAD_THREADS = 64, 16  # object-store HEADs: paths per request batch, in flight
@@ -129,9 +129,12 @@ def list_manifest(
             continue
         uri = resolve_row_uri(base, written)
         labels_of.setdefault(uri, []).append(str(label if label is not None else "").strip())
-    names = (
-        list(classes) if classes else sorted({lab for labs in labels_of.values() for lab in labs})
+    labels = sorted({lab for labs in labels_of.values() for lab in labs})
+    refuse_case_variants(
+        [*labels, *(classes or [])],
+        f"`data.source` ({source!r}): the labels" + (" and `data.classes`" if classes else ""),
     )
+    names = list(classes) if classes else labels
     files: dict[str, list[str]] = {}
     for uri, labels in labels_of.items():
         distinct = sorted(set(labels))
