@@ -1,5 +1,5 @@
-"""Listing (symlinks, hidden entries) and content checks (duplicates, label conflicts),
-on real files but without Ray."""
+"""Listing (symlinks, hidden entries, manifest rows that name folders) and content checks
+(duplicates, label conflicts), on real files but without Ray."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
-from conftest import scan_file, write_digits_tree
+from conftest import scan_file, write_digits_tree, write_manifest
 
 from tljob import storage
 from tljob.data.listing import ImageListing, ImageScan, check_listing, list_images, split_stratified
+from tljob.data.sources import list_manifest
 
 # --- listing: symlinks are followed once, hidden entries are skipped at every depth ---
 
@@ -231,3 +232,28 @@ def test_byte_identical_files_never_straddle_train_and_val(tmp_path):
         train, val = split_stratified(checked.usable, 0.25, seed)
         assert not leaked((train, val))
         assert len(train) + len(val) + len(checked.duplicates) == listing.count() == 22
+
+
+# --- a manifest row that names a folder is quarantined as is_a_directory ---
+
+
+def test_a_manifest_row_that_is_a_directory_is_quarantined_as_is_a_directory(tmp_path):
+    root = write_digits_tree(tmp_path / "d", classes=2, per_class=3)
+    rows = [(str(p), p.parent.name) for p in sorted(root.rglob("*.png"))]
+    rows += [
+        ("d/digit_0", "digit_0"),  # relative, a directory
+        (str(root / "digit_1") + "/", "digit_1"),  # written as a folder
+        ("d/nope.png", "digit_1"),
+    ]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    listing = list_manifest(str(manifest))
+    folder = (
+        "is_a_directory: the manifest must list image files, not folders; list each image in "
+        "this folder as its own row"
+    )
+    assert listing.quarantined == [
+        {"path": str(root / "digit_0"), "reason": folder},
+        {"path": str(root / "digit_1"), "reason": folder},
+        {"path": str(root / "nope.png"), "reason": "missing_object: no such file or object"},
+    ]
+    assert listing.count() == 6 and listing.listed() == 9 == len(rows)

@@ -19,10 +19,10 @@ Accounting, written to ``summary.json["data"]`` and ``data_report.json``::
 aside, each ``{path, duplicate_of}``. ``quarantined``: images that cannot be trusted, each
 ``{path, reason}``; the reason starts with its kind: ``corrupt_image``, ``empty_file``,
 ``too_many_pixels``, ``unsupported_image`` (high bit depth with no known range),
-``unreadable_file``, ``label_conflict``, ``unknown_label``, ``missing_object`` or
-``duplicate_row``. They are also in ``quarantine.csv`` beside the shards. Files not listed
-at all (hidden, symlink cycles, not images, outside a class folder) are in ``skipped``
-``{path, reason}``, counted as ``skipped_at_listing``.
+``unreadable_file``, ``label_conflict``, ``unknown_label``, ``missing_object``,
+``is_a_directory``, ``empty_uri`` or ``duplicate_row``. They are also in ``quarantine.csv``
+beside the shards. Files not listed at all (hidden, symlink cycles, not images, outside a
+class folder) are in ``skipped`` ``{path, reason}``, counted as ``skipped_at_listing``.
 """
 
 from __future__ import annotations

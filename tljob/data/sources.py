@@ -8,7 +8,9 @@ skipped, and what was set aside at listing (``ImageListing.quarantined``):
   relative to the manifest's folder, absolute ones (``/…``, ``scheme://…``) may point
   anywhere in the store. Classes are the sorted distinct labels, or ``data.classes``.
   A row whose label is not a class is ``unknown_label``; a row whose object does not
-  exist is ``missing_object``; a row without a uri is ``empty_uri`` (its path is
+  exist is ``missing_object``, a row that names a folder (a local directory, or an
+  ``s3://`` prefix with objects below it but no object of its own, or any uri written with
+  a trailing "/") is ``is_a_directory``; a row without a uri is ``empty_uri`` (its path is
   ``<manifest>#row=<n>``, data rows counted from 1); one uri listed under two labels is a
   ``label_conflict`` (every row), listed twice under one label a ``duplicate_row`` (the
   later rows). Labels that differ only in case are refused (``listing.refuse_case_variants``).
@@ -38,6 +40,11 @@ from tljob.data.listing import DataError, ImageListing, list_images, refuse_case
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 _HEAD_CHUNK, _HEAD_THREADS = 64, 16  # object-store HEADs: paths per request batch, in flight
+IS_A_DIRECTORY = (
+    "is_a_directory: the manifest must list image files, not folders; list each image in "
+    "this folder as its own row"
+)
+MISSING_OBJECT = "missing_object: no such file or object"
 
 
 def is_manifest(source: str) -> bool:
@@ -118,6 +125,7 @@ def list_manifest(
     table = _manifest_table(loc, source)
     base = loc.parent
     labels_of: dict[str, list[str]] = {}
+    written_as_folder: set[str] = set()
     quarantined: list[dict[str, str]] = []
     rows = zip(table.column("uri").to_pylist(), table.column("label").to_pylist(), strict=True)
     for number, (raw_uri, label) in enumerate(rows, start=1):
@@ -128,6 +136,8 @@ def list_manifest(
             )
             continue
         uri = resolve_row_uri(base, written)
+        if written.endswith("/"):
+            written_as_folder.add(uri)
         labels_of.setdefault(uri, []).append(str(label if label is not None else "").strip())
     labels = sorted({lab for labs in labels_of.values() for lab in labs})
     refuse_case_variants(
@@ -157,11 +167,11 @@ def list_manifest(
             continue
         files.setdefault(distinct[0], []).append(uri)
     looked = stat_objects(u for paths in files.values() for u in paths)
-    missing = {u for u, st in looked.items() if st.size < 0}
-    files = {c: [u for u in paths if u not in missing] for c, paths in files.items()}
-    quarantined += [
-        {"path": uri, "reason": "missing_object: no such file or object"} for uri in missing
-    ]
+    folders = {u for u, st in looked.items() if st.is_dir or u in written_as_folder}
+    missing = {u for u, st in looked.items() if st.size < 0} - folders
+    files = {c: [u for u in paths if u not in missing | folders] for c, paths in files.items()}
+    quarantined += [{"path": uri, "reason": IS_A_DIRECTORY} for uri in folders]
+    quarantined += [{"path": uri, "reason": MISSING_OBJECT} for uri in missing]
     empty = [c for c in names if not files.get(c)]
     if len(names) < 2 or empty:
         raise DataError(
@@ -186,8 +196,9 @@ class ObjectStat:
     """What the fingerprint knows of one listed object."""
 
     uri: str
-    size: int  # -1 when it could not be looked at
+    size: int  # -1 when it could not be looked at, or is not a file
     mtime_ns: int  # -1 when the store gives none
+    is_dir: bool = False  # a directory (on an object store: a prefix with objects below it)
 
 
 def stat_objects(uris: Iterable[str]) -> dict[str, ObjectStat]:
@@ -208,7 +219,8 @@ def stat_objects(uris: Iterable[str]) -> dict[str, ObjectStat]:
                 mtime = info.mtime_ns if info.mtime_ns is not None else -1
                 found[loc.uri] = ObjectStat(loc.uri, int(info.size or 0), int(mtime))
             else:
-                found[loc.uri] = ObjectStat(loc.uri, -1, -1)
+                is_dir = info.type == pafs.FileType.Directory
+                found[loc.uri] = ObjectStat(loc.uri, -1, -1, is_dir)
     return found
 
 
