@@ -26,12 +26,15 @@ compared after NFC normalisation and ``str.casefold`` (``class_name_key``), so c
 decomposed accents (``caf\\u00e9``, ``cafe\\u0301``, which macOS and Linux may spell
 differently) and ``ß``/``SS`` are one name too; compatibility forms that case folding
 leaves alone (NFKC: a superscript ``²`` against ``2``) stay distinct names.
+A class left with no image to train on after quarantine is refused as an empty class folder
+is (``refuse_classes_without_training_images``).
 """
 
 from __future__ import annotations
 
 import posixpath
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,8 +58,11 @@ class ImageListing:
     files: dict[str, list[str]]  # class name -> sorted file paths (URIs off local disk)
     skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}
     # Listed but set aside before any read: a manifest row whose label is not a class or
-    # whose object is missing ({path, reason}); ``check_listing`` quarantines them.
+    # whose object is missing or a folder ({path, reason}); ``check_listing`` quarantines them.
     quarantined: list[dict[str, str]] = field(default_factory=list)
+    # Class -> the reasons of its entries in ``quarantined`` (a manifest row's label), so an
+    # error about a class can count them; not part of the fingerprint.
+    quarantined_per_class: dict[str, list[str]] = field(default_factory=dict)
     # uri -> (size, mtime_ns or -1) where the listing already learnt them (object-store
     # listings, manifest existence checks): the fingerprint does not look again.
     stats: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -241,3 +247,59 @@ def _names_as_written(group: Sequence[str]) -> str:
         # Composed and decomposed spellings print alike: show their code points too.
         text += " (written " + " and ".join(map(ascii, group)) + ")"
     return text
+
+
+def count_reasons(reasons: Iterable[str]) -> str:
+    """``corrupt_image 3, missing_object 1``: reasons counted by kind (the part before
+    the first ':'), in sorted order."""
+    counts = Counter(reason.split(":", 1)[0] for reason in reasons)
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
+
+
+def refuse_classes_without_training_images(
+    source: str,
+    listing: ImageListing,
+    train_per_class: Mapping[str, int],
+    quarantined: Sequence[Mapping[str, str]],
+    duplicates: Sequence[Mapping[str, str]],
+    quarantine_uri: str,
+) -> None:
+    """Raise ``DataError`` when a class of ``listing`` has no training image
+    (``train_per_class``), the same refusal as an empty class folder. The message names
+    each such class, how many of its images were quarantined and why (counted by kind),
+    and ``quarantine_uri``, the file that lists every quarantined image with its reason."""
+    empty = [c for c in listing.classes if not train_per_class.get(c, 0)]
+    if not empty:
+        return
+    reason_of = {q["path"]: q["reason"] for q in quarantined}
+    duplicate_paths = {d["path"] for d in duplicates}
+    described = {}
+    for name in empty:
+        paths = listing.files.get(name, [])
+        reasons = list(listing.quarantined_per_class.get(name, []))
+        reasons += [reason_of[p] for p in paths if p in reason_of]
+        copies = sum(p in duplicate_paths for p in paths)
+        listed = len(paths) + len(listing.quarantined_per_class.get(name, []))
+        text = f"{len(reasons)} of its {listed} listed image(s) were quarantined"
+        text += f" ({count_reasons(reasons)})" if reasons else ""
+        described[name] = text + (f", {copies} were duplicates" if copies else "")
+    where = f"Every quarantined image is listed with why in {quarantine_uri}"
+    raise no_image_left_error(source, described, where)
+
+
+def no_image_left_error(source: str, described: Mapping[str, str], where: str) -> DataError:
+    """The refusal of the classes of ``described`` (class -> what became of its images),
+    the same as of an empty class folder; ``where``: a sentence saying where the images
+    set aside are listed."""
+    names = list(described)
+    if len(names) == 1:
+        what = f"class {names[0]!r} has no image left to train on: {described[names[0]]}"
+    else:
+        what = f"classes {', '.join(map(repr, names))} have no image left to train on: " + (
+            "; ".join(f"{name!r}: {text}" for name, text in described.items())
+        )
+    return DataError(
+        f"`data.source` ({source!r}): {what}. {where}. Fix or replace those images, or "
+        "remove the class (its folder, its manifest rows, or its name in `data.classes`): "
+        "a class with no usable image is refused as an empty class folder is"
+    )
