@@ -314,3 +314,25 @@ def scan_file(path: str, max_image_pixels: int = 100_000_000):
     from tljob.data.shards import scan_object
 
     return scan_object(path, StoreSettings(1, 1, "raw", 0, max_image_pixels, 1))
+
+
+def write_truncated_jpeg(path: Path, seed: int = 0) -> Path:
+    """A 64x64 JPEG cut after 600 bytes: its header reads, its pixels do not
+    (``corrupt_image: OSError: Truncated File Read``)."""
+    import io
+
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), np.uint8)
+    Image.fromarray(pixels).save(buf, format="JPEG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue()[:600])
+    return path
+
+
+def write_manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """A manifest CSV at ``path``: the header ``uri,label``, then ``rows``."""
+    import csv
+
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("uri", "label"), *rows])
+    return path

@@ -1,16 +1,27 @@
-"""Listing (symlinks, hidden entries) and content checks (duplicates, label conflicts),
-on real files but without Ray."""
+"""Listing (symlinks, hidden entries, manifest rows that name folders) and content checks
+(duplicates, label conflicts, classes left with no image), on real files but without Ray."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
-from conftest import scan_file, write_digits_tree
+import pytest
+from conftest import scan_file, write_digits_tree, write_manifest, write_truncated_jpeg
 
 from tljob import storage
-from tljob.data.listing import ImageListing, ImageScan, check_listing, list_images, split_stratified
+from tljob.data.listing import (
+    DataError,
+    ImageListing,
+    ImageScan,
+    check_listing,
+    list_images,
+    refuse_classes_without_training_images,
+    split_stratified,
+)
+from tljob.data.sources import list_manifest
 
 # --- listing: symlinks are followed once, hidden entries are skipped at every depth ---
 
@@ -231,3 +242,142 @@ def test_byte_identical_files_never_straddle_train_and_val(tmp_path):
         train, val = split_stratified(checked.usable, 0.25, seed)
         assert not leaked((train, val))
         assert len(train) + len(val) + len(checked.duplicates) == listing.count() == 22
+
+
+# --- a class left with no image to train on is refused, naming it and why ---
+
+
+def _train_counts(listing: ImageListing, checked) -> Counter:
+    train, val = split_stratified(checked.usable, 0.2, seed=0)
+    used = len(train) + len(val) + len(checked.duplicates) + len(checked.quarantined)
+    assert used == listing.listed()  # every listed image is accounted for
+    return Counter(listing.classes[item["label"]] for item in train)
+
+
+def test_a_class_whose_every_image_is_quarantined_is_refused_naming_it_and_why(tmp_path):
+    root = write_digits_tree(tmp_path / "d", classes=3, per_class=6)
+    for i in range(4):
+        write_truncated_jpeg(root / "owl" / f"{i}.jpg", seed=i)
+    (root / "owl" / "empty.jpg").write_bytes(b"")
+    listing = list_images(str(root))
+    checked = check_listing(listing, _scan_locally(listing))
+    train_counts = _train_counts(listing, checked)
+    assert train_counts["owl"] == 0 and len(checked.quarantined) == 5
+    with pytest.raises(DataError) as err:
+        refuse_classes_without_training_images(
+            str(root), listing, train_counts, checked.quarantined, checked.duplicates, "/q.csv"
+        )
+    assert str(err.value) == (
+        f"`data.source` ({str(root)!r}): class 'owl' has no image left to train on: 5 of its "
+        "5 listed image(s) were quarantined (corrupt_image 4, empty_file 1). Every quarantined "
+        "image is listed with why in /q.csv. Fix or replace those images, or remove the class "
+        "(its folder, its manifest rows, or its name in `data.classes`): a class with no "
+        "usable image is refused as an empty class folder is"
+    )
+    # one readable image is enough to train the class: no refusal
+    shutil.copy(root / "digit_0" / sorted(os.listdir(root / "digit_0"))[0], root / "owl" / "ok.png")
+    (root / "digit_0" / sorted(os.listdir(root / "digit_0"))[0]).unlink()
+    listing = list_images(str(root))
+    checked = check_listing(listing, _scan_locally(listing))
+    refuse_classes_without_training_images(
+        str(root), listing, _train_counts(listing, checked), checked.quarantined, [], "/q.csv"
+    )
+
+
+def test_classes_emptied_by_label_conflicts_are_all_named_with_their_reasons(tmp_path):
+    # "none at all after dedupe": every image of 'emu' is also filed under digit_0, so every
+    # copy is quarantined; 'owl' has one truncated image and a copy of digit_1's
+    root = write_digits_tree(tmp_path / "d", classes=2, per_class=6)
+    zeros, ones = (sorted((root / f"digit_{c}").iterdir()) for c in (0, 1))
+    (root / "emu").mkdir()
+    for i in range(3):
+        shutil.copy(zeros[i], root / "emu" / f"e{i}.png")
+    write_truncated_jpeg(root / "owl" / "t.jpg")
+    shutil.copy(ones[0], root / "owl" / "o.png")
+    listing = list_images(str(root))
+    checked = check_listing(listing, _scan_locally(listing))
+    train_counts = _train_counts(listing, checked)
+    assert train_counts == {"digit_0": 2, "digit_1": 4}  # 3 of digit_0, 1 of digit_1 lost
+    with pytest.raises(DataError) as err:
+        refuse_classes_without_training_images(
+            str(root), listing, train_counts, checked.quarantined, checked.duplicates, "/q.csv"
+        )
+    assert (
+        "classes 'emu', 'owl' have no image left to train on: 'emu': 3 of its 3 listed "
+        "image(s) were quarantined (label_conflict 3); 'owl': 2 of its 2 listed image(s) were "
+        "quarantined (corrupt_image 1, label_conflict 1). Every quarantined image is listed "
+        "with why in /q.csv."
+    ) in str(err.value)
+
+
+def test_a_class_with_a_usable_image_always_keeps_one_for_training():
+    # So no class can be left with validation images but none to train on.
+    for n in range(1, 8):
+        listing = ImageListing(
+            classes=["a", "b"], files={"a": [f"/a/{i}" for i in range(n)], "b": ["/b/0", "/b/1"]}
+        )
+        for fraction in (0.01, 0.5, 0.99):
+            for seed in range(5):
+                train, _ = split_stratified(listing, fraction, seed)
+                assert {item["label"] for item in train} == {0, 1}
+
+
+# --- a manifest row that names a folder is quarantined as is_a_directory ---
+
+
+def test_a_manifest_row_that_is_a_directory_is_quarantined_as_is_a_directory(tmp_path):
+    root = write_digits_tree(tmp_path / "d", classes=2, per_class=3)
+    rows = [(str(p), p.parent.name) for p in sorted(root.rglob("*.png"))]
+    rows += [
+        ("d/digit_0", "digit_0"),  # relative, a directory
+        (str(root / "digit_1") + "/", "digit_1"),  # written as a folder
+        ("d/nope.png", "digit_1"),
+    ]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    listing = list_manifest(str(manifest))
+    folder = (
+        "is_a_directory: the manifest must list image files, not folders; list each image in "
+        "this folder as its own row"
+    )
+    assert listing.quarantined == [
+        {"path": str(root / "digit_0"), "reason": folder},
+        {"path": str(root / "digit_1"), "reason": folder},
+        {"path": str(root / "nope.png"), "reason": "missing_object: no such file or object"},
+    ]
+    assert listing.quarantined_per_class == {
+        "digit_0": [folder],
+        "digit_1": [folder, "missing_object: no such file or object"],
+    }
+    assert listing.count() == 6 and listing.listed() == 9 == len(rows)
+
+
+def test_a_manifest_class_with_no_row_left_is_refused_before_any_read(tmp_path):
+    root = write_digits_tree(tmp_path / "d", classes=2, per_class=3)
+    (root / "owl").mkdir()
+    rows = [(str(p), p.parent.name) for p in sorted(root.rglob("*.png"))]
+    rows += [(str(root / "owl"), "owl"), (str(root / "owl" / "gone.jpg"), "owl")]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    with pytest.raises(DataError) as err:
+        list_manifest(str(manifest))
+    assert str(err.value) == (
+        f"`data.source` ({str(manifest)!r}): class 'owl' has no image left to train on: all 2 "
+        "of its row(s) were set aside at listing (is_a_directory 1, missing_object 1): "
+        f"{root / 'owl'} (is_a_directory); {root / 'owl' / 'gone.jpg'} (missing_object). No "
+        "image was read yet. Fix or replace those images, or remove the class (its folder, "
+        "its manifest rows, or its name in `data.classes`): a class with no usable image is "
+        "refused as an empty class folder is"
+    )
+    # with one more owl row, a truncated image, the listing passes and the check after the
+    # scan counts the rows set aside at listing with it
+    write_truncated_jpeg(root / "owl" / "t.jpg")
+    write_manifest(manifest, [*rows, (str(root / "owl" / "t.jpg"), "owl")])
+    listing = list_manifest(str(manifest))
+    checked = check_listing(listing, _scan_locally(listing))
+    with pytest.raises(DataError) as err:
+        refuse_classes_without_training_images(
+            str(manifest), listing, _train_counts(listing, checked), checked.quarantined, [], "q"
+        )
+    assert (
+        "class 'owl' has no image left to train on: 3 of its 3 listed image(s) were "
+        "quarantined (corrupt_image 1, is_a_directory 1, missing_object 1)."
+    ) in str(err.value)

@@ -288,3 +288,50 @@ def test_redact_removes_known_credentials_and_credential_shaped_text(monkeypatch
         "Credential=[redacted], Signature=[redacted]; "
         "url?X-Amz-Security-Token=[redacted]&x=1"
     )
+
+
+# --- class names and manifest rows on S3, as on a local disk (tljob.data, no Ray) -------------
+
+
+def test_s3_class_prefixes_that_differ_only_in_case_are_refused_naming_both(s3):
+    from tljob.data.listing import DataError, list_images
+
+    for key in ("src/Cat/1.png", "src/cat/2.png", "src/dog/3.png"):
+        storage.write_bytes(storage.resolve(s3.uri(key)), b"data")
+    with pytest.raises(DataError) as err:
+        list_images(s3.uri("src"))
+    assert str(err.value).startswith(
+        f"`data.source` ({s3.uri('src')!r}): the class folders 'Cat' and 'cat' differ only in "
+        "case (compared after NFC normalisation with str.casefold)"
+    )
+
+
+def test_s3_manifest_rows_that_name_a_prefix_are_quarantined_as_is_a_directory(s3):
+    from tljob.data.sources import list_manifest
+
+    for key in ("t/a/1.png", "t/a/2.png", "t/b/3.png", "t/b/sub/4.png"):
+        storage.write_bytes(storage.resolve(s3.uri(key)), b"x")
+    rows = [
+        "a/1.png,a",
+        "a/2.png,a",
+        "b/3.png,b",
+        "b/sub,b",  # a prefix with an object below it and no object of its own
+        f"{s3.uri('t', 'a')}/,a",  # written as a folder
+        "b/gone.png,b",
+    ]
+    storage.write_text(storage.resolve(s3.uri("t", "m.csv")), "uri,label\n" + "\n".join(rows))
+    listing = list_manifest(s3.uri("t", "m.csv"))
+    folder = (
+        "is_a_directory: the manifest must list image files, not folders; list each image in "
+        "this folder as its own row"
+    )
+    assert listing.quarantined == [
+        {"path": s3.uri("t/a"), "reason": folder},
+        {"path": s3.uri("t/b/gone.png"), "reason": "missing_object: no such file or object"},
+        {"path": s3.uri("t/b/sub"), "reason": folder},
+    ]
+    assert listing.files == {
+        "a": [s3.uri("t/a/1.png"), s3.uri("t/a/2.png")],
+        "b": [s3.uri("t/b/3.png")],
+    }
+    assert listing.listed() == len(rows)

@@ -19,12 +19,23 @@ whether it decodes) and decides, before any train/validation split:
   quarantined, with a reason that names the classes.
 
 So every listed file is exactly one of: usable, duplicate, quarantined.
+
+Two class names that differ only in case (``Cat`` and ``cat``) are refused
+(``refuse_case_variants``): a case-insensitive store would make them one folder. Names are
+compared after NFC normalisation and ``str.casefold`` (``class_name_key``), so composed and
+decomposed accents (``caf\\u00e9``, ``cafe\\u0301``, which macOS and Linux may spell
+differently) and ``ß``/``SS`` are one name too; compatibility forms that case folding
+leaves alone (NFKC: a superscript ``²`` against ``2``) stay distinct names.
+A class left with no image to train on after quarantine is refused as an empty class folder
+is (``refuse_classes_without_training_images``).
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,8 +58,11 @@ class ImageListing:
     files: dict[str, list[str]]  # class name -> sorted file paths (URIs off local disk)
     skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}
     # Listed but set aside before any read: a manifest row whose label is not a class or
-    # whose object is missing ({path, reason}); ``check_listing`` quarantines them.
+    # whose object is missing or a folder ({path, reason}); ``check_listing`` quarantines them.
     quarantined: list[dict[str, str]] = field(default_factory=list)
+    # Class -> the reasons of its entries in ``quarantined`` (a manifest row's label), so an
+    # error about a class can count them; not part of the fingerprint.
+    quarantined_per_class: dict[str, list[str]] = field(default_factory=dict)
     # uri -> (size, mtime_ns or -1) where the listing already learnt them (object-store
     # listings, manifest existence checks): the fingerprint does not look again.
     stats: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -82,6 +96,7 @@ def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
     class_dirs = sorted(
         posixpath.basename(d) for d in walk.directories if posixpath.dirname(d) == root.path
     )
+    refuse_case_variants(class_dirs, f"`data.source` ({source!r}): the class folders")
     files: dict[str, list[str]] = {}
     # Paths are kept as URIs (the same as paths on local disk), so that any process can
     # ``storage.resolve`` them.
@@ -198,3 +213,93 @@ def split_stratified(
     np.random.default_rng([seed, 1_000_003]).shuffle(train)
     val.sort(key=lambda item: item["path"])
     return train, val
+
+
+def class_name_key(name: str) -> str:
+    """What two class names are compared by: NFC, then ``str.casefold``, then NFC again
+    (folding can decompose): ``Cat``, ``CAT`` and ``cat`` give one key, and so do the
+    composed and decomposed spellings of an accented name."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+def refuse_case_variants(names: Iterable[str], what: str) -> None:
+    """Raise ``DataError`` when two of ``names`` differ only in case or Unicode
+    normalisation; ``what`` says whose names they are (e.g. "`data.source` (…): the class
+    folders"). Every such group is named, each name as written."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(set(names)):
+        groups.setdefault(class_name_key(name), []).append(name)
+    clashes = [group for group in groups.values() if len(group) > 1]
+    if not clashes:
+        return
+    described = "; ".join(_names_as_written(group) for group in clashes)
+    raise DataError(
+        f"{what} {described} differ only in case (compared after NFC normalisation with "
+        "str.casefold): they would be trained as different classes, and a case-insensitive "
+        "filesystem or store would hold them as one. Use one spelling for each class: move "
+        "the images of one into the other"
+    )
+
+
+def _names_as_written(group: Sequence[str]) -> str:
+    text = " and ".join(map(repr, group))
+    if len({unicodedata.normalize("NFC", n) for n in group}) < len(group):
+        # Composed and decomposed spellings print alike: show their code points too.
+        text += " (written " + " and ".join(map(ascii, group)) + ")"
+    return text
+
+
+def count_reasons(reasons: Iterable[str]) -> str:
+    """``corrupt_image 3, missing_object 1``: reasons counted by kind (the part before
+    the first ':'), in sorted order."""
+    counts = Counter(reason.split(":", 1)[0] for reason in reasons)
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
+
+
+def refuse_classes_without_training_images(
+    source: str,
+    listing: ImageListing,
+    train_per_class: Mapping[str, int],
+    quarantined: Sequence[Mapping[str, str]],
+    duplicates: Sequence[Mapping[str, str]],
+    quarantine_uri: str,
+) -> None:
+    """Raise ``DataError`` when a class of ``listing`` has no training image
+    (``train_per_class``), the same refusal as an empty class folder. The message names
+    each such class, how many of its images were quarantined and why (counted by kind),
+    and ``quarantine_uri``, the file that lists every quarantined image with its reason."""
+    empty = [c for c in listing.classes if not train_per_class.get(c, 0)]
+    if not empty:
+        return
+    reason_of = {q["path"]: q["reason"] for q in quarantined}
+    duplicate_paths = {d["path"] for d in duplicates}
+    described = {}
+    for name in empty:
+        paths = listing.files.get(name, [])
+        reasons = list(listing.quarantined_per_class.get(name, []))
+        reasons += [reason_of[p] for p in paths if p in reason_of]
+        copies = sum(p in duplicate_paths for p in paths)
+        listed = len(paths) + len(listing.quarantined_per_class.get(name, []))
+        text = f"{len(reasons)} of its {listed} listed image(s) were quarantined"
+        text += f" ({count_reasons(reasons)})" if reasons else ""
+        described[name] = text + (f", {copies} were duplicates" if copies else "")
+    where = f"Every quarantined image is listed with why in {quarantine_uri}"
+    raise no_image_left_error(source, described, where)
+
+
+def no_image_left_error(source: str, described: Mapping[str, str], where: str) -> DataError:
+    """The refusal of the classes of ``described`` (class -> what became of its images),
+    the same as of an empty class folder; ``where``: a sentence saying where the images
+    set aside are listed."""
+    names = list(described)
+    if len(names) == 1:
+        what = f"class {names[0]!r} has no image left to train on: {described[names[0]]}"
+    else:
+        what = f"classes {', '.join(map(repr, names))} have no image left to train on: " + (
+            "; ".join(f"{name!r}: {text}" for name, text in described.items())
+        )
+    return DataError(
+        f"`data.source` ({source!r}): {what}. {where}. Fix or replace those images, or "
+        "remove the class (its folder, its manifest rows, or its name in `data.classes`): "
+        "a class with no usable image is refused as an empty class folder is"
+    )

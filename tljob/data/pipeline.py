@@ -19,10 +19,16 @@ Accounting, written to ``summary.json["data"]`` and ``data_report.json``::
 aside, each ``{path, duplicate_of}``. ``quarantined``: images that cannot be trusted, each
 ``{path, reason}``; the reason starts with its kind: ``corrupt_image``, ``empty_file``,
 ``too_many_pixels``, ``unsupported_image`` (high bit depth with no known range),
-``unreadable_file``, ``label_conflict``, ``unknown_label``, ``missing_object`` or
-``duplicate_row``. They are also in ``quarantine.csv`` beside the shards. Files not listed
-at all (hidden, symlink cycles, not images, outside a class folder) are in ``skipped``
-``{path, reason}``, counted as ``skipped_at_listing``.
+``unreadable_file``, ``label_conflict``, ``unknown_label``, ``missing_object``,
+``is_a_directory``, ``empty_uri`` or ``duplicate_row``. They are also in ``quarantine.csv``
+beside the shards. Files not listed at all (hidden, symlink cycles, not images, outside a
+class folder) are in ``skipped`` ``{path, reason}``, counted as ``skipped_at_listing``.
+
+A class left with no training image (every image of it quarantined) is refused with exit 2,
+as an empty class folder is: the prepared data is published first (its ``manifest.json``
+holds the accounting, its ``quarantine.csv`` every quarantined image), so the refusal names
+the file and a rerun on the same data refuses again without reading a source image. When no
+split can be written at all, ``quarantine.csv`` is kept in the unpublished attempt.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from tljob.data.listing import (
     ImageScan,
     check_listing,
     list_images,
+    refuse_classes_without_training_images,
     split_stratified,
 )
 from tljob.data.prepared import (
@@ -157,9 +164,9 @@ def prepare_data(
     The training dataset yields ``job.augment``'s views; its first execution is epoch
     ``epoch_offset`` (the global epochs a resumed run has done), each next one the next.
 
-    Raises ``DataError`` (exit 2) when a split would be empty or more than
-    ``data.max_bad_fraction`` of the listed images is quarantined (the prepared data and
-    its ``quarantine.csv`` are kept for inspection)."""
+    Raises ``DataError`` (exit 2) when a split would be empty, a class has no training
+    image, or more than ``data.max_bad_fraction`` of the listed images is quarantined (the
+    prepared data and its ``quarantine.csv`` are kept for inspection)."""
     data_cfg = job.data
     if listing is None:
         listing = list_source(data_cfg)
@@ -192,6 +199,15 @@ def prepare_data(
     )
     prepared = _from_manifest(
         manifest, folder, listing, job.image_size, data_cfg.seed, reused, views
+    )
+    # Also for prepared data published before this check existed: it is reused as it is.
+    refuse_classes_without_training_images(
+        data_cfg.source,
+        listing,
+        prepared.counts["train"].per_class_used,
+        prepared.quarantined,
+        prepared.duplicates,
+        prepared.quarantine_uri,
     )
     _check_bad_fraction(prepared, data_cfg.max_bad_fraction)
     return prepared
@@ -230,6 +246,21 @@ def _prepare(
     checked = check_listing(listing, staged.scans)
     train_items, val_items = split_stratified(checked.usable, split.val_fraction, split.seed)
     by_split = {"train": train_items, "val": val_items}
+    counts = {name: _split_counts(listing.classes, it) for name, it in by_split.items()}
+    _check_accounting(listing.listed(), counts, checked)
+    if not (train_items and val_items) and not all(counts["train"].per_class_used.values()):
+        # No split to publish, and a class with nothing to train on: keep the list of why.
+        storage.delete_dir(attempt.join("staging"))
+        quarantine = attempt.join(QUARANTINE_FILE)
+        storage.write_text(quarantine, quarantine_csv(checked.quarantined))
+        refuse_classes_without_training_images(
+            job.data.source,
+            listing,
+            counts["train"].per_class_used,
+            checked.quarantined,
+            checked.duplicates,
+            quarantine.uri,
+        )
     for name, split_items in by_split.items():
         if not split_items:
             storage.delete_dir(attempt)
@@ -239,8 +270,6 @@ def _prepare(
                 f"{len(checked.quarantined)} file(s) the {name} split is empty; every class "
                 f"needs at least 2 distinct readable images. Set aside: {_examples(checked)}"
             )
-    counts = {name: _split_counts(listing.classes, it) for name, it in by_split.items()}
-    _check_accounting(listing.listed(), counts, checked)
     members = {name: [it["path"] for it in split_items] for name, split_items in by_split.items()}
     files = write_splits(staged, members, store, attempt)
     storage.delete_dir(attempt.join("staging"))

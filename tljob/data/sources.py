@@ -8,10 +8,13 @@ skipped, and what was set aside at listing (``ImageListing.quarantined``):
   relative to the manifest's folder, absolute ones (``/…``, ``scheme://…``) may point
   anywhere in the store. Classes are the sorted distinct labels, or ``data.classes``.
   A row whose label is not a class is ``unknown_label``; a row whose object does not
-  exist is ``missing_object``; a row without a uri is ``empty_uri`` (its path is
+  exist is ``missing_object``, a row that names a folder (a local directory, or an
+  ``s3://`` prefix with objects below it but no object of its own, or any uri written with
+  a trailing "/") is ``is_a_directory``; a row without a uri is ``empty_uri`` (its path is
   ``<manifest>#row=<n>``, data rows counted from 1); one uri listed under two labels is a
   ``label_conflict`` (every row), listed twice under one label a ``duplicate_row`` (the
-  later rows).
+  later rows). Labels that differ only in case are refused (``listing.refuse_case_variants``),
+  and so is a class none of whose rows is left to read, naming the rows and why.
 * a folder tree: ``listing.list_images``; with ``data.classes`` set, files in other class
   folders are ``unknown_label``, and a listed class without a folder is an error.
 
@@ -34,10 +37,22 @@ import pyarrow.parquet as pq
 
 from tljob import storage
 from tljob.config import DataSection
-from tljob.data.listing import DataError, ImageListing, list_images
+from tljob.data.listing import (
+    DataError,
+    ImageListing,
+    count_reasons,
+    list_images,
+    no_image_left_error,
+    refuse_case_variants,
+)
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 _HEAD_CHUNK, _HEAD_THREADS = 64, 16  # object-store HEADs: paths per request batch, in flight
+IS_A_DIRECTORY = (
+    "is_a_directory: the manifest must list image files, not folders; list each image in "
+    "this folder as its own row"
+)
+MISSING_OBJECT = "missing_object: no such file or object"
 
 
 def is_manifest(source: str) -> bool:
@@ -118,64 +133,96 @@ def list_manifest(
     table = _manifest_table(loc, source)
     base = loc.parent
     labels_of: dict[str, list[str]] = {}
-    quarantined: list[dict[str, str]] = []
+    written_as_folder: set[str] = set()
+    set_aside: list[tuple[str, dict[str, str]]] = []  # (the row's label, {path, reason})
     rows = zip(table.column("uri").to_pylist(), table.column("label").to_pylist(), strict=True)
-    for number, (raw_uri, label) in enumerate(rows, start=1):
+    for number, (raw_uri, raw_label) in enumerate(rows, start=1):
         written = str(raw_uri if raw_uri is not None else "").strip()
+        label = str(raw_label if raw_label is not None else "").strip()
         if not written:
-            quarantined.append(
-                {"path": f"{loc.uri}#row={number}", "reason": "empty_uri: the row has no uri"}
-            )
+            entry = {"path": f"{loc.uri}#row={number}", "reason": "empty_uri: the row has no uri"}
+            set_aside.append((label, entry))
             continue
         uri = resolve_row_uri(base, written)
-        labels_of.setdefault(uri, []).append(str(label if label is not None else "").strip())
-    names = (
-        list(classes) if classes else sorted({lab for labs in labels_of.values() for lab in labs})
+        if written.endswith("/"):
+            written_as_folder.add(uri)
+        labels_of.setdefault(uri, []).append(label)
+    labels = sorted({lab for labs in labels_of.values() for lab in labs})
+    refuse_case_variants(
+        [*labels, *(classes or [])],
+        f"`data.source` ({source!r}): the labels" + (" and `data.classes`" if classes else ""),
     )
+    names = list(classes) if classes else labels
     files: dict[str, list[str]] = {}
-    for uri, labels in labels_of.items():
-        distinct = sorted(set(labels))
+    for uri, row_labels in labels_of.items():
+        distinct = sorted(set(row_labels))
         if len(distinct) > 1:
             reason = "label_conflict: the manifest lists this uri under classes " + ", ".join(
                 map(repr, distinct)
             )
-            quarantined += [{"path": uri, "reason": reason}] * len(labels)
+            set_aside += [(lab, {"path": uri, "reason": reason}) for lab in row_labels]
             continue
-        quarantined += [
-            {"path": uri, "reason": "duplicate_row: the manifest lists this uri again"}
-        ] * (len(labels) - 1)
+        again = {"path": uri, "reason": "duplicate_row: the manifest lists this uri again"}
+        set_aside += [(distinct[0], dict(again)) for _ in row_labels[1:]]
         if distinct[0] not in names:
-            quarantined.append(
-                {
-                    "path": uri,
-                    "reason": f"unknown_label: {distinct[0]!r} is not one of `data.classes`",
-                }
-            )
+            reason = f"unknown_label: {distinct[0]!r} is not one of `data.classes`"
+            set_aside.append((distinct[0], {"path": uri, "reason": reason}))
             continue
         files.setdefault(distinct[0], []).append(uri)
     looked = stat_objects(u for paths in files.values() for u in paths)
-    missing = {u for u, st in looked.items() if st.size < 0}
-    files = {c: [u for u in paths if u not in missing] for c, paths in files.items()}
-    quarantined += [
-        {"path": uri, "reason": "missing_object: no such file or object"} for uri in missing
-    ]
-    empty = [c for c in names if not files.get(c)]
-    if len(names) < 2 or empty:
+    readable: dict[str, list[str]] = {}
+    for name, paths in files.items():
+        for uri in paths:
+            if looked[uri].is_dir or uri in written_as_folder:
+                set_aside.append((name, {"path": uri, "reason": IS_A_DIRECTORY}))
+            elif looked[uri].size < 0:
+                set_aside.append((name, {"path": uri, "reason": MISSING_OBJECT}))
+            else:
+                readable.setdefault(name, []).append(uri)
+    if len(names) < 2:
         raise DataError(
-            f"`data.source` ({source!r}): "
-            + (
-                f"class(es) {', '.join(map(repr, empty))} have no existing images"
-                if empty
-                else f"the manifest has {len(names)} class(es); classification needs two"
-            )
+            f"`data.source` ({source!r}): the manifest has {len(names)} class(es); "
+            "classification needs two"
         )
+    per_class: dict[str, list[dict[str, str]]] = {}
+    for label, entry in set_aside:
+        if label in names:
+            per_class.setdefault(label, []).append(entry)
+    _refuse_classes_without_rows(source, names, readable, per_class)
     return ImageListing(
         classes=names,
-        files={c: sorted(files[c])[:max_per_class] for c in names},
+        files={c: sorted(readable[c])[:max_per_class] for c in names},
         skipped=[],
-        quarantined=sorted(quarantined, key=lambda q: (q["path"], q["reason"])),
+        quarantined=sorted((e for _, e in set_aside), key=lambda q: (q["path"], q["reason"])),
+        quarantined_per_class={c: [e["reason"] for e in per_class[c]] for c in sorted(per_class)},
         stats={u: (st.size, st.mtime_ns) for u, st in looked.items() if st.size >= 0},
     )
+
+
+def _refuse_classes_without_rows(
+    source: str,
+    names: list[str],
+    readable: dict[str, list[str]],
+    set_aside: dict[str, list[dict[str, str]]],
+) -> None:
+    """A class none of whose rows is left to read is refused before any read, naming its
+    rows set aside (nothing is written yet, so the message lists them)."""
+    empty = [c for c in names if not readable.get(c)]
+    if not empty:
+        return
+    described = {}
+    for name in empty:
+        rows = set_aside.get(name, [])
+        if not rows:
+            described[name] = "no row of the manifest has this label"
+            continue
+        shown = "; ".join(f"{e['path']} ({e['reason'].split(':', 1)[0]})" for e in rows[:5])
+        more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+        described[name] = (
+            f"all {len(rows)} of its row(s) were set aside at listing "
+            f"({count_reasons(e['reason'] for e in rows)}): {shown}{more}"
+        )
+    raise no_image_left_error(source, described, "No image was read yet")
 
 
 @dataclass(frozen=True)
@@ -183,8 +230,9 @@ class ObjectStat:
     """What the fingerprint knows of one listed object."""
 
     uri: str
-    size: int  # -1 when it could not be looked at
+    size: int  # -1 when it could not be looked at, or is not a file
     mtime_ns: int  # -1 when the store gives none
+    is_dir: bool = False  # a directory (on an object store: a prefix with objects below it)
 
 
 def stat_objects(uris: Iterable[str]) -> dict[str, ObjectStat]:
@@ -205,7 +253,8 @@ def stat_objects(uris: Iterable[str]) -> dict[str, ObjectStat]:
                 mtime = info.mtime_ns if info.mtime_ns is not None else -1
                 found[loc.uri] = ObjectStat(loc.uri, int(info.size or 0), int(mtime))
             else:
-                found[loc.uri] = ObjectStat(loc.uri, -1, -1)
+                is_dir = info.type == pafs.FileType.Directory
+                found[loc.uri] = ObjectStat(loc.uri, -1, -1, is_dir)
     return found
 
 

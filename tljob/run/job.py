@@ -84,11 +84,13 @@ def prepare_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
     """List the data and prepare its shards on Ray (or find them already prepared), without
     training: what ``train`` does first. Returns ``PreparedData.report()`` (no TensorFlow).
     Raises ``DataError`` (exit 2) for unusable data or too many bad images."""
-    from tljob import preflight
+    from tljob import preflight, storage
     from tljob.data.pipeline import prepare_data
     from tljob.data.sources import list_source
     from tljob.run.connect import ensure_ray
 
+    # The job's ``s3`` section over the AWS environment, as ``resolve_job`` does for train.
+    storage.configure(storage.S3Settings.from_config(job.s3))
     preflight.check_storage(job)
     listing = list_source(job.data)
     ensure_ray(verbose)
