@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     with output.native_logs_hidden(False):
         from tljob.nn.torchvision_mobilenet import convert_checkpoint
 
-    model = convert_checkpoint(pth, out, include_top=args.with_top)
+    model = convert_checkpoint(pth, out, backbone, include_top=args.with_top)
     top = "with the 1000-class ImageNet classifier" if args.with_top else "no top"
     log.info(f"weights: wrote {out} ({model.count_params():,} parameters, {top})")
     if not args.with_top:
