@@ -260,8 +260,6 @@ def test_imported_mobilenet_v2_classifies_real_photos(tmp_path):
     from tljob.nn.torchvision_mobilenet import mobilenet_v2_torchvision
 
     out = tmp_path / "mobilenet_v2_top.weights.h5"
-    rc = main(["weights", "import", "mobilenet_v2", str(package_checkpoint()), "--out", str(out)])
-    assert rc == 0
     rc = main(
         ["weights", "import", "mobilenet_v2_tv", str(package_checkpoint()), "--out", str(out)]
         + ["--with-top"]
@@ -284,9 +282,11 @@ def test_imported_mobilenet_v2_classifies_real_photos(tmp_path):
 
 
 def test_import_refuses_missing_files_with_exit_2(tmp_path, capsys):
-    rc = main(["weights", "import", "mobilenet_v2", str(tmp_path / "x.pth"), "--out", "o.h5"])
+    rc = main(["weights", "import", "mobilenet_v2_tv", str(tmp_path / "x.pth"), "--out", "o.h5"])
     assert rc == 2
     assert f"checkpoint '{tmp_path / 'x.pth'}': no such file" in capsys.readouterr().err
     rc = main(["weights", "import", "resnet50", str(tmp_path / "x.pth"), "--out", "o.h5"])
     assert rc == 2
-    assert "unknown network 'resnet50'; importable: mobilenet_v2" in capsys.readouterr().err
+    assert "no torchvision import for backbone 'resnet50'; importable: mobilenet_v2_tv" in (
+        capsys.readouterr().err
+    )

@@ -22,6 +22,7 @@ from tljob.config import load_config
 from tljob.errors import UserError
 from tljob.zoo import (
     WeightsMismatchError,
+    WeightsRecord,
     WeightsSource,
     check_weights_available,
     get_backbone,
@@ -29,6 +30,7 @@ from tljob.zoo import (
 )
 from tljob.zoo.convert import CONVERTED_IMAGENET
 from tljob.zoo.weights import _package_file
+from tljob.zoo.weights_record import read_record
 
 TV = CONVERTED_IMAGENET["mobilenet_v2_tv"]
 KERAS_MNV2_224 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
@@ -95,6 +97,55 @@ def keras_backbone(name: str, side: int = 32, seed: int = 0, **kwargs):
     rng = np.random.default_rng(seed)
     net.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in net.weights])
     return net
+
+
+# --- the import -------------------------------------------------------------------------------
+
+
+def test_import_for_mobilenet_v2_is_refused_naming_mobilenet_v2_tv(tmp_path, capsys):
+    out = tmp_path / "f.weights.h5"
+    rc = main(["weights", "import", "mobilenet_v2", str(checkpoint()), "--out", str(out)])
+    assert rc == 2
+    assert capsys.readouterr().err == (
+        "tljob: error: tljob weights import: a torchvision checkpoint does not fit backbone "
+        "'mobilenet_v2'; it fits backbone 'mobilenet_v2_tv': both have the same layers and "
+        "weight shapes, but only 'mobilenet_v2_tv' is built the way torchvision builds it, and "
+        "weights made for one scramble the other's features. Import it with: tljob weights "
+        f"import mobilenet_v2_tv {checkpoint()} --out {out}, then use "
+        f"model: {{backbone: mobilenet_v2_tv, weights: {out}}}\n"
+    )
+    assert not out.exists()
+
+
+def test_import_of_other_backbones_is_refused(tmp_path, capsys):
+    args = [str(checkpoint()), "--out", str(tmp_path / "f.weights.h5")]
+    assert main(["weights", "import", "resnet50", *args]) == 2
+    assert capsys.readouterr().err == (
+        "tljob: error: tljob weights import: no torchvision import for backbone 'resnet50'; "
+        "importable: mobilenet_v2_tv\n"
+    )
+    assert main(["weights", "import", "mobilenet_v2_torchvision", *args]) == 2
+    assert "unknown backbone 'mobilenet_v2_torchvision'; did you mean" in capsys.readouterr().err
+
+
+def test_an_imported_file_records_its_backbone_and_says_how_to_use_it(imported):
+    out, printed = imported
+    with h5py.File(out) as f:
+        attrs = {k: f.attrs[k] for k in f.attrs}
+    assert attrs == {
+        "tljob.backbone": "mobilenet_v2_tv",
+        "tljob.format": 1,
+        "tljob.include_top": 0,
+        "tljob.source": "mobilenet_v2-b0353104.pth",
+        "tljob.source_sha256": TV.source.sha256,
+    }
+    assert read_record(out, "f") == WeightsRecord(
+        "mobilenet_v2_tv", False, "mobilenet_v2-b0353104.pth", TV.source.sha256
+    )
+    assert printed.splitlines()[-2:] == [
+        f"[tljob] weights: wrote {out} for backbone mobilenet_v2_tv (no top, 2,257,984 parameters)",
+        f"[tljob] use it with: model: {{backbone: mobilenet_v2_tv, weights: {out}}}",
+    ]
 
 
 # --- a file with a record ---------------------------------------------------------------------
