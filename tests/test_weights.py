@@ -21,6 +21,7 @@ from tljob.config import load_config
 from tljob.zoo import (
     WeightFile,
     WeightsIntegrityError,
+    WeightsMismatchError,
     WeightsRecord,
     WeightsSource,
     WeightsUnavailableError,
@@ -84,7 +85,7 @@ def test_missing_torchvision_weights_offline_name_the_package_to_install(
 
 
 def test_torchvision_weights_convert_from_the_package_into_the_cache_once(empty_keras_home):
-    from tljob.nn.torchvision_mobilenet import mobilenet_v2_torchvision
+    from tljob.nn.model import build_backbone
     from tljob.run.job import resolve_weights
     from tljob.zoo.convert.pth import read_state_dict
 
@@ -100,7 +101,11 @@ def test_torchvision_weights_convert_from_the_package_into_the_cache_once(empty_
     made = path.stat().st_mtime_ns
     assert resolve_weights(job) == str(path) and path.stat().st_mtime_ns == made  # once
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
-    net = mobilenet_v2_torchvision(weights=str(path), input_shape=(32, 32, 3))
+    # as a worker builds from the file the driver shipped: the record is checked, then loaded
+    imagenet = WeightsSource("imagenet")
+    net = build_backbone(get_backbone("mobilenet_v2_tv"), 32, imagenet, str(path))
+    with pytest.raises(WeightsMismatchError, match="weights for backbone 'mobilenet_v2_tv'"):
+        build_backbone(get_backbone("mobilenet_v2"), 32, imagenet, str(path))
     torch = read_state_dict(zoo_convert_source())
     kernel = net.get_layer("Conv1").get_weights()[0]
     assert np.array_equal(kernel, torch["features.0.0.weight"].transpose(2, 3, 1, 0))
