@@ -321,3 +321,22 @@ def test_only_mobilenet_v2_and_its_torchvision_build_share_their_layers():
 
     shared = {name: same_layers(name) for name in BACKBONES if same_layers(name)}
     assert shared == {"mobilenet_v2": ["mobilenet_v2_tv"], "mobilenet_v2_tv": ["mobilenet_v2"]}
+
+
+def test_a_record_from_a_newer_tljob_or_a_damaged_one_is_refused(tmp_path):
+    from tljob.zoo.weights_record import check_record, write_record
+
+    newer = tmp_path / "newer.weights.h5"
+    h5py.File(newer, "w").close()
+    write_record(newer, WeightsRecord("mobilenet_v2", False, format=2))
+    with pytest.raises(WeightsMismatchError) as err:
+        check_record(newer, "mobilenet_v2", "`model.weights` ('newer')")
+    assert str(err.value) == (
+        "`model.weights` ('newer'): written by a newer tljob (record format 2; this one reads "
+        "1): upgrade tljob"
+    )
+    damaged = tmp_path / "damaged.weights.h5"
+    with h5py.File(damaged, "w") as f:
+        f.attrs["tljob.format"] = 1  # the backbone is missing
+    with pytest.raises(WeightsMismatchError, match=r"its tljob record \(format\) is damaged"):
+        check_record(damaged, "mobilenet_v2", "`model.weights` ('damaged')")
