@@ -17,6 +17,13 @@ import numpy as np
 import pytest
 
 from tljob.cli import main
+from tljob.zoo import (
+    WeightsMismatchError,
+    WeightsRecord,
+    WeightsSource,
+    check_weights_available,
+    get_backbone,
+)
 from tljob.zoo.convert import CONVERTED_IMAGENET
 from tljob.zoo.convert.pth import (
     LEGACY_MAGIC,
@@ -25,6 +32,7 @@ from tljob.zoo.convert.pth import (
     read_state_dict,
 )
 from tljob.zoo.weights import file_sha256
+from tljob.zoo.weights_record import read_record
 
 TV = CONVERTED_IMAGENET["mobilenet_v2_tv"]
 
@@ -252,13 +260,20 @@ def test_imported_mobilenet_v2_classifies_real_photos(tmp_path):
     from tljob.nn.torchvision_mobilenet import mobilenet_v2_torchvision
 
     out = tmp_path / "mobilenet_v2_top.weights.h5"
-    rc = main(["weights", "import", "mobilenet_v2", str(package_checkpoint()), "--out", str(out)])
-    assert rc == 0
     rc = main(
         ["weights", "import", "mobilenet_v2_tv", str(package_checkpoint()), "--out", str(out)]
         + ["--with-top"]
     )
     assert rc == 0
+    record = WeightsRecord("mobilenet_v2_tv", True, "mobilenet_v2-b0353104.pth", TV.source.sha256)
+    assert read_record(out, "f") == record
+    with pytest.raises(WeightsMismatchError) as err:  # the classifier: not `model.weights`
+        check_weights_available(get_backbone("mobilenet_v2_tv"), WeightsSource.parse(str(out)), 224)
+    assert str(err.value) == (
+        f"`model.weights` ({str(out)!r}): this file holds backbone 'mobilenet_v2_tv' with its "
+        "ImageNet classifier (`tljob weights import --with-top`), which `model.weights` does "
+        "not take: it takes no-top files; import the checkpoint again without --with-top"
+    )
     net = mobilenet_v2_torchvision(include_top=True, weights=str(out))
     cat = net.predict(_imagenet_input(data.chelsea()), verbose=0)[0]
     assert 281 <= int(cat.argmax()) <= 285, np.argsort(-cat)[:5]  # tabby .. Egyptian cat
@@ -267,9 +282,11 @@ def test_imported_mobilenet_v2_classifies_real_photos(tmp_path):
 
 
 def test_import_refuses_missing_files_with_exit_2(tmp_path, capsys):
-    rc = main(["weights", "import", "mobilenet_v2", str(tmp_path / "x.pth"), "--out", "o.h5"])
+    rc = main(["weights", "import", "mobilenet_v2_tv", str(tmp_path / "x.pth"), "--out", "o.h5"])
     assert rc == 2
     assert f"checkpoint '{tmp_path / 'x.pth'}': no such file" in capsys.readouterr().err
     rc = main(["weights", "import", "resnet50", str(tmp_path / "x.pth"), "--out", "o.h5"])
     assert rc == 2
-    assert "unknown network 'resnet50'; importable: mobilenet_v2" in capsys.readouterr().err
+    assert "no torchvision import for backbone 'resnet50'; importable: mobilenet_v2_tv" in (
+        capsys.readouterr().err
+    )

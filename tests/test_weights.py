@@ -11,6 +11,7 @@ import http.server
 import threading
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import yaml
@@ -20,6 +21,8 @@ from tljob.config import load_config
 from tljob.zoo import (
     WeightFile,
     WeightsIntegrityError,
+    WeightsMismatchError,
+    WeightsRecord,
     WeightsSource,
     WeightsUnavailableError,
     get_backbone,
@@ -27,6 +30,7 @@ from tljob.zoo import (
 )
 from tljob.zoo import convert as zoo_convert
 from tljob.zoo.weights import download, file_sha256
+from tljob.zoo.weights_record import read_record
 
 
 @pytest.fixture
@@ -81,7 +85,7 @@ def test_missing_torchvision_weights_offline_name_the_package_to_install(
 
 
 def test_torchvision_weights_convert_from_the_package_into_the_cache_once(empty_keras_home):
-    from tljob.nn.torchvision_mobilenet import mobilenet_v2_torchvision
+    from tljob.nn.model import build_backbone
     from tljob.run.job import resolve_weights
     from tljob.zoo.convert.pth import read_state_dict
 
@@ -90,10 +94,18 @@ def test_torchvision_weights_convert_from_the_package_into_the_cache_once(empty_
     )
     path = Path(resolve_weights(job))
     assert path == empty_keras_home / "models" / "mobilenet_v2_tv_b0353104_notop.weights.h5"
+    source = zoo_convert.CONVERTED_IMAGENET["mobilenet_v2_tv"].source
+    assert read_record(path, "cache") == WeightsRecord(
+        "mobilenet_v2_tv", False, source.name, source.sha256
+    )
     made = path.stat().st_mtime_ns
     assert resolve_weights(job) == str(path) and path.stat().st_mtime_ns == made  # once
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
-    net = mobilenet_v2_torchvision(weights=str(path), input_shape=(32, 32, 3))
+    # as a worker builds from the file the driver shipped: the record is checked, then loaded
+    imagenet = WeightsSource("imagenet")
+    net = build_backbone(get_backbone("mobilenet_v2_tv"), 32, imagenet, str(path))
+    with pytest.raises(WeightsMismatchError, match="weights for backbone 'mobilenet_v2_tv'"):
+        build_backbone(get_backbone("mobilenet_v2"), 32, imagenet, str(path))
     torch = read_state_dict(zoo_convert_source())
     kernel = net.get_layer("Conv1").get_weights()[0]
     assert np.array_equal(kernel, torch["features.0.0.weight"].transpose(2, 3, 1, 0))
@@ -108,10 +120,18 @@ def zoo_convert_source() -> Path:
     return _package_file(zoo_convert.CONVERTED_IMAGENET["mobilenet_v2_tv"])
 
 
+def hdf5_bytes(tmp_path: Path) -> bytes:
+    """A real (empty) HDF5 file's bytes: what `model.weights` is read as before the layers."""
+    scratch = tmp_path / "scratch.h5"
+    h5py.File(scratch, "w").close()
+    return scratch.read_bytes()
+
+
 def test_a_weights_file_pinned_by_sha256(tmp_path):
     path = tmp_path / "w.weights.h5"
-    path.write_bytes(b"weights")
-    digest = hashlib.sha256(b"weights").hexdigest()
+    body = hdf5_bytes(tmp_path)
+    path.write_bytes(body)
+    digest = hashlib.sha256(body).hexdigest()
     spec = get_backbone("mobilenet_v2")
     pinned = load_config(None, ["data.source=x", f"model.weights={path}#sha256={digest}"])
     assert pinned.model.weights == WeightsSource("file", str(path), digest)
@@ -127,10 +147,10 @@ def test_a_weights_file_pinned_by_sha256(tmp_path):
         WeightsSource.parse(f"{path}#md5=abc")
 
 
-def test_s3_weights_are_fetched_once_on_the_driver(s3):
+def test_s3_weights_are_fetched_once_on_the_driver(s3, tmp_path):
     from tljob import storage
 
-    body = b"\x89HDF fake weights"
+    body = hdf5_bytes(tmp_path)
     uri = s3.uri("weights", "mine.weights.h5")
     storage.write_bytes(storage.resolve(uri), body)
     source = WeightsSource.parse(f"{uri}#sha256={hashlib.sha256(body).hexdigest()}")

@@ -1,11 +1,17 @@
 """``tljob weights import``: a torchvision checkpoint as a Keras weights file, without torch.
 
-    tljob weights import mobilenet_v2 mobilenet_v2-b0353104.pth --out mnv2.weights.h5
+    tljob weights import mobilenet_v2_tv mobilenet_v2-b0353104.pth --out mnv2.weights.h5
 
-reads the ``.pth`` with ``tljob.zoo.convert`` (tensors only; any other pickled object is
-refused), maps it onto the ``mobilenet_v2_tv`` network (``tljob.nn.torchvision_mobilenet``)
-and writes its no-top weights, for ``model.backbone: mobilenet_v2_tv`` with
-``model.weights: <file>``; ``--with-top`` keeps the 1000-class ImageNet classifier.
+names the tljob backbone the weights are for (one whose ImageNet weights tljob converts
+from torchvision: ``tljob.zoo.convert.CONVERTED_IMAGENET``), reads the ``.pth`` with
+``tljob.zoo.convert`` (tensors only; any other pickled object is refused), maps it onto that
+backbone's network (``tljob.nn.torchvision_mobilenet``) and writes its no-top weights,
+recorded as made for that backbone, for ``model: {backbone: <it>, weights: <file>}``;
+``--with-top`` keeps the 1000-class ImageNet classifier.
+
+A backbone of the same layers but another layout is refused, naming the one the checkpoint
+fits: ``mobilenet_v2`` is Keras' MobileNetV2, whose padding differs from torchvision's, and
+a file imported under its name would load into it and scramble its features.
 """
 
 from __future__ import annotations
@@ -15,12 +21,12 @@ from pathlib import Path
 
 from tljob import output
 from tljob.errors import UserError
-from tljob.zoo import file_sha256
+from tljob.zoo import file_sha256, get_backbone, same_layers
+from tljob.zoo.convert import CONVERTED_IMAGENET
 from tljob.zoo.convert.pth import read_state_dict
 
 log = output.logger("weights")
-# what the user may call the network -> the registered backbone its weights are for
-IMPORTABLE = {"mobilenet_v2": "mobilenet_v2_tv", "mobilenet_v2_tv": "mobilenet_v2_tv"}
+IMPORTABLE = sorted(CONVERTED_IMAGENET)  # the backbones a torchvision checkpoint fits
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +37,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Convert a torchvision checkpoint (.pth, read without torch) into a Keras "
         "weights file for `model.weights`.",
     )
-    imp.add_argument("network", help="torchvision network: " + ", ".join(sorted(IMPORTABLE)))
+    imp.add_argument(
+        "backbone",
+        metavar="BACKBONE",
+        help="The tljob backbone (`model.backbone`) the weights are for: " + ", ".join(IMPORTABLE),
+    )
     imp.add_argument("checkpoint", help="The torchvision .pth file (a state dict).")
     imp.add_argument("--out", required=True, help="Keras weights file to write (.weights.h5).")
     imp.add_argument(
@@ -42,13 +52,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    backbone = IMPORTABLE.get(args.network)
-    if backbone is None:
+def importable(backbone: str, checkpoint: str, out: str) -> str:
+    """``backbone`` when a torchvision checkpoint can be imported for it; raises
+    ``UserError`` otherwise, naming the backbone it fits when one has the same layers."""
+    get_backbone(backbone)  # an unknown name: its close matches, exit 2
+    if backbone in CONVERTED_IMAGENET:
+        return backbone
+    fits = [b for b in same_layers(backbone) if b in CONVERTED_IMAGENET]
+    if fits:
         raise UserError(
-            f"tljob weights import: unknown network {args.network!r}; importable: "
-            + ", ".join(sorted(IMPORTABLE))
+            f"tljob weights import: a torchvision checkpoint does not fit backbone "
+            f"{backbone!r}; it fits backbone {fits[0]!r}: both have the same layers and "
+            f"weight shapes, but only {fits[0]!r} is built the way torchvision builds it, "
+            f"and weights made for one scramble the other's features. Import it with: "
+            f"tljob weights import {fits[0]} {checkpoint} --out {out}, then use "
+            f"model: {{backbone: {fits[0]}, weights: {out}}}"
         )
+    raise UserError(
+        f"tljob weights import: no torchvision import for backbone {backbone!r}; importable: "
+        + ", ".join(IMPORTABLE)
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    backbone = importable(args.backbone, args.checkpoint, args.out)
     pth, out = Path(args.checkpoint), Path(args.out)
     if not pth.is_file():
         raise UserError(
@@ -66,9 +93,14 @@ def run(args: argparse.Namespace) -> int:
     with output.native_logs_hidden(False):
         from tljob.nn.torchvision_mobilenet import convert_checkpoint
 
-    model = convert_checkpoint(pth, out, include_top=args.with_top, state=state)
-    top = "with the 1000-class ImageNet classifier" if args.with_top else "no top"
-    log.info(f"weights: wrote {out} ({model.count_params():,} parameters, {top})")
-    if not args.with_top:
-        log.info(f"use it with: model.backbone: {backbone}, model.weights: {out}")
+    model = convert_checkpoint(pth, out, backbone, include_top=args.with_top, state=state)
+    params = f"{model.count_params():,} parameters"
+    if args.with_top:
+        log.info(
+            f"weights: wrote {out} for backbone {backbone} with the 1000-class ImageNet "
+            f"classifier ({params}); not loadable as `model.weights`, which takes no-top files"
+        )
+    else:
+        log.info(f"weights: wrote {out} for backbone {backbone} (no top, {params})")
+        log.info(f"use it with: model: {{backbone: {backbone}, weights: {out}}}")
     return 0

@@ -28,6 +28,7 @@ from tljob.config.train import Precision
 from tljob.errors import UserError
 from tljob.nn import schedules
 from tljob.nn.augment_layers import AUGMENT_LAYER, training_augmentation
+from tljob.nn.backbone_weights import check_fits, load_checked
 from tljob.nn.builders import BUILDERS
 from tljob.nn.keras import tf_keras
 from tljob.nn.labels import SPARSE, LabelFormat
@@ -35,7 +36,13 @@ from tljob.nn.layers import BackbonePreprocess, ResizeImages
 from tljob.nn.metrics import ClassMetrics
 from tljob.nn.schedules import StageSchedule, make_optimizer
 from tljob.nn.torchvision_mobilenet import convert_for
-from tljob.zoo import BackboneSpec, WeightsSource, get_backbone, resolve_weights_file
+from tljob.zoo import (
+    BackboneSpec,
+    WeightsRecord,
+    WeightsSource,
+    get_backbone,
+    resolve_weights_file,
+)
 
 BACKBONE_LAYER = "backbone"
 MODEL_NAME_PREFIX = "tljob_"  # + the backbone's registry name
@@ -59,6 +66,23 @@ def resolve_here(
     return resolve_weights_file(spec, weights, image_size, offline, convert_for)
 
 
+def empty_backbone(spec: BackboneSpec, image_size: int) -> tf_keras.Model:
+    """``spec``'s network without its classifier, randomly initialised."""
+    constructor = backbone_constructor(spec)
+    return constructor(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
+
+
+def check_weights_file(
+    spec: BackboneSpec, weights: WeightsSource, weights_file: str, image_size: int
+) -> WeightsRecord | None:
+    """Build ``spec``'s network and check that ``weights_file``, the local copy of
+    ``model.weights`` (a file), fits it, without loading it: what the driver does for a
+    file without a tljob record before anything starts (``WeightsMismatchError``, naming
+    the first differing layer, otherwise). Returns the file's record."""
+    label = f"`model.weights` ({weights.path!r})"
+    return check_fits(empty_backbone(spec, image_size), spec.name, weights_file, label)
+
+
 def build_backbone(
     spec: BackboneSpec,
     image_size: int,
@@ -72,12 +96,9 @@ def build_backbone(
     shipped, on a worker); when None, ``weights`` is resolved in this process."""
     if weights.pretrained and weights_file is None:
         weights_file = resolve_here(spec, weights, image_size, offline)
-    constructor = backbone_constructor(spec)
-    backbone = constructor(
-        include_top=False,
-        weights=weights_file if weights.pretrained else None,
-        input_shape=(image_size, image_size, 3),
-    )
+    backbone = empty_backbone(spec, image_size)
+    if weights.pretrained:
+        load_checked(backbone, spec.name, weights, weights_file)  # refuses another's file
     backbone._name = BACKBONE_LAYER  # a stable name lets freezing find it after reloads
     if not weights.pretrained:
         # Keras' ImageNet BatchNorm momentum (0.999 in MobileNetV2) needs thousands of

@@ -11,7 +11,8 @@ weight shapes) with torchvision's two differences:
 * BatchNorm epsilon is PyTorch's 1e-5 instead of Keras' 1e-3.
 
 ``convert_checkpoint`` writes torchvision's ``.pth`` (read without torch by
-``tljob.zoo.convert``) as a Keras weights file of this network.
+``tljob.zoo.convert``) as a Keras weights file of this network, recorded as made for
+backbone ``mobilenet_v2_tv``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from tljob.nn.builders import register
 from tljob.nn.keras import tf_keras
+from tljob.zoo import WeightsRecord, file_sha256, get_backbone
 from tljob.zoo.convert import ConvertedWeights
 from tljob.zoo.convert.mobilenet_v2 import (
     BATCHNORM_EPSILON,
@@ -29,6 +31,7 @@ from tljob.zoo.convert.mobilenet_v2 import (
     keras_weights,
 )
 from tljob.zoo.convert.pth import CheckpointError, read_state_dict
+from tljob.zoo.weights_record import write_record
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,15 +110,21 @@ def mobilenet_v2_torchvision(
 def convert_checkpoint(
     pth: str | Path,
     out: str | Path,
+    backbone: str,
     include_top: bool = False,
     state: dict[str, np.ndarray] | None = None,
 ) -> tf_keras.Model:
     """Read torchvision's MobileNetV2 ``.pth`` and write it as a Keras weights file of
-    ``mobilenet_v2_torchvision`` (``.weights.h5``, or legacy ``.h5``); returns the model.
-    ``state``: the file's tensors when already read (``read_state_dict(pth)``).
+    ``mobilenet_v2_torchvision`` (``.weights.h5``, or legacy ``.h5``), recording in it
+    that it is for the registered ``backbone`` built by that network, whether it holds the
+    classifier, and the checkpoint's name and sha256 (``tljob.zoo.weights_record``);
+    returns the model. ``state``: the file's tensors when already read
+    (``read_state_dict(pth)``).
 
     Raises ``CheckpointError`` (a ``UserError``) for an unreadable or unsafe file, or one
     of another network."""
+    if get_backbone(backbone).builder != BUILDER_NAME:
+        raise ValueError(f"backbone {backbone!r} is not built by {BUILDER_NAME}")
     arrays = keras_weights(read_state_dict(pth) if state is None else state, include_top)
     model = mobilenet_v2_torchvision(include_top=include_top, input_shape=(224, 224, 3))
     for name, values in arrays.items():
@@ -128,6 +137,8 @@ def convert_checkpoint(
             )
         layer.set_weights(values)
     model.save_weights(str(out))
+    record = WeightsRecord(backbone, include_top, Path(pth).name, file_sha256(pth))
+    write_record(out, record)
     return model
 
 
@@ -135,4 +146,4 @@ def convert_for(converted: ConvertedWeights, source: Path, out: Path) -> None:
     """The ``convert`` callable of ``tljob.zoo.resolve_weights_file``: the no-top weights."""
     if converted.builder != BUILDER_NAME:
         raise ValueError(f"no converter for builder {converted.builder!r}")
-    convert_checkpoint(source, out, include_top=False)
+    convert_checkpoint(source, out, converted.backbone, include_top=False)

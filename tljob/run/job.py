@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tljob.config import JobConfig, load_config
-from tljob.zoo import check_weights_available, get_backbone, resolve_weights_file
+from tljob.zoo import check_weights_available, get_backbone, resolve_weights_file, same_layers
 from tljob.zoo.convert import ConvertedWeights
+from tljob.zoo.weights_record import read_record
 
 if TYPE_CHECKING:
     from tljob.data.listing import ImageListing
@@ -41,11 +42,41 @@ def _convert(converted: ConvertedWeights, source: Path, out: Path) -> None:
 def resolve_weights(job: JobConfig) -> str | None:
     """``model.weights`` as one local file on this machine (the driver), or None: found in
     the Keras cache, downloaded, converted or fetched from s3:// here, once; the driver
-    ships it to the workers."""
+    ships it to the workers.
+
+    A file must be for the configured backbone: one whose tljob record names another, or
+    that holds the classifier, is refused (``WeightsMismatchError``, exit 2); one without a
+    record (a Keras ``save_weights`` file) is compared layer by layer with the backbone,
+    built here without weights, and refused naming the first layer that differs."""
+    from tljob import output
+
+    log = output.logger("weights")
     spec = get_backbone(job.model.backbone)
-    return resolve_weights_file(
-        spec, job.model.weights, job.image_size, job.model.offline, convert=_convert
+    weights = job.model.weights
+    path = resolve_weights_file(spec, weights, job.image_size, job.model.offline, _convert)
+    if path is None or weights.kind != "file":
+        return path
+    record = read_record(path, f"`model.weights` ({weights.path!r})")
+    if record is not None:
+        source = record.source and f", converted from {record.source}"
+        source += record.source_sha256 and f" (sha256 {record.source_sha256})"
+        log.info(f"weights: {weights.path} is for backbone {record.backbone}{source}")
+        return path
+    from tljob.nn.model import check_weights_file  # TensorFlow: builds the backbone
+
+    check_weights_file(spec, weights, path, job.image_size)
+    twins = same_layers(spec.name)
+    alike = (
+        f"; backbone(s) {', '.join(twins)} have the very same layers, so the file could be "
+        f"for them as well: make sure it holds weights for {spec.name}"
+        if twins
+        else ""
     )
+    log.info(
+        f"weights: {weights.path} carries no tljob record of the backbone it was made for; "
+        f"its layers and weight shapes are those of backbone {spec.name}, so it is loaded" + alike
+    )
+    return path
 
 
 def list_checked(job: JobConfig) -> ImageListing:

@@ -4,9 +4,10 @@
 builder, sizes, preprocessing convention, ImageNet weight files, block boundaries, the
 figures the memory preflight uses), gathered from ``families``; ``weights`` parses
 ``model.weights`` and turns it into one local file on the driver (Keras cache, verified
-download, conversion, ``s3://``); ``convert`` reads torchvision checkpoints without torch;
-``listing`` formats ``tljob backbones``. Pure: imports ``tljob.errors`` (and
-``tljob.storage`` for ``s3://`` weights), never Ray or TensorFlow (the Keras side of a
+download, conversion, ``s3://``); ``weights_record`` reads and writes which backbone a
+weights file is for; ``convert`` reads torchvision checkpoints without torch; ``listing``
+formats ``tljob backbones``. Pure: imports ``tljob.errors`` (and ``tljob.storage`` for
+``s3://`` weights, h5py to read weights files), never Ray or TensorFlow (the Keras side of a
 backbone, and of a conversion, is in ``tljob.nn``).
 """
 
@@ -18,6 +19,7 @@ from tljob.zoo.registry import (
     UnknownBackboneError,
     WeightFile,
     get_backbone,
+    same_layers,
 )
 from tljob.zoo.weights import (
     WeightsIntegrityError,
@@ -28,6 +30,7 @@ from tljob.zoo.weights import (
     offline_mode,
     resolve_weights_file,
 )
+from tljob.zoo.weights_record import WeightsMismatchError, WeightsRecord
 
 __all__ = [
     "BACKBONES",
@@ -38,10 +41,13 @@ __all__ = [
     "WeightsSource",
     "WeightFile",
     "WeightsIntegrityError",
+    "WeightsMismatchError",
+    "WeightsRecord",
     "WeightsUnavailableError",
     "check_weights_available",
     "file_sha256",
     "get_backbone",
     "offline_mode",
     "resolve_weights_file",
+    "same_layers",
 ]

