@@ -15,8 +15,9 @@ import hashlib
 import numpy as np
 import pytest
 
+from tljob.augment import geometry
 from tljob.augment.keys import image_keys
-from tljob.augment.mixing import draw_mix, mix_batch
+from tljob.augment.ops.mixing import draw_mix, mix_batch
 from tljob.augment.pipeline import Augmenter
 from tljob.config.augment import AugmentSection
 
@@ -186,3 +187,43 @@ def test_mixup_and_cutmix_labels_are_the_pinned_ones():
     pinned = PINNED["mix"]
     assert {kind for kind, _ in pinned} == {"mixup", "cutmix"}  # both kinds are pinned
     assert mix_digests() == pinned
+
+
+def multiplied_out(p, in_size: int, out_size: int) -> np.ndarray:
+    """The maps as tljob computed them before the ops registry: tf_keras' transform
+    multiplied out by hand, the flips, then the box's resize (numpy's matmul)."""
+    n = len(p)
+    theta, shear = np.deg2rad(p.theta), np.deg2rad(p.shear)
+    cos, sin = np.cos(theta), np.sin(theta)
+    sh_s, sh_c = -np.sin(shear), np.cos(shear)
+    m = np.zeros((n, 3, 3))
+    m[:, 0, 0] = cos * p.zx
+    m[:, 0, 1] = (cos * sh_s - sin * sh_c) * p.zy
+    m[:, 1, 0] = sin * p.zx
+    m[:, 1, 1] = (sin * sh_s + cos * sh_c) * p.zy
+    m[:, 0, 2] = cos * p.tx - sin * p.ty
+    m[:, 1, 2] = sin * p.tx + cos * p.ty
+    m[:, 2, 2] = 1.0
+    c = out_size / 2.0 - 0.5
+    m[:, 0, 2] += c - (m[:, 0, 0] + m[:, 0, 1]) * c
+    m[:, 1, 2] += c - (m[:, 1, 0] + m[:, 1, 1]) * c
+    flips = np.tile(np.eye(3), (n, 1, 1))
+    flips[p.flip_h, 0, 0], flips[p.flip_h, 0, 2] = -1.0, out_size - 1.0
+    flips[p.flip_v, 1, 1], flips[p.flip_v, 1, 2] = -1.0, out_size - 1.0
+    box = p.box if p.box is not None else np.tile([0.0, 0.0, in_size, in_size], (n, 1))
+    resize = np.zeros((n, 3, 3))
+    sx, sy = box[:, 2] / out_size, box[:, 3] / out_size
+    resize[:, 0, 0], resize[:, 1, 1], resize[:, 2, 2] = sx, sy, 1.0
+    resize[:, 0, 2] = box[:, 0] + 0.5 * sx - 0.5
+    resize[:, 1, 2] = box[:, 1] + 0.5 * sy - 0.5
+    return (resize @ (m @ flips))[:, :2, :]
+
+
+@pytest.mark.parametrize("name", ["seed", "everything"])
+def test_the_composed_maps_are_the_multiplied_out_ones_bit_for_bit(name):
+    # Bit for bit, not only the pinned pixels: a map a float rounding away can move a
+    # pixel of some other image across OpenCV's 1/32-pixel grid.
+    section = AugmentSection.model_validate(CONFIGS[name])
+    params = geometry.draw(section, SEED, 2, np.arange(4000, dtype=np.uint64), 256, 224)
+    expected = multiplied_out(params, 256, 224)
+    np.testing.assert_array_equal(geometry.affine_matrices(params, 256, 224), expected)
