@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     cv2.setNumThreads(1)
 
-    from tljob.augment.mixing import mix_batch
+    from tljob.augment.ops.mixing import mix_batch
     from tljob.augment.photometric import Photometric
     from tljob.config.augment import AugmentSection
 

@@ -12,6 +12,7 @@ import pytest
 
 from tljob.augment import geometry, keys
 from tljob.augment.geometry import GeometryParams
+from tljob.augment.ops.random_resized_crop import STREAM_CROP
 from tljob.augment.pipeline import Augmenter
 from tljob.config.augment import AugmentSection
 from tljob.images import resize_fast_uint8
@@ -245,7 +246,7 @@ def test_random_resized_crop_boxes_follow_torchvision(scale, ratio):
     section = AugmentSection(random_resized_crop={"enabled": True, "scale": scale, "ratio": ratio})
     ids = np.arange(500, dtype=np.uint64)
     p = Augmenter(section, 224, seed=2).draw(ids, epoch=1, in_size=256)
-    u = keys.uniforms(2, 1, ids, 40, geometry.STREAM_CROP)
+    u = keys.uniforms(2, 1, ids, 40, STREAM_CROP)
     expected = np.array([reference_crop(256, scale, ratio, row) for row in u], dtype=float)
     np.testing.assert_array_equal(p.box, expected)
     x0, y0, w, h = p.box.T

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tljob.augment.mixing import draw_mix, mix_batch, one_hot
+from tljob.augment.ops.mixing import draw_mix, mix_batch, one_hot
 
 N, H, W, CLASSES = 6, 20, 30, 8
 LABELS = np.array([0, 3, 5, 1, 7, 2])

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from tljob.augment import colour, erasing, randaugment
+from tljob.augment import colour
+from tljob.augment.ops import randaugment
+from tljob.augment.ops import random_erasing as erasing
 from tljob.augment.photometric import Photometric
 from tljob.config.augment import AugmentSection
 

@@ -19,7 +19,7 @@ from test_shards import local_ray  # noqa: F401  (the module's private Ray)
 
 from tljob import storage
 from tljob.augment.keys import image_keys
-from tljob.augment.mixing import mix_batch
+from tljob.augment.ops.mixing import mix_batch
 from tljob.augment.pipeline import Augmenter
 from tljob.config import load_config
 from tljob.data.pipeline import prepare_data

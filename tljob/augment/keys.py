@@ -35,13 +35,18 @@ def image_keys(sha256_hex: Sequence[str]) -> np.ndarray:
     return np.array([int(str(h)[:16], 16) for h in sha256_hex], dtype=np.uint64)
 
 
-def uniforms(seed: int, epoch: int, keys: np.ndarray, count: int, stream: int = 0) -> np.ndarray:
-    """(len(keys), count) float64 draws in [0, 1) for ``keys`` in ``epoch``."""
+def uniforms(
+    seed: int, epoch: int, keys: np.ndarray, count: int, stream: int = 0, first: int = 0
+) -> np.ndarray:
+    """(len(keys), count) float64 draws in [0, 1) for ``keys`` in ``epoch``: columns
+    ``first`` .. ``first + count - 1`` of ``stream``. A column's draws are the same whatever
+    ``first`` and ``count`` a call asks for, so several ops can share a stream by columns."""
     keys = np.asarray(keys, dtype=np.uint64)
     with np.errstate(over="ignore"):
         salt = _mix(_mix(_mix(_word(seed) + _GOLDEN) ^ _word(epoch)) ^ _word(stream))
         base = _mix(keys ^ salt)
-        counters = base[:, None] + _GOLDEN * np.arange(1, count + 1, dtype=np.uint64)
+        columns = np.arange(first + 1, first + count + 1, dtype=np.uint64)
+        counters = base[:, None] + _GOLDEN * columns
         bits = _mix(counters)
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 

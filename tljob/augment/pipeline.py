@@ -1,9 +1,9 @@
 """The Augmenter: stored uint8 images -> the training views of one batch.
 
-Geometry (random resized crop, rotation, shift, shear, zoom, flips) is one affine map per
-image, warped once (``tljob.augment.geometry``); the colour and pixel operations follow
-(``tljob.augment.photometric``). Every draw is keyed by (seed, epoch, image key), so a view
-does not depend on which batch, block, worker or retry computes it.
+Geometry (the geometry ops of ``tljob.augment.ops``: random resized crop, rotation, shift,
+shear, zoom, flips) is one affine map per image, warped once (``tljob.augment.geometry``);
+the pixel ops follow (``tljob.augment.photometric``). Every draw is keyed by (seed, epoch,
+image key), so a view does not depend on which batch, block, worker or retry computes it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import numpy as np
 
 from tljob.augment import geometry
 from tljob.augment.geometry import GeometryParams
+from tljob.augment.ops import GEOMETRY_OPS
+from tljob.augment.ops.random_resized_crop import whole_boxes
 from tljob.augment.photometric import Photometric
 from tljob.config.augment import AugmentSection
 from tljob.images import resize_fast_uint8
@@ -32,7 +34,7 @@ class Augmenter:
         self.out_size = int(out_size)
         self.seed = int(section.seed if section.seed is not None else seed)
         on_data = section.where == "data"
-        self.geometric = on_data and geometry.geometric_options_on(section)
+        self.geometric = on_data and geometry.options_on(section)
         self.photometric = Photometric(section) if on_data else None
 
     @property
@@ -42,9 +44,7 @@ class Augmenter:
 
     def draw(self, keys: np.ndarray, epoch: int, in_size: int | np.ndarray) -> GeometryParams:
         """The geometric parameters of images ``keys`` in ``epoch`` (stored side ``in_size``)."""
-        return geometry.draw_batch(
-            self.section, self.seed, epoch, np.asarray(keys), in_size, self.out_size
-        )
+        return geometry.draw(self.section, self.seed, epoch, keys, in_size, self.out_size)
 
     def __call__(
         self, images: Sequence[np.ndarray] | np.ndarray, keys: np.ndarray, epoch: int
@@ -69,20 +69,13 @@ class Augmenter:
         self, images: Sequence[np.ndarray] | np.ndarray, params: GeometryParams, sizes: np.ndarray
     ) -> np.ndarray:
         """Warp each image through its map; an image whose draw is only a crop (or the whole
-        image) and flips is resized and flipped instead: the same pixels as torchvision's
-        crop-then-resize, at about a third of a warp's cost (the light presets' case)."""
+        image) and flips (every geometry op's ``without_warp``) is resized and flipped
+        instead: the same pixels as torchvision's crop-then-resize, at about a third of a
+        warp's cost (the light presets' case)."""
         out = self.out_size
         matrices = geometry.affine_matrices(params, sizes, out)
-        boxes = params.box if params.box is not None else geometry.whole_boxes(sizes, len(sizes))
-        aligned = (
-            (params.theta == 0)
-            & (params.tx == 0)
-            & (params.ty == 0)
-            & (params.shear == 0)
-            & (params.zx == 1)
-            & (params.zy == 1)
-            & (boxes == np.round(boxes)).all(axis=1)
-        )
+        boxes = params.box if params.box is not None else whole_boxes(sizes, len(sizes))
+        aligned = np.logical_and.reduce([op.without_warp(params) for op in GEOMETRY_OPS])
         views = np.empty((len(images), out, out, 3), dtype=np.uint8)
         warped = np.flatnonzero(~aligned)
         if len(warped):
@@ -102,27 +95,11 @@ class Augmenter:
         return views
 
     def describe(self, params: GeometryParams, i: int) -> str:
-        """A short label of image ``i``'s draw, e.g. "rot +12°, shift (3, -5) px, zoom
-        0.91x1.08, flip h" (shift: how far content moves right and down, in training
-        pixels); "resize" when the draw changes nothing."""
-        parts = []
-        if params.box is not None:
-            x0, y0, w, h = (int(v) for v in params.box[i])
-            parts.append(f"crop {w}x{h} at ({x0}, {y0})")
-        if params.theta[i] != 0:
-            parts.append(f"rot {params.theta[i]:+.0f}°")
-        if params.tx[i] != 0 or params.ty[i] != 0:
-            # tf_keras' tx pulls from the right: content moves by -tx.
-            dx, dy = round(-float(params.tx[i])), round(-float(params.ty[i]))
-            parts.append(f"shift ({dx}, {dy}) px")
-        if round(float(params.shear[i]), 1) != 0:
-            parts.append(f"shear {params.shear[i]:+.1f}°")
-        if params.zx[i] != 1 or params.zy[i] != 1:
-            parts.append(f"zoom {params.zx[i]:.2f}x{params.zy[i]:.2f}")
-        flips = [name for name, on in (("h", params.flip_h[i]), ("v", params.flip_v[i])) if on]
-        if flips:
-            parts.append("flip " + "+".join(flips))
-        return ", ".join(parts) if parts else "resize"
+        """A short label of image ``i``'s draw, each geometry op's in registry order, e.g.
+        "rot +12°, shift (3, -5) px, zoom 0.91x1.08, flip h" (shift: how far content moves
+        right and down, in training pixels); "resize" when the draw changes nothing."""
+        parts = [op.describe(params, i) for op in GEOMETRY_OPS]
+        return ", ".join(part for part in parts if part) or "resize"
 
     def captions(self, keys: np.ndarray, epoch: int, in_size: int | np.ndarray) -> list[str]:
         """One label per image of its whole draw in ``epoch``: the geometry (``describe``)

@@ -6,8 +6,9 @@
 refuses credentials anywhere; ``trainable`` a stage's 'head' / 'top_layers:N' /
 'top_blocks:K' / 'all');
 ``load`` builds a ``JobConfig`` from defaults, a YAML file and ``--set`` overrides;
-``reference`` renders the settings table. May import ``tljob.errors`` and ``tljob.zoo``
-(backbone names and sizes), pydantic and PyYAML; never Ray or TensorFlow, so a bad config is
+``reference`` renders the settings table. May import ``tljob.errors``, ``tljob.zoo``
+(backbone names and sizes), ``tljob.augment.ops`` (each augmentation op declares its own
+options; numpy and OpenCV), pydantic and PyYAML; never Ray or TensorFlow, so a bad config is
 refused in well under a second, before any cluster is touched.
 """
 

@@ -47,7 +47,7 @@ from ray.data import DataContext, Dataset
 
 from tljob import ray_private
 from tljob.augment.keys import image_keys
-from tljob.augment.mixing import mix_batch
+from tljob.augment.ops import BATCH_OPS
 from tljob.augment.pipeline import Augmenter
 from tljob.config.augment import AugmentSection
 
@@ -112,19 +112,19 @@ def training_views(
     keys = image_keys(sha256)
     images = Augmenter(views.section, image_size, views.seed)(stored, keys, epoch)
     labels = np.asarray(labels, dtype=np.int64)
-    if not views.soft_labels:
-        return {"image": images, "label": labels}
-    mixed, soft = mix_batch(
-        images,
-        labels,
-        views.num_classes,
-        views.section.mixup_alpha,
-        views.section.cutmix_alpha,
-        views.seed,
-        epoch,
-        row_group_key(keys),
-    )
-    return {"image": mixed, "label": np.asarray(soft, dtype=np.float32)}
+    for op in BATCH_OPS:  # MixUp / CutMix: at most one is registered (ops.check_registry)
+        if op.batch_options_on(views.section):
+            mixed, soft = op.apply_batch(
+                views.section,
+                images,
+                labels,
+                views.num_classes,
+                views.seed,
+                epoch,
+                row_group_key(keys),
+            )
+            return {"image": mixed, "label": np.asarray(soft, dtype=np.float32)}
+    return {"image": images, "label": labels}
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:

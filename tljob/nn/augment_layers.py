@@ -5,26 +5,10 @@ The stack sits after ``ResizeImages`` (training images already arrive at the tra
 which it leaves exactly as they are) and before the backbone's preprocessing, on float
 pixels in [0, 255]. Each layer is active only in training (``fit``); at inference every one
 returns its input, and the exported model leaves the stack out (``tljob.nn.model.
-serving_model``). The options keep ImageDataGenerator's meanings:
-
-- ``rotation_range`` r degrees -> ``RandomRotation(r / 360)`` (a factor is a fraction of a
-  full turn, drawn from [-f, f]);
-- ``width_shift_range`` / ``height_shift_range``: fractions of the size, or pixels of the
-  training size when >= 1 (divided by the image size) -> ``RandomTranslation``;
-- ``zoom_range`` [lo, hi]: ImageDataGenerator draws zx and zy independently from [lo, hi]
-  and samples the source at ``z * (output point - centre)``, so z > 1 shows more of the
-  image. ``RandomZoom`` draws ``1 + factor`` from ``[1 + lower, 1 + upper]`` for height and
-  width independently, with the same centre and the same direction (a positive factor
-  zooms out), so its factors are ``(lo - 1, hi - 1)``: the same distribution. It allows
-  only ``hi <= 2``;
-- flips -> ``RandomFlip``; ``brightness_range`` [lo, hi] -> ``RandomBrightnessScale``
-  (``tljob.nn.layers``): pixels times a factor from [lo, hi], clipped to [0, 255], as
-  ImageDataGenerator (PIL's brightness enhancer) does. Keras' ``RandomBrightness`` adds an
-  offset instead, which is not the same view;
-- ``color_jitter.contrast`` c -> ``RandomContrast((min(c, 1), c))``: factors from
-  [max(0, 1 - c), 1 + c] as torchvision, applied around each channel's mean (torchvision
-  uses the grey mean), clipped to [0, 255];
-- ``fill_mode`` / ``cval`` pass through (Keras knows the same four modes).
+serving_model``). Each op of ``tljob.augment.ops`` that can run here says how
+(``model_layer``: rotation, shift, zoom, flips, brightness, contrast), keeping
+ImageDataGenerator's meanings; ``fill_mode`` / ``cval`` pass through (Keras knows the same
+four modes).
 
 Unlike ImageDataGenerator (and ``tljob.augment``), which compose rotation, shift and zoom
 into one affine warp, the layers warp one after another (rotation, shift, zoom: the same
@@ -35,21 +19,15 @@ filled by one warp may be moved by the next. Every layer gets its own seed, ``se
 from __future__ import annotations
 
 import re
-from typing import Any
 
+from tljob.augment.ops import PER_IMAGE_OPS
+from tljob.augment.ops.base import LayerSpec
+from tljob.augment.ops.base import ModelAugmentError as ModelAugmentError
 from tljob.config.augment import AugmentSection
-from tljob.errors import UserError
 from tljob.nn.keras import tf_keras
 from tljob.nn.layers import RandomBrightnessScale
 
 AUGMENT_LAYER = "augment"
-MAX_MODEL_ZOOM = 2.0  # RandomZoom's height_factor must lie in [-1, 1]
-
-LayerSpec = tuple[str, dict[str, Any]]  # (tf_keras.layers class name or ours, kwargs)
-
-
-class ModelAugmentError(UserError, ValueError):
-    """An option the in-model layers cannot reproduce."""
 
 
 def runs_in_model(section: AugmentSection | None) -> bool:
@@ -57,48 +35,12 @@ def runs_in_model(section: AugmentSection | None) -> bool:
     return section is not None and section.where == "model" and section.active
 
 
-def _shift_fraction(field: str, value: float, image_size: int) -> float:
-    fraction = value if value < 1.0 else value / image_size
-    if fraction > 1.0:
-        raise ModelAugmentError(
-            f"`augment.{field}` ({value}): a shift of more than the image size "
-            f"({image_size} px) cannot run inside the model; lower it"
-        )
-    return fraction
-
-
 def layer_specs(section: AugmentSection, image_size: int) -> list[LayerSpec]:
-    """The layers' classes and arguments (seeds aside), in the order they apply."""
-    specs: list[LayerSpec] = []
-    fill = {"fill_mode": section.fill_mode, "fill_value": float(section.cval)}
-    if section.rotation_range > 0.0:
-        specs.append(("RandomRotation", {"factor": section.rotation_range / 360.0, **fill}))
-    if section.width_shift_range > 0.0 or section.height_shift_range > 0.0:
-        height = _shift_fraction("height_shift_range", section.height_shift_range, image_size)
-        width = _shift_fraction("width_shift_range", section.width_shift_range, image_size)
-        specs.append(
-            ("RandomTranslation", {"height_factor": height, "width_factor": width, **fill})
-        )
-    low, high = section.zoom_bounds
-    if (low, high) != (1.0, 1.0):
-        if high > MAX_MODEL_ZOOM:
-            raise ModelAugmentError(
-                f"`augment.zoom_range` ([{low}, {high}]): inside the model the upper "
-                f"zoom must be <= {MAX_MODEL_ZOOM} (Keras' RandomZoom); lower it, or set "
-                "`augment.where` to 'data'"
-            )
-        factor = (low - 1.0, high - 1.0)
-        specs.append(("RandomZoom", {"height_factor": factor, "width_factor": factor, **fill}))
-    flips = [name for name in ("horizontal", "vertical") if getattr(section, f"{name}_flip")]
-    if flips:
-        specs.append(("RandomFlip", {"mode": "_and_".join(flips)}))
-    if section.brightness_range is not None:
-        low, high = section.brightness_range
-        specs.append(("RandomBrightnessScale", {"lower": low, "upper": high}))
-    contrast = section.color_jitter.contrast
-    if contrast > 0.0:
-        specs.append(("RandomContrast", {"factor": (min(contrast, 1.0), contrast)}))
-    return specs
+    """The layers' classes and arguments (seeds aside), in the order they apply: each op's
+    ``model_layer`` that is on, in registry order. Raises ``ModelAugmentError`` for a value
+    a layer cannot reproduce."""
+    specs = (op.model_layer(section, image_size) for op in PER_IMAGE_OPS)
+    return [spec for spec in specs if spec is not None]
 
 
 def _short(class_name: str) -> str:

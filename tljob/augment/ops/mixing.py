@@ -4,16 +4,23 @@ One draw per batch from ``keys.generator(seed, epoch, batch_key, STREAM_MIXING)`
 the two (when both are on, each with chance 1/2), lambda ~ Beta(alpha, alpha), the partner
 of every image (the batch rolled by a random shift in 1..N-1, so no image is its own partner
 in a batch of two or more) and, for CutMix, the box. The same (seed, epoch, batch_key) gives
-the same mix whatever worker or retry computes it.
+the same mix whatever worker or retry computes it. The op (``MixUpCutMix``, last below) is a
+batch op: ``tljob.data.views`` mixes each row group of the training stream as one batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import Field
 
 from tljob.augment import keys as keyed
+from tljob.augment.ops.base import BatchOp, StreamUse
+
+if TYPE_CHECKING:
+    from tljob.config.augment import AugmentSection
 
 STREAM_MIXING = 201
 
@@ -116,3 +123,62 @@ def mix_batch(
         mixed[:, top:bottom, left:right] = partners[:, top:bottom, left:right]
     soft = np.float32(d.lam) * targets + np.float32(1.0 - d.lam) * np.roll(targets, d.shift, 0)
     return mixed, soft.astype(np.float32)
+
+
+# -- the op -------------------------------------------------------------------------------
+
+
+class MixUpCutMix(BatchOp):
+    """MixUp and CutMix on each batch of the stream; labels become class probabilities."""
+
+    name = "mixup_cutmix"
+    fields = {
+        "mixup_alpha": (
+            float,
+            Field(
+                0.0,
+                ge=0.0,
+                description="MixUp's Beta(alpha, alpha) within each batch of the stream; 0 is "
+                "off. Labels become soft (class probabilities) and the loss follows.",
+            ),
+        ),
+        "cutmix_alpha": (
+            float,
+            Field(
+                0.0,
+                ge=0.0,
+                description="CutMix's Beta(alpha, alpha) within each batch of the stream; 0 is "
+                "off. With MixUp also on, each batch uses one of the two, chosen at random.",
+            ),
+        ),
+    }
+    streams = (StreamUse(STREAM_MIXING),)
+
+    def batch_options_on(self, section: AugmentSection) -> dict[str, Any]:
+        return {
+            n: getattr(section, n)
+            for n in ("mixup_alpha", "cutmix_alpha")
+            if getattr(section, n) > 0.0
+        }
+
+    def apply_batch(
+        self,
+        section: AugmentSection,
+        images: np.ndarray,
+        labels: np.ndarray,
+        num_classes: int,
+        seed: int,
+        epoch: int,
+        batch_key: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``mix_batch`` with the section's alphas."""
+        return mix_batch(
+            images,
+            labels,
+            num_classes,
+            section.mixup_alpha,
+            section.cutmix_alpha,
+            seed,
+            epoch,
+            batch_key,
+        )

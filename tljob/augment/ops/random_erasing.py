@@ -4,13 +4,26 @@ one rectangle of random area and aspect ratio is filled with noise or zeros.
 The rectangle is drawn from ``ATTEMPTS`` tries (area fraction uniform in ``scale``, width /
 height log-uniform in ``ratio``); the first that fits inside the image wins, and an image
 where none fits is left alone, as torchvision. All tries are drawn at once for the batch.
+The op (``RandomErasing``, last below) is the last pixel op.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Literal
+
 import numpy as np
+from pydantic import Field, field_validator
 
 from tljob.augment import keys as keyed
+from tljob.augment.ops.base import Draw, PixelOp, Range, StreamUse, aspect_ratios, ordered
+from tljob.config._base import _Section
+
+if TYPE_CHECKING:
+    from tljob.config.augment import AugmentSection
+
+STREAM_ERASING = 105
+STREAM_ERASING_FILL = 106  # the random fill's generator
+ErasingValue = Literal["random", "zero"]
 
 ATTEMPTS = 10
 # Uniform columns an image uses: the coin, then (area, log ratio, top, left) per attempt.
@@ -72,3 +85,72 @@ def apply_erasing(
             fill = 0
         out[n, top : top + h, left : left + w] = fill
     return out
+
+
+# -- the op -------------------------------------------------------------------------------
+
+
+class RandomErasingSection(_Section):
+    probability: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Chance that one random rectangle of an image is erased (Zhong et al.); "
+        "0 is off.",
+    )
+    scale: Range = Field(
+        (0.02, 0.33), description="Range of the rectangle's area, as a fraction of the image's."
+    )
+    ratio: Range = Field(
+        (0.3, 3.3), description="Range of the rectangle's width / height (log-uniform)."
+    )
+    value: ErasingValue = Field(
+        "random", description="What fills the rectangle: random pixels, or zeros."
+    )
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value: Range) -> Range:
+        return ordered(value, 0.0, 1.0)
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, value: Range) -> Range:
+        return aspect_ratios(value)
+
+
+class RandomErasing(PixelOp):
+    name = "random_erasing"
+    fields = {
+        "random_erasing": (
+            RandomErasingSection,
+            Field(default_factory=RandomErasingSection, description="Random erasing."),
+        )
+    }
+    draws = ("boxes",)
+    streams = (StreamUse(STREAM_ERASING, count=COLUMNS), StreamUse(STREAM_ERASING_FILL))
+
+    def options_on(self, section: AugmentSection) -> dict[str, Any]:
+        p = section.random_erasing.probability
+        return {"random_erasing.probability": p} if p > 0.0 else {}
+
+    def draw(self, section, seed, epoch, keys, height, width) -> Draw:
+        e = section.random_erasing
+        u = self.streams[0].uniforms(seed, epoch, keys)
+        return {"boxes": draw_boxes(u, height, width, e.probability, e.scale, e.ratio)}
+
+    def apply(self, section, images, draw, seed, epoch, keys):
+        value = section.random_erasing.value
+        return apply_erasing(
+            images,
+            draw["boxes"],
+            value,
+            seed,
+            epoch,
+            np.asarray(keys, np.uint64),
+            STREAM_ERASING_FILL,
+        )
+
+    def describe(self, section, draw, i, height, width) -> str | None:
+        boxes = draw["boxes"]
+        return f"erase {boxes[i, 3]}x{boxes[i, 2]}" if boxes[i, 2] > 0 else None

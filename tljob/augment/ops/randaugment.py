@@ -6,14 +6,26 @@ The operations follow torchvision's uint8 formulas (``_apply_op``); the geometri
 one ``cv2.warpAffine`` each, nearest-neighbour as torchvision's default, with the section's
 fill mode (torchvision fills with zeros). Each operation runs on all the images that drew it
 at once: lookup tables and float32 blends per batch, warps per image.
+
+The op (``RandAugment``, last below) runs after colour jitter and before random erasing.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import cv2
 import numpy as np
+from pydantic import Field
 
 from tljob.augment import colour
+from tljob.augment.ops.base import Draw, PixelOp, StreamUse
+from tljob.config._base import _Section
+
+if TYPE_CHECKING:
+    from tljob.config.augment import AugmentSection
+
+STREAM_RANDAUGMENT = 104
 
 OPS = (
     "Identity",
@@ -239,3 +251,55 @@ def apply_randaugment(
             values = magnitude(op, m, h, w) * signs[chosen, k]
             out[chosen] = apply_op(op, out[chosen], values, fill_mode, cval)
     return out
+
+
+# -- the op -------------------------------------------------------------------------------
+
+_NO_MAGNITUDE = ("Identity", "AutoContrast", "Equalize")
+
+
+class RandAugmentSection(_Section):
+    num_ops: int = Field(
+        0, ge=0, le=14, description="RandAugment's N: operations applied per image; 0 is off."
+    )
+    magnitude: int = Field(
+        9, ge=0, le=30, description="RandAugment's M: strength of every operation, 0..30."
+    )
+
+
+class RandAugment(PixelOp):
+    """N operations per image from ``OPS`` at magnitude M, with the section's fill mode."""
+
+    name = "randaugment"
+    fields = {
+        "randaugment": (
+            RandAugmentSection,
+            Field(default_factory=RandAugmentSection, description="RandAugment (Cubuk et al.)."),
+        )
+    }
+    draws = ("ops", "signs")
+    streams = (StreamUse(STREAM_RANDAUGMENT),)  # COLUMNS_PER_OP per operation slot
+
+    def options_on(self, section: AugmentSection) -> dict[str, Any]:
+        n = section.randaugment.num_ops
+        return {"randaugment.num_ops": n} if n > 0 else {}
+
+    def draw(self, section, seed, epoch, keys, height, width) -> Draw:
+        n_ops = section.randaugment.num_ops
+        u = self.streams[0].uniforms(seed, epoch, keys, n_ops * COLUMNS_PER_OP)
+        ops, signs = draw_ops(u, n_ops)
+        return {"ops": ops, "signs": signs}
+
+    def apply(self, section, images, draw, seed, epoch, keys):
+        m = section.randaugment.magnitude
+        return apply_randaugment(
+            images, draw["ops"], draw["signs"], m, section.fill_mode, section.cval
+        )
+
+    def describe(self, section, draw, i, height, width) -> str | None:
+        names = []
+        for index, sign in zip(draw["ops"][i], draw["signs"][i], strict=True):
+            op = OPS[index]
+            value = magnitude(op, section.randaugment.magnitude, height, width) * sign
+            names.append(op if op in _NO_MAGNITUDE else f"{op} {value:.3g}")
+        return "RA " + " / ".join(names)
