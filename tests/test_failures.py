@@ -10,7 +10,6 @@ import pickle
 import socket
 
 import pytest
-from ray.train import Checkpoint
 from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
 from test_resume import _write_checkpoint, state_after
 
@@ -143,6 +142,20 @@ def test_an_s3_failure_in_a_worker_names_the_call_the_object_and_where_the_rerun
     )
 
 
+def test_an_s3_answer_with_an_http_status_is_a_storage_failure_too():
+    busy = (
+        "When uploading part for key 'runs/r/checkpoint_epoch_0003/model.weights.h5' in "
+        "bucket 'b': AWS Error UNKNOWN (HTTP status 503) during UploadPart operation: "
+        "Service Unavailable"
+    )
+    assert failures.find_storage_failure(OSError(busy)) == failures.StorageFailure(
+        "UploadPart",
+        "s3://b/runs/r/checkpoint_epoch_0003/model.weights.h5",
+        "AWS Error UNKNOWN (HTTP status 503): Service Unavailable",
+        "in the driver",
+    )
+
+
 def test_a_storage_failure_is_found_in_the_controller_the_driver_and_what_caused_them():
     in_controller = failures.find_storage_failure(_ray_pickled(ControllerError(OSError(S3_DOWN))))
     assert in_controller is not None and in_controller.where == "in Ray Train's controller"
@@ -211,21 +224,16 @@ def unreachable_s3(monkeypatch):
         storage.reset()
 
 
-def test_a_real_error_of_an_unreachable_store_is_named_with_the_checkpoint_last_noted(
+def test_a_real_error_of_an_unreachable_store_is_named_with_the_newest_checkpoint_known(
     unreachable_s3,
 ):
     run_dir = storage.resolve("s3://bkt/runs/r")
     with pytest.raises(OSError) as raised:
         storage.read_text(run_dir.join("history.csv"))
-    newest = failed_run.NewestCheckpoint("checkpoint_epoch_0001")
-    try:
-        # what Ray Train's controller calls after each persisted checkpoint
-        saved = Checkpoint("bkt/runs/r/checkpoint_epoch_0003", run_dir.fs)
-        newest.callback.after_report(None, [{}], saved)
-        newest.callback.after_report(None, [{}], None)  # a report without a checkpoint
-        told = failed_run.explain(WorkerGroupError("...", {0: raised.value}), JOB, run_dir, newest)
-    finally:
-        newest.close()
+    # no Ray here, so nothing was noted: the checkpoint the run resumed from
+    newest = failed_run.NewestCheckpoint("checkpoint_epoch_0003")
+    told = failed_run.explain(WorkerGroupError("...", {0: raised.value}), JOB, run_dir, newest)
+    newest.close()
     assert type(told) is failures.StorageFailedError
     port = unreachable_s3.rsplit(":", 1)[1]
     assert str(told).startswith(

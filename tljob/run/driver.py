@@ -182,9 +182,8 @@ def run_job_driver_fn(
                 check_cluster(job, len(listing.classes), listing.count(), say)
                 check_workers_reach_storage(job, say=say)
             shipped = shipped_weights.ship(run_dir, weights_file, say)
-            callbacks = [*train_callbacks, newest.callback]
             return _train_and_summarise(
-                job, listing, plan, run_dir, verbose, shipped, callbacks, in_sweep, newest
+                job, listing, plan, run_dir, verbose, shipped, train_callbacks, in_sweep, newest
             )
         except Exception as e:
             told = failed_run.explain(e, job, run_dir, newest, verbose)
@@ -234,7 +233,8 @@ def _train_and_summarise(
     try:
         sink = display.sink if display else None
         # a failure is told by run_job_driver_fn (tljob.run.failed_run)
-        _trainer(job, prepared, done, run_dir, sink, shipped, train_callbacks).fit()
+        note = newest.key if newest else ""
+        _trainer(job, prepared, done, run_dir, sink, shipped, train_callbacks, note).fit()
     except (KeyboardInterrupt, SystemExit):
         # Ray Train's own Ctrl-C handler aborts the run and leaves fit() with SystemExit.
         resume = failed_run.resume_point(run_dir, newest)
@@ -286,6 +286,7 @@ def _trainer(
     progress: BoardSink | None,
     shipped: ShippedWeights | None = None,
     callbacks: Sequence[Any] = (),
+    checkpoint_note: str = "",
 ) -> TensorflowTrainer:
     resources = {"CPU": job.scaling.cpus_per_worker}
     if job.scaling.use_gpu:
@@ -306,6 +307,7 @@ def _trainer(
             ),
             weights_file=shipped.uri if shipped else None,
             weights_sha256=shipped.sha256 if shipped else "",
+            checkpoint_note=checkpoint_note,
         ).to_ray(),
         scaling_config=ScalingConfig(
             num_workers=job.scaling.num_workers,

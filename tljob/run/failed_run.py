@@ -1,23 +1,25 @@
-"""The driver's side of a run that failed (Ray): note each checkpoint Ray Train persists,
-and turn what the run raised into tljob's one paragraph (``tljob.run.failures``).
+"""The driver's side of a run that failed (Ray): the newest checkpoint the run saved, and
+what the run raised turned into tljob's one paragraph (``tljob.run.failures``).
 
 Where a rerun resumes is the newest complete checkpoint on storage
 (``tljob.run.checkpoint.newest_complete``), asked of the storage when the run fails. When
 the storage is what failed, it cannot be asked: then the newest checkpoint this run saved
-answers, as Ray Train's controller reported it (``NewestCheckpoint``), or else the one the
-run resumed from.
+answers, as rank 0 noted it in Ray's key-value store (in the cluster's GCS, not on the
+storage) as soon as its upload had finished (``note_checkpoint``, ``NewestCheckpoint``), or
+else the checkpoint the run resumed from. Rank 0 notes it, not a Ray Train callback: the
+controller may fail (writing its own state to the lost storage) between a checkpoint's
+upload and its callbacks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import tempfile
+import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import ray.train
+from ray.experimental import internal_kv
 
 from tljob import storage
 from tljob.config import JobConfig
@@ -26,49 +28,36 @@ from tljob.run import checkpoint as ckpt_files
 from tljob.run import failures
 from tljob.run.attempts import read_attempts, restart_figures
 
+_KV_NAMESPACE = "tljob"
 
-class _NoteCheckpoint(ray.train.UserCallback):
-    """Runs in Ray Train's controller: after each persisted checkpoint, write its directory
-    name to ``path``. Ray 2.60 places the controller on the driver's node, so the driver
-    reads the file; elsewhere the write fails and is skipped (the driver then falls back)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def after_report(self, run_context: Any, metrics: Any, checkpoint: Any) -> None:
-        if checkpoint is None:
-            return
-        name = str(checkpoint.path).rstrip("/").rsplit("/", 1)[-1]
-        with contextlib.suppress(OSError):
-            with open(self.path + ".tmp", "w") as f:
-                f.write(name)
-            os.replace(self.path + ".tmp", self.path)
+def note_checkpoint(key: str, name: str) -> None:
+    """Rank 0, once ``ray.train.report`` has uploaded checkpoint ``name``: note it under
+    ``key`` (``LoopConfig.checkpoint_note``). Never raises: the note is a nicety."""
+    if key:
+        with contextlib.suppress(Exception):
+            internal_kv._internal_kv_put(key, name, overwrite=True, namespace=_KV_NAMESPACE)
 
 
 class NewestCheckpoint:
-    """The newest checkpoint this run has saved, known without asking the storage:
-    ``at_start`` (the checkpoint the run resumed from) until the controller notes a newer
-    one. ``callback`` goes into the trainer's ``RunConfig.callbacks``; ``close`` removes
-    the note."""
+    """The newest checkpoint this run has saved, known without asking the storage: what
+    rank 0 noted under ``key``, else ``at_start`` (the checkpoint the run resumed from).
+    ``close`` removes the note."""
 
     def __init__(self, at_start: str | None) -> None:
         self.at_start = at_start
-        fd, self.path = tempfile.mkstemp(prefix="tljob-newest-checkpoint-")
-        os.close(fd)
-        self.callback = _NoteCheckpoint(self.path)
+        self.key = f"newest-checkpoint-{uuid.uuid4().hex}"
 
     def name(self) -> str | None:
         try:
-            with open(self.path) as f:
-                noted = f.read().strip()
-        except OSError:
-            noted = ""
-        return noted or self.at_start
+            noted = internal_kv._internal_kv_get(self.key, namespace=_KV_NAMESPACE)
+        except Exception:  # Ray not (or no longer) initialised: nothing was noted
+            noted = None
+        return noted.decode() if noted else self.at_start
 
     def close(self) -> None:
-        for path in (self.path, self.path + ".tmp"):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        with contextlib.suppress(Exception):
+            internal_kv._internal_kv_del(self.key, namespace=_KV_NAMESPACE)
 
 
 def resume_point(run_dir: storage.Location, newest: NewestCheckpoint | None) -> failures.Resume:

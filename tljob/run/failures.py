@@ -37,7 +37,7 @@ _MESSAGE_CHARS = 400  # an exception message longer than this is cut in the para
 # 'b': AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Could not
 # connect to server; Details: ..."
 _S3_ERROR = re.compile(
-    r"AWS Error (?P<code>\w+) during (?P<operation>\w+) operation: (?P<detail>.*)"
+    r"AWS Error (?P<code>[^:]+?) during (?P<operation>\w+) operation: (?P<detail>.*)"
 )
 _S3_KEY = re.compile(r"key '(?P<key>[^']*)' in bucket '(?P<bucket>[^']*)'")
 _S3_BUCKET = re.compile(r"bucket '(?P<bucket>[^']*)'")

@@ -39,6 +39,7 @@ from tljob.nn.labels import LabelFormat
 from tljob.run import checkpoint as ckpt_files
 from tljob.run import failures, feed, shipped
 from tljob.run.attempts import record_epoch_begun
+from tljob.run.failed_run import note_checkpoint
 from tljob.run.ledger import EpochRow, history_csv, is_better
 from tljob.run.loop import LoopConfig
 from tljob.run.restore import restore_attempt
@@ -317,6 +318,7 @@ class _WorkerRun:
                 checkpoint_dir_name=ckpt_files.checkpoint_name(row.global_epoch),
             )
             marks["reported"] = time.monotonic()
+        note_checkpoint(self.loop.checkpoint_note, ckpt_files.checkpoint_name(row.global_epoch))
         # report() has uploaded the checkpoint: the history may now include this epoch.
         storage.write_text(self.run_dir.join("history.csv"), history_csv(state.history))
         marks["history_written"] = time.monotonic()
