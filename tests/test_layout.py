@@ -52,6 +52,7 @@ PURE = [
     "tljob.run.lock",
     "tljob.run.checkpoint",
     "tljob.run.attempts",
+    "tljob.run.failures",
     "tljob.run.timings",
     "tljob.run.loop",
     "tljob.run.job",

@@ -176,7 +176,7 @@ def test_a_killed_worker_resumes_from_the_newest_complete_checkpoint(tmp_path, r
             first.wait(timeout=60)
     assert first.returncode == 1
     out = first.stdout.read()
-    assert "tljob: failed: training failed: " in out
+    assert "tljob: failed: train failed on worker rank 0: " in out
     assert "The worker group was restarted 0 time(s) in this run (`scaling.max_failures`: 0)" in out
     done, _ = ckpt_files.newest_complete(run_dir)
     assert f"Rerun the same command to resume from {done} in {run_dir.uri}." in out

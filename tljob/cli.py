@@ -4,8 +4,10 @@ dispatch.
 
 User errors (bad config, unusable data, missing weights, an object store that cannot be
 used) print one clear message and exit with code 2, before Ray starts whenever the problem
-can be seen without it. Messages pass through ``tljob.storage.redact``: no credential is
-ever printed. Ray and
+can be seen without it, also when a training worker raised it. A job that started but could
+not finish (a worker's exception, lost storage, a diverged loss) prints one paragraph
+("tljob: failed: ...", ``tljob.run.failures``) and exits with code 1. Messages pass through
+``tljob.storage.redact``: no credential is ever printed. Ray and
 TensorFlow are imported only inside the commands that need them, so errors come fast.
 """
 

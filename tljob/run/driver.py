@@ -30,9 +30,11 @@ from tljob.data.pipeline import PreparedData, prepare_data
 from tljob.errors import JobFailedError
 from tljob.report import data_summary_line, set_aside_lines
 from tljob.run import checkpoint as ckpt_files
+from tljob.run import failed_run, failures
 from tljob.run import shipped as shipped_weights
 from tljob.run.attempts import clear_attempts, read_attempts, restart_figures
 from tljob.run.connect import check_cluster, ensure_ray
+from tljob.run.failed_run import NewestCheckpoint
 from tljob.run.ledger import (
     ResumePlan,
     RunMismatchError,
@@ -145,13 +147,6 @@ def _diverged(run_dir: storage.Location) -> TrainingDivergedError | None:
     )
 
 
-def _resume_hint(run_dir: storage.Location) -> str:
-    kept, _ = ckpt_files.newest_complete(run_dir)
-    if kept is None:
-        return "No epoch had finished; rerunning the same command starts afresh."
-    return f"Rerun the same command to resume from {kept} in {run_dir.uri}."
-
-
 def run_job_driver_fn(
     job: JobConfig,
     listing: ImageListing,
@@ -171,24 +166,37 @@ def run_job_driver_fn(
     those checks and lines (it still finds the shards by fingerprint). ``lock_wait_s``: how
     long a live-looking run lock is waited for (``RunLock.wait_s``).
 
-    Raises ``UserError`` (exit 2) for unusable input, a busy or unwritable run directory or
-    a rerun that contradicts the run so far; ``TrainingDivergedError`` (exit 1) for a
-    non-finite loss.
+    Raises ``UserError`` (exit 2) for unusable input (also when a worker raised it), a busy
+    or unwritable run directory or a rerun that contradicts the run so far;
+    ``TrainingDivergedError`` (exit 1) for a non-finite loss; ``StorageFailedError`` and
+    ``WorkerFailedError`` (exit 1) when the storage or a worker failed
+    (``tljob.run.failed_run``: one paragraph, and where a rerun resumes).
     """
     train_items, val_items = split_stratified(listing, job.data.val_fraction, job.data.seed)
     _check_batches(job, len(train_items), len(val_items))  # the listing's counts: at most
     run_dir = prepare_run_dir(job.run.storage_path, job.run.name)
     with RunLock(run_dir, say=say, wait_s=lock_wait_s):
-        plan = plan_run(run_dir, job, listing.classes)
-        say(plan.message)
-        ensure_ray(verbose)
-        if not in_sweep:
-            check_cluster(job, len(listing.classes), listing.count(), say)
-            check_workers_reach_storage(job, say=say)
-        shipped = shipped_weights.ship(run_dir, weights_file, say)
-        return _train_and_summarise(
-            job, listing, plan, run_dir, verbose, shipped, train_callbacks, in_sweep
-        )
+        newest: NewestCheckpoint | None = None
+        try:
+            plan = plan_run(run_dir, job, listing.classes)
+            newest = NewestCheckpoint(plan.checkpoint)
+            say(plan.message)
+            ensure_ray(verbose)
+            if not in_sweep:
+                check_cluster(job, len(listing.classes), listing.count(), say)
+                check_workers_reach_storage(job, say=say)
+            shipped = shipped_weights.ship(run_dir, weights_file, say)
+            return _train_and_summarise(
+                job, listing, plan, run_dir, verbose, shipped, train_callbacks, in_sweep, newest
+            )
+        except Exception as e:
+            told = failed_run.explain(e, job, run_dir, newest, verbose)
+            if told is e:
+                raise
+            raise told from e
+        finally:
+            if newest is not None:
+                newest.close()
 
 
 def _check_batches(job: JobConfig, train_images: int, val_images: int) -> None:
@@ -204,6 +212,7 @@ def _train_and_summarise(
     shipped: ShippedWeights | None = None,
     train_callbacks: Sequence[Any] = (),
     in_sweep: bool = False,
+    newest: NewestCheckpoint | None = None,
 ) -> TrainOutcome:
     started = time.monotonic()
     # A resumed run's first epoch gets the augmented views a straight run would give it.
@@ -221,23 +230,19 @@ def _train_and_summarise(
         _print_data_summary(prepared)
     storage.delete_file(run_dir.join(DIVERGED_FILE))
     clear_attempts(run_dir)  # this run counts its own worker-group restarts
+    failures.clear_tracebacks(run_dir)  # numbered by attempt, as the attempts are
 
     # On a terminal, rank 0's progress goes to a live display instead of [tljob] lines.
     display = LiveDisplay().start() if live_display_wanted(verbose) else None
     try:
         sink = display.sink if display else None
-        _trainer(job, prepared, done, run_dir, sink, shipped, train_callbacks).fit()
-    except ray.train.TrainingFailedError as e:
-        detail = storage.redact("\n  ".join(str(e).strip().splitlines()[:12]))
-        restarts = restart_figures(read_attempts(run_dir))["restarts"]
-        raise JobFailedError(
-            f"training failed: {detail}\nThe worker group was restarted {restarts} time(s) "
-            f"in this run (`scaling.max_failures`: {job.scaling.max_failures}). "
-            f"{_resume_hint(run_dir)}"
-        ) from e
+        # a failure is told by run_job_driver_fn (tljob.run.failed_run)
+        note = newest.key if newest else ""
+        _trainer(job, prepared, done, run_dir, sink, shipped, train_callbacks, note).fit()
     except (KeyboardInterrupt, SystemExit):
         # Ray Train's own Ctrl-C handler aborts the run and leaves fit() with SystemExit.
-        say(f"interrupted. {_resume_hint(run_dir)}")
+        resume = failed_run.resume_point(run_dir, newest)
+        say(f"interrupted. {failures.resume_sentence(resume, run_dir.uri)}")
         raise KeyboardInterrupt from None
     finally:
         if display is not None:
@@ -285,6 +290,7 @@ def _trainer(
     progress: BoardSink | None,
     shipped: ShippedWeights | None = None,
     callbacks: Sequence[Any] = (),
+    checkpoint_note: str = "",
 ) -> TensorflowTrainer:
     resources = {"CPU": job.scaling.cpus_per_worker}
     if job.scaling.use_gpu:
@@ -305,6 +311,7 @@ def _trainer(
             ),
             weights_file=shipped.uri if shipped else None,
             weights_sha256=shipped.sha256 if shipped else "",
+            checkpoint_note=checkpoint_note,
         ).to_ray(),
         scaling_config=ScalingConfig(
             num_workers=job.scaling.num_workers,

@@ -37,8 +37,9 @@ from tljob.nn import model as keras_model
 from tljob.nn import schedules as keras_schedules
 from tljob.nn.labels import LabelFormat
 from tljob.run import checkpoint as ckpt_files
-from tljob.run import feed, shipped
+from tljob.run import failures, feed, shipped
 from tljob.run.attempts import record_epoch_begun
+from tljob.run.failed_run import note_checkpoint
 from tljob.run.ledger import EpochRow, history_csv, is_better
 from tljob.run.loop import LoopConfig
 from tljob.run.restore import restore_attempt
@@ -317,6 +318,7 @@ class _WorkerRun:
                 checkpoint_dir_name=ckpt_files.checkpoint_name(row.global_epoch),
             )
             marks["reported"] = time.monotonic()
+        note_checkpoint(self.loop.checkpoint_note, ckpt_files.checkpoint_name(row.global_epoch))
         # report() has uploaded the checkpoint: the history may now include this epoch.
         storage.write_text(self.run_dir.join("history.csv"), history_csv(state.history))
         marks["history_written"] = time.monotonic()
@@ -380,7 +382,8 @@ class _WorkerRun:
 def train_fn_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker loop: build, (resume,) run the remaining stages, export the best.
 
-    ``config`` is ``LoopConfig.to_ray()``: one typed ``LoopConfig``."""
+    ``config`` is ``LoopConfig.to_ray()``: one typed ``LoopConfig``. An exception that ends
+    the worker is re-raised after its traceback is saved (``tljob.run.failures``)."""
     output.setup()
     if os.environ.get("TLJOB_QUIET_RAY"):
         output.quiet_ray(verbose=False)
@@ -388,4 +391,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     loop = LoopConfig.from_ray(config)
     if loop.storage is not None:
         storage.configure(loop.storage)  # s3:// as the driver resolves it
-    _WorkerRun(loop).run()
+    try:
+        _WorkerRun(loop).run()
+    except Exception as e:  # Ray keeps a few lines of it: the whole traceback goes to a file
+        rank = ray.train.get_context().get_world_rank()
+        failures.save_worker_traceback(storage.resolve(loop.run_dir), rank, e)
+        raise

@@ -5,7 +5,9 @@ bound to 127.0.0.1 only, every port chosen free, telemetry off, with an identity
 that requests are signed and checked: an ``admin`` identity (read, write, list, create
 buckets) and a ``reader`` identity (read and list only), each with a random access key and
 secret. Wrong keys are refused, as by any real store. ``start()`` returns once the S3 port
-answers; ``stop()`` ends the process group it started, and nothing else.
+answers; ``stop()`` ends the process group it started, and nothing else. ``start()`` after
+``stop()`` serves the same data on the same ports with the same keys: a store that was down
+and is back.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ class LocalS3Server:
         self.reader = _new_keys("R")
         self.port = 0
         self.master_port = 0
+        self._ports: list[int] = []  # chosen at the first start, kept for a restart
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -144,8 +147,11 @@ class LocalS3Server:
     def start(self, timeout: float = 60.0) -> LocalS3Server:
         data = self.directory / "data"
         data.mkdir(parents=True, exist_ok=True)
-        s3, s3_grpc, master, master_grpc, volume, volume_grpc, filer, filer_grpc = _free_ports(8)
-        (admin,) = _free_ports(1, with_offset=10000)
+        if not self._ports:
+            self._ports = [*_free_ports(8), *_free_ports(1, with_offset=10000)]
+        s3, s3_grpc, master, master_grpc, volume, volume_grpc, filer, filer_grpc, admin = (
+            self._ports
+        )
         self.port, self.master_port = s3, master
         command = [
             weed_binary(),
