@@ -64,6 +64,9 @@ def test_an_untested_ray_stops_a_command_with_exit_2(tmp_path, digits_tree):
 
 
 PRIVATE_ATTRIBUTES = {
+    "_internal_kv_put",
+    "_internal_kv_get",
+    "_internal_kv_del",
     "_execution_idx",
     "_local_tuner",
     "global_worker_stdstream_dispatcher",
@@ -146,9 +149,13 @@ def test_forwarded_worker_output_is_printed_clean_by_the_replaced_printer(tmp_pa
         import sys, time, ray
         from tljob import ray_private
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=True)
-        replaced = ray_private.replace_worker_output_printer(
-            lambda line: line.upper() if "[keep]" in line else None
-        )
+        seen = []
+
+        def select(line):
+            seen.append(line)
+            return line.upper() if "[keep]" in line else None
+
+        replaced = ray_private.replace_worker_output_printer(select)
 
         @ray.remote
         class RayTrainWorker:
@@ -159,7 +166,10 @@ def test_forwarded_worker_output_is_printed_clean_by_the_replaced_printer(tmp_pa
 
         worker = RayTrainWorker.remote()
         ray.get(worker.speak.remote())
-        time.sleep(3)  # forwarded output arrives from the log monitor
+        deadline = time.monotonic() + 90  # forwarded output arrives from the log monitor
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
         print("replaced:", replaced, flush=True)
         ray.shutdown()
         """
@@ -236,3 +246,21 @@ def test_a_restored_tuner_takes_the_verbosity_set_on_it(own_ray, tmp_path):
     assert ray_private.tuner_verbosity(restored) == 3
     ray_private.set_restored_tuner_verbosity(restored, 0)
     assert ray_private.tuner_verbosity(restored) == 0
+
+
+@pytest.mark.ray
+def test_the_key_value_store_keeps_a_note_across_processes(own_ray):
+    import ray
+
+    ray_private.kv_put("probe", "checkpoint_epoch_0003", namespace="tljob-test")
+
+    @ray.remote
+    def read_and_overwrite():
+        seen = ray_private.kv_get("probe", namespace="tljob-test")
+        ray_private.kv_put("probe", "checkpoint_epoch_0004", namespace="tljob-test")
+        return seen
+
+    assert ray.get(read_and_overwrite.remote()) == b"checkpoint_epoch_0003"
+    assert ray_private.kv_get("probe", namespace="tljob-test") == b"checkpoint_epoch_0004"
+    ray_private.kv_del("probe", namespace="tljob-test")
+    assert ray_private.kv_get("probe", namespace="tljob-test") is None

@@ -1,6 +1,6 @@
 """Every use tljob makes of Ray's private APIs, in one room.
 
-Ray offers no public way to do these five things, so tljob reaches inside; each function
+Ray offers no public way to do these six things, so tljob reaches inside; each function
 below says what it relies on, and ``tests/test_ray_private.py`` has a test per use that
 fails when Ray changes the behaviour relied on. They were verified on the Ray versions in
 ``VERIFIED_RAY_VERSIONS``; ``check_ray_version`` refuses any other (the escape hatch is
@@ -17,6 +17,9 @@ fails when Ray changes the behaviour relied on. They were verified on the Ray ve
    wrapped to drop Ray's housekeeping notices.
 5. The logger ``ray._private.authentication.authentication_token_setup``, silenced for its
    start-up notice unless ``--verbose``.
+6. ``ray.experimental.internal_kv``'s ``_internal_kv_put/get/del``: the cluster's key-value
+   store (in the GCS, not on the run's storage), where rank 0 notes each checkpoint it
+   saved so that a run whose storage failed can still name where a rerun resumes.
 
 Nothing here imports Ray at module level: the driver-side helpers of ``tljob.output`` use
 it lazily.
@@ -164,3 +167,27 @@ def filter_stdstream_prints(drop: Callable[[str], bool]) -> bool:
 def silence_auth_notice() -> None:
     """Hide Ray's start-up notice that a local cluster uses token authentication."""
     logging.getLogger(AUTH_NOTICE_LOGGER).setLevel(logging.ERROR)
+
+
+# 6. The cluster's key-value store
+
+
+def kv_put(key: str, value: str, namespace: str) -> None:
+    """Store ``value`` under ``key`` in the cluster's key-value store (overwriting)."""
+    from ray.experimental import internal_kv
+
+    internal_kv._internal_kv_put(key, value, overwrite=True, namespace=namespace)
+
+
+def kv_get(key: str, namespace: str) -> bytes | None:
+    """The value stored under ``key``, or None."""
+    from ray.experimental import internal_kv
+
+    return internal_kv._internal_kv_get(key, namespace=namespace)
+
+
+def kv_del(key: str, namespace: str) -> None:
+    """Remove ``key`` from the cluster's key-value store."""
+    from ray.experimental import internal_kv
+
+    internal_kv._internal_kv_del(key, namespace=namespace)

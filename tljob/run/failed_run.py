@@ -19,9 +19,8 @@ import uuid
 from dataclasses import dataclass
 
 import ray.train
-from ray.experimental import internal_kv
 
-from tljob import storage
+from tljob import ray_private, storage
 from tljob.config import JobConfig
 from tljob.errors import JobFailedError, UserError
 from tljob.run import checkpoint as ckpt_files
@@ -36,7 +35,7 @@ def note_checkpoint(key: str, name: str) -> None:
     ``key`` (``LoopConfig.checkpoint_note``). Never raises: the note is a nicety."""
     if key:
         with contextlib.suppress(Exception):
-            internal_kv._internal_kv_put(key, name, overwrite=True, namespace=_KV_NAMESPACE)
+            ray_private.kv_put(key, name, namespace=_KV_NAMESPACE)
 
 
 class NewestCheckpoint:
@@ -50,14 +49,14 @@ class NewestCheckpoint:
 
     def name(self) -> str | None:
         try:
-            noted = internal_kv._internal_kv_get(self.key, namespace=_KV_NAMESPACE)
+            noted = ray_private.kv_get(self.key, namespace=_KV_NAMESPACE)
         except Exception:  # Ray not (or no longer) initialised: nothing was noted
             noted = None
         return noted.decode() if noted else self.at_start
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            internal_kv._internal_kv_del(self.key, namespace=_KV_NAMESPACE)
+            ray_private.kv_del(self.key, namespace=_KV_NAMESPACE)
 
 
 def resume_point(run_dir: storage.Location, newest: NewestCheckpoint | None) -> failures.Resume:
