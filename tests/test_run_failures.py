@@ -7,7 +7,6 @@ then does."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -112,11 +111,7 @@ def test_losing_the_s3_server_mid_run_says_what_failed_and_the_rerun_resumes(
     jobs = Jobs(ray_cluster, credentials_file(tmp_path, s3.server.admin))
 
     first = jobs.submit(config)
-    deadline = time.monotonic() + 600
-    while ckpt_files.newest_complete(run_dir)[0] is None:
-        assert jobs.client.get_job_status(first) in ("PENDING", "RUNNING"), jobs.logs(first)
-        assert time.monotonic() < deadline, "no checkpoint on S3 within 600 s"
-        time.sleep(0.2)
+    jobs.wait_for_checkpoint(first, run_dir)
     s3.server.stop()
     assert jobs.wait(first) == "FAILED"
     assert "exit code 1" in jobs.client.get_job_info(first).message

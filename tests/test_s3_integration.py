@@ -90,6 +90,14 @@ class Jobs:
             time.sleep(1)
         return str(status)
 
+    def wait_for_checkpoint(self, job_id: str, run_dir, timeout: float = 600) -> None:
+        """Until the running job ``job_id`` has a complete checkpoint in ``run_dir``."""
+        deadline = time.monotonic() + timeout
+        while ckpt_files.newest_complete(run_dir)[0] is None:
+            assert self.client.get_job_status(job_id) in ("PENDING", "RUNNING"), self.logs(job_id)
+            assert time.monotonic() < deadline, f"no checkpoint on S3 within {timeout:.0f} s"
+            time.sleep(0.2)
+
     def logs(self, job_id: str) -> str:
         return self.client.get_job_logs(job_id)
 
@@ -106,11 +114,7 @@ def test_train_from_and_to_s3_resumes_after_the_driver_is_killed(tmp_path, s3, r
     lock = run_dir.join("run.lock")
 
     first = jobs.submit(config)
-    deadline = time.monotonic() + 600
-    while ckpt_files.newest_complete(run_dir)[0] is None:
-        assert jobs.client.get_job_status(first) in ("PENDING", "RUNNING"), jobs.logs(first)
-        assert time.monotonic() < deadline, "no checkpoint on S3 within 600 s"
-        time.sleep(0.2)
+    jobs.wait_for_checkpoint(first, run_dir)
     holder = json.loads(storage.read_text(lock))  # the lock on S3 names the driver
     os.kill(holder["pid"], signal.SIGKILL)  # our own cluster's job driver, nothing else
     assert jobs.wait(first) == "FAILED"
