@@ -3,8 +3,9 @@
 Each backbone is built once, with random weights at its smallest input size, by the
 module-scoped fixture ``zoo``; pytest groups the tests by backbone, so one network is alive
 at a time (all of them together would not fit in memory). Per backbone: one training step,
-the preprocessing against the Keras application's own ``preprocess_input``, ``top_blocks:1``
-against the network's graph, and the registry's figures against the real network.
+the output for every per-replica batch size (0 rows included), the preprocessing against the
+Keras application's own ``preprocess_input``, ``top_blocks:1`` against the network's graph,
+and the registry's figures against the real network.
 """
 
 from __future__ import annotations
@@ -92,6 +93,20 @@ def test_builds_at_its_minimum_size_and_trains_one_step(zoo):
     probs = net(x, training=False).numpy()
     assert probs.shape == (4, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_every_per_replica_share_of_a_batch_gives_one_row_per_image(zoo):
+    # Under a distribution strategy a replica gets a full share of the global batch, a short
+    # one, or none: a last batch of 1 row over 2 replicas leaves one of them 0 rows, which
+    # oneDNN's convolutions mis-shape (tljob.nn.layers.ImageClassifier)
+    x = np.random.default_rng(2).integers(0, 256, (4, zoo.size, zoo.size, 3), dtype=np.uint8)
+    full = zoo.net(x, training=False).numpy()
+    assert full.shape == (4, 3)
+    np.testing.assert_allclose(full.sum(axis=1), 1.0, rtol=1e-5)
+    one = zoo.net(x[:1], training=False).numpy()
+    np.testing.assert_allclose(one, full[:1], rtol=1e-4, atol=1e-6)
+    empty = zoo.net(x[:0], training=False)
+    assert (empty.shape, empty.dtype) == ((0, 3), tf.float32)
 
 
 def keras_preprocess_input(spec: BackboneSpec):
