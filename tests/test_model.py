@@ -343,3 +343,20 @@ def test_exported_model_reloads_and_takes_any_size(tmp_path, tiny_model):
         reference = net(resized, training=False).numpy()
         np.testing.assert_allclose(loaded.predict_on_batch(images), reference, rtol=1e-5, atol=1e-6)
     assert loaded.input.dtype == tf.uint8
+    # a client's empty request gets an empty answer, as a replica's empty share does
+    assert isinstance(loaded, nn_layers.ImageClassifier)
+    assert loaded(small[:0]).shape == (0, 3)
+
+
+def test_weight_files_of_runs_from_before_the_empty_batch_guard_still_load(tmp_path, tiny_model):
+    # their checkpoints were written through a plain functional model of the same layers;
+    # wrapping the whole model (not the backbone) keeps every weight's path in the file
+    net = tiny_model("mobilenet_v2")
+    before = nn_io.plain_copy(net)
+    before = tf_keras.Model(before.inputs, before.outputs, name=before.name)
+    assert not isinstance(before, nn_layers.ImageClassifier)
+    marked = [np.full(w.shape, i, w.dtype) for i, w in enumerate(net.get_weights())]
+    nn_io.save_weights(before, marked, tmp_path / "old.weights.h5")
+    loaded = nn_io.load_weights(nn_io.plain_copy(net), tmp_path / "old.weights.h5")
+    assert len(loaded) == len(marked)
+    assert all(np.array_equal(a, b) for a, b in zip(loaded, marked, strict=True))

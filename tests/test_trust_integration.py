@@ -1,6 +1,7 @@
 """Results you can trust, on a real local Ray cluster: a diverging loss stops the run, a
 rerun extends a finished stage or is refused, a killed worker's rerun resumes from the
-newest complete checkpoint, and a second run on a busy run directory is refused."""
+newest complete checkpoint, a second run on a busy run directory is refused, and a
+validation batch that leaves a replica no images neither crashes nor miscounts."""
 
 from __future__ import annotations
 
@@ -127,6 +128,30 @@ def test_extending_a_finished_stage_trains_the_new_epochs_and_shrinking_is_refus
     assert "`train.stages.0.epochs` (2) is less than the 3 epoch(s)" in shorter.stderr
     # the saved config still says what happened
     assert yaml.safe_load((run_dir / "config.yaml").read_text()) == saved
+
+
+def test_validation_that_leaves_a_replica_no_images_trains_and_counts_each_image_once(
+    tmp_path, ray_cluster, monkeypatch
+):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # the driver converts into it
+    # The demo's backbone with its ImageNet weights, 2 workers, 18 validation images in
+    # batches of 4 x 2: each worker validates on 9, and its last batch of 1 image leaves
+    # one replica 0 rows, which crashed the first validation pass (see ImageClassifier in
+    # tljob.nn.layers)
+    config = tiny_job(tmp_path, "uneven", [head(2)], workers=2, classes=3, per_class=20)
+    overrides = ("model.backbone=mobilenet_v2_tv", "model.weights=imagenet")
+    overrides += ("data.image_size=64", "data.val_fraction=0.3")
+    proc = run(ray_cluster, tljob_train(ray_cluster, config, *overrides))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "uneven"
+    assert [(r.stage, r.epoch) for r in history(run_dir)] == [("head", 1), ("head", 2)]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["data"]["splits"]["val"]["used"] == 18
+    # the driver's re-check of the exported (best) model over all 18 images, one by one,
+    # agrees exactly with the accuracy the workers reported for that epoch
+    exported = summary["exported_model"]
+    assert exported["images"] == 18
+    assert summary["best"]["val_accuracy"] == pytest.approx(exported["correct"] / 18, abs=1e-6)
 
 
 def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:

@@ -3,8 +3,9 @@
 Each backbone is built once, with random weights at its smallest input size, by the
 module-scoped fixture ``zoo``; pytest groups the tests by backbone, so one network is alive
 at a time (all of them together would not fit in memory). Per backbone: one training step,
-the preprocessing against the Keras application's own ``preprocess_input``, ``top_blocks:1``
-against the network's graph, and the registry's figures against the real network.
+the output for every per-replica batch size (0 rows included), the preprocessing against the
+Keras application's own ``preprocess_input``, ``top_blocks:1`` against the network's graph,
+and the registry's figures against the real network.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import tf_keras
 
 from tljob.config import Trainable, load_config
 from tljob.nn import model as nn_model
-from tljob.nn.alexnet import AlexNet
 from tljob.zoo import BACKBONES, BackboneSpec
 
 # The largest networks (>= 40M parameters or >= 700 layers): bigger variants of families
@@ -93,6 +93,20 @@ def test_builds_at_its_minimum_size_and_trains_one_step(zoo):
     probs = net(x, training=False).numpy()
     assert probs.shape == (4, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_every_per_replica_share_of_a_batch_gives_one_row_per_image(zoo):
+    # Under a distribution strategy a replica gets a full share of the global batch, a short
+    # one, or none: a last batch of 1 row over 2 replicas leaves one of them 0 rows, which
+    # oneDNN's convolutions mis-shape (tljob.nn.layers.ImageClassifier)
+    x = np.random.default_rng(2).integers(0, 256, (4, zoo.size, zoo.size, 3), dtype=np.uint8)
+    full = zoo.net(x, training=False).numpy()
+    assert full.shape == (4, 3)
+    np.testing.assert_allclose(full.sum(axis=1), 1.0, rtol=1e-5)
+    one = zoo.net(x[:1], training=False).numpy()
+    np.testing.assert_allclose(one, full[:1], rtol=1e-4, atol=1e-6)
+    empty = zoo.net(x[:0], training=False)
+    assert (empty.shape, empty.dtype) == ((0, 3), tf.float32)
 
 
 def keras_preprocess_input(spec: BackboneSpec):
@@ -258,55 +272,6 @@ def test_top_blocks_beyond_the_block_count_names_both():
         "`train.stages.1.trainable` ('top_blocks:6'): backbone 'vgg16' has 5 blocks, "
         "so K must be <= 5" in str(err.value)
     )
-
-
-# --- AlexNet's layer table -----------------------------------------------------------------
-
-
-def test_alexnet_layer_table_at_224():
-    net = AlexNet(input_shape=(224, 224, 3))
-    try:
-        table = [
-            (layer.name, layer.output_shape[1:], layer.count_params())
-            for layer in net.layers
-            if isinstance(layer, tf_keras.layers.Conv2D | tf_keras.layers.MaxPooling2D)
-        ]
-        assert table == [
-            ("conv1_conv", (55, 55, 64), 11 * 11 * 3 * 64 + 64),
-            ("conv1_pool", (27, 27, 64), 0),
-            ("conv2_conv", (27, 27, 192), 5 * 5 * 64 * 192 + 192),
-            ("conv2_pool", (13, 13, 192), 0),
-            ("conv3_conv", (13, 13, 384), 3 * 3 * 192 * 384 + 384),
-            ("conv4_conv", (13, 13, 256), 3 * 3 * 384 * 256 + 256),
-            ("conv5_conv", (13, 13, 256), 3 * 3 * 256 * 256 + 256),
-            ("conv5_pool", (6, 6, 256), 0),
-        ]
-        # torchvision's alexnet.features: 2,469,696 parameters (6 x 6 x 256 = 9216 features)
-        assert net.count_params() == 2_469_696 == BACKBONES["alexnet"].parameters
-    finally:
-        tf_keras.backend.clear_session()
-
-
-def test_alexnet_minimum_size_is_the_smallest_with_an_output():
-    assert AlexNet(input_shape=(63, 63, 3)).output_shape == (None, 1, 1, 256)
-    with pytest.raises(ValueError, match="at least 63x63"):
-        AlexNet(input_shape=(62, 62, 3))
-    tf_keras.backend.clear_session()
-
-
-def test_alexnet_pads_like_torchvision():
-    # torchvision pads its stride-4 convolution by 2 pixels on every side: a feature of
-    # the top-left output pixel sees the image from -2, so with a kernel that only reads
-    # its top-left tap, output (0, 0) is the padding (0) and output (0, 1) is pixel (2, 2)
-    net = AlexNet(input_shape=(63, 63, 3))
-    conv = net.get_layer("conv1_conv")
-    kernel = np.zeros(conv.kernel.shape, np.float32)
-    kernel[0, 0, 0, 0] = 1.0
-    conv.set_weights([kernel, np.zeros(64, np.float32)])
-    image = np.arange(63 * 63 * 3, dtype=np.float32).reshape(1, 63, 63, 3)
-    out = tf_keras.Model(net.input, conv.output)(image).numpy()
-    assert out[0, 0, 0, 0] == 0.0 and out[0, 1, 1, 0] == image[0, 2, 2, 0]
-    tf_keras.backend.clear_session()
 
 
 # --- names: close matches, the listing -------------------------------------------------------

@@ -1,5 +1,6 @@
 """tljob's own Keras layers, registered for loading: the serving-side resize that matches the
-data pipeline pixel for pixel, and the backbones' ImageNet input conventions."""
+data pipeline pixel for pixel, the backbones' ImageNet input conventions, and the model class
+that lets a batch of no images through."""
 
 from __future__ import annotations
 
@@ -98,3 +99,31 @@ class RandomBrightnessScale(tf_keras.__internal__.layers.BaseRandomLayer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "lower": self.lower, "upper": self.upper, "seed": self.seed}
+
+
+@tf_keras.saving.register_keras_serializable(package="tljob")
+class ImageClassifier(tf_keras.Model):
+    """tljob's functional model (``tljob.nn.model.build_model``): images in, class
+    probabilities out. A batch of no images gets its empty output, (0, classes), without
+    running any layer; any other batch runs through them unchanged.
+
+    Why: oneDNN's convolutions (TensorFlow 2.21 on CPU) give a 0-row batch the *input's*
+    shape, not the output's, so the next layer fails ("input depth must be evenly divisible
+    by filter depth: 3 vs 32"); every backbone has such convolutions. A 0-row batch is
+    normal under a distribution strategy: Keras splits each worker's last, short validation
+    batch across the replicas, and a batch of 1 row over 2 replicas leaves one of them
+    nothing. (The guard wraps the whole model, not the backbone, so that every layer keeps
+    its place in weight files: checkpoints of earlier runs still load.)
+    """
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> tf.Tensor:
+        (outputs,) = self.outputs
+        if not outputs.shape[1:].is_fully_defined():
+            raise ValueError(f"{self.name}: output shape {outputs.shape} is not fixed")
+        empty = (0, *outputs.shape[1:])
+        run_layers = super().call  # (zero-argument super() does not work inside a lambda)
+        return tf.cond(
+            tf.shape(inputs)[0] > 0,
+            lambda: run_layers(inputs, training=training, mask=mask),
+            lambda: tf.zeros(empty, dtype=outputs.dtype),
+        )

@@ -7,6 +7,9 @@
       -> backbone(training=False)         BatchNorm in inference mode (pretrained weights)
       -> GlobalAveragePooling -> Dropout -> [Dense relu]* -> Dense softmax (float32)
 
+as an ``ImageClassifier`` (``tljob.nn.layers``): a batch of no images, which a replica gets
+under a distribution strategy, gives (0, classes) without running the layers.
+
 The loss follows the run's label format (``tljob.nn.labels.LabelFormat``: integer class
 indices and ``sparse_categorical_crossentropy``, or MixUp / CutMix class probabilities and
 ``categorical_crossentropy``; label-smoothed when a stage asks) and is compiled here with
@@ -32,7 +35,7 @@ from tljob.nn.backbone_weights import check_fits, load_checked
 from tljob.nn.builders import BUILDERS
 from tljob.nn.keras import tf_keras
 from tljob.nn.labels import SPARSE, LabelFormat
-from tljob.nn.layers import BackbonePreprocess, ResizeImages
+from tljob.nn.layers import BackbonePreprocess, ImageClassifier, ResizeImages
 from tljob.nn.metrics import ClassMetrics
 from tljob.nn.schedules import StageSchedule, make_optimizer
 from tljob.nn.torchvision_mobilenet import convert_for
@@ -123,7 +126,8 @@ def build_model(
     augment: AugmentSection | None = None,
     seed: int = 0,
 ) -> tf_keras.Model:
-    """Backbone + head for ``num_classes`` classes; takes uint8 RGB batches of any size.
+    """Backbone + head for ``num_classes`` classes; takes uint8 RGB batches of any size and
+    any number of images, none included (``ImageClassifier``).
 
     ``weights_file``: the resolved backbone weights (see ``build_backbone``). ``augment``:
     the job's section; with ``where: model`` and an option on, the training-only
@@ -154,7 +158,7 @@ def build_model(
     probs = tf_keras.layers.Dense(
         num_classes, activation="softmax", dtype="float32", name="classifier"
     )(x)
-    return tf_keras.Model(images, probs, name=f"{MODEL_NAME_PREFIX}{spec.name}")
+    return ImageClassifier(images, probs, name=f"{MODEL_NAME_PREFIX}{spec.name}")
 
 
 def build_job_model(
@@ -200,7 +204,7 @@ def _rechained(
             x = layer(x, training=backbone_training)
         elif layer.name != AUGMENT_LAYER or augment:
             x = layer(x)
-    return tf_keras.Model(images, x, name=model.name)
+    return ImageClassifier(images, x, name=model.name)
 
 
 def has_augmentation(model: tf_keras.Model) -> bool:

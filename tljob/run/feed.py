@@ -13,7 +13,9 @@ have seen; the validation rows in the order read.
 Under MultiWorkerMirroredStrategy Keras treats each batch as a global batch and splits it
 across the ``world_size`` replicas, so batches of ``batch_size * world_size`` give every
 worker ``batch_size`` images per step. Training drops the last partial batch; validation
-keeps every row.
+keeps every row, so its last batch may be short: Keras cuts it into ``world_size`` pieces
+(the batch size of these datasets is not static), and 1 row over 2 replicas leaves one of
+them a 0-row batch, which the model answers with 0 rows (``tljob.nn.layers.ImageClassifier``).
 """
 
 from __future__ import annotations
