@@ -88,7 +88,7 @@ def test_a_tensor_reaching_past_its_storage_is_refused_naming_it(tmp_path, capsy
         read_state_dict(path)
     assert str(err.value).startswith(expected)
     out = tmp_path / "oob.weights.h5"
-    rc = main(["weights", "import", "mobilenet_v2", str(path), "--out", str(out)])
+    rc = main(["weights", "import", "mobilenet_v2_tv", str(path), "--out", str(out)])
     assert rc == 2 and not out.exists()
     assert capsys.readouterr().err.startswith(f"tljob: error: {expected}")
 
@@ -392,7 +392,7 @@ def test_a_legacy_count_of_2_to_the_61_exits_2_with_one_line(tmp_path, pickle_nu
     out = tmp_path / "count.weights.h5"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "tljob.cli", "weights", "import", "mobilenet_v2", str(path)]
+        [sys.executable, "-m", "tljob.cli", "weights", "import", "mobilenet_v2_tv", str(path)]
         + ["--out", str(out)],
         capture_output=True,
         text=True,
