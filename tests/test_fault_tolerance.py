@@ -30,7 +30,21 @@ from tljob.run.ledger import parse_history_csv
 pytestmark = pytest.mark.ray
 
 EPOCHS = 3
-_RANK_0_LINE = re.compile(r"\(RayTrainWorker pid=(\d+)[^)]*\)\S* \[tljob\] ")
+# a worker's own log file in the cluster's session logs: worker-<id>-<job>-<pid>.out/.err
+_WORKER_LOG = re.compile(r"^worker-[0-9a-f]+-[0-9a-f]+-(\d+)\.(out|err)$")
+
+
+def _tljob_line_writers(ray_cluster, pids: set[int]) -> set[int]:
+    """Which of ``pids`` have written a [tljob] line into their session log files: rank 0,
+    the worker that writes the checkpoints, is the one whose lines the driver relays (the
+    driver prints them without Ray's prefix, so the pid is read from Ray's own log files)."""
+    logs = Path(ray_cluster["temp_dir"]) / "session_latest" / "logs"
+    writers = set()
+    for path in logs.glob("worker-*"):
+        match = _WORKER_LOG.match(path.name)
+        if match and int(match.group(1)) in pids and "[tljob] " in path.read_text(errors="replace"):
+            writers.add(int(match.group(1)))
+    return writers
 
 
 def _job_yaml(tmp_path: Path) -> Path:
@@ -90,13 +104,11 @@ def test_a_worker_killed_mid_epoch_restarts_the_group_from_the_last_checkpoint(
     try:
 
         def second_epoch_begun() -> tuple[Attempt, set[int]] | None:
-            # rank 0, the worker that writes the checkpoints: its [tljob] lines reach the
-            # driver's output with Ray's "(RayTrainWorker pid=N)" prefix (maybe coloured)
-            rank_0 = {int(p) for p in _RANK_0_LINE.findall(log.read_text())}
             attempts = read_attempts(run_dir)
             # rank 0 records an epoch as it begins it, after the previous one's checkpoint
-            if rank_0 and len(attempts) == 1 and attempts[0].furthest_epoch >= 2:
-                return attempts[0], rank_0
+            if len(attempts) == 1 and attempts[0].furthest_epoch >= 2:
+                rank_0 = _tljob_line_writers(ray_cluster, set(_alive_train_workers(ray_cluster)))
+                return (attempts[0], rank_0) if rank_0 else None
             return None
 
         first, rank_0 = _wait_for(second_epoch_begun, driver, log, "epoch 2", timeout=240)
