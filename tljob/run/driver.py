@@ -36,7 +36,6 @@ from tljob.run.connect import check_cluster, ensure_ray
 from tljob.run.ledger import (
     ResumePlan,
     RunMismatchError,
-    TrainState,
     class_weights,
     history_csv,
     plan_resume,
@@ -64,18 +63,14 @@ class TrainOutcome:
     summary: dict[str, Any]
 
 
-def _read_state(ckpt: storage.Location) -> TrainState:
-    return TrainState.from_json(storage.read_text(ckpt.join(ckpt_files.STATE_FILE)))
-
-
 def plan_run(run_dir: storage.Location, job: JobConfig, classes: list[str]) -> ResumePlan:
     """Where this run starts: fresh, or after the newest complete checkpoint on storage.
 
     Removes incomplete checkpoint directories newer than it (an interrupted upload) and
     rewrites ``history.csv`` to the chosen checkpoint's history, so both agree."""
     labels = run_dir.join("labels.json")
-    name, incomplete = ckpt_files.newest_complete(run_dir)
-    if name is not None and storage.exists(labels):
+    point = ckpt_files.resume_point(run_dir)
+    if point.name is not None and storage.exists(labels):
         previous = json.loads(storage.read_text(labels))
         previous_classes = [previous[str(i)] for i in range(len(previous))]
         if previous_classes != classes:
@@ -89,14 +84,11 @@ def plan_run(run_dir: storage.Location, job: JobConfig, classes: list[str]) -> R
         if storage.exists(saved)
         else None
     )
-    state = _read_state(run_dir.join(name)) if name else None
-    plan = plan_resume(state, name, saved_config, job, run_dir.uri)
-    for stale in incomplete:
-        say(f"removing {stale}: incomplete (its upload was interrupted)")
-        storage.delete_dir(run_dir.join(stale))
+    plan = plan_resume(point.state, point.name, saved_config, job, run_dir.uri)
+    point.remove_incomplete(say)
     history = run_dir.join("history.csv")
-    if state is not None:
-        storage.write_text(history, history_csv(state.history))
+    if point.state is not None:
+        storage.write_text(history, history_csv(point.state.history))
     else:
         storage.delete_file(history)
     return plan
@@ -207,7 +199,9 @@ def _train_and_summarise(
 ) -> TrainOutcome:
     started = time.monotonic()
     # A resumed run's first epoch gets the augmented views a straight run would give it.
-    done = len(_read_state(run_dir.join(plan.checkpoint)).history) if plan.checkpoint else 0
+    done = (
+        len(ckpt_files.read_state(run_dir.join(plan.checkpoint)).history) if plan.checkpoint else 0
+    )
     prepared: PreparedData = prepare_data(job, listing, epoch_offset=done)
     _check_batches(job, prepared.counts["train"].used, prepared.counts["val"].used)
     storage.write_text(run_dir.join("config.yaml"), dump_config(job))
@@ -248,7 +242,7 @@ def _train_and_summarise(
     latest, _ = ckpt_files.newest_complete(run_dir)
     if latest is None:
         raise JobFailedError(f"training ended without a checkpoint in {run_dir.uri}")
-    history = _read_state(run_dir.join(latest)).history
+    history = ckpt_files.read_state(run_dir.join(latest)).history
     storage.write_text(run_dir.join("history.csv"), history_csv(history))
     exported = evaluate_exported(
         run_dir.join("model", "model.keras").uri, prepared.val, job.train.batch_size

@@ -45,13 +45,9 @@ def read_history(run_dir: storage.Location) -> list[EpochRow]:
 def checkpointed_history(run_dir: storage.Location) -> list[EpochRow]:
     """The epochs in the run's newest complete checkpoint: where a restarted run resumes."""
     from tljob.run import checkpoint as ckpt_files
-    from tljob.run.ledger import TrainState
 
-    name, _ = ckpt_files.newest_complete(run_dir)
-    if name is None:
-        return []
-    state = run_dir.join(name, ckpt_files.STATE_FILE)
-    return TrainState.from_json(storage.read_text(state)).history
+    state = ckpt_files.resume_point(run_dir).state
+    return state.history if state is not None else []
 
 
 def ended_marker(sweep: Sweep, trial_id: str) -> storage.Location:
