@@ -1,6 +1,7 @@
 """The driver side of a run: check, lock, plan, launch the ``TensorflowTrainer``, summarise.
 
-``run_job_driver_fn`` is the whole run for a validated config and a listing. In order:
+``run_job_driver_fn`` is the whole run for a validated config and its data plan
+(``tljob.data.plan``: the listing, its split and fingerprint, made once). In order:
 the run directory is checked and locked (before Ray starts), the resume plan is made from
 the newest complete checkpoint on storage and said out loud, Ray is joined, the data is
 prepared into shards once (or the shards of an earlier run are reused), the workers train
@@ -22,11 +23,11 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
 
-from tljob import output, preflight, storage
+from tljob import output, storage
 from tljob.config import JobConfig, dump_config
 from tljob.config.yaml_in import load_yaml
-from tljob.data.listing import ImageListing, split_stratified
 from tljob.data.pipeline import PreparedData, prepare_data
+from tljob.data.plan import DataPlan
 from tljob.errors import JobFailedError
 from tljob.report import data_summary_line, set_aside_lines
 from tljob.run import checkpoint as ckpt_files
@@ -146,7 +147,7 @@ def _resume_hint(run_dir: storage.Location) -> str:
 
 def run_job_driver_fn(
     job: JobConfig,
-    listing: ImageListing,
+    data_plan: DataPlan,
     verbose: bool = False,
     weights_file: str | None = None,
     train_callbacks: Sequence[Any] = (),
@@ -155,6 +156,8 @@ def run_job_driver_fn(
 ) -> TrainOutcome:
     """Check, lock and plan before Ray starts; then train (or resume) and summarise.
 
+    ``data_plan``: the data's plan (``tljob.data.plan.plan_data``), for ``job`` or, in a
+    sweep, for the sweep's base job (``DataPlan.for_job`` checks it for ``job``'s batches).
     ``weights_file``: ``model.weights`` resolved to a local file on this machine
     (``tljob.run.job.resolve_weights``), shipped to the workers through the run directory.
     ``train_callbacks``: extra Ray Train callbacks for the trainer's ``RunConfig`` (a sweep
@@ -167,8 +170,8 @@ def run_job_driver_fn(
     a rerun that contradicts the run so far; ``TrainingDivergedError`` (exit 1) for a
     non-finite loss.
     """
-    train_items, val_items = split_stratified(listing, job.data.val_fraction, job.data.seed)
-    _check_batches(job, len(train_items), len(val_items))  # the listing's counts: at most
+    data_plan = data_plan.for_job(job)  # the listing's counts (at most) fill a batch
+    listing = data_plan.listing
     run_dir = prepare_run_dir(job.run.storage_path, job.run.name)
     with RunLock(run_dir, say=say, wait_s=lock_wait_s):
         plan = plan_run(run_dir, job, listing.classes)
@@ -179,17 +182,13 @@ def run_job_driver_fn(
             check_workers_reach_storage(job, say=say)
         shipped = shipped_weights.ship(run_dir, weights_file, say)
         return _train_and_summarise(
-            job, listing, plan, run_dir, verbose, shipped, train_callbacks, in_sweep
+            job, data_plan, plan, run_dir, verbose, shipped, train_callbacks, in_sweep
         )
-
-
-def _check_batches(job: JobConfig, train_images: int, val_images: int) -> None:
-    preflight.check_batches(train_images, val_images, job.train.batch_size, job.scaling.num_workers)
 
 
 def _train_and_summarise(
     job: JobConfig,
-    listing: ImageListing,
+    data_plan: DataPlan,
     plan: ResumePlan,
     run_dir: storage.Location,
     verbose: bool,
@@ -202,8 +201,8 @@ def _train_and_summarise(
     done = (
         len(ckpt_files.read_state(run_dir.join(plan.checkpoint)).history) if plan.checkpoint else 0
     )
-    prepared: PreparedData = prepare_data(job, listing, epoch_offset=done)
-    _check_batches(job, prepared.counts["train"].used, prepared.counts["val"].used)
+    prepared: PreparedData = prepare_data(job, data_plan, epoch_offset=done)
+    data_plan.check_prepared(prepared.counts["train"].used, prepared.counts["val"].used)
     storage.write_text(run_dir.join("config.yaml"), dump_config(job))
     storage.write_text(
         run_dir.join("labels.json"),
