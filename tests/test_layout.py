@@ -48,6 +48,7 @@ PURE = [
     "tljob.data.listing",
     "tljob.data.sources",
     "tljob.data.prepared",
+    "tljob.data.plan",
     "tljob.run.ledger",
     "tljob.run.lock",
     "tljob.run.checkpoint",

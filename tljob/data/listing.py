@@ -41,9 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from tljob import storage
+from tljob import output, storage
 from tljob.errors import UserError
 from tljob.images import IMAGE_EXTENSIONS
+
+log = output.logger("data")
 
 
 class DataError(UserError, ValueError):
@@ -212,6 +214,8 @@ def split_stratified(
     # cannot fix class-sorted blocks).
     np.random.default_rng([seed, 1_000_003]).shuffle(train)
     val.sort(key=lambda item: item["path"])
+    # Each split is made once per run (tljob.data.plan): this line lets a test count them.
+    log.debug(f"split_stratified: {len(train)} training, {len(val)} validation images")
     return train, val
 
 

@@ -1,9 +1,10 @@
 """Input images for a run: list, prepare once into shards (or reuse them), stream splits.
 
 ``prepare_data`` is the data step of a run and of ``tljob prepare``. The driver lists the
-source (``tljob.data.sources``: cheap, no reads) and computes the fingerprint of the listing
-and settings (``tljob.data.prepared``). When ``<prepared_path>/<fingerprint>/manifest.json``
-exists the shards are reused and no source image is read. Otherwise one Ray Data pass
+source (``tljob.data.sources``: cheap, no reads) and plans it once (``tljob.data.plan``:
+the split, the fingerprint of the listing and settings, ``tljob.data.prepared``). When
+``<prepared_path>/<fingerprint>/manifest.json`` exists the shards are reused and no source
+image is read. Otherwise one Ray Data pass
 (``tljob.data.shards.stage_all``) reads, hashes and decodes every listed image once; the
 driver quarantines undecodable files and label conflicts, keeps one copy of byte-identical
 files (``listing.check_listing``) and only then splits each class with the configured seed,
@@ -54,12 +55,11 @@ from tljob.data.listing import (
     refuse_classes_without_training_images,
     split_stratified,
 )
+from tljob.data.plan import DataPlan, plan_data, store_settings
 from tljob.data.prepared import (
     QUARANTINE_FILE,
     PreparedManifest,
-    SplitSettings,
     StoreSettings,
-    fingerprint,
     prepared_dir,
     publish,
     quarantine_csv,
@@ -67,7 +67,7 @@ from tljob.data.prepared import (
     remove_abandoned_attempts,
 )
 from tljob.data.shards import Progress, stage_all, write_splits
-from tljob.data.sources import list_source, listing_stats
+from tljob.data.sources import list_source
 from tljob.data.stream import split_dataset
 from tljob.data.views import TrainingViews
 
@@ -143,23 +143,12 @@ def _count_by(keys: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(keys).items()))  # sorted: the same data, the same text
 
 
-def store_settings(job: JobConfig) -> StoreSettings:
-    """The store settings of ``job`` (part of the fingerprint)."""
-    return StoreSettings(
-        stored_size=job.stored_size,
-        val_size=job.image_size,
-        pixels=job.data.shard_pixels,
-        quality=job.data.shard_quality if job.data.shard_pixels == "jpeg" else 0,
-        max_image_pixels=job.data.max_image_pixels,
-        target_bytes=int(job.data.shard_target_mb * 1_000_000),
-    )
-
-
 def prepare_data(
-    job: JobConfig, listing: ImageListing | None = None, epoch_offset: int = 0
+    job: JobConfig, plan: DataPlan | None = None, epoch_offset: int = 0
 ) -> PreparedData:
-    """List (unless ``listing`` is given), then reuse or build the prepared shards of
-    ``job``'s data; return training-ready datasets and the accounting. Needs a running Ray.
+    """Reuse or build the prepared shards of ``job``'s data as ``plan`` says (without one:
+    list the source and plan it here, without a batch check); return training-ready
+    datasets and the accounting. Needs a running Ray.
 
     The training dataset yields ``job.augment``'s views; its first execution is epoch
     ``epoch_offset`` (the global epochs a resumed run has done), each next one the next.
@@ -168,24 +157,16 @@ def prepare_data(
     image, or more than ``data.max_bad_fraction`` of the listed images is quarantined (the
     prepared data and its ``quarantine.csv`` are kept for inspection)."""
     data_cfg = job.data
-    if listing is None:
-        listing = list_source(data_cfg)
-    # Fail before any read when no class could give a validation image anyway.
-    if not split_stratified(listing, data_cfg.val_fraction, data_cfg.seed)[1]:
-        raise DataError(
-            f"`data.val_fraction` ({data_cfg.val_fraction}) leaves no validation images: "
-            "every class needs at least 2 images"
-        )
-    store = store_settings(job)
+    if plan is None:
+        plan = plan_data(job, list_source(data_cfg), batches=False)
+    listing = plan.listing
     uris = [u for name in listing.classes for u in listing.files[name]]
-    split = SplitSettings(data_cfg.val_fraction, data_cfg.seed)
-    fp = fingerprint(listing, listing_stats(listing, uris), split, store)
-    folder = prepared_dir(job.prepared_path, fp)
+    folder = prepared_dir(job.prepared_path, plan.fingerprint)
     manifest = read_manifest(folder)
     reused = manifest is not None
     if manifest is None:
         log.info(f"preparing {listing.listed()} images into {folder.uri}")
-        manifest = _prepare(listing, uris, folder, fp, split, store, job)
+        manifest = _prepare(plan, uris, folder, job)
     else:
         log.info(f"reusing prepared data {folder.uri} (fingerprint unchanged)")
     removed = remove_abandoned_attempts(folder, keep=manifest.attempt)
@@ -214,16 +195,11 @@ def prepare_data(
 
 
 def _prepare(
-    listing: ImageListing,
-    uris: list[str],
-    folder: storage.Location,
-    fp: str,
-    split: SplitSettings,
-    store: StoreSettings,
-    job: JobConfig,
+    plan: DataPlan, uris: list[str], folder: storage.Location, job: JobConfig
 ) -> PreparedManifest:
     """Decode every listed image once (``uris``: the listing's files, by class), check,
     dedupe and split, write the shards, publish."""
+    listing, split, store, fp = plan.listing, plan.split, plan.store, plan.fingerprint
     attempt_id = uuid.uuid4().hex[:12]
     attempt = folder.join(attempt_id)
     label_of = {u: i for i, name in enumerate(listing.classes) for u in listing.files[name]}
@@ -244,7 +220,7 @@ def _prepare(
         Progress(log.info, max(job.run.progress_seconds, 1.0)),
     )
     checked = check_listing(listing, staged.scans)
-    train_items, val_items = split_stratified(checked.usable, split.val_fraction, split.seed)
+    train_items, val_items = plan.split_for(checked.usable)
     by_split = {"train": train_items, "val": val_items}
     counts = {name: _split_counts(listing.classes, it) for name, it in by_split.items()}
     _check_accounting(listing.listed(), counts, checked)

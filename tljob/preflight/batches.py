@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from tljob import output
 from tljob.preflight._common import TooFewImagesError
+
+log = output.logger("preflight")
 
 
 def check_batches(train_images: int, val_images: int, batch_size: int, num_workers: int) -> None:
@@ -14,6 +17,11 @@ def check_batches(train_images: int, val_images: int, batch_size: int, num_worke
     (Keras splits each across the replicas), and the last partial batch is dropped; so an
     epoch has no step when a worker's share is smaller than one global batch.
     """
+    # Made once per run and batch size (tljob.data.plan): this line lets a test count them.
+    log.debug(
+        f"check_batches: {train_images} training, {val_images} validation images; "
+        f"batch_size {batch_size} x {num_workers} worker(s)"
+    )
     per_worker = train_images // num_workers
     global_batch = batch_size * num_workers
     workers = f"{num_workers} worker{'s' if num_workers != 1 else ''}"

@@ -1,8 +1,9 @@
 """Running a job on Ray Train: everything between a validated config and a finished run.
 
 Pure (neither Ray nor TensorFlow): ``ledger`` (the epoch row, training state, best-epoch
-rule, resume plan, summary), ``lock`` (one run per run directory), ``checkpoint`` (the files
-of a checkpoint, the newest complete one), ``attempts`` (each worker-group start: where it
+rule, resume plan, summary), ``lock`` (one run per run directory), ``checkpoint`` (every
+checkpoint's layout, writing, reading and completeness; the newest complete one, where a run
+resumes, and the removal of incomplete ones), ``attempts`` (each worker-group start: where it
 resumed, how far it got; the restart figures), ``timings`` (an epoch's time by phase),
 ``loop`` (the typed ``LoopConfig`` each worker gets) and ``job`` (validate a job; run it,
 importing the Ray side only when called).

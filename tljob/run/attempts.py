@@ -4,11 +4,12 @@ Ray, no TensorFlow).
 Ray Train restarts the whole worker group when a worker dies (at most
 ``scaling.max_failures`` times per run). Each start of a worker group is an *attempt*.
 When an attempt starts, ``start_attempt`` chooses where it resumes by the rule a rerun of
-the command uses (``tljob.run.driver.plan_run``): the newest complete checkpoint on storage,
-with incomplete checkpoint directories newer than it removed. It writes the choice to
-``<run_dir>/attempts/attempt_NNNN.json`` before any worker of the attempt runs; every worker
-restores what the newest record names (``current_attempt``), and rank 0 records each global
-epoch it begins (``record_epoch_begun``). After the run the driver reads the records:
+the command uses (``tljob.run.checkpoint.resume_point``): the newest complete checkpoint on
+storage, with incomplete checkpoint directories newer than it removed. It writes the
+choice to ``<run_dir>/attempts/attempt_NNNN.json`` before any worker of the attempt runs;
+every worker restores what the newest record names (``current_attempt``), and rank 0
+records each global epoch it begins (``record_epoch_begun``). After the run the driver
+reads the records:
 
     restarts = attempts - 1
     epochs_repeated = sum over restarts of (furthest epoch the failed attempt began
@@ -35,7 +36,6 @@ from typing import Any
 
 from tljob import storage
 from tljob.run import checkpoint as ckpt_files
-from tljob.run.ledger import TrainState
 
 ATTEMPTS_DIR = "attempts"
 _NAME = re.compile(r"^attempt_(\d{4,})\.json$")
@@ -86,19 +86,14 @@ def start_attempt(run_dir: storage.Location) -> Attempt:
     """Record the next attempt, resuming from the newest complete checkpoint on storage;
     remove the incomplete checkpoint directories newer than it (an upload the failure
     interrupted). Called once per worker-group start, before its workers run."""
-    name, incomplete = ckpt_files.newest_complete(run_dir)
-    for stale in incomplete:
-        storage.delete_dir(run_dir.join(stale))
-    done = 0
-    if name is not None:
-        state = TrainState.from_json(storage.read_text(run_dir.join(name, ckpt_files.STATE_FILE)))
-        done = len(state.history)
+    point = ckpt_files.resume_point(run_dir)
+    point.remove_incomplete()
     previous = read_attempts(run_dir)
     attempt = Attempt(
         number=previous[-1].number + 1 if previous else 1,
-        checkpoint=name,
-        epochs_done=done,
-        furthest_epoch=done,
+        checkpoint=point.name,
+        epochs_done=point.epochs_done,
+        furthest_epoch=point.epochs_done,
     )
     storage.write_text(attempt_file(run_dir, attempt.number), attempt.to_json())
     return attempt

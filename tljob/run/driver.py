@@ -1,6 +1,7 @@
 """The driver side of a run: check, lock, plan, launch the ``TensorflowTrainer``, summarise.
 
-``run_job_driver_fn`` is the whole run for a validated config and a listing. In order:
+``run_job_driver_fn`` is the whole run for a validated config and its data plan
+(``tljob.data.plan``: the listing, its split and fingerprint, made once). In order:
 the run directory is checked and locked (before Ray starts), the resume plan is made from
 the newest complete checkpoint on storage and said out loud, Ray is joined, the data is
 prepared into shards once (or the shards of an earlier run are reused), the workers train
@@ -22,11 +23,11 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
 
-from tljob import output, preflight, storage
+from tljob import output, storage
 from tljob.config import JobConfig, dump_config
 from tljob.config.yaml_in import load_yaml
-from tljob.data.listing import ImageListing, split_stratified
 from tljob.data.pipeline import PreparedData, prepare_data
+from tljob.data.plan import DataPlan
 from tljob.errors import JobFailedError
 from tljob.report import data_summary_line, set_aside_lines
 from tljob.run import checkpoint as ckpt_files
@@ -38,7 +39,6 @@ from tljob.run.failed_run import NewestCheckpoint
 from tljob.run.ledger import (
     ResumePlan,
     RunMismatchError,
-    TrainState,
     class_weights,
     history_csv,
     plan_resume,
@@ -66,18 +66,14 @@ class TrainOutcome:
     summary: dict[str, Any]
 
 
-def _read_state(ckpt: storage.Location) -> TrainState:
-    return TrainState.from_json(storage.read_text(ckpt.join(ckpt_files.STATE_FILE)))
-
-
 def plan_run(run_dir: storage.Location, job: JobConfig, classes: list[str]) -> ResumePlan:
     """Where this run starts: fresh, or after the newest complete checkpoint on storage.
 
     Removes incomplete checkpoint directories newer than it (an interrupted upload) and
     rewrites ``history.csv`` to the chosen checkpoint's history, so both agree."""
     labels = run_dir.join("labels.json")
-    name, incomplete = ckpt_files.newest_complete(run_dir)
-    if name is not None and storage.exists(labels):
+    point = ckpt_files.resume_point(run_dir)
+    if point.name is not None and storage.exists(labels):
         previous = json.loads(storage.read_text(labels))
         previous_classes = [previous[str(i)] for i in range(len(previous))]
         if previous_classes != classes:
@@ -91,14 +87,11 @@ def plan_run(run_dir: storage.Location, job: JobConfig, classes: list[str]) -> R
         if storage.exists(saved)
         else None
     )
-    state = _read_state(run_dir.join(name)) if name else None
-    plan = plan_resume(state, name, saved_config, job, run_dir.uri)
-    for stale in incomplete:
-        say(f"removing {stale}: incomplete (its upload was interrupted)")
-        storage.delete_dir(run_dir.join(stale))
+    plan = plan_resume(point.state, point.name, saved_config, job, run_dir.uri)
+    point.remove_incomplete(say)
     history = run_dir.join("history.csv")
-    if state is not None:
-        storage.write_text(history, history_csv(state.history))
+    if point.state is not None:
+        storage.write_text(history, history_csv(point.state.history))
     else:
         storage.delete_file(history)
     return plan
@@ -149,7 +142,7 @@ def _diverged(run_dir: storage.Location) -> TrainingDivergedError | None:
 
 def run_job_driver_fn(
     job: JobConfig,
-    listing: ImageListing,
+    data_plan: DataPlan,
     verbose: bool = False,
     weights_file: str | None = None,
     train_callbacks: Sequence[Any] = (),
@@ -158,6 +151,8 @@ def run_job_driver_fn(
 ) -> TrainOutcome:
     """Check, lock and plan before Ray starts; then train (or resume) and summarise.
 
+    ``data_plan``: the data's plan (``tljob.data.plan.plan_data``), for ``job`` or, in a
+    sweep, for the sweep's base job (``DataPlan.for_job`` checks it for ``job``'s batches).
     ``weights_file``: ``model.weights`` resolved to a local file on this machine
     (``tljob.run.job.resolve_weights``), shipped to the workers through the run directory.
     ``train_callbacks``: extra Ray Train callbacks for the trainer's ``RunConfig`` (a sweep
@@ -172,8 +167,8 @@ def run_job_driver_fn(
     ``WorkerFailedError`` (exit 1) when the storage or a worker failed
     (``tljob.run.failed_run``: one paragraph, and where a rerun resumes).
     """
-    train_items, val_items = split_stratified(listing, job.data.val_fraction, job.data.seed)
-    _check_batches(job, len(train_items), len(val_items))  # the listing's counts: at most
+    data_plan = data_plan.for_job(job)  # the listing's counts (at most) fill a batch
+    listing = data_plan.listing
     run_dir = prepare_run_dir(job.run.storage_path, job.run.name)
     with RunLock(run_dir, say=say, wait_s=lock_wait_s):
         newest: NewestCheckpoint | None = None
@@ -187,7 +182,7 @@ def run_job_driver_fn(
                 check_workers_reach_storage(job, say=say)
             shipped = shipped_weights.ship(run_dir, weights_file, say)
             return _train_and_summarise(
-                job, listing, plan, run_dir, verbose, shipped, train_callbacks, in_sweep, newest
+                job, data_plan, plan, run_dir, verbose, shipped, train_callbacks, in_sweep, newest
             )
         except Exception as e:
             told = failed_run.explain(e, job, run_dir, newest, verbose)
@@ -199,13 +194,9 @@ def run_job_driver_fn(
                 newest.close()
 
 
-def _check_batches(job: JobConfig, train_images: int, val_images: int) -> None:
-    preflight.check_batches(train_images, val_images, job.train.batch_size, job.scaling.num_workers)
-
-
 def _train_and_summarise(
     job: JobConfig,
-    listing: ImageListing,
+    data_plan: DataPlan,
     plan: ResumePlan,
     run_dir: storage.Location,
     verbose: bool,
@@ -216,9 +207,11 @@ def _train_and_summarise(
 ) -> TrainOutcome:
     started = time.monotonic()
     # A resumed run's first epoch gets the augmented views a straight run would give it.
-    done = len(_read_state(run_dir.join(plan.checkpoint)).history) if plan.checkpoint else 0
-    prepared: PreparedData = prepare_data(job, listing, epoch_offset=done)
-    _check_batches(job, prepared.counts["train"].used, prepared.counts["val"].used)
+    done = (
+        len(ckpt_files.read_state(run_dir.join(plan.checkpoint)).history) if plan.checkpoint else 0
+    )
+    prepared: PreparedData = prepare_data(job, data_plan, epoch_offset=done)
+    data_plan.check_prepared(prepared.counts["train"].used, prepared.counts["val"].used)
     storage.write_text(run_dir.join("config.yaml"), dump_config(job))
     storage.write_text(
         run_dir.join("labels.json"),
@@ -253,7 +246,7 @@ def _train_and_summarise(
     latest, _ = ckpt_files.newest_complete(run_dir)
     if latest is None:
         raise JobFailedError(f"training ended without a checkpoint in {run_dir.uri}")
-    history = _read_state(run_dir.join(latest)).history
+    history = ckpt_files.read_state(run_dir.join(latest)).history
     storage.write_text(run_dir.join("history.csv"), history_csv(history))
     exported = evaluate_exported(
         run_dir.join("model", "model.keras").uri, prepared.val, job.train.batch_size

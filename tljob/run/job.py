@@ -17,7 +17,7 @@ from tljob.zoo.convert import ConvertedWeights
 from tljob.zoo.weights_record import read_record
 
 if TYPE_CHECKING:
-    from tljob.data.listing import ImageListing
+    from tljob.data.plan import DataPlan
 
 
 def resolve_job(config_path: str | None, overrides: Sequence[str]) -> JobConfig:
@@ -79,34 +79,31 @@ def resolve_weights(job: JobConfig) -> str | None:
     return path
 
 
-def list_checked(job: JobConfig) -> ImageListing:
-    """Check the object store (s3:// only), list the data and check that its split fills a
-    batch: seconds, before Ray and TensorFlow load. Raises ``UserError`` (exit 2)."""
+def plan_checked(job: JobConfig) -> DataPlan:
+    """Check the object store (s3:// only), list the data and plan it once, its split
+    checked to fill a batch: seconds, before Ray and TensorFlow load. Raises ``UserError``
+    (exit 2)."""
     from tljob import preflight
-    from tljob.data.listing import split_stratified
+    from tljob.data.plan import plan_data
     from tljob.data.sources import list_source
 
     preflight.check_storage(job)
-    listing = list_source(job.data)
-    # The run's driver checks this too; here it fails in a second.
-    train, val = split_stratified(listing, job.data.val_fraction, job.data.seed)
-    preflight.check_batches(len(train), len(val), job.train.batch_size, job.scaling.num_workers)
-    return listing
+    return plan_data(job, list_source(job.data))
 
 
 def run_job(job: JobConfig, verbose: bool = False, lock_wait_s: float = 0.0) -> dict[str, Any]:
-    """``list_checked`` (cheap, no Ray), then train on Ray. Returns the run summary
+    """``plan_checked`` (cheap, no Ray), then train on Ray. Returns the run summary
     (``verbose``: also show Ray's own logs; ``lock_wait_s``: how long a run lock that is
     still alive is waited for before the run is refused)."""
     from tljob import output
 
-    listing = list_checked(job)
+    data_plan = plan_checked(job)
     with output.native_logs_hidden(verbose):
         weights_file = resolve_weights(job)
         from tljob.run import driver  # Ray and TensorFlow load here, not for data errors
 
     outcome = driver.run_job_driver_fn(
-        job, listing, verbose=verbose, weights_file=weights_file, lock_wait_s=lock_wait_s
+        job, data_plan, verbose=verbose, weights_file=weights_file, lock_wait_s=lock_wait_s
     )
     return {**outcome.summary, "run_dir": outcome.run_dir}
 
@@ -117,6 +114,7 @@ def prepare_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
     Raises ``DataError`` (exit 2) for unusable data or too many bad images."""
     from tljob import preflight, storage
     from tljob.data.pipeline import prepare_data
+    from tljob.data.plan import plan_data
     from tljob.data.sources import list_source
     from tljob.run.connect import ensure_ray
 
@@ -125,4 +123,4 @@ def prepare_job(job: JobConfig, verbose: bool = False) -> dict[str, Any]:
     preflight.check_storage(job)
     listing = list_source(job.data)
     ensure_ray(verbose)
-    return prepare_data(job, listing).report()
+    return prepare_data(job, plan_data(job, listing, batches=False)).report()

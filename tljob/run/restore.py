@@ -5,8 +5,6 @@ the optimizer's variables (read through the plain model copy), and where trainin
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -32,15 +30,10 @@ def restore_checkpoint(plain: Any, checkpoint_uri: str | None) -> Restored:
     """Read the chosen checkpoint through the plain model copy."""
     if checkpoint_uri is None:
         return Restored(TrainState())
-    with tempfile.TemporaryDirectory() as local:
-        ckpt_files.download(storage.resolve(checkpoint_uri), local)
-        with open(os.path.join(local, ckpt_files.STATE_FILE)) as f:
-            state = TrainState.from_json(f.read())
-        current = keras_io.load_weights(plain, os.path.join(local, ckpt_files.WEIGHTS_FILE))
-        best = keras_io.load_weights(plain, os.path.join(local, ckpt_files.BEST_WEIGHTS_FILE))
-        with np.load(os.path.join(local, ckpt_files.OPTIMIZER_FILE)) as npz:
-            optimizer = [npz[f"v{i}"] for i in range(len(npz.files))]
-    return Restored(state, current, best, optimizer)
+    contents = ckpt_files.read_checkpoint(
+        storage.resolve(checkpoint_uri), lambda path: keras_io.load_weights(plain, path)
+    )
+    return Restored(*contents)
 
 
 class AttemptStart(NamedTuple):

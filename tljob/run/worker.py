@@ -329,25 +329,23 @@ class _WorkerRun:
     def _write_checkpoint(
         self, weights: list[np.ndarray], optimizer: list[np.ndarray], directory: str
     ) -> None:
-        join = os.path.join
-        current = join(directory, ckpt_files.WEIGHTS_FILE)
-        keras_io.save_weights(self.plain, weights, current)
-        # The best weights change only when an epoch improves on them: then they are this
-        # epoch's file; otherwise the file kept from that epoch. Serialising them again
-        # every epoch cost as much as the current weights.
-        best = join(directory, ckpt_files.BEST_WEIGHTS_FILE)
-        if self.best_weights is weights:
-            shutil.copyfile(current, self.best_file)
-        elif not os.path.exists(self.best_file):  # the best came from a resumed checkpoint
-            keras_io.save_weights(self.plain, self.best_weights, self.best_file)
-        shutil.copyfile(self.best_file, best)
-        np.savez(
-            join(directory, ckpt_files.OPTIMIZER_FILE),
-            **{f"v{i}": a for i, a in enumerate(optimizer)},
+        def save_best(best: str, current: str) -> None:
+            # The best weights change only when an epoch improves on them: then they are
+            # this epoch's file; otherwise the file kept from that epoch. Serialising them
+            # again every epoch cost as much as the current weights.
+            if self.best_weights is weights:
+                shutil.copyfile(current, self.best_file)
+            elif not os.path.exists(self.best_file):  # the best came from a resumed checkpoint
+                keras_io.save_weights(self.plain, self.best_weights, self.best_file)
+            shutil.copyfile(self.best_file, best)
+
+        ckpt_files.write_checkpoint(
+            directory,
+            save_weights=lambda path: keras_io.save_weights(self.plain, weights, path),
+            save_best_weights=save_best,
+            optimizer=optimizer,
+            state=self.state,
         )
-        with open(join(directory, ckpt_files.STATE_FILE), "w") as f:
-            f.write(self.state.to_json())
-        ckpt_files.write_manifest(directory)
 
     def finish(self) -> None:
         """Record this replica's weight digest; rank 0 exports the best epoch (or, after a

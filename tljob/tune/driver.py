@@ -1,10 +1,11 @@
 """Hyperparameter sweeps on Ray Tune (Ray side): ``sweep_driver_fn`` runs a whole sweep.
 
-In order: the data is listed and prepared once (the shards every trial then finds by
-fingerprint), the search space and scheduler are built from the sweep's ``search`` and
-``tune`` sections, Tune runs one ``trial_driver_fn`` per trial (``tljob.tune.trial``), and
-the outputs are collected from the trials' run directories: ``trials.csv``, the printed
-table, ``sweep.png`` and the best trial's model under ``<sweep dir>/best/``.
+In order: the data is listed, planned (``tljob.data.plan``) and prepared once (every trial
+gets the plan and finds the shards by its fingerprint), the search space and scheduler are
+built from the sweep's ``search`` and ``tune`` sections, Tune runs one ``trial_driver_fn``
+per trial (``tljob.tune.trial``), and the outputs are collected from the trials' run
+directories: ``trials.csv``, the printed table, ``sweep.png`` and the best trial's model
+under ``<sweep dir>/best/``.
 """
 
 from __future__ import annotations
@@ -60,20 +61,22 @@ def _join_ray(verbose: bool) -> None:
 
 
 def _prepare_once(sweep: Sweep, verbose: bool) -> tuple[Any, str]:
-    """List and prepare the base job's data (or find it prepared): every trial trains on
-    these shards and decodes nothing. Returns the listing and the prepared data's URI."""
+    """List, plan and prepare the base job's data (or find it prepared): every trial trains
+    on these shards and decodes nothing. Returns the data plan and the prepared data's
+    URI."""
     from tljob.data.pipeline import prepare_data
-    from tljob.run.job import list_checked
+    from tljob.run.job import plan_checked
 
     job = sweep.job
-    listing = list_checked(job)
+    data_plan = plan_checked(job)
+    listing = data_plan.listing
     _join_ray(verbose)
     check_cluster(job, len(listing.classes), listing.count(), say)
-    prepared = prepare_data(job, listing)
+    prepared = prepare_data(job, data_plan)
     how = "reused" if prepared.reused else "prepared now"
     say(f"data: shards in {prepared.prepared_uri} ({how}), shared by every trial")
     say(data_summary_line(prepared.summary()))
-    return listing, prepared.prepared_uri
+    return data_plan, prepared.prepared_uri
 
 
 def _tune_verbosity(verbose: bool) -> int:
@@ -140,14 +143,14 @@ def sweep_driver_fn(sweep: Sweep, resume: bool = False, verbose: bool = False) -
     a missing optuna, ``--resume`` with nothing to resume or a new sweep over an old one;
     ``KeyboardInterrupt`` after Ctrl-C, once Tune has saved the sweep's state."""
     searcher(sweep)  # a missing optuna is exit 2 before any work
-    listing, prepared_uri = _prepare_once(sweep, verbose)
+    data_plan, prepared_uri = _prepare_once(sweep, verbose)
     concurrency = max_concurrent(sweep, ray.cluster_resources())
     check_concurrency(sweep, ray.cluster_resources(), concurrency)
     trainable = tune.with_resources(
         tune.with_parameters(
             trial_driver_fn,
             sweep=sweep,
-            listing=listing,
+            data_plan=data_plan,
             prepared_uri=prepared_uri,
             verbose=verbose,
         ),

@@ -19,7 +19,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from tljob import storage
 from tljob.config.sweep import Sweep, trial_job
-from tljob.data.listing import ImageListing
+from tljob.data.plan import DataPlan
 from tljob.run.ledger import EpochRow, parse_history_csv
 
 ENDED_DIR = "ended"  # <sweep dir>/ended/<trial id>.json: the trials that ended, and how
@@ -45,13 +45,9 @@ def read_history(run_dir: storage.Location) -> list[EpochRow]:
 def checkpointed_history(run_dir: storage.Location) -> list[EpochRow]:
     """The epochs in the run's newest complete checkpoint: where a restarted run resumes."""
     from tljob.run import checkpoint as ckpt_files
-    from tljob.run.ledger import TrainState
 
-    name, _ = ckpt_files.newest_complete(run_dir)
-    if name is None:
-        return []
-    state = run_dir.join(name, ckpt_files.STATE_FILE)
-    return TrainState.from_json(storage.read_text(state)).history
+    state = ckpt_files.resume_point(run_dir).state
+    return state.history if state is not None else []
 
 
 def ended_marker(sweep: Sweep, trial_id: str) -> storage.Location:
@@ -75,7 +71,7 @@ def sampled_values(sweep: Sweep, config: Mapping[str, Any]) -> dict[str, Any]:
 def trial_driver_fn(
     config: dict[str, Any],
     sweep: Sweep,
-    listing: ImageListing,
+    data_plan: DataPlan,
     prepared_uri: str,
     verbose: bool = False,
 ) -> None:
@@ -83,9 +79,10 @@ def trial_driver_fn(
 
     The sampled values go through ``trial_job`` (the same override-and-validate path as
     ``--set``); a ``ConfigError`` fails this trial with its message, not the sweep. Then the
-    run trains like ``tljob train`` with Tune's report callback. Raises ``RuntimeError`` if
-    the run did not use the sweep's prepared data (``prepared_uri``), which would mean a
-    searched path changed the data's fingerprint."""
+    run trains like ``tljob train`` with Tune's report callback, on the sweep's
+    ``data_plan`` (made once; checked for this trial's batches when they differ). Raises
+    ``RuntimeError`` if the run did not use the sweep's prepared data (``prepared_uri``),
+    which would mean a searched path changed the data's fingerprint."""
     from tljob import output
     from tljob.run import driver
     from tljob.run.job import resolve_weights
@@ -118,7 +115,7 @@ def trial_driver_fn(
     )
     outcome = driver.run_job_driver_fn(
         job,
-        listing,
+        data_plan,
         verbose=verbose,
         weights_file=resolve_weights(job),
         train_callbacks=[TuneReportCallback()],

@@ -1,0 +1,236 @@
+"""The data plan (``tljob.data.plan``): the listing's split, per-class counts, fingerprint
+and batch check, made once and passed down. Without Ray: what a plan holds and how a
+trial's plan and preparation use it without splitting or checking again. On the session's
+Ray: a real tiny ``tljob train`` and a tiny sweep split the listing once and check batches
+once, counted from the debug lines ``split_stratified`` and ``check_batches`` log."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import write_digits_tree
+
+from tljob.config import load_config
+from tljob.config.sweep import load_sweep, trial_job
+from tljob.data.listing import DataError, check_listing, list_images, split_stratified
+from tljob.data.plan import Batches, plan_data, store_settings
+from tljob.data.prepared import SplitSettings, fingerprint
+from tljob.data.sources import listing_stats
+from tljob.preflight import TooFewImagesError, check_batches
+
+
+class _Lines(logging.Handler):
+    """The messages tljob's loggers log, debug lines included."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def count(self, prefix: str) -> int:
+        return sum(m.startswith(prefix) for m in self.messages)
+
+    def counts(self) -> tuple[int, int]:
+        """(splits made, batch checks made)."""
+        return self.count("split_stratified: "), self.count("check_batches: ")
+
+
+@pytest.fixture
+def lines():
+    """Count what tljob logs in this process while the test runs."""
+    handler = _Lines()
+    root = logging.getLogger("tljob")
+    children = [logging.getLogger(f"tljob.{name}") for name in ("data", "preflight")]
+    levels = [child.level for child in children]
+    root.addHandler(handler)
+    for child in children:
+        child.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        for child, level in zip(children, levels, strict=True):
+            child.setLevel(level)
+
+
+def _job(data: Path, *overrides: str):
+    return load_config(
+        None,
+        [
+            f"data.source={data}",
+            "model.weights=none",
+            "data.image_size=32",
+            "data.val_fraction=0.25",
+            "data.seed=1",
+            "train.batch_size=4",
+            "scaling.num_workers=1",
+            *overrides,
+        ],
+    )
+
+
+def test_a_plan_holds_the_listings_split_counts_fingerprint_and_batch_check(tmp_path, lines):
+    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=8)
+    job = _job(data)
+    listing = list_images(str(data))
+    plan = plan_data(job, listing)
+    assert lines.counts() == (1, 1)
+    train, val = split_stratified(listing, 0.25, 1)
+    assert (list(plan.train), list(plan.val)) == (train, val)
+    assert (len(plan.train), len(plan.val)) == (18, 6)
+    assert plan.per_class == {
+        "train": {"digit_0": 6, "digit_1": 6, "digit_2": 6},
+        "val": {"digit_0": 2, "digit_1": 2, "digit_2": 2},
+    }
+    uris = [u for c in listing.classes for u in listing.files[c]]
+    split = SplitSettings(0.25, 1)
+    assert plan.split == split and plan.store == store_settings(job)
+    assert plan.fingerprint == fingerprint(
+        listing, listing_stats(listing, uris), split, store_settings(job)
+    )
+    assert plan.batches == Batches(batch_size=4, num_workers=1)
+    assert plan_data(job, listing, batches=False).batches is None
+
+
+def test_a_plan_refuses_what_the_batch_check_and_the_split_refuse(tmp_path):
+    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=8)
+    with pytest.raises(TooFewImagesError) as err:
+        plan_data(_job(data, "train.batch_size=32"), list_images(str(data)))
+    with pytest.raises(TooFewImagesError) as expected:
+        check_batches(18, 6, 32, 1)
+    assert str(err.value) == str(expected.value)
+    single = write_digits_tree(tmp_path / "single", classes=2, per_class=1)
+    with pytest.raises(DataError) as err:
+        plan_data(_job(single), list_images(str(single)), batches=False)
+    assert str(err.value) == (
+        "`data.val_fraction` (0.25) leaves no validation images: every class needs at least "
+        "2 images"
+    )
+
+
+def _sweep(tmp_path: Path, data: Path, search: dict) -> Path:
+    tree = {
+        "data": {"source": str(data), "image_size": 32, "val_fraction": 0.25, "seed": 1},
+        "model": {"backbone": "mobilenet_v3_small", "weights": "none"},
+        "train": {
+            "batch_size": 4,
+            "stages": [{"name": "all", "epochs": 1, "learning_rate": 1e-3, "trainable": "all"}],
+        },
+        "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
+        "run": {"storage_path": str(tmp_path / "runs")},
+        "search": search,
+        "tune": {"name": "plan", "scheduler": "fifo", "metric": "val_loss"},
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_a_trial_uses_the_sweeps_plan_and_checks_only_other_batches(tmp_path, lines):
+    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=8)
+    sweep = load_sweep(
+        _sweep(
+            tmp_path,
+            data,
+            {"train.batch_size": {"grid": [4, 2, 32]}, "model.head.dropout": {"grid": [0.0, 0.1]}},
+        )
+    )
+    plan = plan_data(sweep.job, list_images(str(data)))
+    assert lines.counts() == (1, 1)
+
+    same = plan.for_job(trial_job(sweep, {"train.batch_size": 4, "model.head.dropout": 0.1}, "t1"))
+    assert same is plan  # the sweep's own batches: nothing derived again
+    assert lines.counts() == (1, 1)
+
+    smaller = plan.for_job(trial_job(sweep, {"train.batch_size": 2}, "t2"))
+    assert smaller.batches == Batches(batch_size=2, num_workers=1)
+    assert (smaller.train, smaller.val, smaller.fingerprint) == (
+        plan.train,
+        plan.val,
+        plan.fingerprint,
+    )
+    assert lines.counts() == (1, 2)  # one check for the new batch size, no split
+
+    with pytest.raises(TooFewImagesError, match=r"`train.batch_size` \(32\)"):
+        plan.for_job(trial_job(sweep, {"train.batch_size": 32}, "t3"))
+    assert lines.counts() == (1, 3)
+
+    other_data = _job(data, "data.seed=2")
+    with pytest.raises(ValueError, match="the data plan is for"):
+        plan.for_job(other_data)
+
+
+def test_preparation_reuses_the_plans_split_unless_images_were_set_aside(tmp_path, lines):
+    from conftest import scan_file
+
+    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=8)
+    listing = list_images(str(data))
+    plan = plan_data(_job(data), listing)
+    scans = {p: scan_file(p) for c in listing.classes for p in listing.files[c]}
+    assert plan.split_for(check_listing(listing, scans).usable) == (
+        list(plan.train),
+        list(plan.val),
+    )
+    assert lines.counts() == (1, 1)
+    plan.check_prepared(len(plan.train), len(plan.val))  # the counts checked already
+    assert lines.counts() == (1, 1)
+
+    # one image is a copy of another: the usable images are split by the same rule
+    copied = listing.files["digit_0"][1]
+    Path(copied).write_bytes(Path(listing.files["digit_0"][0]).read_bytes())
+    scans[copied] = scan_file(copied)
+    usable = check_listing(listing, scans).usable
+    assert plan.split_for(usable) == split_stratified(usable, 0.25, 1)
+    assert lines.counts() == (3, 1)  # the usable images' split, and the one just above
+    plan.check_prepared(17, 6)
+    assert lines.counts() == (3, 2)
+    with pytest.raises(TooFewImagesError, match="too few validation images: 0 for 1 worker"):
+        plan.check_prepared(17, 0)
+
+
+def _train_yaml(tmp_path: Path, data: Path) -> Path:
+    tree = {
+        "data": {"source": str(data), "image_size": 32, "val_fraction": 0.25, "seed": 1},
+        "model": {"backbone": "mobilenet_v3_small", "weights": "none"},
+        "train": {
+            "batch_size": 4,
+            "stages": [{"name": "all", "epochs": 1, "learning_rate": 1e-3, "trainable": "all"}],
+        },
+        "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
+        "run": {"name": "once", "storage_path": str(tmp_path / "runs")},
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_a_train_splits_the_listing_once_and_checks_batches_once(tmp_path, ray_connected, lines):
+    from tljob.cli import main
+
+    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=8, scale=4)
+    assert main(["train", "--config", str(_train_yaml(tmp_path, data))]) == 0
+    assert (tmp_path / "runs" / "once" / "summary.json").exists()
+    assert lines.count("preparing 24 images into ") == 1  # prepared now, not reused
+    assert lines.counts() == (1, 1)
+
+
+def test_a_sweep_splits_the_listing_once_and_checks_batches_once(tmp_path, ray_connected, lines):
+    from tljob.tune.driver import sweep_driver_fn
+
+    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=8, scale=4)
+    sweep = load_sweep(_sweep(tmp_path, data, {"train.batch_size": {"grid": [4, 2]}}))
+    sweep_driver_fn(sweep)
+    with open(tmp_path / "runs" / "plan" / "trials.csv") as f:
+        trials = list(csv.DictReader(f))
+    assert sorted((t["train.batch_size"], t["status"], t["epochs_run"]) for t in trials) == [
+        ("2", "completed", "1"),
+        ("4", "completed", "1"),
+    ]
+    assert lines.count("preparing 24 images into ") == 1
+    assert lines.counts() == (1, 1)  # in the sweep's driver; each trial gets its plan

@@ -1,0 +1,156 @@
+"""The data plan of a run or a sweep: what the listing gives before any image is read,
+computed once and passed down (pure: no Ray, no TensorFlow).
+
+``plan_data`` takes a listing and computes, once: the listing's stratified split
+(``split_stratified``), the images of each class in each split, the prepared data's
+fingerprint (``tljob.data.prepared``; from what the listing learnt of every file, the rest
+looked at) and, for a job that trains, the batch check (``tljob.preflight.check_batches``)
+for its ``train.batch_size`` and ``scaling.num_workers``. ``tljob train`` builds it before
+Ray starts (``tljob.run.job.plan_checked``) and hands it to the run
+(``tljob.run.driver``), which hands it to preparation (``tljob.data.pipeline.prepare_data``);
+``tljob prepare`` builds one without the batch check.
+
+A sweep builds one and every trial uses it. A trial's data settings are the sweep's
+(``tljob.config.sweep.trial_job`` refuses others), so its split and fingerprint are the
+plan's; only the batch check can differ, when the trial searches ``train.batch_size`` or
+``scaling.num_workers``: ``for_job`` gives such a trial a plan of its own, checked once for
+its (batch size, workers) from the same split, and any other trial the sweep's plan as it
+is.
+
+The split here is of the listing: what training gets when every listed image is usable, the
+counts the batch check is made on before any image is read. Preparation splits the images
+that are usable by the same rule (``split_for``); when none was set aside that is this
+split, used as it is. The prepared split's counts are checked again only when set-aside
+images made them smaller (``check_prepared``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tljob.config import JobConfig
+from tljob.data.listing import DataError, ImageListing, split_stratified
+from tljob.data.prepared import SplitSettings, StoreSettings, fingerprint
+from tljob.data.sources import listing_stats
+from tljob.preflight.batches import check_batches
+
+Items = tuple[dict[str, Any], ...]  # {"path", "label"} as ``split_stratified`` gives them
+
+
+def store_settings(job: JobConfig) -> StoreSettings:
+    """The store settings of ``job`` (part of the fingerprint)."""
+    return StoreSettings(
+        stored_size=job.stored_size,
+        val_size=job.image_size,
+        pixels=job.data.shard_pixels,
+        quality=job.data.shard_quality if job.data.shard_pixels == "jpeg" else 0,
+        max_image_pixels=job.data.max_image_pixels,
+        target_bytes=int(job.data.shard_target_mb * 1_000_000),
+    )
+
+
+@dataclass(frozen=True)
+class Batches:
+    """What a batch check is made for: ``train.batch_size`` and ``scaling.num_workers``."""
+
+    batch_size: int
+    num_workers: int
+
+    @classmethod
+    def of(cls, job: JobConfig) -> Batches:
+        return cls(job.train.batch_size, job.scaling.num_workers)
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """The listing of a run's data and what follows from it before any image is read."""
+
+    listing: ImageListing
+    split: SplitSettings
+    store: StoreSettings
+    train: Items  # the listing's split
+    val: Items
+    per_class: Mapping[str, Mapping[str, int]]  # "train" / "val" -> class -> images
+    fingerprint: str  # of the prepared data: <data.prepared_path>/<fingerprint>
+    batches: Batches | None  # what the split's counts were checked for; None: not checked
+
+    def for_job(self, job: JobConfig) -> DataPlan:
+        """This plan for ``job``, whose data settings must be those it was made for (a
+        sweep's trial): itself when ``job``'s batches are the ones checked, else a copy
+        checked for them, on the same split (``TooFewImagesError`` when they do not fit)."""
+        if (self.split, self.store) != (_split_settings(job), store_settings(job)):
+            raise ValueError(  # trial_job refuses such a trial: a bug in tljob if reached
+                f"the data plan is for {self.split} and {self.store}, not for the job's "
+                f"{_split_settings(job)} and {store_settings(job)}"
+            )
+        batches = Batches.of(job)
+        if batches == self.batches:
+            return self
+        _check(batches, len(self.train), len(self.val))
+        return replace(self, batches=batches)
+
+    def split_for(self, usable: ImageListing) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The stratified split of ``usable`` (the listed images that can be trusted):
+        the plan's own when nothing was set aside (the same classes and files give the same
+        split), else a split of ``usable`` by the same settings."""
+        if usable.classes == self.listing.classes and all(
+            usable.files.get(c, []) == self.listing.files.get(c, []) for c in usable.classes
+        ):
+            return list(self.train), list(self.val)
+        return split_stratified(usable, self.split.val_fraction, self.split.seed)
+
+    def check_prepared(self, train_images: int, val_images: int) -> None:
+        """Check the prepared split's counts for the plan's batches; they were checked
+        already when they are the listing's (nothing was set aside)."""
+        if self.batches is None:
+            raise ValueError("the data plan was made without a batch check")
+        if (train_images, val_images) != (len(self.train), len(self.val)):
+            _check(self.batches, train_images, val_images)
+
+
+def _split_settings(job: JobConfig) -> SplitSettings:
+    return SplitSettings(job.data.val_fraction, job.data.seed)
+
+
+def _check(batches: Batches, train_images: int, val_images: int) -> None:
+    check_batches(train_images, val_images, batches.batch_size, batches.num_workers)
+
+
+def plan_data(job: JobConfig, listing: ImageListing, batches: bool = True) -> DataPlan:
+    """The data plan of ``job`` for ``listing``; with ``batches``, its split checked for the
+    job's batch size and workers (``TooFewImagesError``, exit 2). Raises ``DataError``
+    (exit 2) when no class could give a validation image."""
+    split = _split_settings(job)
+    train, val = split_stratified(listing, split.val_fraction, split.seed)
+    checked = Batches.of(job) if batches else None
+    if checked is not None:
+        _check(checked, len(train), len(val))
+    # Fail before any read when no class could give a validation image anyway.
+    if not val:
+        raise DataError(
+            f"`data.val_fraction` ({split.val_fraction}) leaves no validation images: "
+            "every class needs at least 2 images"
+        )
+    store = store_settings(job)
+    uris = [u for name in listing.classes for u in listing.files[name]]
+    return DataPlan(
+        listing=listing,
+        split=split,
+        store=store,
+        train=tuple(train),
+        val=tuple(val),
+        per_class={
+            name: _per_class(listing.classes, items)
+            for name, items in (("train", train), ("val", val))
+        },
+        fingerprint=fingerprint(listing, listing_stats(listing, uris), split, store),
+        batches=checked,
+    )
+
+
+def _per_class(classes: list[str], items: list[dict[str, Any]]) -> dict[str, int]:
+    counts = Counter(classes[it["label"]] for it in items)
+    return {c: counts.get(c, 0) for c in classes}
