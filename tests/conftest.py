@@ -1,7 +1,8 @@
 """Shared fixtures: real image trees on disk, a real local Ray cluster and a real S3 server.
 
 The Ray cluster is a real ``ray start --head`` (with the job server, so ``ray job submit``
-works against it), started once per session and always stopped at the end.
+works against it, and token authentication on, the suite's own token), started once per
+session and always stopped at the end.
 
 The S3 server is SeaweedFS (``tljob.storage.seaweed``) on 127.0.0.1, started once per
 session and always stopped: ``s3_server`` is the server, ``s3`` gives a test its own empty
@@ -11,13 +12,16 @@ configured for it (and reset afterwards).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,13 +30,31 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _suite_ray_token() -> str:
+    """A random Ray token in a private file, removed when the session ends."""
+    folder = Path(tempfile.mkdtemp(prefix="tljob-ray-token-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "auth_token"
+    path.touch(mode=0o600)
+    path.write_text(secrets.token_hex(32))
+    return str(path)
+
+
+# Why each variable differs from a user's shell, in one line each:
+# tljob sets it in every process it runs (tljob.output); here also for tests importing TF.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite's clusters send no usage report to Ray's servers (tests run offline).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Tests never download weights: tljob's offline mode (a test that wants otherwise says so).
 os.environ["TLJOB_OFFLINE"] = "1"
-# The test cluster listens on loopback only. Ray 2.60 turns token authentication on when
-# ~/.ray/auth_token exists, which would make results depend on the machine's history.
-os.environ["RAY_AUTH_MODE"] = "disabled"
+# Token authentication on, as examples/README.md runs Ray (`ray start` turns it on anyway
+# once ~/.ray/auth_token exists, which any local ray.init writes), so clients send the token.
+os.environ["RAY_AUTH_MODE"] = "token"
+# The suite's own token: the developer's ~/.ray/auth_token is neither read nor written.
+os.environ["RAY_AUTH_TOKEN_PATH"] = _suite_ray_token()
+os.environ.pop("RAY_AUTH_TOKEN", None)  # it would take precedence over the file
 
 
 def _free_port() -> int:
@@ -62,25 +84,37 @@ def digits_tree(tmp_path: Path) -> Path:
     return write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
 
 
+def ray_head_flags(temp_dir: Path) -> tuple[list[str], int, int]:
+    """``ray start --head`` flags for a cluster of its own on a shared machine: loopback,
+    ``temp_dir`` (every process of the cluster names it), and every port Ray would
+    otherwise take at a fixed default chosen free, so other Ray clusters (another test
+    session) cannot block its job agent ("No available agent to submit job"). Returns the
+    flags, the GCS port and the dashboard port."""
+    gcs_port, dash_port = _free_port(), _free_port()
+    other_ports = (
+        "ray-client-server-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+    )
+    flags = [
+        f"--port={gcs_port}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash_port}",
+        f"--temp-dir={temp_dir}",
+        *(f"--{name}={_free_port()}" for name in other_ports),
+    ]
+    return flags, gcs_port, dash_port
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     """A real local Ray head (2 CPUs, job server on). Yields the GCS and dashboard addresses
     and its temp dir (every process of the cluster descends from one that names it)."""
     temp_dir = Path("/tmp") / f"tljob-ray-{os.getpid()}"  # short: unix socket paths
-    gcs_port, dash_port = _free_port(), _free_port()
-    # Every port Ray would otherwise take at a fixed default, chosen free: other Ray
-    # clusters on the same machine (another test session) then cannot block this one's
-    # job agent ("No available agent to submit job").
-    extra_ports = {
-        name: _free_port()
-        for name in (
-            "ray-client-server-port",
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "runtime-env-agent-port",
-            "metrics-export-port",
-        )
-    }
+    own_flags, gcs_port, dash_port = ray_head_flags(temp_dir)
     ray_bin = str(Path(sys.executable).with_name("ray"))
     # The cluster's processes have no AWS credentials of their own (none of the developer's
     # either): a job that needs some passes them in its runtime_env, as the S3 tests do.
@@ -98,14 +132,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
             "--head",
             "--num-cpus=2",
             "--num-gpus=0",
-            f"--port={gcs_port}",
-            "--node-ip-address=127.0.0.1",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dash_port}",
             "--include-dashboard=true",
-            f"--temp-dir={temp_dir}",
             "--disable-usage-stats",
-            *(f"--{name}={port}" for name, port in extra_ports.items()),
+            *own_flags,
         ],
         check=True,
         env=env,
@@ -131,12 +160,15 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _wait_for_job_agent(url: str, timeout: float = 180.0) -> None:
+def _wait_for_job_agent(
+    url: str, timeout: float = 180.0, headers: dict[str, str] | None = None
+) -> None:
     """Submit a no-op job until the job server takes it: right after start-up it answers
-    "No available agent to submit job" for a while, longer on a loaded machine."""
+    "No available agent to submit job" for a while, longer on a loaded machine. ``headers``:
+    for a cluster whose token is not this process's."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    client = JobSubmissionClient(url)
+    client = JobSubmissionClient(url, headers=headers)
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -28,6 +28,7 @@ from tljob.config.load import (
     read_config_file,
     validate_job,
 )
+from tljob.config.paths import absolute_path, make_paths_absolute
 from tljob.config.schema import ConfigError, JobConfig
 from tljob.config.search import (
     SpaceSpec,
@@ -183,8 +184,10 @@ class Sweep:
 
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     """Read the sweep file at ``path``: its job config (defaults -> file -> ``overrides``),
-    its ``search`` and ``tune`` sections (``--set tune.x=v`` edits the latter). Raises
-    ``ConfigError`` listing every problem; nothing here imports Ray."""
+    its ``search`` and ``tune`` sections (``--set tune.x=v`` edits the latter). Relative
+    local paths are made absolute here, against the current directory: the trials run
+    elsewhere (``tljob.config.paths``). Raises ``ConfigError`` listing every problem;
+    nothing here imports Ray."""
     file_tree = read_config_file(path)
     raw_search = file_tree.pop("search", None)
     raw_tune = file_tree.pop("tune", None)
@@ -203,7 +206,10 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         elif isinstance(tune_tree, dict):
             apply_override(tune_tree, keys[1:], value)
     base = job_tree(file_tree, job_overrides)
+    make_paths_absolute(base)
     job = validate_job(copy.deepcopy(base))
+    if isinstance(tune_tree, dict) and isinstance(tune_tree.get("storage_path"), str):
+        tune_tree["storage_path"] = absolute_path(tune_tree["storage_path"])
     tune = _tune_section(tune_tree)
     search = _search_section(raw_search, base)
     problems = _searcher_problems(search, tune)

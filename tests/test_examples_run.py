@@ -1,0 +1,189 @@
+"""The examples end to end on the session's Ray cluster, each run once at tiny size: the
+example file as users have it, with examples/README.md's command, run in a user's checkout
+(example_checkout.py) and the ``--set`` overrides of ``TINY`` (5 images of each class,
+32 px, one epoch per stage). The local folder example runs in test_examples_token_auth.py,
+submitted to a cluster of its own with token authentication."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, write_digits_tree
+from example_checkout import TINY, read_json, set_args, user_checkout, user_env
+from PIL import Image
+
+from tljob import storage
+from tljob.config import load_config
+from tljob.demo import CLASS_NAMES
+
+pytestmark = pytest.mark.ray
+
+FASHION = sorted(CLASS_NAMES)  # a folder tree's classes: the sorted folder names
+
+
+def tljob(checkout, *args: str, ray_address: str | None = None, timeout: float = 900):
+    """``tljob ARGS`` in the checkout, on the session cluster when ``ray_address`` is given
+    (instead of a local Ray started for the run: one cluster for the whole suite)."""
+    extra = {"RAY_ADDRESS": ray_address} if ray_address else {}
+    return subprocess.run(
+        ["tljob", *args], cwd=checkout, env=user_env(**extra),
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_the_manifest_example_trains_on_its_five_groups(tmp_path_factory, ray_cluster):
+    checkout = user_checkout(tmp_path_factory)
+    # 5 of each group (the first in path order: tops' are coats), 1 of them for validation
+    proc = tljob(checkout, "train", "--config", "examples/manifest.yaml", *set_args(TINY),
+                 ray_address=ray_cluster["gcs"])  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_dir = checkout / "tljob-runs" / "fashion-manifest-groups"
+    summary = read_json(run_dir / "summary.json")
+    groups = ["tops", "bottoms", "dress", "footwear", "bag"]
+    assert summary["classes"] == groups  # data.classes' order, not sorted
+    assert read_json(run_dir / "labels.json") == {str(i): g for i, g in enumerate(groups)}
+    data = summary["data"]
+    assert (data["listed"], data["duplicates"], data["quarantined"]) == (25, 0, 0)
+    assert data["splits"]["train"]["per_class_used"] == dict.fromkeys(groups, 4)
+    assert data["splits"]["val"]["per_class_used"] == dict.fromkeys(groups, 1)
+    # balanced weights of equal counts are all 1
+    assert summary["class_weight"] == {"mode": "balanced", "weights": dict.fromkeys(groups, 1.0)}
+    assert summary["best_metric"] == "val_macro_f1"
+    assert [(name, s["epochs"]) for name, s in summary["stages"].items()] == [
+        ("head", 1),
+        ("fine_tune", 1),
+    ]
+    assert (summary["backbone"], summary["weights"], summary["image_size"]) == (
+        "mobilenet_v2_tv",
+        "imagenet",
+        32,
+    )
+    assert summary["exported_model"]["images"] == 5
+    assert summary["replica_weights_identical"] is True
+    report = read_json(run_dir / "data_report.json")
+    assert report["listed"] == 25 and report["quarantined_files"] == []
+    with open(run_dir / "history.csv") as f:
+        assert [r["stage"] for r in csv.DictReader(f)] == ["head", "fine_tune"]
+    assert (run_dir / "model" / "model.keras").is_file()
+
+
+def test_the_augmented_example_previews_and_trains_on_new_views(tmp_path_factory, ray_cluster):
+    checkout = user_checkout(tmp_path_factory)
+    # the preview exactly as examples/README.md gives it (no Ray, the example's 96 px)
+    preview = tljob(checkout, "augment", "preview", "--config", "examples/augmented.yaml",
+                    "--out", "augment_preview.png", timeout=300)  # fmt: skip
+    assert preview.returncode == 0, preview.stdout[-3000:] + preview.stderr[-3000:]
+    assert preview.stdout.strip() == f"augmentation preview: {checkout / 'augment_preview.png'}"
+    with Image.open(checkout / "augment_preview.png") as im:
+        # 6 images (rows) x (the plain resize + 6 views), 96 px cells, 4 px gaps, a 14 px
+        # header and 4 caption lines of 11 px per row
+        assert im.size == (4 + 7 * (96 + 4), 14 + 6 * (96 + 44 + 4) + 4)
+
+    proc = tljob(checkout, "train", "--config", "examples/augmented.yaml", *set_args(TINY),
+                 ray_address=ray_cluster["gcs"])  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    # the augmented split is streamed anew every epoch, never frozen in worker memory
+    assert (
+        "input: val held in worker memory, the rest streamed from Ray Data every epoch: "
+        "training because the data pipeline augments it anew every epoch" in proc.stdout
+    ), proc.stdout[-4000:]
+    run_dir = checkout / "tljob-runs" / "fashion-augmented"
+    saved = load_config(run_dir / "config.yaml")
+    assert saved == load_config(checkout / "examples" / "augmented.yaml", TINY)
+    assert saved.augment.preset == "light" and saved.augment.rotation_range == 10.0
+    summary = read_json(run_dir / "summary.json")
+    assert summary["classes"] == FASHION
+    data = summary["data"]
+    assert data["listed"] == 50
+    assert data["splits"]["train"]["per_class_used"] == dict.fromkeys(FASHION, 4)
+    assert data["splits"]["val"]["per_class_used"] == dict.fromkeys(FASHION, 1)
+    assert summary["epochs"] == 2 and list(summary["stages"]) == ["head", "fine_tune"]
+    assert summary["exported_model"]["correct"] == round(summary["best"]["val_accuracy"] * 10)
+
+
+def test_the_sweep_example_runs_its_trials_and_keeps_the_best(tmp_path_factory, ray_cluster):
+    checkout = user_checkout(tmp_path_factory)
+    # 2 draws instead of 6; 2 epochs in all, under the grace period of 3: ASHA stops none
+    proc = tljob(checkout, "tune", "--config", "examples/sweep.yaml",
+                 *set_args([*TINY, "tune.num_samples=2"]),
+                 ray_address=ray_cluster["gcs"])  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    sweep_dir = checkout / "tljob-runs" / "fashion-sweep"
+    with open(sweep_dir / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    assert [(r["status"], r["stopped_early"], r["epochs_run"], r["error"]) for r in rows] == [
+        ("completed", "false", "2", "")
+    ] * 2
+    for row in rows:
+        assert 1e-3 <= float(row["train.stages.0.learning_rate"]) <= 1e-2
+        assert 5e-5 <= float(row["train.stages.1.learning_rate"]) <= 1e-3
+        assert 0.0 <= float(row["model.head.dropout"]) <= 0.5
+        run_dir = checkout / "tljob-runs" / f"fashion-sweep-{row['trial_id']}"
+        summary = read_json(run_dir / "summary.json")
+        assert summary["epochs"] == 2 and summary["classes"] == FASHION
+        assert summary["data"]["splits"]["train"]["used"] == 40
+    best = read_json(sweep_dir / "best" / "trial.json")["trial_id"]
+    assert best in {r["trial_id"] for r in rows}
+    best_row = next(r for r in rows if r["trial_id"] == best)
+    assert float(best_row["best_val_accuracy"]) == max(float(r["best_val_accuracy"]) for r in rows)
+    best_summary = read_json(sweep_dir / "best" / "summary.json")
+    assert best_summary["run"] == f"fashion-sweep-{best}"
+    assert read_json(sweep_dir / "best" / "labels.json") == {
+        str(i): c for i, c in enumerate(FASHION)
+    }
+    assert (sweep_dir / "best" / "model" / "model.keras").is_file()
+    assert (sweep_dir / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_s3_example_trains_from_and_to_the_bucket(tmp_path, s3, ray_cluster):
+    """Submitted as examples/README.md gives it: the credentials in a file named in the
+    job's runtime environment (the session cluster's nodes have none of their own)."""
+    local = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
+    storage.upload_dir(local, storage.resolve(s3.uri("datasets", "digits")), threads=4)
+    creds = tmp_path / "aws-credentials"
+    creds.touch(mode=0o600)
+    keys = s3.server.admin
+    creds.write_text(
+        f"[tljob]\naws_access_key_id = {keys.access_key_id}\n"
+        f"aws_secret_access_key = {keys.secret_access_key}\n"
+    )
+    runtime_env = {"env_vars": {"AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_PROFILE": "tljob"}}
+    overrides = [
+        *TINY,
+        "data.max_images_per_class=10",  # all 10 of each digit: 8 train, 2 val
+        f"data.source={s3.uri('datasets', 'digits')}",
+        f"run.storage_path={s3.uri('tljob-runs')}",
+        f"s3.endpoint_url={s3.server.endpoint_url}",
+    ]
+    # the session cluster runs jobs in the folder pytest started in: absolute paths
+    proc = subprocess.run(
+        ["ray", "job", "submit", "--address", ray_cluster["dashboard"],
+         "--runtime-env-json", json.dumps(runtime_env), "--",
+         sys.executable, str(REPO / "ray_jobs" / "train.py"),
+         "--config", str(REPO / "examples" / "s3.yaml"), *set_args(overrides)],
+        env=user_env(RAY_ADDRESS=""),  # --address names the cluster, nothing else
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    assert "succeeded" in out
+    for secret in (keys.access_key_id, keys.secret_access_key):
+        assert secret not in out
+    run = storage.resolve(s3.uri("tljob-runs", "fashion-s3"))
+    summary = json.loads(storage.read_text(run.join("summary.json")))
+    assert summary["classes"] == ["digit_0", "digit_1", "digit_2"]
+    data = summary["data"]
+    assert data["listed"] == 30
+    assert data["splits"]["train"]["per_class_used"] == {f"digit_{d}": 8 for d in range(3)}
+    assert data["splits"]["val"]["per_class_used"] == {f"digit_{d}": 2 for d in range(3)}
+    assert summary["epochs"] == 2
+    assert summary["checkpoint"] == f"{run.uri}/checkpoint_epoch_0002"
+    prefix = "tljob-runs/fashion-s3/"
+    names = {key.removeprefix(prefix) for key in s3.objects(prefix)}
+    assert {"summary.json", "history.csv", "labels.json", "config.yaml"} <= names
+    assert "model/model.keras" in names
