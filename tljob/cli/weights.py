@@ -23,8 +23,11 @@ log = output.logger("weights")
 IMPORTABLE = {"mobilenet_v2": "mobilenet_v2_tv", "mobilenet_v2_tv": "mobilenet_v2_tv"}
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    weights = sub.add_parser("weights", help="Backbone weight files: import torchvision's.")
+NAME = "weights"
+HELP = "Backbone weight files: import torchvision's."
+
+
+def add_arguments(weights: argparse.ArgumentParser) -> None:
     commands = weights.add_subparsers(dest="weights_command", required=True)
     imp = commands.add_parser(
         "import",
