@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from tljob import output, ray_private
 from tljob.cli import augment, backbones, config, demo, k8s, prepare, train, tune, weights
+from tljob.cli._args import add_version
 from tljob.errors import JobFailedError, UserError
 from tljob.storage.redact import redact
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tljob",
         description="Transfer learning for image classification as a distributed Ray job.",
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_arguments(sub.add_parser(command.NAME, help=command.HELP))

@@ -49,3 +49,56 @@ def add_verbose(parser: argparse.ArgumentParser) -> None:
         help="Also show Ray's own logs (Ray Data plans and progress bars, Ray Train "
         "records, TensorFlow's C++ logs); by default they go only to Ray's session logs.",
     )
+
+
+# Distributions that provide the ``tensorflow`` module, the first installed one is named.
+_TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightly")
+
+
+def version_line() -> str:
+    """``tljob 0.1.0 (ray 2.60.0, tensorflow-cpu 2.21.0, python 3.11.7)``: from the
+    installed packages' metadata; Ray and TensorFlow are not imported (seconds each)."""
+    import importlib.metadata
+    import platform
+
+    def installed(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    tljob = installed("tljob") or "unknown (not installed as a package)"
+    ray = installed("ray")
+    tensorflow = next(
+        (f"{d} {v}" for d in _TENSORFLOW_DISTRIBUTIONS if (v := installed(d))),
+        "tensorflow not installed",
+    )
+    parts = [f"ray {ray}" if ray else "ray not installed", tensorflow]
+    return f"tljob {tljob} ({', '.join(parts)}, python {platform.python_version()})"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``version_line()`` and exit 0 (computed only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(version_line())
+        parser.exit(0)
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """``tljob --version``."""
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="Print tljob's version and the Ray, TensorFlow and Python versions installed, "
+        "then exit.",
+    )
