@@ -1,5 +1,6 @@
 """The command line's shape and its small outputs, without Ray: one module per command with
-the same interface, ``tljob --version``, ``tljob backbones --json``."""
+the same interface, ``tljob --version``, ``tljob backbones --json``, and the read-only
+checks ``tljob train --dry-run`` is made of (run directory, lock, resume plan)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tljob import cli
+import pytest
+from test_resume import _write_checkpoint, job_with, state_after
+
+from tljob import cli, storage
+from tljob.config import dump_config
+from tljob.run import checkpoint as ckpt_files
+from tljob.run.lock import RunLock, RunLockedError, StoragePathError, check_run_dir, prepare_run_dir
+from tljob.run.plan import read_plan
 from tljob.zoo import BACKBONES
 
 CLI_DIR = Path(cli.__file__).parent
@@ -100,3 +108,101 @@ def test_backbones_json_of_named_ones_in_their_order_and_unknown_exit_2(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "tljob: error: unknown backbone 'vgg61'; did you mean" in captured.err
+
+
+def test_train_dry_run_and_json_do_not_combine(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--config", "job.yaml", "--dry-run", "--json"])
+    assert exit_.value.code == 2
+    assert "argument --json: not allowed with argument --dry-run" in capsys.readouterr().err
+
+
+def test_the_run_directory_check_creates_nothing_and_refuses_as_a_run_does(tmp_path):
+    run_dir, exists = check_run_dir(str(tmp_path / "runs"), "r")
+    assert (run_dir.uri, exists) == (str(tmp_path / "runs" / "r"), False)
+    assert list(tmp_path.iterdir()) == []  # nothing created
+    prepare_run_dir(str(tmp_path / "runs"), "r")
+    assert check_run_dir(str(tmp_path / "runs"), "r")[1] is True
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoragePathError) as dry:
+        check_run_dir(str(tmp_path / "file"), "r")
+    with pytest.raises(StoragePathError) as real:
+        prepare_run_dir(str(tmp_path / "file"), "r")
+    assert str(dry.value) == str(real.value)
+    assert "is an existing file, not a directory" in str(dry.value)
+
+
+def test_the_lock_check_takes_nothing_and_refuses_a_live_holder_as_acquire_does(tmp_path):
+    run = storage.resolve(str(tmp_path / "run"))
+    assert RunLock(run).check() == f"free ({tmp_path / 'run' / 'run.lock'})"
+    assert not (tmp_path / "run").exists()
+    with RunLock(run):
+        before = (tmp_path / "run" / "run.lock").read_bytes()
+        with pytest.raises(RunLockedError) as dry:
+            RunLock(run).check()
+        with pytest.raises(RunLockedError) as real:
+            RunLock(run).acquire()
+        assert str(dry.value) == str(real.value)
+        waited = RunLock(run, wait_s=30).check()
+        assert waited.endswith("the run would wait up to 30 s for it")
+        assert (tmp_path / "run" / "run.lock").read_bytes() == before  # untouched
+
+
+def test_the_resume_plan_is_read_without_tidying_the_run_directory(tmp_path):
+    run_dir = storage.resolve(str(tmp_path / "r"))
+    job = job_with()
+    storage.write_text(run_dir.join("labels.json"), '{"0": "a", "1": "b"}')
+    storage.write_text(run_dir.join("config.yaml"), dump_config(job))
+    ckpt = tmp_path / "r" / "checkpoint_epoch_0001"
+    _write_checkpoint(ckpt)
+    (ckpt / "state.json").write_text(state_after(job, [1]).to_json())
+    ckpt_files.write_manifest(str(ckpt))
+    (tmp_path / "r" / "checkpoint_epoch_0002").mkdir()  # an interrupted upload
+    (tmp_path / "r" / "history.csv").write_text("stale\n")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    found = read_plan(run_dir, job, ["a", "b"])
+    assert (found.plan.stage_index, found.plan.checkpoint) == (1, "checkpoint_epoch_0001")
+    assert found.incomplete == ["checkpoint_epoch_0002"]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "r" / "history.csv").read_text() == "stale\n"
+
+
+def test_steps_per_epoch_counts_as_the_workers_do():
+    from tljob.preflight import steps_per_epoch
+
+    # 64 training images, 2 workers, batch 4: the "step N/8" lines of the two-worker run
+    assert steps_per_epoch(64, 4, 2) == 8
+    assert steps_per_epoch(24, 4, 1) == 6
+    assert steps_per_epoch(30, 4, 2) == 2  # 15 each, one global batch of 8, the rest dropped
+
+
+def test_dry_run_refuses_a_batch_too_large_with_the_message_a_run_gives(tmp_path, capsys):
+    from conftest import write_digits_tree
+
+    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
+    argv = [
+        "train",
+        "--config",
+        str(tmp_path / "job.yaml"),
+        *("--set", f"data.source={data}", "--set", "model.weights=none"),
+        *("--set", f"run.storage_path={tmp_path / 'runs'}", "--set", "scaling.num_workers=1"),
+    ]
+    (tmp_path / "job.yaml").write_text("{}")
+    assert cli.main([*argv, "--dry-run"]) == cli.EXIT_USER_ERROR
+    dry = capsys.readouterr()
+    assert cli.main(argv) == cli.EXIT_USER_ERROR
+    real = capsys.readouterr()
+    assert dry.err == real.err
+    assert dry.err.startswith(
+        "tljob: error: too few training images for one step: 24 training images over 1 "
+        "worker (`scaling.num_workers`) give each worker 24, fewer than one global batch of "
+        "`train.batch_size` (32)"
+    )
+    assert dry.out.splitlines() == [
+        "tljob train --dry-run: checks only; nothing is trained, prepared or written",
+        f"ok     config        {tmp_path / 'job.yaml'}: run 'tljob', backbone "
+        "mobilenet_v2 at 224 px, 1 worker, stages head 5 epochs, fine_tune 5 epochs",
+        "ok     object store  none used (local paths only)",
+        f"ok     data          {data}: 3 classes, 30 images listed",
+    ]  # the lines of the checks that passed, then the refusal
+    assert not (tmp_path / "runs").exists()

@@ -44,6 +44,8 @@ PURE = [
     "tljob.run.timings",
     "tljob.run.loop",
     "tljob.run.job",
+    "tljob.run.plan",
+    "tljob.run.dry_run",
     "tljob.preflight",
     "tljob.demo",
     "tljob.cli",

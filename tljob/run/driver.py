@@ -24,7 +24,6 @@ from ray.train.tensorflow import TensorflowTrainer
 
 from tljob import output, preflight, storage
 from tljob.config import JobConfig, dump_config
-from tljob.config.yaml_in import load_yaml
 from tljob.data.listing import ImageListing, split_stratified
 from tljob.data.pipeline import PreparedData, prepare_data
 from tljob.errors import JobFailedError
@@ -35,15 +34,13 @@ from tljob.run.attempts import clear_attempts, read_attempts, restart_figures
 from tljob.run.connect import check_cluster, ensure_ray
 from tljob.run.ledger import (
     ResumePlan,
-    RunMismatchError,
-    TrainState,
     class_weights,
     history_csv,
-    plan_resume,
     run_summary,
 )
 from tljob.run.lock import RunLock, prepare_run_dir
 from tljob.run.loop import LoopConfig
+from tljob.run.plan import read_plan, read_state
 from tljob.run.progress import BoardSink, LiveDisplay, live_display_wanted
 from tljob.run.restart import TrainDatasetPerAttempt
 from tljob.run.shipped import ShippedWeights
@@ -64,42 +61,21 @@ class TrainOutcome:
     summary: dict[str, Any]
 
 
-def _read_state(ckpt: storage.Location) -> TrainState:
-    return TrainState.from_json(storage.read_text(ckpt.join(ckpt_files.STATE_FILE)))
-
-
 def plan_run(run_dir: storage.Location, job: JobConfig, classes: list[str]) -> ResumePlan:
     """Where this run starts: fresh, or after the newest complete checkpoint on storage.
 
     Removes incomplete checkpoint directories newer than it (an interrupted upload) and
     rewrites ``history.csv`` to the chosen checkpoint's history, so both agree."""
-    labels = run_dir.join("labels.json")
-    name, incomplete = ckpt_files.newest_complete(run_dir)
-    if name is not None and storage.exists(labels):
-        previous = json.loads(storage.read_text(labels))
-        previous_classes = [previous[str(i)] for i in range(len(previous))]
-        if previous_classes != classes:
-            raise RunMismatchError(
-                f"run {run_dir.uri!r} was trained on classes {previous_classes}, but "
-                f"`data.source` now has {classes}; choose a new `run.name` to start afresh"
-            )
-    saved = run_dir.join("config.yaml")
-    saved_config = (
-        load_yaml(storage.read_text(saved), f"the run's saved config {saved!r}")
-        if storage.exists(saved)
-        else None
-    )
-    state = _read_state(run_dir.join(name)) if name else None
-    plan = plan_resume(state, name, saved_config, job, run_dir.uri)
-    for stale in incomplete:
+    found = read_plan(run_dir, job, classes)
+    for stale in found.incomplete:
         say(f"removing {stale}: incomplete (its upload was interrupted)")
         storage.delete_dir(run_dir.join(stale))
     history = run_dir.join("history.csv")
-    if state is not None:
-        storage.write_text(history, history_csv(state.history))
+    if found.state is not None:
+        storage.write_text(history, history_csv(found.state.history))
     else:
         storage.delete_file(history)
-    return plan
+    return found.plan
 
 
 def evaluate_exported(model_uri: str, val: ray.data.Dataset, batch_size: int) -> dict[str, Any]:
@@ -207,7 +183,7 @@ def _train_and_summarise(
 ) -> TrainOutcome:
     started = time.monotonic()
     # A resumed run's first epoch gets the augmented views a straight run would give it.
-    done = len(_read_state(run_dir.join(plan.checkpoint)).history) if plan.checkpoint else 0
+    done = len(read_state(run_dir.join(plan.checkpoint)).history) if plan.checkpoint else 0
     prepared: PreparedData = prepare_data(job, listing, epoch_offset=done)
     _check_batches(job, prepared.counts["train"].used, prepared.counts["val"].used)
     storage.write_text(run_dir.join("config.yaml"), dump_config(job))
@@ -248,7 +224,7 @@ def _train_and_summarise(
     latest, _ = ckpt_files.newest_complete(run_dir)
     if latest is None:
         raise JobFailedError(f"training ended without a checkpoint in {run_dir.uri}")
-    history = _read_state(run_dir.join(latest)).history
+    history = read_state(run_dir.join(latest)).history
     storage.write_text(run_dir.join("history.csv"), history_csv(history))
     exported = evaluate_exported(
         run_dir.join("model", "model.keras").uri, prepared.val, job.train.batch_size
