@@ -158,7 +158,7 @@ def test_a_live_holder_outlasting_the_wait_is_refused_saying_how_long_it_waited(
 def test_a_rendered_rayjob_retry_waits_longer_than_a_lock_takes_to_go_stale(tmp_path):
     import inspect
 
-    from tljob.cli import _parser
+    from tljob.cli import build_parser
     from tljob.deploy.options import render_options
     from tljob.deploy.render import render
 
@@ -168,7 +168,7 @@ def test_a_rendered_rayjob_retry_waits_longer_than_a_lock_takes_to_go_stale(tmp_
     assert rayjob["spec"]["backoffLimit"] == 2
     argv = shlex.split(rayjob["spec"]["entrypoint"])
     assert argv[-2:] == ["--lock-wait", "360"]
-    args = _parser().parse_args(["train", *argv[2:]])  # what ray_jobs/train.py hands on
+    args = build_parser().parse_args(["train", *argv[2:]])  # what ray_jobs/train.py hands on
     stale_after_s = inspect.signature(RunLock).parameters["stale_after_s"].default
     assert stale_after_s == 300.0
     assert args.lock_wait == 360.0 > stale_after_s

@@ -284,7 +284,7 @@ def prepare_demo_sweep(
 def write_augment_preview(job: JobConfig, workdir: str) -> Path:
     """``<workdir>/augment_preview.png``: one source image per class and its views of
     epochs 0-5, for the job's ``augment`` section, or the ``seed`` preset when it is off."""
-    from tljob.augment_cmd import write_preview
+    from tljob.augment.preview_source import write_preview
 
     section = job.augment
     if not section.active:

@@ -186,6 +186,9 @@ def cli_page() -> str:
         "`tljob COMMAND --help` prints the same as this page.",
         "",
     ]
+    for action in parser._actions:  # the options of `tljob` itself
+        if action.option_strings and not isinstance(action, argparse._HelpAction):
+            out += [f"`tljob {_shown(action)}`: {_cell(action.help or '')}", ""]
     for words, summary, sub in _commands(parser, ["tljob"], parser.description or ""):
         rows = ["| argument | default | description |", "| --- | --- | --- |"]
         for action in sub._actions:

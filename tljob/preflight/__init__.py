@@ -26,10 +26,11 @@ from tljob.preflight._common import (
     TooFewImagesError,
     WorkerMemoryError,
 )
-from tljob.preflight.batches import check_batches
+from tljob.preflight.batches import check_batches, steps_per_epoch
 from tljob.preflight.cluster import (
     Node,
     check_resources,
+    describe_cluster,
     missing_resources,
     nodes_from_ray,
     resource_request,
@@ -62,11 +63,13 @@ __all__ = [
     "check_resources",
     "check_storage",
     "check_worker_probes",
+    "describe_cluster",
     "estimate_worker_memory",
     "missing_resources",
     "nodes_from_ray",
     "probe_targets",
     "resource_request",
+    "steps_per_epoch",
     "targets",
     "wait_for_resources",
     "workers_per_node",

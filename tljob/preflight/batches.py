@@ -55,3 +55,10 @@ def check_batches(train_images: int, val_images: int, batch_size: int, num_worke
             + ", or ".join(options)
             + "."
         )
+
+
+def steps_per_epoch(train_images: int, batch_size: int, num_workers: int) -> int:
+    """Training steps of one epoch, as ``tljob.run.worker`` counts them: each worker's
+    share (``train_images // num_workers``) cut into global batches (the last partial one
+    dropped), each global batch one step on every worker."""
+    return train_images // num_workers // (batch_size * num_workers) * num_workers

@@ -87,7 +87,8 @@ def _worker_size(scaling: ScalingSection) -> str:
     return size
 
 
-def _describe_cluster(nodes: Sequence[Node], gpus: bool) -> str:
+def describe_cluster(nodes: Sequence[Node], gpus: bool) -> str:
+    """``2 nodes, 6 CPUs (10.0.0.1: 2 CPU; 10.0.0.2: 4 CPU)``: the first four named."""
     if not nodes:
         return "no alive nodes"
     total_cpus = sum(node.cpus for node in nodes)
@@ -200,7 +201,7 @@ def check_resources(scaling: ScalingSection, nodes: Sequence[Node]) -> None:
         raise ClusterTooSmallError(
             "the Ray cluster can never run this job (Ray would wait for the workers forever): "
             + "; ".join(missing)
-            + f". Cluster: {_describe_cluster(nodes, scaling.use_gpu)}. "
+            + f". Cluster: {describe_cluster(nodes, scaling.use_gpu)}. "
             + _what_to_do(scaling, nodes)
             + " On an autoscaling cluster, set `scaling.resource_wait_seconds` to wait for "
             "nodes to appear."
@@ -240,7 +241,7 @@ def wait_for_resources(
             raise ResourceWaitTimeoutError(
                 f"waited {_num(timeout)} s (`scaling.resource_wait_seconds`) for the Ray "
                 f"cluster to grow, but it still cannot run this job: {'; '.join(missing)}. "
-                f"Cluster now: {_describe_cluster(nodes, scaling.use_gpu)}. Check that the "
+                f"Cluster now: {describe_cluster(nodes, scaling.use_gpu)}. Check that the "
                 "autoscaler can add nodes of that size, raise `scaling.resource_wait_seconds`, "
                 "or ask for less. " + _what_to_do(scaling, nodes)
             )

@@ -49,10 +49,11 @@ def ensure_ray(verbose: bool = False, worker_lines: bool = True) -> None:
 
 def check_cluster(
     job: JobConfig, num_classes: int, images: int, say: Callable[[str], None]
-) -> None:
+) -> tuple[list[preflight.Node], preflight.WorkerMemory]:
     """Refuse (exit 2) a job the cluster cannot place or hold in memory, instead of letting
     Ray wait for resources forever; on an autoscaling cluster, wait a bounded time
-    (``scaling.resource_wait_seconds``), telling ``say``."""
+    (``scaling.resource_wait_seconds``), telling ``say``. Returns the nodes that fit the
+    job and the memory estimate of one worker."""
     if job.scaling.resource_wait_seconds > 0:
         from ray.autoscaler.sdk import request_resources
 
@@ -61,4 +62,4 @@ def check_cluster(
     nodes = preflight.wait_for_resources(
         job.scaling, lambda: preflight.nodes_from_ray(ray.nodes()), say=say
     )
-    preflight.check_memory(job, nodes, num_classes=num_classes, images=images)
+    return nodes, preflight.check_memory(job, nodes, num_classes=num_classes, images=images)

@@ -25,7 +25,6 @@ from ray.train.tensorflow import TensorflowTrainer
 
 from tljob import output, storage
 from tljob.config import JobConfig, dump_config
-from tljob.config.yaml_in import load_yaml
 from tljob.data.pipeline import PreparedData, prepare_data
 from tljob.data.plan import DataPlan
 from tljob.errors import JobFailedError
@@ -38,14 +37,13 @@ from tljob.run.connect import check_cluster, ensure_ray
 from tljob.run.failed_run import NewestCheckpoint
 from tljob.run.ledger import (
     ResumePlan,
-    RunMismatchError,
     class_weights,
     history_csv,
-    plan_resume,
     run_summary,
 )
 from tljob.run.lock import RunLock, prepare_run_dir
 from tljob.run.loop import LoopConfig
+from tljob.run.plan import read_plan
 from tljob.run.progress import BoardSink, LiveDisplay, live_display_wanted
 from tljob.run.restart import TrainDatasetPerAttempt
 from tljob.run.shipped import ShippedWeights
@@ -71,30 +69,14 @@ def plan_run(run_dir: storage.Location, job: JobConfig, classes: list[str]) -> R
 
     Removes incomplete checkpoint directories newer than it (an interrupted upload) and
     rewrites ``history.csv`` to the chosen checkpoint's history, so both agree."""
-    labels = run_dir.join("labels.json")
-    point = ckpt_files.resume_point(run_dir)
-    if point.name is not None and storage.exists(labels):
-        previous = json.loads(storage.read_text(labels))
-        previous_classes = [previous[str(i)] for i in range(len(previous))]
-        if previous_classes != classes:
-            raise RunMismatchError(
-                f"run {run_dir.uri!r} was trained on classes {previous_classes}, but "
-                f"`data.source` now has {classes}; choose a new `run.name` to start afresh"
-            )
-    saved = run_dir.join("config.yaml")
-    saved_config = (
-        load_yaml(storage.read_text(saved), f"the run's saved config {saved!r}")
-        if storage.exists(saved)
-        else None
-    )
-    plan = plan_resume(point.state, point.name, saved_config, job, run_dir.uri)
-    point.remove_incomplete(say)
+    found = read_plan(run_dir, job, classes)
+    found.point.remove_incomplete(say)
     history = run_dir.join("history.csv")
-    if point.state is not None:
-        storage.write_text(history, history_csv(point.state.history))
+    if found.state is not None:
+        storage.write_text(history, history_csv(found.state.history))
     else:
         storage.delete_file(history)
-    return plan
+    return found.plan
 
 
 def evaluate_exported(model_uri: str, val: ray.data.Dataset, batch_size: int) -> dict[str, Any]:

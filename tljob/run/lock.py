@@ -18,6 +18,7 @@ would otherwise spend a retry on a refusal.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -25,6 +26,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tljob import storage
@@ -41,9 +43,9 @@ class StoragePathError(UserError):
     """``run.storage_path`` cannot hold the run."""
 
 
-def prepare_run_dir(storage_path: str, name: str) -> storage.Location:
-    """Resolve and create ``<run.storage_path>/<run.name>``; raise ``StoragePathError``
-    (exit 2, before Ray starts) when it is not a directory that can be written."""
+def _run_dir_location(storage_path: str, name: str) -> tuple[storage.Location, str]:
+    """``<run.storage_path>/<run.name>`` resolved, neither of them an existing file; and
+    the field to name in errors."""
     field = f"`run.storage_path` ({storage_path!r})"
     try:
         root = storage.resolve(storage_path)
@@ -57,18 +59,46 @@ def prepare_run_dir(storage_path: str, name: str) -> storage.Location:
                 f"{field}: {loc.uri} is an existing file, not a directory; point "
                 "`run.storage_path` at a directory (it is created if missing)"
             )
+    return run_dir, field
+
+
+def _unwritable(field: str, run_dir: storage.Location, reason: str) -> StoragePathError:
+    return StoragePathError(
+        f"{field}: cannot write the run directory {run_dir.uri} ({reason}); choose a "
+        "directory this user can write to"
+    )
+
+
+def prepare_run_dir(storage_path: str, name: str) -> storage.Location:
+    """Resolve and create ``<run.storage_path>/<run.name>``; raise ``StoragePathError``
+    (exit 2, before Ray starts) when it is not a directory that can be written."""
+    run_dir, field = _run_dir_location(storage_path, name)
     try:
         run_dir.fs.create_dir(run_dir.path, recursive=True)
         probe = run_dir.join(".tljob-write-test")
         storage.write_bytes(probe, b"")
         storage.delete_file(probe)
     except OSError as e:
-        reason = storage.redact(e.strerror or str(e))
-        raise StoragePathError(
-            f"{field}: cannot write the run directory {run_dir.uri} ({reason}); choose a "
-            "directory this user can write to"
-        ) from None
+        raise _unwritable(field, run_dir, storage.redact(e.strerror or str(e))) from None
     return run_dir
+
+
+def check_run_dir(storage_path: str, name: str) -> tuple[storage.Location, bool]:
+    """What ``prepare_run_dir`` checks, creating and writing nothing: the run directory
+    and whether it exists already. Raises ``StoragePathError`` as it would. A local
+    directory is judged by the permissions of itself or of its nearest existing parent; an
+    ``s3://`` one by the write probe of ``tljob.preflight.check_storage``."""
+    run_dir, field = _run_dir_location(storage_path, name)
+    exists = run_dir.fs.get_file_info(run_dir.path).type == storage.pafs.FileType.Directory
+    if run_dir.is_local():
+        nearest = Path(run_dir.path)
+        while not nearest.exists() and nearest != nearest.parent:
+            nearest = nearest.parent
+        if not nearest.is_dir():
+            raise _unwritable(field, run_dir, os.strerror(errno.ENOTDIR))
+        if not os.access(nearest, os.W_OK | os.X_OK):
+            raise _unwritable(field, run_dir, os.strerror(errno.EACCES))
+    return run_dir, exists
 
 
 def _pid_alive(pid: int) -> bool:
@@ -167,6 +197,21 @@ class RunLock:
             )
             storage.delete_file(self.location)
         raise RunLockedError(f"could not take the lock {self.location.uri}: it keeps changing")
+
+    def check(self) -> str:
+        """What ``acquire`` would find, in words, taking nothing and writing nothing:
+        free, a stale lock it would take over, or a live one it would wait for (up to
+        ``wait_s``); raises ``RunLockedError`` as ``acquire`` would without a wait."""
+        holder = self._holder()
+        if holder is None:
+            return f"free ({self.location.uri})"
+        who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')!r}"
+        stale, why = self._is_stale(holder)
+        if stale:
+            return f"held by {who}, stale ({why}): the run would take it over"
+        if self.wait_s <= 0:
+            raise RunLockedError(self._held_message(holder))
+        return f"held by {who}: the run would wait up to {self.wait_s:.0f} s for it"
 
     def _held_message(self, holder: dict[str, Any]) -> str:
         waited = f" (waited {self.wait_s:.0f} s)" if self.wait_s > 0 else ""

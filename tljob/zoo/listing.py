@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from tljob.zoo.spec import BackboneSpec
 
 _COLUMNS = ("name", "family", "default", "min", "parameters", "preprocessing", "imagenet", "blocks")
 
 
+def backbone_record(spec: BackboneSpec) -> dict[str, Any]:
+    """The table's columns of one backbone as plain values (``tljob backbones --json``):
+    sizes in pixels, ``parameters`` the exact count (no top), ``imagenet`` whether ImageNet
+    weights are published, ``blocks`` how many blocks ``trainable: top_blocks:K`` counts."""
+    return {
+        "name": spec.name,
+        "family": spec.family,
+        "default_image_size": spec.default_image_size,
+        "min_image_size": spec.min_image_size,
+        "parameters": spec.parameters,
+        "preprocessing": spec.preprocessing,
+        "imagenet": bool(spec.imagenet),
+        "blocks": len(spec.blocks),
+    }
+
+
 def _row(spec: BackboneSpec) -> tuple[str, ...]:
+    record = backbone_record(spec)  # the table shows what --json gives
     return (
-        spec.name,
-        spec.family,
-        f"{spec.default_image_size} px",
-        f"{spec.min_image_size} px",
-        f"{spec.parameters / 1e6:.1f}M",
-        spec.preprocessing,
-        "yes" if spec.imagenet else "no",
-        str(len(spec.blocks)),
+        record["name"],
+        record["family"],
+        f"{record['default_image_size']} px",
+        f"{record['min_image_size']} px",
+        f"{record['parameters'] / 1e6:.1f}M",
+        record["preprocessing"],
+        "yes" if record["imagenet"] else "no",
+        str(record["blocks"]),
     )
 
 

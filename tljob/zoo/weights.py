@@ -353,3 +353,39 @@ def resolve_weights_file(
             return str(_converted_imagenet(spec, converted, offline, convert))
         return str(_keras_imagenet(spec, image_size, offline))
     return str(_file(weights, spec))
+
+
+def describe_weights_plan(
+    spec: BackboneSpec, weights: WeightsSource, image_size: int, offline: bool = False
+) -> str:
+    """What ``resolve_weights_file`` would do for ``model.weights``, in words, downloading,
+    converting and fetching nothing (call after ``check_weights_available``). Raises as it
+    would for an ``s3://`` file that is not there, or a local file whose sha256 is not the
+    pinned one."""
+    if weights.kind == "none":
+        return "none: random initialisation"
+    what = f"imagenet for {spec.name}"
+    if weights.kind == "imagenet":
+        cache = keras_cache_dir()
+        converted = CONVERTED_IMAGENET.get(spec.name)
+        if converted is None:
+            published = spec.imagenet_weights(image_size)
+            if (cache / published.name).is_file():
+                return f"{what}: {cache / published.name} (in the Keras cache)"
+            return f"{what}: would download {published.url} to {cache / published.name}"
+        target = cache / converted.keras_file
+        if target.is_file():
+            return f"{what}: {target} (in the Keras cache)"
+        source = _package_file(converted) or cache / converted.source.name
+        if source.is_file():
+            return f"{what}: would convert {source} into {target}"
+        return f"{what}: would download {converted.source.url} and convert it into {target}"
+    pinned = f", sha256 {weights.sha256}" if weights.sha256 else ""
+    if weights.path.startswith("s3://"):
+        from tljob import storage  # pure; only for s3:// weights
+
+        if not storage.exists(storage.resolve(weights.path)):
+            raise WeightsUnavailableError(f"`model.weights` ({weights.path!r}): no such object")
+        checked = " (checked once fetched)" if pinned else ""
+        return f"file {weights.path}: would be fetched to the driver{pinned}{checked}"
+    return f"file {_file(weights, spec)}{pinned}"

@@ -29,8 +29,11 @@ log = output.logger("weights")
 IMPORTABLE = sorted(CONVERTED_IMAGENET)  # the backbones a torchvision checkpoint fits
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    weights = sub.add_parser("weights", help="Backbone weight files: import torchvision's.")
+NAME = "weights"
+HELP = "Backbone weight files: import torchvision's."
+
+
+def add_arguments(weights: argparse.ArgumentParser) -> None:
     commands = weights.add_subparsers(dest="weights_command", required=True)
     imp = commands.add_parser(
         "import",

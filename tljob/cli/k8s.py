@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tljob.cli_args import add_overrides
+from tljob.cli._args import add_overrides
 from tljob.deploy.kustomize import write_tree
 from tljob.deploy.options import (
     DEFAULT_IMAGE,
@@ -27,9 +27,11 @@ from tljob.deploy.options import (
 from tljob.deploy.render import render
 from tljob.errors import UserError
 
+NAME = "k8s"
+HELP = "KubeRay manifests: render a job, or the k8s/ tree."
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    k8s = sub.add_parser("k8s", help="KubeRay manifests: render a job, or the k8s/ tree.")
+
+def add_arguments(k8s: argparse.ArgumentParser) -> None:
     commands = k8s.add_subparsers(dest="k8s_command", required=True)
     p = commands.add_parser(
         "render",

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from tljob.cli_args import add_overrides
+from tljob.cli._args import add_overrides
+
+NAME = "tune"
+HELP = "Run a hyperparameter sweep (a job config plus a `search` section) on Ray Tune."
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    tune = sub.add_parser(
-        "tune",
-        help="Run a hyperparameter sweep (a job config plus a `search` section) on Ray Tune.",
-    )
+def add_arguments(tune: argparse.ArgumentParser) -> None:
     tune.add_argument("--config", required=True, help="Sweep YAML file.")
     add_overrides(
         tune,

@@ -1,0 +1,7 @@
+"""``python -m tljob.cli ...``: the ``tljob`` command."""
+
+import sys
+
+from tljob.cli import main
+
+sys.exit(main())
