@@ -114,11 +114,13 @@ def test_the_auth_notice_comes_from_the_logger_silenced():
 def test_stdstream_prints_are_filtered_where_ray_calls_them(capsys):
     from ray._private import worker as ray_worker
 
+    # a driver run earlier in this process may have installed tljob's filter: start from Ray's
+    installed = ray_worker.print_to_stdstream
+    ray_worker.print_to_stdstream = inspect.unwrap(installed)
     # Ray prints raylet warnings by calling the module's function by name at call time,
     # with this signature: wrapping the module attribute reaches them.
     assert str(inspect.signature(ray_worker.print_to_stdstream)) == "(data, ignore_prefix: bool)"
     assert re.search(r"\n\s+print_to_stdstream\(", inspect.getsource(ray_worker))
-    original = ray_worker.print_to_stdstream
     try:
         assert ray_private.filter_stdstream_prints(lambda line: "housekeeping" in line)
         assert ray_private.filter_stdstream_prints(lambda line: False)  # idempotent
@@ -134,7 +136,7 @@ def test_stdstream_prints_are_filtered_where_ray_calls_them(capsys):
         out = capsys.readouterr().out
         assert "a worker was killed" in out and "housekeeping" not in out
     finally:
-        ray_worker.print_to_stdstream = original
+        ray_worker.print_to_stdstream = installed
 
 
 # The rest starts Ray.

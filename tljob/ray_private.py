@@ -27,6 +27,7 @@ it lazily.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -151,6 +152,7 @@ def filter_stdstream_prints(drop: Callable[[str], bool]) -> bool:
     if getattr(original, "_tljob_filter", False):
         return True
 
+    @functools.wraps(original)  # its signature and __wrapped__ stay Ray's
     def without_dropped(data: dict[str, Any], ignore_prefix: bool) -> None:
         lines = [line for line in data.get("lines", []) if not drop(line)]
         if lines:
