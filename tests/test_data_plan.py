@@ -220,8 +220,14 @@ def test_a_train_splits_the_listing_once_and_checks_batches_once(tmp_path, ray_c
     assert lines.counts() == (1, 1)
 
 
-def test_a_sweep_splits_the_listing_once_and_checks_batches_once(tmp_path, ray_connected, lines):
+def test_a_sweep_splits_the_listing_once_and_checks_batches_once(
+    tmp_path, ray_connected, lines, monkeypatch
+):
     from tljob.tune.driver import sweep_driver_fn
+
+    # the sweep's driver sets RAY_AIR_NEW_OUTPUT=0 in its process (this one): undone after
+    # the test, so later tests' subprocesses do not inherit Tune's old output engine
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
 
     data = write_digits_tree(tmp_path / "digits", classes=3, per_class=8, scale=4)
     sweep = load_sweep(_sweep(tmp_path, data, {"train.batch_size": {"grid": [4, 2]}}))

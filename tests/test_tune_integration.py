@@ -119,7 +119,8 @@ def test_sweep_stops_early_resumes_and_keeps_the_best_model(tmp_path, ray_connec
     assert len(images) == 48
     config = sweep_yaml(tmp_path, data, SEARCH)
     env = {
-        **os.environ,
+        # a sweep run in the suite's own process sets RAY_AIR_NEW_OUTPUT=0 there: not inherited
+        **{k: v for k, v in os.environ.items() if k != "RAY_AIR_NEW_OUTPUT"},
         "RAY_ADDRESS": ray_connected["gcs"],
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
