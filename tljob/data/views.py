@@ -7,12 +7,13 @@ unique per prepared image): it depends on nothing else, so the same views come o
 whatever the number of workers, blocks or task retries.
 
 **The epoch.** One epoch is one execution of the training dataset. Ray Data counts a
-dataset's executions in its ``DataContext._execution_idx`` (a private field; the executor's
+dataset's executions in a private field of its ``DataContext``, read and written only through
+``tljob.ray_private.execution_index`` / ``set_execution_index`` (the executor's
 ``ExecutionIdxUpdateCallback`` adds 1 when an execution ends, and Ray Data's own seeded ops,
 ``RandomSeedConfig(reseed_after_execution=True)`` and ``random()``, read it inside tasks
 the same way). A task's epoch is therefore::
 
-    epoch = epoch_offset + DataContext.get_current()._execution_idx - first_execution
+    epoch = epoch_offset + execution_index(DataContext.get_current()) - first_execution
 
 ``first_execution``: the dataset's counter when the stream was built (0 in practice; the
 count survives shallow copies such as Ray Train's ``DataConfig``, which share the context).
