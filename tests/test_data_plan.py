@@ -114,8 +114,9 @@ def test_a_plan_refuses_what_the_batch_check_and_the_split_refuse(tmp_path):
     )
 
 
-def _sweep(tmp_path: Path, data: Path, search: dict) -> Path:
-    tree = {
+def _job_tree(tmp_path: Path, data: Path) -> dict:
+    """The tiny job both the train and the sweep tests run."""
+    return {
         "data": {"source": str(data), "image_size": 32, "val_fraction": 0.25, "seed": 1},
         "model": {"backbone": "mobilenet_v3_small", "weights": "none"},
         "train": {
@@ -124,6 +125,12 @@ def _sweep(tmp_path: Path, data: Path, search: dict) -> Path:
         },
         "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
         "run": {"storage_path": str(tmp_path / "runs")},
+    }
+
+
+def _sweep(tmp_path: Path, data: Path, search: dict) -> Path:
+    tree = {
+        **_job_tree(tmp_path, data),
         "search": search,
         "tune": {"name": "plan", "scheduler": "fifo", "metric": "val_loss"},
     }
@@ -195,16 +202,8 @@ def test_preparation_reuses_the_plans_split_unless_images_were_set_aside(tmp_pat
 
 
 def _train_yaml(tmp_path: Path, data: Path) -> Path:
-    tree = {
-        "data": {"source": str(data), "image_size": 32, "val_fraction": 0.25, "seed": 1},
-        "model": {"backbone": "mobilenet_v3_small", "weights": "none"},
-        "train": {
-            "batch_size": 4,
-            "stages": [{"name": "all", "epochs": 1, "learning_rate": 1e-3, "trainable": "all"}],
-        },
-        "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
-        "run": {"name": "once", "storage_path": str(tmp_path / "runs")},
-    }
+    tree = _job_tree(tmp_path, data)
+    tree["run"]["name"] = "once"
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path
