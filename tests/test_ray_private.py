@@ -195,23 +195,12 @@ def test_a_forwarded_tljob_line_loses_its_colour_codes_and_others_are_dropped():
     assert tljob_line("\x1b[33m(RayTrainWorker pid=12) TF start-up\x1b[0m") is None
 
 
-@pytest.fixture(scope="module")
-def own_ray():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _indices_seen(dataset) -> list[int]:
     return sorted({int(v) for batch in dataset.iter_batches() for v in batch["index"]})
 
 
 @pytest.mark.ray
-def test_the_execution_index_counts_executions_in_tasks_and_can_be_set(own_ray):
+def test_the_execution_index_counts_executions_in_tasks_and_can_be_set(ray_connected):
     import numpy as np
     import ray
     from ray.data import DataContext
@@ -230,7 +219,7 @@ def test_the_execution_index_counts_executions_in_tasks_and_can_be_set(own_ray):
 
 
 @pytest.mark.ray
-def test_a_restored_tuner_takes_the_verbosity_set_on_it(own_ray, tmp_path):
+def test_a_restored_tuner_takes_the_verbosity_set_on_it(ray_connected, tmp_path):
     from ray import tune
 
     def trainable(config):
@@ -251,7 +240,7 @@ def test_a_restored_tuner_takes_the_verbosity_set_on_it(own_ray, tmp_path):
 
 
 @pytest.mark.ray
-def test_the_key_value_store_keeps_a_note_across_processes(own_ray):
+def test_the_key_value_store_keeps_a_note_across_processes(ray_connected):
     import ray
 
     ray_private.kv_put("probe", "checkpoint_epoch_0003", namespace="tljob-test")

@@ -96,8 +96,11 @@ def test_errors_are_redacted_flattened_and_keep_their_end():
 def test_best_trial_max_and_min():
     rs = records()
     assert best_trial(rs, "val_accuracy", "max").trial_id == "t0002"
-    assert best_trial(rs, "val_loss", "min").trial_id == "t0001"  # the values read as losses
+    # read as losses t0001 ranks first, but it was stopped early: it has no model to keep
     assert [r.trial_id for r in ranked_trials(rs, "min")] == ["t0001", "t0002", "t0003"]
+    assert best_trial(rs, "val_loss", "min").trial_id == "t0002"
+    rs[1].stopped_early = False
+    assert best_trial(rs, "val_loss", "min").trial_id == "t0001"
     with pytest.raises(ValueError, match="mode"):
         best_trial(rs, "val_accuracy", "maximum")
 
@@ -137,5 +140,10 @@ def test_results_table_best_first_and_marked():
         '  t0003: Traceback: | File "x.py" | ValueError: key [redacted], bad\n'
         "best: max val_accuracy, trial t0002\n"
     )
+    # the mark, the footer and best/ name one trial: a better one stopped early is not it
     lines = results_table(records(), "val_loss", "min").splitlines()
-    assert lines[1].startswith("*  t0001") and lines[-1] == "best: min val_loss, trial t0001"
+    assert lines[1].startswith("   t0001") and lines[2].startswith("*  t0002")
+    assert lines[-1] == (
+        "best: min val_loss, trial t0002 "
+        "(a trial stopped early has no model, so it is never the best)"
+    )

@@ -224,8 +224,7 @@ def write_outputs(
         with open(local, "rb") as f:
             storage.write_bytes(plot_loc, f.read())
     # Only a trial that ran to its end exported a model (a stopped one has checkpoints).
-    finished = [r for r in records if r.status == "completed"]
-    best = best_trial(finished, metric, mode) if finished else None
+    best = best_trial(records, metric, mode)
     best_dir = None
     if best is not None:
         best_dir = where.join("best")

@@ -4,6 +4,10 @@ at the end of a sweep, and the best trial.
 Ranking: only trials with a (finite) best value take part; the better value first (higher
 for mode 'max', lower for 'min'); a tie goes to the trial that reached it in fewer epochs
 (lower ``best_epoch``), then to the lower trial id.
+
+The best trial is the best of those that ran to their end: only they exported a model, and
+the table, the plot and ``best/`` must name the same one. A trial stopped early keeps its
+rank in the table but is never the best.
 """
 
 from __future__ import annotations
@@ -50,11 +54,13 @@ class TrialRecord:
 
 
 def best_trial(records: Iterable[TrialRecord], metric: str, mode: str) -> TrialRecord | None:
-    """The best of ``records`` by their best ``metric`` value in ``mode`` ('max' or 'min'),
-    ties to fewer epochs then the lower trial id; ``None`` when no trial has a value.
-    (``metric`` names what ``best_value`` holds; the records carry only its value.)"""
-    ranked = ranked_trials(records, mode)
-    return ranked[0] if ranked and ranked[0].has_value() else None
+    """The best of ``records`` that ran to their end (not stopped early, no error) by their
+    best ``metric`` value in ``mode`` ('max' or 'min'), ties to fewer epochs then the lower
+    trial id; ``None`` when no such trial has a value. (``metric`` names what ``best_value``
+    holds; the records carry only its value.)"""
+    finished = [r for r in records if not r.stopped_early and not r.error and r.has_value()]
+    ranked = ranked_trials(finished, mode)
+    return ranked[0] if ranked else None
 
 
 def ranked_trials(records: Iterable[TrialRecord], mode: str) -> list[TrialRecord]:
@@ -151,6 +157,8 @@ def results_table(records: Iterable[TrialRecord], metric: str, mode: str) -> str
     ]
     errors = [f"  {r.trial_id}: {one_line_error(r.error)[:60]}" for r in ranked if r.error]
     footer = [f"best: {mode} {metric}" + (f", trial {best.trial_id}" if best else ": none")]
+    if ranked and ranked[0].has_value() and ranked[0] is not best:
+        footer[0] += " (a trial stopped early has no model, so it is never the best)"
     return "\n".join([*lines, *(["errors:", *errors] if errors else []), *footer]) + "\n"
 
 
