@@ -89,6 +89,11 @@ PURE = [
     "tljob.ray_private",
     "tljob.config.yaml_in",
     "tljob.docs_gen",
+    "tljob.evaluate",
+    "tljob.evaluate.metrics",
+    "tljob.evaluate.corruptions",
+    "tljob.evaluate.plots",
+    "tljob.evaluate.report",
 ]
 RAY = ("ray",)
 TENSORFLOW = ("tensorflow", "tf_keras", "keras")
