@@ -183,7 +183,9 @@ def test_report_links_exactly_the_files_written_beside_it(tmp_path):
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert sorted(set(links)) == sorted(p.name for p in tmp_path.iterdir())
     # The scores beside the run's best validation epoch (val_accuracy 0.7 at epoch 5).
-    assert "| figure | value | best validation epoch (5, finetune) |" in text
+    assert (
+        "| figure | this evaluation | the run's best validation epoch (epoch 5, stage finetune) |"
+    ) in text
     assert "| accuracy | 0.5000 | 0.7000 |" in text
     assert "| Brier score | " in text and "top-5" not in text
     # dog: 2 right of 4 predicted (P 1/2) and of 3 images (R 2/3): F1 (2/3) / (7/6) = 4/7

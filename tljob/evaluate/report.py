@@ -65,10 +65,11 @@ def report_markdown(
         "",
     ]
     if best is None:
-        lines += ["| figure | value |", "| --- | --- |"]
+        lines += ["| figure | this evaluation |", "| --- | --- |"]
     else:
         lines += [
-            f"| figure | value | best validation epoch ({best.global_epoch}, {best.stage}) |",
+            f"| figure | this evaluation | the run's best validation epoch (epoch "
+            f"{best.global_epoch}, stage {best.stage}) |",
             "| --- | --- | --- |",
         ]
     for key, label, val_key in _SCORES:
