@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 
 from tljob.evaluate.metrics import (
     NLL_EPSILON,
+    Tally,
     metrics_json,
     mistakes,
     mistakes_csv,
@@ -140,6 +141,31 @@ def test_agrees_with_scikit_learn_on_a_random_case():
     assert [row["recall"] for row in m["per_class"].values()] == pytest.approx(r)
     assert [row["f1"] for row in m["per_class"].values()] == pytest.approx(f)
     assert [row["support"] for row in m["per_class"].values()] == list(s)
+
+
+def test_tallies_of_batches_add_up_to_the_whole():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 6, 300)
+    probs = rng.dirichlet(np.full(6, 0.4), size=300)
+    names = list("abcdef")
+    parts = [Tally.of(truth[i : i + 70], probs[i : i + 70], names) for i in range(0, 300, 70)]
+    merged = sum(parts[1:], parts[0]).metrics(names)
+    whole = score(truth, probs, names)
+    assert list(merged) == list(whole)
+    # counts, and everything made of counts only, exactly
+    for key in ("images", "accuracy", "top5_accuracy", "macro_f1", "per_class", "confusion_matrix"):
+        assert merged[key] == whole[key], key
+    # float sums in another order: equal up to rounding
+    for key in ("nll", "brier", "ece"):
+        assert merged[key] == pytest.approx(whole[key], rel=1e-12), key
+    for mine, theirs in zip(merged["calibration"], whole["calibration"], strict=True):
+        assert mine["images"] == theirs["images"] and mine["accuracy"] == theirs["accuracy"]
+        if theirs["images"]:
+            assert mine["confidence"] == pytest.approx(theirs["confidence"], rel=1e-12)
+        else:
+            assert mine["confidence"] is None
+    with pytest.raises(ValueError, match="tallies of 6 and 3 classes"):
+        parts[0] + Tally.of([0], [[1.0, 0.0, 0.0]], CLASSES)
 
 
 def test_the_dict_is_json_ready():

@@ -2,6 +2,8 @@
 
 ``score(truth, probs, classes)`` returns the dict written as ``metrics.json``;
 ``per_class_csv`` and ``mistakes_csv`` the text of ``per_class.csv`` and ``mistakes.csv``.
+``Tally`` holds the sums the figures are made of: tallies of batches add up, so batches can
+be scored where they were predicted and only the tallies (and the mistakes) collected.
 The rules (also in docs/pages/evaluation.md):
 
 - the predicted class of an image is the argmax of its probabilities (on a tie, the lowest
@@ -42,7 +44,8 @@ MISTAKE_COLUMNS = ("uri", "true", "predicted", "confidence")
 
 
 def score(truth: Any, probs: Any, classes: Sequence[str]) -> dict[str, Any]:
-    """The evaluation of N images over C classes, as the plain dict of ``metrics.json``.
+    """The evaluation of N images over C classes, as the plain dict of ``metrics.json``:
+    ``Tally.of(truth, probs, classes).metrics(classes)``.
 
     ``truth``: N class indices in [0, C); ``probs``: (N, C) probabilities (finite, >= 0,
     rows summing to 1 within ``SUM_TOLERANCE``); ``classes``: the C distinct class names,
@@ -56,59 +59,134 @@ def score(truth: Any, probs: Any, classes: Sequence[str]) -> dict[str, Any]:
     true class, column: predicted); ``calibration`` 15 dicts {low, high, images,
     confidence, accuracy} (confidence and accuracy None for an empty bin), the reliability
     diagram's data. The rules are the module's."""
-    truth, probs = _checked(truth, probs, classes)
-    n, c = probs.shape
-    predicted = probs.argmax(axis=1)
-    confidence = probs[np.arange(n), predicted]
-    correct = predicted == truth
-    confusion = np.zeros((c, c), dtype=np.int64)
-    np.add.at(confusion, (truth, predicted), 1)
+    return Tally.of(truth, probs, classes).metrics(classes)
 
-    tp = np.diag(confusion).astype(np.float64)
-    support, predicted_count = confusion.sum(axis=1), confusion.sum(axis=0)
-    precision = np.divide(tp, predicted_count, out=np.zeros(c), where=predicted_count > 0)
-    recall = np.divide(tp, support, out=np.zeros(c), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros(c), where=both > 0)
-    seen = (support > 0) | (predicted_count > 0)
 
-    p_true = probs[np.arange(n), truth]
-    # sum_c (p_c - onehot_c)^2 = sum_c p_c^2 - 2 p_true + 1, without an (N, C) one-hot
-    brier = np.maximum((probs * probs).sum(axis=1) - 2.0 * p_true + 1.0, 0.0)
-    bins = calibration_bins(confidence, correct)
+@dataclass(frozen=True)
+class Tally:
+    """Every sum the metrics are made of, so batches can be scored where they are (a Ray
+    Data task, a worker) and only these few numbers travel: ``Tally.of(batch) + ...``
+    equals ``Tally.of`` of all the rows (counts exactly, float sums up to rounding).
 
-    result: dict[str, Any] = {
-        "images": int(n),
-        "classes": [str(name) for name in classes],
-        "accuracy": float(correct.mean()),
-    }
-    if c >= TOP_K:
-        # classes ranked above the true one: more probable, or as probable with a lower index
-        above = (probs > p_true[:, None]).sum(axis=1) + (
-            (probs == p_true[:, None]) & (np.arange(c) < truth[:, None])
-        ).sum(axis=1)
-        result["top5_accuracy"] = float((above < TOP_K).mean())
-    result.update(
-        macro_f1=float(f1[seen].mean()),
-        macro_f1_classes=int(seen.sum()),
-        nll=float(-np.log(np.clip(p_true, NLL_EPSILON, 1.0 - NLL_EPSILON)).mean()),
-        nll_epsilon=NLL_EPSILON,
-        brier=float(brier.mean()),
-        ece=float(sum(b.images / n * abs(b.accuracy - b.confidence) for b in bins if b.images)),
-        ece_bins=ECE_BINS,
-        per_class={
-            str(name): {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(classes)
-        },
-        confusion_matrix=confusion.tolist(),
-        calibration=[b.to_dict() for b in bins],
-    )
-    return result
+    ``confusion`` (C, C) int64 counts, row the true class; ``top5`` images whose true class
+    is in the top 5 (0 below 5 classes); ``nll`` and ``brier`` the per-image sums; per
+    confidence bin (``ECE_BINS``): ``bin_images``, ``bin_confidence`` (sum of confidences),
+    ``bin_correct`` (right predictions)."""
+
+    confusion: np.ndarray
+    top5: int
+    nll: float
+    brier: float
+    bin_images: np.ndarray
+    bin_confidence: np.ndarray
+    bin_correct: np.ndarray
+
+    @classmethod
+    def of(cls, truth: Any, probs: Any, classes: Sequence[str]) -> Tally:
+        """The tally of a batch (inputs as ``score``; ValueError likewise)."""
+        truth, probs = _checked(truth, probs, classes)
+        n, c = probs.shape
+        rows = np.arange(n)
+        predicted = probs.argmax(axis=1)
+        confidence = probs[rows, predicted]
+        correct = predicted == truth
+        confusion = np.zeros((c, c), dtype=np.int64)
+        np.add.at(confusion, (truth, predicted), 1)
+        p_true = probs[rows, truth]
+        top5 = 0
+        if c >= TOP_K:
+            # classes ranked above the true one: more probable, or as probable and a lower index
+            above = (probs > p_true[:, None]).sum(axis=1) + (
+                (probs == p_true[:, None]) & (np.arange(c) < truth[:, None])
+            ).sum(axis=1)
+            top5 = int((above < TOP_K).sum())
+        # sum_c (p_c - onehot_c)^2 = sum_c p_c^2 - 2 p_true + 1, without an (N, C) one-hot
+        brier = np.maximum((probs * probs).sum(axis=1) - 2.0 * p_true + 1.0, 0.0)
+        index = bin_index(confidence)
+        return cls(
+            confusion=confusion,
+            top5=top5,
+            nll=float(-np.log(np.clip(p_true, NLL_EPSILON, 1.0 - NLL_EPSILON)).sum()),
+            brier=float(brier.sum()),
+            bin_images=np.bincount(index, minlength=ECE_BINS).astype(np.int64),
+            bin_confidence=np.bincount(index, weights=confidence, minlength=ECE_BINS),
+            bin_correct=np.bincount(index, weights=correct, minlength=ECE_BINS).astype(np.int64),
+        )
+
+    def __add__(self, other: Tally) -> Tally:
+        if self.confusion.shape != other.confusion.shape:
+            raise ValueError(f"tallies of {len(self.confusion)} and {len(other.confusion)} classes")
+        return Tally(
+            self.confusion + other.confusion,
+            self.top5 + other.top5,
+            self.nll + other.nll,
+            self.brier + other.brier,
+            self.bin_images + other.bin_images,
+            self.bin_confidence + other.bin_confidence,
+            self.bin_correct + other.bin_correct,
+        )
+
+    def metrics(self, classes: Sequence[str]) -> dict[str, Any]:
+        """``metrics.json``'s dict (see ``score``) for the C ``classes`` of this tally."""
+        confusion = self.confusion
+        c = len(confusion)
+        if len(classes) != c:
+            raise ValueError(f"{len(classes)} class names for a tally of {c} classes")
+        n = int(confusion.sum())
+        tp = np.diag(confusion).astype(np.float64)
+        support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+        precision = np.divide(tp, predicted, out=np.zeros(c), where=predicted > 0)
+        recall = np.divide(tp, support, out=np.zeros(c), where=support > 0)
+        both = precision + recall
+        f1 = np.divide(2 * precision * recall, both, out=np.zeros(c), where=both > 0)
+        seen = (support > 0) | (predicted > 0)
+        bins = self.calibration()
+        result: dict[str, Any] = {
+            "images": n,
+            "classes": [str(name) for name in classes],
+            "accuracy": float(tp.sum() / n),
+        }
+        if c >= TOP_K:
+            result["top5_accuracy"] = self.top5 / n
+        result.update(
+            macro_f1=float(f1[seen].mean()),
+            macro_f1_classes=int(seen.sum()),
+            nll=self.nll / n,
+            nll_epsilon=NLL_EPSILON,
+            brier=self.brier / n,
+            # sum_b (n_b / N) |acc_b - conf_b| = sum_b |correct_b - confidence sum_b| / N
+            ece=float(np.abs(self.bin_correct - self.bin_confidence).sum() / n),
+            ece_bins=ECE_BINS,
+            per_class={
+                str(name): {
+                    "precision": float(precision[i]),
+                    "recall": float(recall[i]),
+                    "f1": float(f1[i]),
+                    "support": int(support[i]),
+                }
+                for i, name in enumerate(classes)
+            },
+            confusion_matrix=confusion.tolist(),
+            calibration=[b.to_dict() for b in bins],
+        )
+        return result
+
+    def calibration(self) -> list[CalibrationBin]:
+        """The ``ECE_BINS`` bins: (low, high], images, mean confidence, accuracy."""
+        edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
+        out = []
+        for i in range(ECE_BINS):
+            count = int(self.bin_images[i])
+            out.append(
+                CalibrationBin(
+                    low=float(edges[i]),
+                    high=float(edges[i + 1]),
+                    images=count,
+                    confidence=float(self.bin_confidence[i] / count) if count else math.nan,
+                    accuracy=float(self.bin_correct[i] / count) if count else math.nan,
+                )
+            )
+        return out
 
 
 @dataclass(frozen=True)
@@ -133,27 +211,13 @@ class CalibrationBin:
         }
 
 
-def calibration_bins(confidence: Any, correct: Any, bins: int = ECE_BINS) -> list[CalibrationBin]:
-    """``bins`` equal-width bins over (0, 1], edges ``np.linspace(0, 1, bins + 1)``: a
-    confidence equal to an edge belongs to the bin below it (the first bin also takes 0)."""
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=bool)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    out = []
-    for i in range(bins):
-        members = index == i
-        count = int(members.sum())
-        out.append(
-            CalibrationBin(
-                low=float(edges[i]),
-                high=float(edges[i + 1]),
-                images=count,
-                confidence=float(confidence[members].mean()) if count else math.nan,
-                accuracy=float(correct[members].mean()) if count else math.nan,
-            )
-        )
-    return out
+def bin_index(confidence: Any) -> np.ndarray:
+    """The bin of each confidence among ``ECE_BINS`` equal-width bins over (0, 1], edges
+    ``np.linspace(0, 1, ECE_BINS + 1)``: a confidence equal to an edge belongs to the bin
+    below it (the first bin also takes 0)."""
+    edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
+    index = np.searchsorted(edges, np.asarray(confidence, dtype=np.float64), side="left") - 1
+    return np.clip(index, 0, ECE_BINS - 1)
 
 
 def metrics_json(metrics: Mapping[str, Any]) -> str:
