@@ -53,10 +53,11 @@ def list_test_source(data: DataSection, classes: list[str]) -> ImageListing:
     if unknown:
         raise DataError(
             f"`{FIELD}` ({source!r}): label{'' if len(unknown) == 1 else 's'} "
-            f"{', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not a "
-            f"class of the training data ({', '.join(map(repr, classes))}): the model cannot "
-            "predict them, so they cannot be scored. Remove those images from the test set, "
-            "or add the classes to `data.source`"
+            f"{', '.join(map(repr, unknown))} "
+            f"{'is not a class' if len(unknown) == 1 else 'are not classes'} of the training "
+            f"data ({', '.join(map(repr, classes))}): the model cannot predict "
+            f"{'it' if len(unknown) == 1 else 'them'}, so a score on those images means "
+            "nothing. Remove them from the test set, or add the classes to `data.source`"
         )
     return ImageListing(
         classes=list(classes),
