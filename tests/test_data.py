@@ -238,6 +238,7 @@ def test_prepare_data_accounts_for_every_listed_file(tmp_path, ray_connected):
         "skipped_at_listing": 3,
         "skipped_reasons": {"hidden": 1, "directory_cycle": 1, "not_an_image_file": 1},
     }
+    assert prepared.test is None  # no test split: no "test" in the splits either
     splits = summary["splits"]
     assert summary["listed"] == (
         splits["train"]["used"]

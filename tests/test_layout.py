@@ -49,6 +49,7 @@ PURE = [
     "tljob.data.sources",
     "tljob.data.prepared",
     "tljob.data.plan",
+    "tljob.data.testset",
     "tljob.run.ledger",
     "tljob.run.lock",
     "tljob.run.checkpoint",

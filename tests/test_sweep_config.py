@@ -369,6 +369,8 @@ def test_nested_search_paths_get_a_hint(tmp_path):
     [
         ("data.source", "/data/other"),
         ("data.val_fraction", 0.3),
+        ("data.test_fraction", 0.1),
+        ("data.test_source", "/data/test"),
         ("data.seed", 1),
         ("data.stored_size", 128),
         ("data.shard_pixels", "jpeg"),

@@ -30,16 +30,24 @@ def _counts(counts: Mapping[str, int]) -> str:
 
 def data_summary_rows(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(label, text) rows for a data summary; the first states the accounting
-    ``listed = train + val + duplicates + quarantined``."""
-    train, val = data["splits"]["train"], data["splits"]["val"]
+    ``listed = train + val (+ test) + duplicates + quarantined`` (test only when the data
+    has a test split)."""
+    splits = data["splits"]
+    names = [name for name in ("train", "val", "test") if name in splits]
+    used = " + ".join(f"{splits[name]['used']} {name}" for name in names)
     rows = [
         (
             "images",
-            f"{data['listed']} listed = {train['used']} train + {val['used']} val + "
+            f"{data['listed']} listed = {used} + "
             f"{data['duplicates']} duplicates + {data['quarantined']} quarantined",
         ),
-        ("train images", f"{train['used']} used ({_counts(train['per_class_used'])})"),
-        ("val images", f"{val['used']} used ({_counts(val['per_class_used'])})"),
+        *(
+            (
+                f"{name} images",
+                f"{splits[name]['used']} used ({_counts(splits[name]['per_class_used'])})",
+            )
+            for name in names
+        ),
     ]
     if data["quarantined"]:
         rows.append(("quarantined", _counts(data.get("quarantined_reasons", {}))))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tljob.config._base import _Section
 
@@ -41,8 +41,28 @@ class DataSection(_Section):
         lt=1.0,
         description="Fraction of each class held out for validation (stratified split).",
     )
+    test_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of each class held out as the test split, which never takes "
+        "part in training, best-epoch choice, schedules, early stopping or sweep ranking. "
+        "Drawn first from each class, validation from the rest: the test images depend only "
+        "on the listing, the seed and this fraction, never on `val_fraction`. 0 means no "
+        "test split; above 0 every class needs at least 3 usable images (1 test, 1 "
+        "validation, 1 training). val_fraction + test_fraction must be < 1.",
+    )
+    test_source: str | None = Field(
+        None,
+        description="A separate test set instead of `test_fraction`: a folder of class "
+        "folders, a manifest (.csv or .parquet, uri,label) or an s3:// URI, prepared as "
+        "`source` is (listing, quarantine, duplicates, fingerprint) into shards of its own. "
+        "Its classes must be training classes; its images byte-identical to a `source` "
+        "image are set aside as duplicates. Empty means none.",
+    )
     seed: int = Field(
-        0, description="Seed of the train/validation split; the same seed gives the same split."
+        0,
+        description="Seed of the train/validation/test split; the same seed gives the same split.",
     )
     max_images_per_class: int | None = Field(
         None,
@@ -93,6 +113,29 @@ class DataSection(_Section):
         description="The run stops (exit 2) when more than this fraction of the listed "
         "images is quarantined.",
     )
+
+    @field_validator("test_source")
+    @classmethod
+    def _empty_is_none(cls, source: str | None) -> str | None:
+        return source if source else None
+
+    @model_validator(mode="after")
+    def _split_fractions(self) -> DataSection:
+        # Messages name fields relative to the section (config.load adds `data.`).
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"`val_fraction` ({self.val_fraction}) + `test_fraction` "
+                f"({self.test_fraction}) must be < 1: the rest of each class is the training "
+                "split; lower one of them"
+            )
+        if self.test_fraction > 0 and self.test_source is not None:
+            raise ValueError(
+                f"`test_fraction` ({self.test_fraction}) and `test_source` "
+                f"({self.test_source!r}) are mutually exclusive: the test split comes either "
+                "from `source` or from its own images. Set `test_fraction: 0` to use "
+                "`test_source`, or remove `test_source`"
+            )
+        return self
 
     @field_validator("classes")
     @classmethod

@@ -49,6 +49,8 @@ FIXED_PER_SWEEP: dict[str, str] = {
     "data.classes": _DATA_FIXED,
     "data.max_images_per_class": _DATA_FIXED,
     "data.val_fraction": _DATA_FIXED,
+    "data.test_fraction": _DATA_FIXED,
+    "data.test_source": _DATA_FIXED,
     "data.seed": _DATA_FIXED,
     "data.image_size": _DATA_FIXED + " (the validation images are stored at this size)",
     "data.stored_size": _DATA_FIXED,

@@ -37,7 +37,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -78,27 +78,33 @@ class ImageListing:
         return self.count() + len(self.quarantined)
 
 
-def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
+def list_images(
+    source: str,
+    max_per_class: int | None = None,
+    field: str = "data.source",
+    min_classes: int = 2,
+) -> ImageListing:
     """List a folder-per-class tree (at most ``max_per_class`` images of each class, the
-    first in sorted path order). Raises ``DataError`` for an unusable tree."""
+    first in sorted path order). Raises ``DataError`` for an unusable tree, naming the
+    setting ``field``, or when it has fewer than ``min_classes`` class folders."""
     if not source:
         raise DataError(
-            "`data.source` is empty: set it to the folder that holds one "
+            f"`{field}` is empty: set it to the folder that holds one "
             "sub-folder of images per class"
         )
     try:
         root = storage.resolve(source)
     except storage.StorageError as e:
-        raise DataError(f"`data.source` ({source!r}): {e}") from None
+        raise DataError(f"`{field}` ({source!r}): {e}") from None
     if not storage.is_dir(root):
-        raise DataError(f"`data.source` ({source!r}) is not an existing directory")
+        raise DataError(f"`{field}` ({source!r}) is not an existing directory")
     walk = storage.walk_files(root)
     # Class folders are the folders listed directly under the root: hidden ones, cycles and
     # links to a folder listed elsewhere are not (they are in ``walk.skipped``).
     class_dirs = sorted(
         posixpath.basename(d) for d in walk.directories if posixpath.dirname(d) == root.path
     )
-    refuse_case_variants(class_dirs, f"`data.source` ({source!r}): the class folders")
+    refuse_case_variants(class_dirs, f"`{field}` ({source!r}): the class folders")
     files: dict[str, list[str]] = {}
     # Paths are kept as URIs (the same as paths on local disk), so that any process can
     # ``storage.resolve`` them.
@@ -117,18 +123,18 @@ def list_images(source: str, max_per_class: int | None = None) -> ImageListing:
                 stats[uri] = walk.stats[path]
     if not class_dirs:
         raise DataError(
-            f"`data.source` ({source!r}) has no class folders: expected "
+            f"`{field}` ({source!r}) has no class folders: expected "
             "<source>/<class name>/<image files>"
         )
     empty = [c for c in class_dirs if c not in files]
     if empty:
         raise DataError(
-            f"`data.source` ({source!r}): class folder(s) {', '.join(map(repr, empty))} hold "
+            f"`{field}` ({source!r}): class folder(s) {', '.join(map(repr, empty))} hold "
             f"no image files ({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder"
         )
-    if len(class_dirs) < 2:
+    if len(class_dirs) < min_classes:
         raise DataError(
-            f"`data.source` ({source!r}) has one class ({class_dirs[0]!r}); "
+            f"`{field}` ({source!r}) has one class ({class_dirs[0]!r}); "
             "classification needs at least two class folders"
         )
     files = {c: sorted(paths)[:max_per_class] for c, paths in files.items()}
@@ -192,31 +198,97 @@ def check_listing(listing: ImageListing, scans: Mapping[str, ImageScan]) -> Chec
     )
 
 
-def split_stratified(
-    listing: ImageListing, val_fraction: float, seed: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split every class by ``val_fraction`` with a per-class generator seeded from ``seed``.
+class Split(NamedTuple):
+    """The stratified split of a listing: lists of ``{"path", "label"}`` (labels index the
+    listing's classes). ``train`` is in a seeded order that mixes the classes; ``val`` and
+    ``test`` are sorted by path."""
 
-    Returns (train, val) lists of ``{"path", "label"}``; labels index ``listing.classes``.
-    A class of n >= 2 images puts between 1 and n-1 in validation. Deterministic: the same
-    listing, fraction and seed always give the same split, independent of worker count.
+    train: list[dict[str, Any]]
+    val: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+
+
+# A class needs this many images for a test split: 1 test, 1 validation, 1 training.
+MIN_IMAGES_WITH_TEST = 3
+
+
+def split_counts(n: int, val_fraction: float, test_fraction: float = 0.0) -> tuple[int, int]:
+    """(test, validation) images of a class of ``n`` (``n`` >= ``MIN_IMAGES_WITH_TEST``
+    when ``test_fraction`` > 0). Test first: round(n * test_fraction), at least 1 and
+    leaving 2; then validation: round(n * val_fraction), at least 1 and leaving 1 for
+    training (none when fewer than 2 are left, as for a class of 1 without a test split)."""
+    n_test = min(max(round(n * test_fraction), 1), n - 2) if test_fraction > 0 else 0
+    rest = n - n_test
+    n_val = 0 if rest < 2 else min(max(round(n * val_fraction), 1), rest - 1)
+    return n_test, n_val
+
+
+def split_listing(
+    listing: ImageListing, val_fraction: float, seed: int, test_fraction: float = 0.0
+) -> Split:
+    """Split every class into test, validation and training images.
+
+    Each class's images (sorted paths) are put in one order drawn from a generator seeded
+    with ``[seed, label]``; the first ``split_counts(n)[0]`` are test, the next
+    ``split_counts(n)[1]`` validation, the rest training. So the test images of a class
+    depend only on its paths, ``seed`` and ``test_fraction``, never on ``val_fraction``;
+    with ``test_fraction`` 0 the split is the train/validation split tljob always made.
+    Deterministic, independent of worker count. A class of no images gives none (refused
+    elsewhere as a class without training images); with ``test_fraction`` > 0 a class of
+    1 or 2 images raises ``DataError`` naming it and its count.
     """
+    if test_fraction > 0:
+        few = {
+            name: len(listing.files.get(name, []))
+            for name in listing.classes
+            if 0 < len(listing.files.get(name, [])) < MIN_IMAGES_WITH_TEST
+        }
+        if few:
+            raise too_few_for_test_error(few, test_fraction)
     train: list[dict[str, Any]] = []
     val: list[dict[str, Any]] = []
+    test: list[dict[str, Any]] = []
     for label, name in enumerate(listing.classes):
-        paths = listing.files[name]
-        n = len(paths)
-        n_val = 0 if n < 2 else min(max(round(n * val_fraction), 1), n - 1)
-        order = np.random.default_rng([seed, label]).permutation(n)
+        paths = listing.files.get(name, [])
+        n_test, n_val = split_counts(len(paths), val_fraction, test_fraction)
+        order = np.random.default_rng([seed, label]).permutation(len(paths))
         for rank, i in enumerate(order):
-            (val if rank < n_val else train).append({"path": paths[i], "label": label})
+            item = {"path": paths[i], "label": label}
+            (test if rank < n_test else val if rank < n_test + n_val else train).append(item)
     # Interleave classes so every block of the stream mixes them (a local shuffle buffer
     # cannot fix class-sorted blocks).
     np.random.default_rng([seed, 1_000_003]).shuffle(train)
     val.sort(key=lambda item: item["path"])
+    test.sort(key=lambda item: item["path"])
     # Each split is made once per run (tljob.data.plan): this line lets a test count them.
-    log.debug(f"split_stratified: {len(train)} training, {len(val)} validation images")
-    return train, val
+    log.debug(
+        f"split_stratified: {len(train)} training, {len(val)} validation, {len(test)} test images"
+    )
+    return Split(train=train, val=val, test=test)
+
+
+def split_stratified(
+    listing: ImageListing, val_fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The (train, val) split without a test split (``split_listing`` with
+    ``test_fraction`` 0). A class of n >= 2 images puts between 1 and n-1 in validation."""
+    split = split_listing(listing, val_fraction, seed)
+    return split.train, split.val
+
+
+def too_few_for_test_error(counts: Mapping[str, int], test_fraction: float) -> DataError:
+    """The refusal of a test split when classes (``counts``: class -> usable images) have
+    fewer than ``MIN_IMAGES_WITH_TEST`` images."""
+    described = ", ".join(
+        f"{name!r} ({n} image{'' if n == 1 else 's'})" for name, n in counts.items()
+    )
+    return DataError(
+        f"`data.test_fraction` ({test_fraction}): class{'' if len(counts) == 1 else 'es'} "
+        f"{described} cannot be split three ways: with a test split every class needs at "
+        f"least {MIN_IMAGES_WITH_TEST} usable images (1 test, 1 validation, 1 training). "
+        "Add images to the class, remove it, or set `data.test_fraction: 0` (a separate "
+        "test set can come from `data.test_source`)"
+    )
 
 
 def class_name_key(name: str) -> str:
@@ -291,10 +363,12 @@ def refuse_classes_without_training_images(
     raise no_image_left_error(source, described, where)
 
 
-def no_image_left_error(source: str, described: Mapping[str, str], where: str) -> DataError:
+def no_image_left_error(
+    source: str, described: Mapping[str, str], where: str, field: str = "data.source"
+) -> DataError:
     """The refusal of the classes of ``described`` (class -> what became of its images),
     the same as of an empty class folder; ``where``: a sentence saying where the images
-    set aside are listed."""
+    set aside are listed; ``field``: the setting that names ``source``."""
     names = list(described)
     if len(names) == 1:
         what = f"class {names[0]!r} has no image left to train on: {described[names[0]]}"
@@ -303,7 +377,7 @@ def no_image_left_error(source: str, described: Mapping[str, str], where: str) -
             "; ".join(f"{name!r}: {text}" for name, text in described.items())
         )
     return DataError(
-        f"`data.source` ({source!r}): {what}. {where}. Fix or replace those images, or "
+        f"`{field}` ({source!r}): {what}. {where}. Fix or replace those images, or "
         "remove the class (its folder, its manifest rows, or its name in `data.classes`): "
         "a class with no usable image is refused as an empty class folder is"
     )

@@ -8,15 +8,25 @@ image is read. Otherwise one Ray Data pass
 (``tljob.data.shards.stage_all``) reads, hashes and decodes every listed image once; the
 driver quarantines undecodable files and label conflicts, keeps one copy of byte-identical
 files (``listing.check_listing``) and only then splits each class with the configured seed,
-so a content can never be in both splits; a second pass copies each split's rows into its
-own shards, and the manifest is published last. Training streams each split from its shards.
+so a content can never be in two splits; a second pass copies each split's rows into its
+own shards, and the manifest is published last. Training streams the train and val splits
+from their shards.
+
+A test split (``data.test_fraction``: drawn first from each class's usable images; or the
+images of ``data.test_source``, read in the same pass and checked against ``data.source``'s
+contents, ``tljob.data.testset``) gets shards of its own, stored as validation's are, and
+``PreparedData.test`` streams them (None without a test split, and for prepared data made
+before test splits existed). Only ``train`` and ``val`` go to training: the test images
+never take part in it, nor in the choice of the best epoch, schedules or early stopping.
 
 Accounting, written to ``summary.json["data"]`` and ``data_report.json``::
 
-    listed == train.used + val.used + duplicates + quarantined
+    listed == train.used + val.used + test.used + duplicates + quarantined
 
 ``listed``: image files found in class folders (after listing skips and
-``max_images_per_class``), or manifest rows. ``duplicates``: byte-identical copies set
+``max_images_per_class``), or manifest rows, of ``data.source`` and of
+``data.test_source`` (``test.used`` is 0 and absent without a test split).
+``duplicates``: byte-identical copies set
 aside, each ``{path, duplicate_of}``. ``quarantined``: images that cannot be trusted, each
 ``{path, reason}``; the reason starts with its kind: ``corrupt_image``, ``empty_file``,
 ``too_many_pixels``, ``unsupported_image`` (high bit depth with no known range),
@@ -58,6 +68,7 @@ from tljob.data.listing import (
 from tljob.data.plan import DataPlan, plan_data, store_settings
 from tljob.data.prepared import (
     QUARANTINE_FILE,
+    TEST_SPLIT,
     PreparedManifest,
     StoreSettings,
     prepared_dir,
@@ -69,6 +80,7 @@ from tljob.data.prepared import (
 from tljob.data.shards import Progress, stage_all, write_splits
 from tljob.data.sources import list_source
 from tljob.data.stream import split_dataset
+from tljob.data.testset import check_test_listing, empty_test_error, merge_checked, usable_items
 from tljob.data.views import TrainingViews
 
 __all__ = [
@@ -99,7 +111,7 @@ class PreparedData:
     classes: list[str]
     train: ray.data.Dataset
     val: ray.data.Dataset
-    counts: dict[str, SplitCounts]  # "train" / "val"
+    counts: dict[str, SplitCounts]  # "train" / "val", and "test" with a test split
     listed: int
     duplicates: list[dict[str, str]]  # {path, duplicate_of}
     quarantined: list[dict[str, str]]  # {path, reason}
@@ -107,6 +119,9 @@ class PreparedData:
     prepared_uri: str = ""  # <prepared_path>/<fingerprint>
     quarantine_uri: str = ""  # its quarantine.csv
     reused: bool = False  # the shards were already there: no source image was read
+    # The test split's rows as validation's are (uint8 image, int64 label: never one-hot),
+    # None without a test split. Never given to training.
+    test: ray.data.Dataset | None = None
 
     def summary(self) -> dict[str, Any]:
         """The counts (``summary.json["data"]``); see the module docstring."""
@@ -160,13 +175,12 @@ def prepare_data(
     if plan is None:
         plan = plan_data(job, list_source(data_cfg), batches=False)
     listing = plan.listing
-    uris = [u for name in listing.classes for u in listing.files[name]]
     folder = prepared_dir(job.prepared_path, plan.fingerprint)
     manifest = read_manifest(folder)
     reused = manifest is not None
     if manifest is None:
-        log.info(f"preparing {listing.listed()} images into {folder.uri}")
-        manifest = _prepare(plan, uris, folder, job)
+        log.info(f"preparing {plan.listed()} images into {folder.uri}")
+        manifest = _prepare(plan, folder, job)
     else:
         log.info(f"reusing prepared data {folder.uri} (fingerprint unchanged)")
     removed = remove_abandoned_attempts(folder, keep=manifest.attempt)
@@ -194,15 +208,14 @@ def prepare_data(
     return prepared
 
 
-def _prepare(
-    plan: DataPlan, uris: list[str], folder: storage.Location, job: JobConfig
-) -> PreparedManifest:
-    """Decode every listed image once (``uris``: the listing's files, by class), check,
-    dedupe and split, write the shards, publish."""
+def _prepare(plan: DataPlan, folder: storage.Location, job: JobConfig) -> PreparedManifest:
+    """Decode every listed image once, check, dedupe and split, write the shards,
+    publish."""
     listing, split, store, fp = plan.listing, plan.split, plan.store, plan.fingerprint
     attempt_id = uuid.uuid4().hex[:12]
     attempt = folder.join(attempt_id)
-    label_of = {u: i for i, name in enumerate(listing.classes) for u in listing.files[name]}
+    label_of = plan.labels_to_read()
+    uris = list(label_of)
     # A seeded order mixes the classes in every staging file, hence in every shard block.
     order = np.random.default_rng([split.seed, 7]).permutation(len(uris))
     items = [
@@ -219,12 +232,32 @@ def _prepare(
         attempt.join("staging"),
         Progress(log.info, max(job.run.progress_seconds, 1.0)),
     )
-    checked = check_listing(listing, staged.scans)
-    train_items, val_items = plan.split_for(checked.usable)
-    by_split = {"train": train_items, "val": val_items}
+    test_checked = None
+    if plan.test_listing is not None:
+        test_checked = check_test_listing(plan.test_listing, staged.scans, listing)
+    source_checked = check_listing(listing, staged.scans)
+    checked = merge_checked(source_checked, test_checked)
+    try:
+        parts = plan.split_for(source_checked.usable)
+    except DataError as e:  # a class too small for a test split once images were set aside
+        raise _refused_in_attempt(attempt, checked, e) from None
+    by_split = {"train": parts.train, "val": parts.val}
+    if test_checked is not None:
+        by_split["test"] = usable_items(test_checked.usable)
+        if not by_split["test"]:
+            listed = plan.test_listing.listed() if plan.test_listing else 0
+            error = empty_test_error(job.data.test_source or "", test_checked, listed)
+            raise _refused_in_attempt(attempt, checked, error)
+        if test_checked.duplicates:
+            log.info(
+                f"{len(test_checked.duplicates)} image(s) of `data.test_source` are copies "
+                "of other images (of `data.source`, or of each other): set aside as duplicates"
+            )
+    elif plan.has_test:
+        by_split["test"] = parts.test
     counts = {name: _split_counts(listing.classes, it) for name, it in by_split.items()}
-    _check_accounting(listing.listed(), counts, checked)
-    if not (train_items and val_items) and not all(counts["train"].per_class_used.values()):
+    _check_accounting(plan.listed(), counts, checked)
+    if not (parts.train and parts.val) and not all(counts["train"].per_class_used.values()):
         # No split to publish, and a class with nothing to train on: keep the list of why.
         storage.delete_dir(attempt.join("staging"))
         quarantine = attempt.join(QUARANTINE_FILE)
@@ -255,13 +288,24 @@ def _prepare(
         attempt=attempt_id,
         classes=listing.classes,
         store=asdict(store),
-        listed=listing.listed(),
+        listed=plan.listed(),
         per_split={name: asdict(c) for name, c in counts.items()},
         files=files,
         duplicates=checked.duplicates,
         quarantined=checked.quarantined,
     )
     return publish(folder, manifest)
+
+
+def _refused_in_attempt(
+    attempt: storage.Location, checked: CheckedListing, error: DataError
+) -> DataError:
+    """``error``, raised before any split is written: the staging files are deleted and
+    ``quarantine.csv`` kept in the unpublished attempt, which the message names."""
+    storage.delete_dir(attempt.join("staging"))
+    quarantine = attempt.join(QUARANTINE_FILE)
+    storage.write_text(quarantine, quarantine_csv(checked.quarantined))
+    return DataError(f"{error}. Every quarantined image is listed with why in {quarantine.uri}")
 
 
 def _from_manifest(
@@ -285,12 +329,13 @@ def _from_manifest(
             views=views if name == "train" else None,
             one_hot_classes=len(manifest.classes) if soft and name == "val" else 0,
         )
-        for name in ("train", "val")
+        for name in manifest.files  # "train", "val", and "test" when there is one
     }
     return PreparedData(
         classes=manifest.classes,
         train=datasets["train"],
         val=datasets["val"],
+        test=datasets.get(TEST_SPLIT),
         counts={name: SplitCounts(**c) for name, c in manifest.per_split.items()},
         listed=manifest.listed,
         duplicates=manifest.duplicates,

@@ -18,7 +18,10 @@ its (batch size, workers) from the same split, and any other trial the sweep's p
 is.
 
 The split here is of the listing: what training gets when every listed image is usable, the
-counts the batch check is made on before any image is read. Preparation splits the images
+counts the batch check is made on before any image is read. The test split
+(``data.test_fraction``: drawn first from each class, ``listing.split_listing``; or
+``data.test_source``: its own listing, ``tljob.data.testset``) is planned here too; it takes
+no part in the batch check, which is about training. Preparation splits the images
 that are usable by the same rule (``split_for``); when none was set aside that is this
 split, used as it is. The prepared split's counts are checked again only when set-aside
 images made them smaller (``check_prepared``).
@@ -32,12 +35,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tljob.config import JobConfig
-from tljob.data.listing import DataError, ImageListing, split_stratified
+from tljob.data.listing import DataError, ImageListing, Split, split_listing
 from tljob.data.prepared import SplitSettings, StoreSettings, fingerprint
 from tljob.data.sources import listing_stats
+from tljob.data.testset import list_test_source, listed_test_items
 from tljob.preflight.batches import check_batches
 
-Items = tuple[dict[str, Any], ...]  # {"path", "label"} as ``split_stratified`` gives them
+Items = tuple[dict[str, Any], ...]  # {"path", "label"} as ``split_listing`` gives them
 
 
 def store_settings(job: JobConfig) -> StoreSettings:
@@ -73,9 +77,21 @@ class DataPlan:
     store: StoreSettings
     train: Items  # the listing's split
     val: Items
-    per_class: Mapping[str, Mapping[str, int]]  # "train" / "val" -> class -> images
+    # "train" / "val" (/ "test" with a test split) -> class -> images
+    per_class: Mapping[str, Mapping[str, int]]
     fingerprint: str  # of the prepared data: <data.prepared_path>/<fingerprint>
     batches: Batches | None  # what the split's counts were checked for; None: not checked
+    test: Items = ()  # data.test_fraction's, or data.test_source's files not in the listing
+    test_listing: ImageListing | None = None  # data.test_source's, labels as the listing's
+
+    @property
+    def has_test(self) -> bool:
+        """Whether the data has a test split (``data.test_fraction`` or ``test_source``)."""
+        return self.split.test_fraction > 0 or self.test_listing is not None
+
+    def listed(self) -> int:
+        """Every listed entry, of ``data.source`` and of ``data.test_source``."""
+        return self.listing.listed() + (self.test_listing.listed() if self.test_listing else 0)
 
     def for_job(self, job: JobConfig) -> DataPlan:
         """This plan for ``job``, whose data settings must be those it was made for (a
@@ -92,15 +108,30 @@ class DataPlan:
         _check(batches, len(self.train), len(self.val))
         return replace(self, batches=batches)
 
-    def split_for(self, usable: ImageListing) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The stratified split of ``usable`` (the listed images that can be trusted):
-        the plan's own when nothing was set aside (the same classes and files give the same
-        split), else a split of ``usable`` by the same settings."""
+    def labels_to_read(self) -> dict[str, int]:
+        """uri -> label of every file preparation reads: ``data.source``'s, by class, then
+        those of ``data.test_source`` not listed in ``data.source`` (a uri is read once)."""
+        label_of = {u: i for i, c in enumerate(self.listing.classes) for u in self.listing.files[c]}
+        if self.test_listing is not None:
+            for i, name in enumerate(self.test_listing.classes):
+                for uri in self.test_listing.files[name]:
+                    label_of.setdefault(uri, i)
+        return label_of
+
+    def split_for(self, usable: ImageListing) -> Split:
+        """The stratified split of ``usable`` (the listed images of ``data.source`` that can
+        be trusted): the plan's own when nothing was set aside (the same classes and files
+        give the same split), else a split of ``usable`` by the same settings. Its ``test``
+        is ``data.test_fraction``'s (empty with ``data.test_source``, whose images are
+        checked apart: ``tljob.data.testset``). ``DataError`` when a test split is asked for
+        and a class has fewer than 3 usable images."""
         if usable.classes == self.listing.classes and all(
             usable.files.get(c, []) == self.listing.files.get(c, []) for c in usable.classes
         ):
-            return list(self.train), list(self.val)
-        return split_stratified(usable, self.split.val_fraction, self.split.seed)
+            test = list(self.test) if self.test_listing is None else []
+            return Split(list(self.train), list(self.val), test)
+        split = self.split
+        return split_listing(usable, split.val_fraction, split.seed, split.test_fraction)
 
     def check_prepared(self, train_images: int, val_images: int) -> None:
         """Check the prepared split's counts for the plan's batches; they were checked
@@ -112,7 +143,7 @@ class DataPlan:
 
 
 def _split_settings(job: JobConfig) -> SplitSettings:
-    return SplitSettings(job.data.val_fraction, job.data.seed)
+    return SplitSettings(job.data.val_fraction, job.data.seed, job.data.test_fraction)
 
 
 def _check(batches: Batches, train_images: int, val_images: int) -> None:
@@ -120,11 +151,19 @@ def _check(batches: Batches, train_images: int, val_images: int) -> None:
 
 
 def plan_data(job: JobConfig, listing: ImageListing, batches: bool = True) -> DataPlan:
-    """The data plan of ``job`` for ``listing``; with ``batches``, its split checked for the
-    job's batch size and workers (``TooFewImagesError``, exit 2). Raises ``DataError``
-    (exit 2) when no class could give a validation image."""
+    """The data plan of ``job`` for ``listing`` (``data.source``'s; ``data.test_source``,
+    when set, is listed here); with ``batches``, its split checked for the job's batch size
+    and workers (``TooFewImagesError``, exit 2). Raises ``DataError`` (exit 2) when no class
+    could give a validation image, a class is too small for a test split, or the test
+    source cannot be listed or has labels that are not training classes."""
     split = _split_settings(job)
-    train, val = split_stratified(listing, split.val_fraction, split.seed)
+    parts = split_listing(listing, split.val_fraction, split.seed, split.test_fraction)
+    train, val = parts.train, parts.val
+    test_listing = None
+    test = parts.test
+    if job.data.test_source is not None:
+        test_listing = list_test_source(job.data, listing.classes)
+        test = listed_test_items(test_listing, listing)
     checked = Batches.of(job) if batches else None
     if checked is not None:
         _check(checked, len(train), len(val))
@@ -135,20 +174,28 @@ def plan_data(job: JobConfig, listing: ImageListing, batches: bool = True) -> Da
             "every class needs at least 2 images"
         )
     store = store_settings(job)
-    uris = [u for name in listing.classes for u in listing.files[name]]
+    stats = listing_stats(listing, _uris(listing))
+    if test_listing is not None:
+        stats.update(listing_stats(test_listing, _uris(test_listing)))
+    named = [("train", train), ("val", val)]
+    if split.test_fraction > 0 or test_listing is not None:
+        named.append(("test", test))
     return DataPlan(
         listing=listing,
         split=split,
         store=store,
         train=tuple(train),
         val=tuple(val),
-        per_class={
-            name: _per_class(listing.classes, items)
-            for name, items in (("train", train), ("val", val))
-        },
-        fingerprint=fingerprint(listing, listing_stats(listing, uris), split, store),
+        per_class={name: _per_class(listing.classes, items) for name, items in named},
+        fingerprint=fingerprint(listing, stats, split, store, test_listing),
         batches=checked,
+        test=tuple(test),
+        test_listing=test_listing,
     )
+
+
+def _uris(listing: ImageListing) -> list[str]:
+    return [u for name in listing.classes for u in listing.files[name]]
 
 
 def _per_class(classes: list[str], items: list[dict[str, Any]]) -> dict[str, int]:

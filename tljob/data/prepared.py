@@ -6,13 +6,17 @@ Pure (no Ray, no TensorFlow). Layout under ``<data.prepared_path>`` (default
     <fingerprint>/manifest.json            written last: the prepared data is complete
     <fingerprint>/<attempt>/train/*.parquet
     <fingerprint>/<attempt>/val/*.parquet
+    <fingerprint>/<attempt>/test/*.parquet  only with a test split
     <fingerprint>/<attempt>/quarantine.csv uri,split,reason of every quarantined image
 
 The fingerprint is a sha256 over the shard format version, the listing (every uri with its
 size and modification time, its class, and what was set aside at listing), the classes,
-the split settings (``val_fraction``, ``seed``) and the store settings (stored size, pixel
-format and quality, pixel limit, shard size). Unchanged data and settings give the same
-fingerprint, so the shards are reused; any change gives a new folder.
+the split settings (``val_fraction``, ``seed``, and ``test_fraction`` when above 0) and the
+store settings (stored size, pixel format and quality, pixel limit, shard size); with
+``data.test_source``, that source's listing too. Unchanged data and settings give the same
+fingerprint, so the shards are reused; any change gives a new folder. Settings without a
+test split give the fingerprint they gave before test splits existed, so prepared data
+made then is reused (its manifest has no ``test`` split).
 
 Each preparation writes under its own ``<attempt>`` prefix (a random id), so concurrent
 preparations of one fingerprint never write the same file. The manifest is created
@@ -48,6 +52,7 @@ ROW_GROUP_BYTES = 8 * 1024 * 1024
 MANIFEST_FILE = "manifest.json"
 QUARANTINE_FILE = "quarantine.csv"
 SPLITS = ("train", "val")
+TEST_SPLIT = "test"  # the third split: in a manifest only when the data has a test split
 # An attempt folder untouched this long belongs to no running preparation.
 ABANDONED_AFTER_S = 6 * 3600.0
 # Quarantine happens before the split (a bad file must not shape it), so quarantined
@@ -67,7 +72,7 @@ class StoreSettings:
     target_bytes: int
 
     def size_of(self, split: str) -> int:
-        """Side of the stored images of ``split``."""
+        """Side of the stored images of ``split`` (validation and test: the training size)."""
         return self.stored_size if split == "train" else self.val_size
 
     def _row_bytes(self) -> int:
@@ -102,6 +107,27 @@ class StoreSettings:
 class SplitSettings:
     val_fraction: float
     seed: int
+    test_fraction: float = 0.0
+
+    def described(self) -> dict[str, Any]:
+        """What the fingerprint covers: ``test_fraction`` only when there is a test split,
+        so settings without one keep the fingerprint they had before it existed."""
+        found = asdict(self)
+        if not self.test_fraction:
+            del found["test_fraction"]
+        return found
+
+
+def _objects(listing: ImageListing, stats: Mapping[str, ObjectStat]) -> dict[str, Any]:
+    objects = [
+        [uri, name, stats[uri].size, stats[uri].mtime_ns]
+        for name in listing.classes
+        for uri in listing.files[name]
+    ]
+    return {
+        "objects": sorted(objects),
+        "set_aside_at_listing": sorted((q["path"], q["reason"]) for q in listing.quarantined),
+    }
 
 
 def fingerprint(
@@ -109,21 +135,19 @@ def fingerprint(
     stats: Mapping[str, ObjectStat],
     split: SplitSettings,
     store: StoreSettings,
+    test_listing: ImageListing | None = None,
 ) -> str:
-    """Hex id of the prepared data for this listing and these settings (see module doc)."""
-    objects = [
-        [uri, name, stats[uri].size, stats[uri].mtime_ns]
-        for name in listing.classes
-        for uri in listing.files[name]
-    ]
+    """Hex id of the prepared data for this listing and these settings (see module doc);
+    ``test_listing``: that of ``data.test_source`` (``stats`` must hold its uris too)."""
     described = {
         "format_version": FORMAT_VERSION,
         "classes": listing.classes,
-        "objects": sorted(objects),
-        "set_aside_at_listing": sorted((q["path"], q["reason"]) for q in listing.quarantined),
-        "split": asdict(split),
+        **_objects(listing, stats),
+        "split": split.described(),
         "store": asdict(store),
     }
+    if test_listing is not None:
+        described["test_source"] = _objects(test_listing, stats)
     text = json.dumps(described, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
@@ -137,7 +161,8 @@ class PreparedManifest:
     classes: list[str]
     store: dict[str, Any]
     listed: int
-    per_split: dict[str, dict[str, Any]]  # split -> {used, per_class_used}
+    # split -> {used, per_class_used}; "train", "val", and "test" when there is a test split
+    per_split: dict[str, dict[str, Any]]
     files: dict[str, list[str]]  # split -> shard paths relative to the fingerprint folder
     duplicates: list[dict[str, str]] = field(default_factory=list)  # {path, duplicate_of}
     quarantined: list[dict[str, str]] = field(default_factory=list)  # {path, reason}

@@ -90,10 +90,10 @@ def _restrict_classes(listing: ImageListing, classes: list[str]) -> ImageListing
     )
 
 
-def _manifest_table(loc: storage.Location, source: str) -> pa.Table:
+def _manifest_table(loc: storage.Location, source: str, field: str) -> pa.Table:
     info = loc.fs.get_file_info(loc.path)
     if info.type != pafs.FileType.File:
-        raise DataError(f"`data.source` ({source!r}) is not an existing manifest file")
+        raise DataError(f"`{field}` ({source!r}) is not an existing manifest file")
     try:
         if loc.path.lower().endswith(".parquet"):
             table = pq.read_table(loc.path, filesystem=loc.fs)
@@ -101,11 +101,11 @@ def _manifest_table(loc: storage.Location, source: str) -> pa.Table:
             options = pacsv.ConvertOptions(column_types={"uri": pa.string(), "label": pa.string()})
             table = pacsv.read_csv(io.BytesIO(storage.read_bytes(loc)), convert_options=options)
     except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"`data.source` ({source!r}): cannot read the manifest: {e}") from None
+        raise DataError(f"`{field}` ({source!r}): cannot read the manifest: {e}") from None
     missing = [c for c in ("uri", "label") if c not in table.column_names]
     if missing:
         raise DataError(
-            f"`data.source` ({source!r}): the manifest has no column(s) {', '.join(missing)}; "
+            f"`{field}` ({source!r}): the manifest has no column(s) {', '.join(missing)}; "
             f"it needs uri,label (it has {', '.join(table.column_names) or 'none'})"
         )
     return table
@@ -123,14 +123,19 @@ def resolve_row_uri(base: storage.Location, uri: str) -> str:
 
 
 def list_manifest(
-    source: str, classes: list[str] | None = None, max_per_class: int | None = None
+    source: str,
+    classes: list[str] | None = None,
+    max_per_class: int | None = None,
+    field: str = "data.source",
+    min_classes: int = 2,
 ) -> ImageListing:
-    """List a manifest's rows as an ``ImageListing`` (see the module docstring)."""
+    """List a manifest's rows as an ``ImageListing`` (see the module docstring); errors
+    name the setting ``field``; fewer than ``min_classes`` classes is one."""
     try:
         loc = storage.resolve(source)
     except storage.StorageError as e:
-        raise DataError(f"`data.source` ({source!r}): {e}") from None
-    table = _manifest_table(loc, source)
+        raise DataError(f"`{field}` ({source!r}): {e}") from None
+    table = _manifest_table(loc, source, field)
     base = loc.parent
     labels_of: dict[str, list[str]] = {}
     written_as_folder: set[str] = set()
@@ -150,7 +155,7 @@ def list_manifest(
     labels = sorted({lab for labs in labels_of.values() for lab in labs})
     refuse_case_variants(
         [*labels, *(classes or [])],
-        f"`data.source` ({source!r}): the labels" + (" and `data.classes`" if classes else ""),
+        f"`{field}` ({source!r}): the labels" + (" and `data.classes`" if classes else ""),
     )
     names = list(classes) if classes else labels
     files: dict[str, list[str]] = {}
@@ -179,16 +184,16 @@ def list_manifest(
                 set_aside.append((name, {"path": uri, "reason": MISSING_OBJECT}))
             else:
                 readable.setdefault(name, []).append(uri)
-    if len(names) < 2:
+    if len(names) < min_classes:
         raise DataError(
-            f"`data.source` ({source!r}): the manifest has {len(names)} class(es); "
-            "classification needs two"
+            f"`{field}` ({source!r}): the manifest has {len(names)} class(es); "
+            + ("classification needs two" if min_classes == 2 else "it needs a labelled row")
         )
     per_class: dict[str, list[dict[str, str]]] = {}
     for label, entry in set_aside:
         if label in names:
             per_class.setdefault(label, []).append(entry)
-    _refuse_classes_without_rows(source, names, readable, per_class)
+    _refuse_classes_without_rows(source, names, readable, per_class, field)
     return ImageListing(
         classes=names,
         files={c: sorted(readable[c])[:max_per_class] for c in names},
@@ -204,6 +209,7 @@ def _refuse_classes_without_rows(
     names: list[str],
     readable: dict[str, list[str]],
     set_aside: dict[str, list[dict[str, str]]],
+    field: str,
 ) -> None:
     """A class none of whose rows is left to read is refused before any read, naming its
     rows set aside (nothing is written yet, so the message lists them)."""
@@ -222,7 +228,7 @@ def _refuse_classes_without_rows(
             f"all {len(rows)} of its row(s) were set aside at listing "
             f"({count_reasons(e['reason'] for e in rows)}): {shown}{more}"
         )
-    raise no_image_left_error(source, described, "No image was read yet")
+    raise no_image_left_error(source, described, "No image was read yet", field)
 
 
 @dataclass(frozen=True)

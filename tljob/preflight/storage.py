@@ -37,10 +37,12 @@ class Target:
 
 
 def targets(job) -> list[Target]:  # job: tljob.config.JobConfig
-    """The ``s3://`` locations of ``job``: the source (read) and the run directory (write)."""
+    """The ``s3://`` locations of ``job``: the sources (read) and the run directory (write)."""
     found = []
     if job.data.source.startswith("s3://"):
         found.append(Target("`data.source`", job.data.source, False))
+    if (job.data.test_source or "").startswith("s3://"):
+        found.append(Target("`data.test_source`", job.data.test_source, False))
     if job.run.storage_path.startswith("s3://"):
         run_dir = storage.resolve(job.run.storage_path).join(job.run.name)
         found.append(Target("`run.storage_path` + `run.name`", run_dir.uri, True))

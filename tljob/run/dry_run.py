@@ -24,7 +24,7 @@ from collections.abc import Callable
 from tljob import preflight, storage
 from tljob.config import JobConfig
 from tljob.data.listing import ImageListing
-from tljob.data.plan import plan_data
+from tljob.data.plan import DataPlan, plan_data
 from tljob.run.lock import RunLock, check_run_dir
 from tljob.run.plan import read_plan
 from tljob.zoo import get_backbone
@@ -76,15 +76,20 @@ def dry_run(
     for line in _storage_lines(job):
         say(line)
     listing = list_source(job.data)
-    say(checked("data", _data_text(job, listing)))
+    say(checked("data", _data_text(job.data.source, listing)))
     data_plan = plan_data(job, listing)  # the split and the batch check, as a run makes them
+    if data_plan.test_listing is not None:
+        test_listing = data_plan.test_listing
+        say(checked("test data", _data_text(job.data.test_source or "", test_listing)))
     train, val = data_plan.train, data_plan.val
     steps = preflight.steps_per_epoch(len(train), job.train.batch_size, scaling.num_workers)
+    test = f" + {len(data_plan.test)} test" if data_plan.has_test else ""
     say(
         checked(
             "batches",
-            f"{len(train)} train + {len(val)} val images; {_plural(scaling.num_workers, 'worker')}"
-            f" x `train.batch_size` {job.train.batch_size}: {_plural(steps, 'step')} per epoch",
+            f"{len(train)} train + {len(val)} val{test} images; "
+            f"{_plural(scaling.num_workers, 'worker')} x `train.batch_size` "
+            f"{job.train.batch_size}: {_plural(steps, 'step')} per epoch",
         )
     )
     # what tljob.run.job.resolve_weights would do, doing none of it
@@ -99,7 +104,7 @@ def dry_run(
     for name in found.incomplete:
         say(would("remove", f"{name}: incomplete (its upload was interrupted)"))
     _check_on_ray(job, listing, say, verbose)
-    say(would("prepare", _prepared_text(job, listing)))
+    say(would("prepare", _prepared_text(job, data_plan)))
     say(
         would(
             "train",
@@ -132,11 +137,9 @@ def _storage_lines(job: JobConfig) -> list[str]:
     ]
 
 
-def _data_text(job: JobConfig, listing: ImageListing) -> str:
-    text = (
-        f"{job.data.source}: {_plural(len(listing.classes), 'class')}, "
-        f"{_plural(listing.count(), 'image')} listed"
-    )
+def _data_text(source: str, listing: ImageListing) -> str:
+    classes = sum(bool(listing.files.get(name)) for name in listing.classes)
+    text = f"{source}: {_plural(classes, 'class')}, {_plural(listing.count(), 'image')} listed"
     if listing.quarantined:
         text += f", {len(listing.quarantined)} set aside at listing"
     if listing.skipped:
@@ -170,17 +173,12 @@ def _check_on_ray(job: JobConfig, listing: ImageListing, say: Say, verbose: bool
         say(checked("node storage", line))
 
 
-def _prepared_text(job: JobConfig, listing: ImageListing) -> str:
-    """Whether shards of this listing and these settings are there, from the fingerprint
-    (file sizes and times: no image is read)."""
-    from tljob.data.pipeline import store_settings
-    from tljob.data.prepared import SplitSettings, fingerprint, prepared_dir, read_manifest
-    from tljob.data.sources import listing_stats
+def _prepared_text(job: JobConfig, data_plan: DataPlan) -> str:
+    """Whether shards of this listing and these settings are there, from the plan's
+    fingerprint (file sizes and times: no image is read)."""
+    from tljob.data.prepared import prepared_dir, read_manifest
 
-    uris = [u for name in listing.classes for u in listing.files[name]]
-    split = SplitSettings(job.data.val_fraction, job.data.seed)
-    fp = fingerprint(listing, listing_stats(listing, uris), split, store_settings(job))
-    folder = prepared_dir(job.prepared_path, fp)
+    folder = prepared_dir(job.prepared_path, data_plan.fingerprint)
     if read_manifest(folder) is not None:
         return f"reuse the prepared data {folder.uri} (fingerprint unchanged)"
-    return f"decode {_plural(listing.count(), 'image')} into {folder.uri}"
+    return f"decode {_plural(len(data_plan.labels_to_read()), 'image')} into {folder.uri}"
