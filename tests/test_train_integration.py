@@ -111,7 +111,14 @@ def test_ray_job_submit_trains_on_two_workers_end_to_end(tmp_path, ray_cluster):
         {"name": "fine_tune", "epochs": 2, "learning_rate": 1e-4, "trainable": "all"},
     ]
     # a progress line after every step, to compare with the epoch's figures
-    config = job_yaml(tmp_path, data, "submitted", stages, run={"progress_seconds": 0.001})
+    config = job_yaml(
+        tmp_path,
+        data,
+        "submitted",
+        stages,
+        run={"progress_seconds": 0.001},
+        train={"tensorboard": True},
+    )
     # submitted as a user would from their own project: not from the repo, the config shipped
     # with --working-dir and named relative to it, a submission id for safe retries
     configs = tmp_path / "configs"
@@ -154,6 +161,25 @@ def test_ray_job_submit_trains_on_two_workers_end_to_end(tmp_path, ray_cluster):
     ]
     assert [int(r["trainable_tensors"]) for r in history] == [2, 28, 28]
     assert float(history[0]["learning_rate"]) == pytest.approx(1e-3)
+    curves = (run_dir / "learning_curves.png").read_bytes()
+    # a PNG of learning_curves.png's 1500 x 450 pixels (the IHDR chunk's width and height)
+    assert curves[:8] == b"\x89PNG\r\n\x1a\n" and curves[16:24] == (1500).to_bytes(4, "big") + (
+        450
+    ).to_bytes(4, "big")
+
+    # train.tensorboard: every epoch's figures at its global epoch, as history.csv has them
+    import tensorflow as tf
+
+    logged: dict[tuple[str, int], float] = {}
+    for events in sorted((run_dir / "tensorboard").iterdir()):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                number = float(tf.make_ndarray(value.tensor))
+                logged[(value.tag, event.step)] = number
+    for row in history:
+        for name in ("loss", "val_accuracy", "learning_rate"):
+            assert logged[(name, int(row["global_epoch"]))] == pytest.approx(float(row[name]))
+    assert {tag for tag, _ in logged} >= {"val_class_recall/digit_3", "val_macro_f1"}
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["data"]["splits"]["train"] == {

@@ -208,6 +208,11 @@ class TrainSection(_Section):
         "GPUs). Variables and the softmax classifier stay float32.",
     )
     jit_compile: bool = Field(False, description="Compile the training step with XLA.")
+    tensorboard: bool = Field(
+        False,
+        description="Write TensorBoard logs (every epoch's figures and learning rate) to "
+        "<run>/tensorboard, local or S3: `tensorboard --logdir <run>/tensorboard`.",
+    )
 
     @field_validator("stages")
     @classmethod

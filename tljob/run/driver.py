@@ -11,6 +11,7 @@ the run with ``TrainingDivergedError`` (exit 1), keeping the last good checkpoin
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -96,6 +97,16 @@ def evaluate_exported(model_uri: str, val: ray.data.Dataset, batch_size: int) ->
             correct += int((probs.argmax(axis=1) == truth).sum())
             total += len(labels)
     return {"images": total, "correct": correct, "accuracy": correct / total}
+
+
+def write_learning_curves(run_dir: storage.Location, history: Sequence[Any]) -> None:
+    """``<run>/learning_curves.png`` from the run's epochs (``tljob.evaluate.plots``)."""
+    from tljob.evaluate.plots import learning_curves_png
+    from tljob.evaluate.report import LEARNING_CURVES_PNG
+
+    png = io.BytesIO()
+    learning_curves_png(history, png)
+    storage.write_bytes(run_dir.join(LEARNING_CURVES_PNG), png.getvalue())
 
 
 def _diverged(run_dir: storage.Location) -> TrainingDivergedError | None:
@@ -230,6 +241,7 @@ def _train_and_summarise(
         raise JobFailedError(f"training ended without a checkpoint in {run_dir.uri}")
     history = ckpt_files.read_state(run_dir.join(latest)).history
     storage.write_text(run_dir.join("history.csv"), history_csv(history))
+    write_learning_curves(run_dir, history)
     exported = evaluate_exported(
         run_dir.join("model", "model.keras").uri, prepared.val, job.train.batch_size
     )
