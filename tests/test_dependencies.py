@@ -15,11 +15,13 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 # Imported only inside the code that needs them, and installed by an extra:
 # TensorFlow by `cpu` or `cuda` (the image picks one), tf_keras by `cuda` (and by hand with
-# --no-deps beside `cpu`, see the README), optuna by `optuna` (tune.searcher: optuna).
+# --no-deps beside `cpu`, see the README), optuna by `optuna` (tune.searcher: optuna),
+# tf2onnx by `onnx` (tljob export --format onnx).
 EXTRA_ONLY = {
     "tensorflow": {"cpu": "tensorflow-cpu", "cuda": "tensorflow"},
     "tf_keras": {"cuda": "tf-keras"},
     "optuna": {"optuna": "optuna"},
+    "tf2onnx": {"onnx": "tf2onnx"},
 }
 
 
