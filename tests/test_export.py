@@ -12,6 +12,7 @@ exported once (``exported``).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -21,6 +22,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -38,8 +40,9 @@ from tljob.nn.keras import tf_keras
 from tljob.run.ledger import EpochRow, run_summary
 from tljob.serving import card as serving_card
 from tljob.serving import publish
-from tljob.serving.locate import ModelSource
+from tljob.serving.locate import ModelSource, locate
 from tljob.zoo import file_sha256
+from tljob.zoo.weights_record import WeightsRecord, write_record
 
 SIDE = 63  # AlexNet's min_image_size
 CLASSES = ("digit_0", "digit_1", "digit_2")
@@ -259,7 +262,8 @@ SERVE_WITHOUT_TLJOB = textwrap.dedent(
         "sys_path": list(sys.path),
         "importable": {m: importlib.util.find_spec(m) is not None for m in ("tljob", "tf_keras")},
     }
-    import numpy as np
+    import h5py
+import numpy as np
     import tensorflow as tf
 
     def plain(outputs):
@@ -446,7 +450,7 @@ def test_the_model_card_records_the_run_and_every_file_written(run, exported):
     assert {"saved_model.pb", "labels.json", "variables/variables.index"} <= set(written)
     assert card["data"] == summary["data"]
     assert card["metrics"] == {k: summary[k] for k in ("best", "final", "exported_model")}
-    assert card["weights"] == {"model.weights": "none", "initial_weights": None}
+    assert card["weights"] == {"model.weights": "none", "initial_weights": None, "record": None}
     assert card["config"] == yaml.safe_load((run / "config.yaml").read_text())
     assert card["run"]["run"] == "digits"
     signatures = card["serving"]["signatures"]
@@ -498,6 +502,13 @@ def test_the_card_names_the_initial_weights_and_never_a_secret(tmp_path, monkeyp
         {"backbone": "resnet50", "image_size": 224},
         {"signatures": {}},
         {"model.tflite": "ef" * 32},
+        {
+            "backbone": "resnet50",
+            "include_top": False,
+            "source": "https://x/r.pth",
+            "source_sha256": "12" * 32,
+            "format": 1,
+        },
     )
     assert card["weights"]["initial_weights"]["sha256"] == "ab" * 32
     assert card["metrics"] == {"test": {"accuracy": 0.931, "images": 400}}
@@ -505,6 +516,10 @@ def test_the_card_names_the_initial_weights_and_never_a_secret(tmp_path, monkeyp
     assert secret not in text and secret not in markdown
     assert json.loads(text)["config"]["note"] == "[redacted]"
     assert f"sha256 `{'ab' * 32}`" in markdown
+    assert (
+        "- its tljob record: made for backbone `resnet50`, converted from `https://x/r.pth` "
+        f"(sha256 `{'12' * 32}`)" in markdown
+    )
     assert "| test | accuracy | 0.9310 |" in markdown
     assert "| test | images | 400 |" in markdown
 
@@ -514,8 +529,21 @@ def test_the_card_names_the_initial_weights_and_never_a_secret(tmp_path, monkeyp
 
 def test_a_model_on_s3_exports_to_s3(s3, run, keras_model, tmp_path):
     remote = storage.resolve(s3.uri("runs", "digits"))
-    for name in ("model/model.keras", "labels.json", "summary.json", "config.yaml"):
+    for name in ("model/model.keras", "labels.json", "config.yaml"):
         storage.put_file(run / name, remote.join(name))
+    # the weights file a run ships into its directory, with the record tljob writes into it
+    weights = tmp_path / "alexnet.weights.h5"
+    with h5py.File(weights, "w") as f:
+        f["kernel"] = np.zeros(3)
+    record = WeightsRecord("alexnet", False, "https://x/alexnet-owt.pth", "7b" * 32)
+    write_record(weights, record)
+    storage.put_file(weights, remote.join("weights", weights.name))
+    summary = json.loads((run / "summary.json").read_text())
+    shipped = {"file": remote.join("weights", weights.name).uri, "sha256": file_sha256(weights)}
+    summary.update(weights=shipped["file"], initial_weights=shipped)
+    storage.write_text(remote.join("summary.json"), json.dumps(summary))
+    assert locate(remote.uri).model.uri == remote.join("model", "model.keras").uri
+
     # a bare model URI finds labels.json in its folder's parent, which is the run
     model_uri = remote.join("model", "model.keras").uri
     assert main(["export", "--model", model_uri, "--format", "tflite"]) == 0
@@ -525,12 +553,32 @@ def test_a_model_on_s3_exports_to_s3(s3, run, keras_model, tmp_path):
     card = json.loads(storage.read_text(remote.join("export", "tflite", "model_card.json")))
     assert card["source"]["model"] == model_uri
     assert card["source"]["model_sha256"] == file_sha256(run / "model" / "model.keras")
-    assert card["data"] == json.loads((run / "summary.json").read_text())["data"]
+    assert card["data"] == summary["data"]
+    assert card["weights"] == {
+        "model.weights": shipped["file"],
+        "initial_weights": shipped,
+        "record": dataclasses.asdict(record),
+    }
     local = tmp_path / "model.tflite"
     local.write_bytes(storage.read_bytes(remote.join("export", "tflite", "model.tflite")))
     images, _ = digits(scale=8)  # 64 px
     batch = np.stack([resize_bilinear_uint8(image, SIDE) for image in images[TRAIN : TRAIN + 8]])
     assert_serves_like(run_tflite(local, batch), keras_model.predict_on_batch(batch))
+
+
+def test_a_model_file_finds_the_run_it_belongs_to(run, tmp_path):
+    source = locate(str(run / "model" / "model.keras"))
+    assert (source.model.uri, source.run_dir.uri) == (str(run / "model" / "model.keras"), str(run))
+    assert source.class_names == CLASSES
+    assert source.summary == json.loads((run / "summary.json").read_text())
+    assert source.default_out("tflite").uri == str(run / "export" / "tflite")
+    # a model copied with its labels.json into one folder
+    copy_run(run, tmp_path, "model/model.keras", "labels.json")
+    (tmp_path / "model" / "labels.json").write_bytes((run / "labels.json").read_bytes())
+    (tmp_path / "labels.json").write_text('{"0": "x", "1": "y"}')  # the nearer one wins
+    source = locate(str(tmp_path / "model" / "model.keras"))
+    assert (source.run_dir.uri, source.class_names) == (str(tmp_path / "model"), CLASSES)
+    assert (source.summary, source.config) == (None, None)
 
 
 # --- (d) bad inputs: exit 2 naming the thing at fault ----------------------------------

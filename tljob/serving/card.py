@@ -33,11 +33,13 @@ def model_card(
     model: Mapping[str, Any],
     serving: Mapping[str, Any],
     files: Mapping[str, str],
+    weights_record: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``model_card.json``'s content. ``export``: format-independent facts of this export
     (``tljob_version``, ``created``, ``model_sha256``); ``model``: ``backbone`` and
     ``image_size`` as read from the model; ``serving``: the writer's description of its
-    inputs and outputs; ``files``: relative path -> sha256 of every file written."""
+    inputs and outputs; ``files``: relative path -> sha256 of every file written;
+    ``weights_record``: the tljob record in the initial weights file, if any."""
     summary = source.summary or {}
     metrics = {key: summary[key] for key in ("best", "final", "exported_model") if key in summary}
     metrics.update({k: v for k, v in summary.items() if k.startswith("test")})
@@ -47,6 +49,7 @@ def model_card(
         weights = {
             "model.weights": summary.get("weights", config_model.get("weights")),
             "initial_weights": summary.get("initial_weights"),  # {file, sha256}; none: random
+            "record": dict(weights_record) if weights_record else None,
         }
     run = None
     if summary:
@@ -209,6 +212,16 @@ def _weights_lines(weights: Mapping[str, Any] | None, source: Mapping[str, Any])
         if initial:
             file, sha256 = initial["file"], initial["sha256"]
             lines.append(f"- initial weights file: `{file}`, sha256 `{sha256}`")
+            record = weights["record"]
+            if record and "unreadable" in record:
+                lines.append(f"- its tljob record: not readable now ({record['unreadable']})")
+            elif record:
+                made = f"- its tljob record: made for backbone `{record['backbone']}`"
+                if record.get("source"):
+                    made += f", converted from `{record['source']}`"
+                if record.get("source_sha256"):
+                    made += f" (sha256 `{record['source_sha256']}`)"
+                lines.append(made)
         elif weights["model.weights"] == "none":
             lines.append("- initial weights file: none (the backbone started from random weights)")
         else:

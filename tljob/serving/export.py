@@ -16,16 +16,18 @@ import importlib.util
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from tljob import output, storage
 from tljob.errors import UserError
+from tljob.report import clean_reason
 from tljob.serving import publish
 from tljob.serving.card import CARD_MD, card_json, card_markdown, model_card
 from tljob.serving.locate import LABELS_FILE, ModelSource, locate
 from tljob.zoo import file_sha256
+from tljob.zoo.weights_record import read_record
 
 PRIMARY = {"savedmodel": "saved_model.pb", "tflite": "model.tflite", "onnx": "model.onnx"}
 FORMATS = tuple(PRIMARY)
@@ -80,7 +82,8 @@ def export_for_serving(
                 "model_sha256": model_sha256,
             }
             described = formats.describe(model)
-            card = model_card(source, fmt, export, described, serving, files)
+            record = initial_weights_record(source)
+            card = model_card(source, fmt, export, described, serving, files, record)
             with open(os.path.join(folder, publish.CARD_JSON), "w") as f:
                 f.write(card_json(card))
             with open(os.path.join(folder, CARD_MD), "w") as f:
@@ -103,6 +106,26 @@ class OnnxUnavailableError(UserError):
             "install them with: pip install 'tljob[onnx]' (or: pip install tf2onnx onnx), "
             "or export --format savedmodel, which any TensorFlow loads"
         )
+
+
+def initial_weights_record(source: ModelSource) -> dict[str, Any] | None:
+    """The tljob record inside the run's initial weights file (``summary.json``'s
+    ``initial_weights``): the backbone it was made for and, for converted torchvision
+    weights, the checkpoint it came from with its sha256. None when the run started from
+    random weights or the file carries no record; a file that can no longer be read is
+    said in the log and in the card (``unreadable``), and the export goes on."""
+    initial = (source.summary or {}).get("initial_weights") or {}
+    if not initial.get("file"):
+        return None
+    try:
+        where = storage.resolve(initial["file"])
+        with where.fs.open_input_file(where.path) as f:  # h5py reads the header only
+            record = read_record(f, where.uri)
+    except (OSError, UserError) as e:
+        reason = clean_reason(str(e))
+        log.info(f"export: the initial weights file's record is not readable ({reason})")
+        return {"unreadable": reason}
+    return None if record is None else asdict(record)
 
 
 def _check_onnx_installed() -> None:
