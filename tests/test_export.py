@@ -544,9 +544,13 @@ def test_a_model_on_s3_exports_to_s3(s3, run, keras_model, tmp_path):
     storage.write_text(remote.join("summary.json"), json.dumps(summary))
     assert locate(remote.uri).model.uri == remote.join("model", "model.keras").uri
 
-    # a bare model URI finds labels.json in its folder's parent, which is the run
+    # a bare model URI finds labels.json in its folder's parent, which is the run; the
+    # store is named as a job's s3 section names it (this process is configured by nothing)
+    storage.reset()
     model_uri = remote.join("model", "model.keras").uri
-    assert main(["export", "--model", model_uri, "--format", "tflite"]) == 0
+    endpoint = [f"s3.endpoint_url={s3.server.endpoint_url}", "s3.allow_http=true"]
+    argv = ["export", "--model", model_uri, "--format", "tflite"]
+    assert main([*argv, *(f"--set={setting}" for setting in endpoint)]) == 0
     prefix = "runs/digits/export/tflite/"
     written = ["labels.json", "model.tflite", "model_card.json", "model_card.md"]
     assert s3.objects(prefix) == [prefix + name for name in written]
@@ -657,6 +661,22 @@ BAD_INPUTS = {
         "model.keras' is not a tljob model: it does not take images through tljob's "
         "ResizeImages layer",
     ),
+    "a --set outside the s3 section": (
+        lambda tmp, run: str(run),
+        ["--set", "train.batch_size=4"],
+        "--set 'train.batch_size': tljob export takes s3 settings only (s3.endpoint_url, "
+        "s3.region, s3.addressing_style, s3.allow_http)",
+    ),
+    "an unknown s3 setting": (
+        lambda tmp, run: str(run),
+        ["--set", "s3.secret_access_key=abcd1234"],
+        "invalid --set:\n  `s3.secret_access_key` is not a known setting",
+    ),
+    "a plain-http endpoint not allowed": (
+        lambda tmp, run: str(run),
+        ["--set", "s3.endpoint_url=http://minio:9000"],
+        "set `s3.allow_http: true`",
+    ),
     "an --out folder holding other files": (
         lambda tmp, run: str(copy_run(run, tmp, "model/model.keras", "labels.json")),
         ["foreign out"],
@@ -672,6 +692,7 @@ def test_bad_inputs_exit_2_naming_what_is_wrong(case, tmp_path, run, capsys):
     folder.mkdir()
     model = make(folder, run)
     argv = ["export", "--model", model, "--format", "savedmodel"]
+    argv += [tweak for tweak in tweaks if tweak.startswith(("--set", "s3.", "train."))]
     if "labels" in tweaks:
         (folder / "labels.json").write_text('{"0": "digit_0", "2": "digit_2"}')
     if "foreign out" in tweaks:
@@ -682,6 +703,7 @@ def test_bad_inputs_exit_2_naming_what_is_wrong(case, tmp_path, run, capsys):
     err = capsys.readouterr().err
     assert err.startswith("tljob: error: ")
     assert expected.format(tmp=folder) in err
+    assert "abcd1234" not in err
     assert not (folder / "export").exists()
     if "foreign out" in tweaks:
         assert [p.name for p in (folder / "out").iterdir()] == ["notes.txt"]
