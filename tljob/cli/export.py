@@ -22,7 +22,7 @@ import argparse
 from pydantic import ValidationError
 
 from tljob import storage
-from tljob.cli._args import add_overrides, add_verbose
+from tljob.cli._args import add_overrides
 from tljob.config.load import apply_override, error_lines, parse_override
 from tljob.config.s3 import S3Section
 from tljob.errors import UserError
@@ -36,9 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        metavar="RUN_DIR|MODEL_URI",
-        help="A run directory (or a sweep's best/ folder), or a model.keras file with the "
-        "run's labels.json beside it or in its folder's parent; local or s3://.",
+        metavar="URI",
+        help="The model: a run directory (or a sweep's best/ folder), or a model.keras file "
+        "with the run's labels.json beside it or in its folder's parent; local or s3://.",
     )
     parser.add_argument(
         "--format",
@@ -60,7 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set s3.endpoint_url=http://minio:9000 --set s3.allow_http=true (repeatable; "
         "credentials come from the standard AWS variables, never from here).",
     )
-    add_verbose(parser)
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Also show TensorFlow's and the converters' own log lines (hidden by default).",
+    )
 
 
 def configure_s3(overrides: list[str]) -> None:
