@@ -262,8 +262,7 @@ SERVE_WITHOUT_TLJOB = textwrap.dedent(
         "sys_path": list(sys.path),
         "importable": {m: importlib.util.find_spec(m) is not None for m in ("tljob", "tf_keras")},
     }
-    import h5py
-import numpy as np
+    import numpy as np
     import tensorflow as tf
 
     def plain(outputs):
