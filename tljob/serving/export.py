@@ -89,7 +89,23 @@ def export_for_serving(
             with open(os.path.join(folder, CARD_MD), "w") as f:
                 f.write(card_markdown(card))
     log.info(f"export: wrote {out.uri} ({', '.join(_listing(files))})")
+    log.info(f"export: {_calls(card['serving'])} (see {CARD_MD})")
     return ExportResult(out=out.uri, files=files, card=card)
+
+
+def _calls(serving: dict[str, Any]) -> str:
+    """``serving_default(image_bytes string (any)), ... -> probabilities, class_names, ...``"""
+
+    def tensor(name: str, spec: dict[str, Any]) -> str:
+        dims = ", ".join("any" if d is None else str(d) for d in spec["shape"])
+        return f"{name} {spec['dtype']} ({dims})"
+
+    calls = [
+        f"{name}({', '.join(tensor(n, spec) for n, spec in sig['inputs'].items())})"
+        for name, sig in serving["signatures"].items()
+    ]
+    outputs = next(iter(serving["signatures"].values()))["outputs"]
+    return f"{', '.join(calls)} -> {', '.join(outputs)}"
 
 
 def _listing(files: dict[str, str]) -> list[str]:
