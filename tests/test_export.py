@@ -437,6 +437,8 @@ def test_the_model_card_records_the_run_and_every_file_written(run, exported):
     assert card["model"] == {
         "backbone": "alexnet",
         "image_size": SIDE,
+        "precision": "float32",
+        "exported_precision": "float32",
         "num_classes": 3,
         "classes": list(CLASSES),
     }
@@ -498,7 +500,12 @@ def test_the_card_names_the_initial_weights_and_never_a_secret(tmp_path, monkeyp
         source,
         "tflite",
         {"tljob_version": "0.1.0", "created": "2026-12-05T00:00:00Z", "model_sha256": "cd" * 32},
-        {"backbone": "resnet50", "image_size": 224},
+        {
+            "backbone": "resnet50",
+            "image_size": 224,
+            "precision": "mixed_bfloat16",
+            "exported_precision": "float32",
+        },
         {"signatures": {}},
         {"model.tflite": "ef" * 32},
         {
@@ -520,7 +527,71 @@ def test_the_card_names_the_initial_weights_and_never_a_secret(tmp_path, monkeyp
         f"(sha256 `{'12' * 32}`)" in markdown
     )
     assert "| test | accuracy | 0.9310 |" in markdown
+    assert (
+        "Backbone `resnet50`, input 224x224 RGB, 2 classes, computing in float32 (trained in "
+        "mixed_bfloat16, which this format cannot run); exported as `tflite` by tljob 0.1.0 on "
+        "2026-12-05T00:00:00Z" in markdown
+    )
     assert "| test | images | 400 |" in markdown
+
+
+def test_a_mixed_precision_model_serves_in_its_precision_or_float32_where_the_format_must(
+    tmp_path, capsys
+):
+    """A model trained with ``train.precision: mixed_bfloat16`` stores that policy in every
+    layer. The SavedModel computes as the .keras model does; TFLite has no bfloat16 kernels
+    (and tf2onnx writes an ONNX file that does not load), so they get a float32 copy."""
+    run = tmp_path / "bf16"
+    (run / "model").mkdir(parents=True)
+    job = load_config(
+        None,
+        [
+            "data.source=x",
+            "model.backbone=alexnet",
+            "model.weights=none",
+            f"data.image_size={SIDE}",
+        ],
+    )
+    try:
+        nn_model.set_precision("mixed_bfloat16")
+        tf_keras.utils.set_random_seed(1)
+        nn_io.export_model(
+            nn_model.build_job_model(job, len(CLASSES)), run / "model" / "model.keras"
+        )
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+    (run / "labels.json").write_text(json.dumps({str(i): c for i, c in enumerate(CLASSES)}))
+    keras = nn_io.load_exported(run / "model" / "model.keras")
+    images, _ = digits(scale=8)
+    batch = np.stack([resize_bilinear_uint8(image, SIDE) for image in images[TRAIN : TRAIN + 16]])
+    reference = keras.predict_on_batch(batch)
+    assert main(["export", "--model", str(run), "--format", "savedmodel"]) == 0
+    assert main(["export", "--model", str(run), "--format", "tflite"]) == 0
+    assert (
+        "the model computes in mixed_bfloat16, which tflite cannot run" in capsys.readouterr().out
+    )
+    served = tf.saved_model.load(str(run / "export" / "savedmodel"))
+    assert_serves_like(served.signatures["classify_images"](images=tf.constant(batch)), reference)
+    converted = run_tflite(run / "export" / "tflite" / "model.tflite", batch)
+    assert converted["probabilities"].argmax(axis=1).tolist() == reference.argmax(axis=1).tolist()
+    np.testing.assert_allclose(converted["probabilities"], reference, atol=1e-2)
+    assert np.abs(converted["probabilities"] - reference).max() > 1e-6  # float32, not bfloat16
+    cards = {
+        fmt: json.loads((run / "export" / fmt / "model_card.json").read_text())["model"]
+        for fmt in ("savedmodel", "tflite")
+    }
+    assert (
+        cards["savedmodel"]["precision"]
+        == cards["savedmodel"]["exported_precision"]
+        == "mixed_bfloat16"
+    )
+    assert (cards["tflite"]["precision"], cards["tflite"]["exported_precision"]) == (
+        "mixed_bfloat16",
+        "float32",
+    )
+    assert "computing in float32 (trained in mixed_bfloat16, which this format cannot run)" in (
+        (run / "export" / "tflite" / "model_card.md").read_text()
+    )
 
 
 # --- (c) a run on s3:// exports to s3:// ------------------------------------------------

@@ -93,7 +93,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"# Model card: {title}",
         "",
         f"Backbone `{model['backbone']}`, input {model['image_size']}x{model['image_size']} "
-        f"RGB, {model['num_classes']} classes; exported as `{info['format']}` by tljob "
+        f"RGB, {model['num_classes']} classes, computing in {_precision(model)}; exported as "
+        f"`{info['format']}` by tljob "
         f"{info['tljob_version']} on {info['created']} from `{source['model']}` "
         f"(sha256 `{source['model_sha256']}`).",
         "",
@@ -127,6 +128,13 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         dumped = yaml.safe_dump(card["config"], sort_keys=False).rstrip()
         lines += ["The run's resolved `config.yaml`:", "", "```yaml", dumped, "```", ""]
     return redact("\n".join(lines))
+
+
+def _precision(model: Mapping[str, Any]) -> str:
+    trained, exported = model.get("precision"), model.get("exported_precision")
+    if trained == exported:
+        return str(trained)
+    return f"{exported} (trained in {trained}, which this format cannot run)"
 
 
 def _shape(shape: list[int | None]) -> str:

@@ -67,7 +67,16 @@ def export_for_serving(
             from tljob.serving.graph import ServingGraph
         if not verbose:
             tf.get_logger().setLevel("ERROR")  # "Assets written to ..." and the like
-        model = formats.load_tljob_model(local, source.model.uri, len(source.class_names))
+        classes = len(source.class_names)
+        model = formats.load_tljob_model(local, source.model.uri, classes)
+        policy = formats.mixed_policy(model)
+        if policy and fmt in formats.FLOAT32_ONLY:
+            log.info(
+                f"export: the model computes in {policy}, which {fmt} cannot run; it is "
+                "converted in float32 (the same weights; its probabilities differ from the "
+                f".keras model's by the rounding {policy} does)"
+            )
+            model = formats.load_tljob_model(formats.float32_copy(local, tmp), local, classes)
         graph = ServingGraph(model, source.class_names)
         with publish.staged(out, PRIMARY[fmt]) as folder:
             with output.native_logs_hidden(verbose):  # the converters' C++ lines
@@ -81,7 +90,7 @@ def export_for_serving(
                 "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "model_sha256": model_sha256,
             }
-            described = formats.describe(model)
+            described = formats.describe(model, policy)
             record = initial_weights_record(source)
             card = model_card(source, fmt, export, described, serving, files, record)
             with open(os.path.join(folder, publish.CARD_JSON), "w") as f:

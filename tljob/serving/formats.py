@@ -17,8 +17,10 @@ call it (``serving`` in ``model_card.json``):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +67,43 @@ def load_tljob_model(local_path: str, uri: str, classes: int) -> tf_keras.Model:
             "that trained this model"
         )
     return model
+
+
+FLOAT32_ONLY = ("tflite", "onnx")  # no bfloat16 / float16 kernels to convert to
+
+
+def mixed_policy(model: tf_keras.Model) -> str | None:
+    """The mixed-precision policy the model's layers compute in (``train.precision``
+    other than float32 is saved with every layer), or None."""
+    layers = [model, *(m for m in model.submodules if isinstance(m, tf_keras.layers.Layer))]
+    mixed = sorted({n for layer in layers if (n := layer.dtype_policy.name).startswith("mixed_")})
+    return mixed[0] if mixed else None
+
+
+def float32_copy(local_path: str, folder: str) -> str:
+    """A copy of the ``.keras`` file in ``folder`` whose layers compute in float32, with the
+    same weights (variables are float32 under any policy). TFLite has no bfloat16 kernels
+    for most layers, and tf2onnx turns a mixed-precision graph into an ONNX file that
+    mixes float16 and bfloat16 and does not load."""
+
+    def float32(tree: Any) -> Any:
+        if isinstance(tree, dict):
+            policy = tree.get("class_name") in ("Policy", "DTypePolicy")
+            if policy and str(tree.get("config", {}).get("name", "")).startswith("mixed_"):
+                return "float32"
+            return {key: float32(value) for key, value in tree.items()}
+        if isinstance(tree, list):
+            return [float32(value) for value in tree]
+        return tree
+
+    copy = os.path.join(folder, "float32.keras")
+    with zipfile.ZipFile(local_path) as src, zipfile.ZipFile(copy, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                data = json.dumps(float32(json.loads(data))).encode()
+            dst.writestr(item, data)
+    return copy
 
 
 def _signature(inputs: dict[str, tuple[str, list[Any]]], graph: ServingGraph) -> dict:
@@ -136,11 +175,18 @@ def write_onnx(graph: ServingGraph, folder: str) -> dict[str, Any]:
     return {**_fixed_size_signature(graph), "opset": ONNX_OPSET}
 
 
-def describe(model: tf_keras.Model) -> dict[str, Any]:
-    """The model card's ``model``: the backbone (``build_model`` names the model after it)
-    and the input side the model resizes to."""
+def describe(model: tf_keras.Model, trained_precision: str | None) -> dict[str, Any]:
+    """The model card's ``model``: the backbone (``build_model`` names the model after it),
+    the input side the model resizes to, the precision the ``.keras`` model computes in
+    (``trained_precision``: its mixed policy, or None for float32) and the one this export
+    computes in (``model``'s)."""
     backbone = model.name.removeprefix(MODEL_NAME_PREFIX)
-    return {"backbone": backbone, "image_size": resize_layer(model).size}
+    return {
+        "backbone": backbone,
+        "image_size": resize_layer(model).size,
+        "precision": trained_precision or "float32",
+        "exported_precision": mixed_policy(model) or "float32",
+    }
 
 
 WRITERS: dict[str, Callable[[ServingGraph, str], dict[str, Any]]] = {
