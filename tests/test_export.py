@@ -33,13 +33,16 @@ from tljob import storage
 from tljob.cli import main
 from tljob.config import load_config
 from tljob.config.load import dump_config
+from tljob.errors import JobFailedError
 from tljob.images import decode_rgb, resize_bilinear_uint8
 from tljob.nn import io as nn_io
 from tljob.nn import model as nn_model
 from tljob.nn.keras import tf_keras
 from tljob.run.ledger import EpochRow, run_summary
 from tljob.serving import card as serving_card
-from tljob.serving import publish
+from tljob.serving import export as serving_export
+from tljob.serving import formats, publish
+from tljob.serving.graph import ServingGraph
 from tljob.serving.locate import ModelSource, locate
 from tljob.zoo import file_sha256
 from tljob.zoo.weights_record import WeightsRecord, write_record
@@ -592,6 +595,16 @@ def test_a_mixed_precision_model_serves_in_its_precision_or_float32_where_the_fo
     assert "computing in float32 (trained in mixed_bfloat16, which this format cannot run)" in (
         (run / "export" / "tflite" / "model_card.md").read_text()
     )
+    # what converting the bfloat16 graph itself does: one paragraph, exit 1
+    (tmp_path / "x").mkdir()
+    with pytest.raises(JobFailedError) as failed:
+        serving_export._write(
+            formats.write_tflite, ServingGraph(keras, CLASSES), str(tmp_path / "x"), "tflite"
+        )
+    assert str(failed.value).startswith(
+        "the tflite converter failed on this model (ConverterError: "
+    )
+    assert list((tmp_path / "x").iterdir()) == []
 
 
 # --- (c) a run on s3:// exports to s3:// ------------------------------------------------

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tljob import output, storage
-from tljob.errors import UserError
+from tljob.errors import JobFailedError, UserError
 from tljob.report import clean_reason
 from tljob.serving import publish
 from tljob.serving.card import CARD_MD, card_json, card_markdown, model_card
@@ -80,7 +80,7 @@ def export_for_serving(
         graph = ServingGraph(model, source.class_names)
         with publish.staged(out, PRIMARY[fmt]) as folder:
             with output.native_logs_hidden(verbose):  # the converters' C++ lines
-                serving = formats.WRITERS[fmt](graph, folder)
+                serving = _write(formats.WRITERS[fmt], graph, folder, fmt)
             labels = {str(i): name for i, name in enumerate(source.class_names)}
             with open(os.path.join(folder, LABELS_FILE), "w") as f:
                 f.write(json.dumps(labels, indent=1) + "\n")
@@ -100,6 +100,24 @@ def export_for_serving(
     log.info(f"export: wrote {out.uri} ({', '.join(_listing(files))})")
     log.info(f"export: {_calls(card['serving'])} (see {CARD_MD})")
     return ExportResult(out=out.uri, files=files, card=card)
+
+
+def _write(writer: Any, graph: Any, folder: str, fmt: str) -> dict[str, Any]:
+    """Run a format's writer; a converter's failure (TFLite's and tf2onnx' own exceptions
+    carry pages of their graph) becomes one ``JobFailedError`` paragraph (exit 1)."""
+    try:
+        return writer(graph, folder)
+    except UserError:
+        raise
+    except Exception as e:
+        if fmt == "savedmodel":
+            raise  # no converter: a failure here is tljob's own, traceback and all
+        first = clean_reason(str(e).strip().splitlines()[0] if str(e).strip() else "")
+        raise JobFailedError(
+            f"the {fmt} converter failed on this model ({type(e).__name__}: {first[:300]}); "
+            "nothing was written to --out. --verbose shows the converter's own log; "
+            "--format savedmodel needs no converter and serves the same model"
+        ) from e
 
 
 def _calls(serving: dict[str, Any]) -> str:

@@ -153,8 +153,9 @@ def write_tflite(graph: ServingGraph, folder: str) -> dict[str, Any]:
     module = serving_module(graph)  # keeps the variables alive for the converter
     function = graph.images_function(fixed_size=True).get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
+    flatbuffer = converter.convert()
     with open(os.path.join(folder, PRIMARY["tflite"]), "wb") as f:
-        f.write(converter.convert())
+        f.write(flatbuffer)
     return _fixed_size_signature(graph)
 
 
