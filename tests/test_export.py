@@ -598,7 +598,7 @@ def test_a_mixed_precision_model_serves_in_its_precision_or_float32_where_the_fo
     # what converting the bfloat16 graph itself does: one paragraph, exit 1
     (tmp_path / "x").mkdir()
     with pytest.raises(JobFailedError) as failed:
-        serving_export._write(
+        serving_export.write_format(
             formats.write_tflite, ServingGraph(keras, CLASSES), str(tmp_path / "x"), "tflite"
         )
     assert str(failed.value).startswith(

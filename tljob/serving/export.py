@@ -80,7 +80,7 @@ def export_for_serving(
         graph = ServingGraph(model, source.class_names)
         with publish.staged(out, PRIMARY[fmt]) as folder:
             with output.native_logs_hidden(verbose):  # the converters' C++ lines
-                serving = _write(formats.WRITERS[fmt], graph, folder, fmt)
+                serving = write_format(formats.WRITERS[fmt], graph, folder, fmt)
             labels = {str(i): name for i, name in enumerate(source.class_names)}
             with open(os.path.join(folder, LABELS_FILE), "w") as f:
                 f.write(json.dumps(labels, indent=1) + "\n")
@@ -102,7 +102,7 @@ def export_for_serving(
     return ExportResult(out=out.uri, files=files, card=card)
 
 
-def _write(writer: Any, graph: Any, folder: str, fmt: str) -> dict[str, Any]:
+def write_format(writer: Any, graph: Any, folder: str, fmt: str) -> dict[str, Any]:
     """Run a format's writer; a converter's failure (TFLite's and tf2onnx' own exceptions
     carry pages of their graph) becomes one ``JobFailedError`` paragraph (exit 1)."""
     try:
