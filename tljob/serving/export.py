@@ -76,7 +76,8 @@ def export_for_serving(
                 "converted in float32 (the same weights; its probabilities differ from the "
                 f".keras model's by the rounding {policy} does)"
             )
-            model = formats.load_tljob_model(formats.float32_copy(local, tmp), local, classes)
+            copy = formats.float32_copy(local, tmp)
+            model = formats.load_tljob_model(copy, source.model.uri, classes)
         graph = ServingGraph(model, source.class_names)
         with publish.staged(out, PRIMARY[fmt]) as folder:
             with output.native_logs_hidden(verbose):  # the converters' C++ lines

@@ -7,9 +7,10 @@ call it (``serving`` in ``model_card.json``):
 * ``savedmodel``: ``saved_model.pb`` + ``variables/``; signatures ``serving_default``
   (encoded image bytes) and ``classify_images`` (uint8 images of any size), both
   returning ``tljob.serving.graph.OUTPUTS``.
-* ``tflite``: ``model.tflite``, float32, converted from ``classify_images`` traced at the
-  model's own side (TFLite fixes the image size; resize before calling), any batch size;
-  the same outputs, class names included.
+* ``tflite``: ``model.tflite``, float32 (of a model trained in mixed precision, a float32
+  copy: ``float32_copy``), converted from ``classify_images`` traced at the model's own
+  side (TFLite fixes the image size; resize before calling), any batch size; the same
+  outputs, class names included.
 * ``onnx``: ``model.onnx`` (tf2onnx, opset ``ONNX_OPSET``), from the same function at the
   same fixed side, through the model's layers without the empty-batch guard (tf2onnx
   cannot freeze weights inside a ``tf.cond``); the same outputs.
