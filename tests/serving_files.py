@@ -135,15 +135,20 @@ class Exports:
         return self.run / "export" / fmt
 
 
-def encoded(images: np.ndarray, fmt: str) -> list[bytes]:
-    """Each image as PNG (greyscale, as the digits are) or JPEG (RGB, quality 90) bytes."""
+def encoded(images: np.ndarray, fmt: str, orientations: tuple[int, ...] = ()) -> list[bytes]:
+    """Each image as PNG (greyscale, as the digits are) or JPEG (RGB, quality 90) bytes; a
+    JPEG with an EXIF orientation where ``orientations`` gives one (as a phone stores a
+    photo taken sideways)."""
     found = []
-    for image in images:
+    for i, image in enumerate(images):
         buffer = io.BytesIO()
         if fmt == "PNG":
             Image.fromarray(image[..., 0], mode="L").save(buffer, "PNG")
         else:
-            Image.fromarray(image, mode="RGB").save(buffer, "JPEG", quality=90)
+            exif = Image.Exif()
+            if i < len(orientations):
+                exif[0x0112] = orientations[i]
+            Image.fromarray(image, mode="RGB").save(buffer, "JPEG", quality=90, exif=exif.tobytes())
         found.append(buffer.getvalue())
     return found
 

@@ -85,13 +85,14 @@ def test_the_extra_only_packages_are_imported_lazily():
     """A module-level import of TensorFlow, tf_keras or optuna would make every command
     need the extra; they are imported inside the functions that use them, or in modules
     only the Ray workers import (tljob.nn, tljob.run.worker), or that ``tljob export``
-    imports once its inputs are checked (tljob.serving.graph, tljob.serving.formats)."""
+    imports once its inputs are checked (tljob.serving.graph, .exif, .formats)."""
     worker_side = (
         "tljob/nn/",
         "tljob/run/worker.py",
         "tljob/run/loop.py",
         "tljob/run/feed.py",
         "tljob/serving/graph.py",
+        "tljob/serving/exif.py",
         "tljob/serving/formats.py",
     )
     for path in sorted((REPO / "tljob").rglob("*.py")):

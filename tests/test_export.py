@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -36,8 +37,8 @@ from tljob.images import decode_rgb, resize_bilinear_uint8
 from tljob.nn import io as nn_io
 from tljob.nn import model as nn_model
 from tljob.nn.keras import tf_keras
+from tljob.serving import exif, formats
 from tljob.serving import export as serving_export
-from tljob.serving import formats
 from tljob.serving.graph import ServingGraph
 
 
@@ -161,7 +162,8 @@ def test_the_savedmodel_serves_in_an_interpreter_without_tljob_or_tf_keras(
     site = tensorflow_only_site(tmp_path / "site")
     images, _ = digits(scale=5)  # 40 px: the served model resizes them to 63
     held_out = images[TRAIN:]
-    png, jpeg = encoded(held_out[:8], "PNG"), encoded(held_out[8:12], "JPEG")
+    png = encoded(held_out[:8], "PNG")
+    jpeg = encoded(held_out[8:12], "JPEG", orientations=(6, 3, 5))  # the last one: none
     files = []
     for i, data in enumerate(png + jpeg):
         files.append(tmp_path / f"image_{i}.{'png' if i < len(png) else 'jpg'}")
@@ -213,12 +215,39 @@ def test_the_savedmodel_serves_in_an_interpreter_without_tljob_or_tf_keras(
     reference = np.concatenate(
         [keras_model.predict_on_batch(decoded_png), keras_model.predict_on_batch(decoded_jpeg)]
     )
-    # (the served model decodes PNG and JPEG to the very pixels Pillow gives tljob)
+    # (the served model decodes PNG and JPEG to the very pixels Pillow gives tljob, turned
+    # upright by their EXIF orientation as tljob turns them)
     assert_serves_like(report["bytes"], reference)
     assert_serves_like(report["images"]["large"], keras_model.predict_on_batch(held_out[:16]))
     assert_serves_like(
         report["images"]["small"], keras_model.predict_on_batch(small[TRAIN : TRAIN + 5])
     )
+
+
+def test_the_graph_turns_a_jpeg_upright_as_tljob_does():
+    image = np.random.default_rng(0).integers(0, 256, (20, 36, 3), dtype=np.uint8)  # not square
+    for orientation in range(1, 9):
+        (data,) = encoded(image[None], "JPEG", orientations=(orientation,))
+        assert int(exif.orientation(tf.constant(data))) == orientation
+        decoded = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+        turned = exif.upright(decoded, exif.orientation(tf.constant(data))).numpy()
+        np.testing.assert_array_equal(turned, decode_rgb(data))  # tljob: Pillow's transpose
+    # a big-endian ("MM") TIFF header after a JFIF segment, as cameras write it
+    tiff = b"MM\0*" + struct.pack(">IH", 8, 2) + struct.pack(">HHI4s", 0x010F, 2, 4, b"abc\0")
+    tiff += struct.pack(">HHIHH", 0x0112, 3, 1, 8, 0) + b"\0" * 4
+    (plain,) = encoded(image[None], "JPEG")
+    data = plain[:2] + b"\xff\xe1" + struct.pack(">H", 8 + len(tiff)) + b"Exif\0\0" + tiff
+    data += plain[2:]
+    assert int(exif.orientation(tf.constant(data))) == 8
+    # damaged or hostile headers: as it is (1), and quickly
+    for data in [
+        b"",
+        b"\xff\xd8",
+        b"\xff\xd8\xff\xe1\xff\xff",
+        b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00MM\x00*\xff\xff\xff\xff",  # IFD far away
+        b"\xff\xd8" + b"\xff\xe0\x00\x02" * 1000,  # endless empty segments
+    ]:
+        assert int(exif.orientation(tf.constant(data))) == 1
 
 
 # --- (b) every format answers as the .keras model does ---------------------------------

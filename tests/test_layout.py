@@ -140,7 +140,7 @@ def test_nn_and_zoo_never_import_ray():
     loaded = imported_after(
         "tljob.nn, tljob.nn.model, tljob.nn.io, tljob.nn.callbacks, tljob.nn.schedules, "
         "tljob.nn.metrics, tljob.nn.labels, tljob.nn.augment_layers, tljob.zoo, "
-        "tljob.serving.graph, tljob.serving.formats"
+        "tljob.serving.graph, tljob.serving.exif, tljob.serving.formats"
     )
     assert "tensorflow" in loaded  # the check is meaningful: these are the TensorFlow side
     assert loaded & set(RAY) == set()

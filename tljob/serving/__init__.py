@@ -11,6 +11,7 @@ ONNX runtime loads, with the class names inside the model and a model card besid
     export.py    the steps in order (TF imported once the inputs are checked)         pure
     graph.py     the serving functions: bytes or uint8 images -> probabilities and
                  class names, through the model's own resize layer                    TF
+    exif.py      a JPEG's EXIF orientation, read and applied in the graph             TF
     formats.py   savedmodel, tflite, onnx writers; loading and checking the model     TF
 
 The package never imports Ray.

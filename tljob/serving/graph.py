@@ -11,8 +11,8 @@ Two entry points, one set of outputs::
                                   through the model, whose resize then leaves it unchanged
                                   (a bilinear resize to the same size samples every pixel
                                   at its centre). JPEGs decode to Pillow's pixels (the
-                                  accurate IDCT); unlike tljob's own decoding, EXIF
-                                  orientation is not applied
+                                  accurate IDCT) and are turned upright by their EXIF
+                                  orientation (``tljob.serving.exif``), as tljob does
 
     probabilities         float32 (N, C)
     class_names           string (N,): each image's most probable class
@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from tljob.nn.keras import tf_keras
 from tljob.nn.layers import ResizeImages
+from tljob.serving import exif
 
 TOP_K = 5
 OUTPUTS = ("probabilities", "class_names", "top_k_class_names", "top_k_probabilities")
@@ -75,12 +76,16 @@ class ServingGraph:
         return self.outputs(self.model(images, training=False))
 
     def decode(self, image_bytes: tf.Tensor) -> tf.Tensor:
-        """One encoded image -> uint8 (side, side, 3), resized by the model's own layer."""
+        """One encoded image -> uint8 (side, side, 3): decoded to RGB as tljob decodes it
+        (``tljob.images.decode_rgb``), then resized by the model's own layer."""
         image = tf.cond(
             tf.io.is_jpeg(image_bytes),
             # TensorFlow's default JPEG IDCT is libjpeg's fast one, up to 7 levels away from
             # Pillow's (what tljob's data preparation uses); the accurate one matches it
-            lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: exif.upright(
+                tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_ACCURATE"),
+                exif.orientation(image_bytes),
+            ),
             lambda: tf.io.decode_image(
                 image_bytes, channels=3, dtype=tf.uint8, expand_animations=False
             ),
