@@ -15,11 +15,13 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 # Imported only inside the code that needs them, and installed by an extra:
 # TensorFlow by `cpu` or `cuda` (the image picks one), tf_keras by `cuda` (and by hand with
-# --no-deps beside `cpu`, see the README), optuna by `optuna` (tune.searcher: optuna).
+# --no-deps beside `cpu`, see the README), optuna by `optuna` (tune.searcher: optuna),
+# tf2onnx by `onnx` (tljob export --format onnx).
 EXTRA_ONLY = {
     "tensorflow": {"cpu": "tensorflow-cpu", "cuda": "tensorflow"},
     "tf_keras": {"cuda": "tf-keras"},
     "optuna": {"optuna": "optuna"},
+    "tf2onnx": {"onnx": "tf2onnx"},
 }
 
 
@@ -82,8 +84,17 @@ def test_tensorflow_is_never_a_core_dependency():
 def test_the_extra_only_packages_are_imported_lazily():
     """A module-level import of TensorFlow, tf_keras or optuna would make every command
     need the extra; they are imported inside the functions that use them, or in modules
-    only the Ray workers import (tljob.nn, tljob.run.worker)."""
-    worker_side = ("tljob/nn/", "tljob/run/worker.py", "tljob/run/loop.py", "tljob/run/feed.py")
+    only the Ray workers import (tljob.nn, tljob.run.worker), or that ``tljob export``
+    imports once its inputs are checked (tljob.serving.graph, .exif, .formats)."""
+    worker_side = (
+        "tljob/nn/",
+        "tljob/run/worker.py",
+        "tljob/run/loop.py",
+        "tljob/run/feed.py",
+        "tljob/serving/graph.py",
+        "tljob/serving/exif.py",
+        "tljob/serving/formats.py",
+    )
     for path in sorted((REPO / "tljob").rglob("*.py")):
         rel = str(path.relative_to(REPO))
         if rel.startswith(worker_side):

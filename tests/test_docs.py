@@ -52,6 +52,7 @@ def test_the_cli_page_has_every_command_and_its_arguments():
         "tljob k8s render",
         "tljob k8s kustomize",
         "tljob config",
+        "tljob export",
     ]
     assert "tljob train --config CONFIG [--set KEY=VALUE]... [--verbose] [--lock-wait SECONDS]" in (
         page

@@ -73,6 +73,12 @@ PURE = [
     "tljob.cli.augment",
     "tljob.cli.tune",
     "tljob.cli.k8s",
+    "tljob.cli.export",
+    "tljob.serving",
+    "tljob.serving.locate",
+    "tljob.serving.card",
+    "tljob.serving.publish",
+    "tljob.serving.export",
     "tljob.augment.preview",
     "tljob.augment.preview_source",
     "tljob.tune",
@@ -139,7 +145,8 @@ def test_nn_and_zoo_never_import_ray():
     # of them imported Ray, Ray would be among what they import together.
     loaded = imported_after(
         "tljob.nn, tljob.nn.model, tljob.nn.io, tljob.nn.callbacks, tljob.nn.schedules, "
-        "tljob.nn.metrics, tljob.nn.labels, tljob.nn.augment_layers, tljob.zoo"
+        "tljob.nn.metrics, tljob.nn.labels, tljob.nn.augment_layers, tljob.zoo, "
+        "tljob.serving.graph, tljob.serving.exif, tljob.serving.formats"
     )
     assert "tensorflow" in loaded  # the check is meaningful: these are the TensorFlow side
     assert loaded & set(RAY) == set()

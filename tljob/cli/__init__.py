@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 
 from tljob import output, ray_private
-from tljob.cli import augment, backbones, config, demo, k8s, prepare, train, tune, weights
+from tljob.cli import augment, backbones, config, demo, export, k8s, prepare, train, tune, weights
 from tljob.cli._args import add_version
 from tljob.errors import JobFailedError, UserError
 from tljob.storage.redact import redact
@@ -34,7 +34,7 @@ EXIT_JOB_FAILED = 1
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 
 # In the order ``tljob --help`` lists them.
-COMMANDS = (train, prepare, demo, backbones, tune, weights, augment, k8s, config)
+COMMANDS = (train, prepare, demo, backbones, tune, weights, augment, k8s, config, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
