@@ -328,7 +328,9 @@ def test_mixed_bfloat16_trains_a_step_with_a_float32_softmax():
         net = build_model(job.model, num_classes=3, image_size=ALEXNET_MIN)
         assert nn_model.backbone_of(net).layers[1].compute_dtype == "bfloat16"
         nn_model.compile_stage(net, job.train.stages[0], SPE, jit_compile=job.train.jit_compile)
-        x = np.random.default_rng(0).integers(0, 256, (4, ALEXNET_MIN, ALEXNET_MIN, 3), dtype=np.uint8)
+        x = np.random.default_rng(0).integers(
+            0, 256, (4, ALEXNET_MIN, ALEXNET_MIN, 3), dtype=np.uint8
+        )
         before = net.get_layer("classifier").kernel.numpy().copy()
         logs = net.train_on_batch(x, np.array([0, 1, 2, 0]), return_dict=True)
         assert np.isfinite(logs["loss"])
