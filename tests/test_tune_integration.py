@@ -231,7 +231,11 @@ def test_sweep_stops_early_resumes_and_keeps_the_best_model(tmp_path, ray_connec
     while True:
         alive = [
             a.class_name
-            for a in list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+            for a in list_actors(
+                address=ray_connected["dashboard"],
+                filters=[("state", "=", "ALIVE")],
+                raise_on_missing_output=False,
+            )
             if "Train" in a.class_name or "Worker" in a.class_name
         ]
         free = ray.available_resources().get("CPU", 0.0)
