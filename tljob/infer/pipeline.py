@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -306,20 +307,28 @@ def score_dataset(
     """``ds`` (an ``image`` column at the model's size; see ``infer``) through the model's
     actor pool ``workers``."""
     log.debug(f"inference with {model.uri}: {workers.describe()}")
-    return ds.map_batches(
-        Predictor,
-        fn_constructor_kwargs={
-            "model_uri": model.uri,
-            "top": top,
-            "threads": max(1, int(workers.cpus)),
-        },
-        compute=workers.pool(),
-        batch_size=workers.batch_size,
-        batch_format="numpy",
-        num_cpus=workers.cpus,
-        num_gpus=workers.gpus or None,
-        udf_modifying_row_count=False,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 has no named parameter for max_restarts yet (ray_remote_args_fn would
+        # keep the decoding from fusing into the actors); passing it is deprecated.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(
+            Predictor,
+            fn_constructor_kwargs={
+                "model_uri": model.uri,
+                "top": top,
+                "threads": max(1, int(workers.cpus)),
+            },
+            compute=workers.pool(),
+            batch_size=workers.batch_size,
+            batch_format="numpy",
+            num_cpus=workers.cpus,
+            num_gpus=workers.gpus or None,
+            udf_modifying_row_count=False,
+            # Ray Data's default (restart dead actors) makes Ray print an error line to the
+            # driver's stderr for every actor (ray-project/ray#53727). A lost actor fails
+            # the pass instead; a rerun of predict keeps its finished parts.
+            max_restarts=0,
+        )
 
 
 def collect(ds: ray.data.Dataset) -> Scored:

@@ -235,7 +235,7 @@ class _Progress:
 
     def __init__(self, total: int, parts_total: int, every: float) -> None:
         self.total, self.parts_total, self.every = total, parts_total, every
-        self.done = 0
+        self.done = self.said = 0
         self.started = self.last = time.monotonic()
         self.bar = None
         if sys.stdout.isatty():
@@ -259,6 +259,7 @@ class _Progress:
         now = time.monotonic()
         if now - self.last >= self.every:
             self.last = now
+            self.said = self.done
             say(self.line(parts_written))
 
     def line(self, parts_written: int) -> str:
@@ -266,11 +267,12 @@ class _Progress:
         rate = self.done / max(elapsed, 1e-9)
         eta = (self.total - self.done) / rate if rate > 0 else None
         return (
-            f"predict: {self.done}/{self.total} images ({rate:.0f} images/s, ETA "
+            f"predict: {self.done}/{self.total} images ({rate:.0f} images/s since the start, ETA "
             f"{format_eta(eta)}), {parts_written}/{self.parts_total} parts written"
         )
 
     def close(self, parts_written: int) -> None:
         if self.bar is not None:
             self.bar.stop()
-        say(self.line(parts_written))
+        if self.said != self.done or self.bar is not None:
+            say(self.line(parts_written))
