@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +83,10 @@ class Workers:
     gpus: float
     batch_size: int
     fixed: bool = False  # exactly ``actors``; else from 1 up to ``actors``, all asked at once
+
+    def rows_per_task(self, rows: int) -> int:
+        """Inputs per decoding task: a batch, fewer when that leaves an actor idle."""
+        return max(1, min(self.batch_size, math.ceil(rows / self.actors)))
 
     def pool(self) -> ray.data.ActorPoolStrategy:
         """Ray Data's strategy: a pool that starts scoring as soon as one actor is up
@@ -288,7 +291,8 @@ def infer(
     rows = len(inputs) if isinstance(inputs, InputListing) else getattr(inputs, "rows", None)
     workers = plan_workers(rows, resolved.image_size, batch_size, actors, use_gpu)
     if isinstance(inputs, InputListing):
-        ds = listing_dataset(inputs, resolved.image_size, workers.batch_size, resolved.classes)
+        per_task = workers.rows_per_task(len(inputs))
+        ds = listing_dataset(inputs, resolved.image_size, per_task, resolved.classes)
     elif isinstance(inputs, PreparedSplit):
         if inputs.classes != resolved.classes:
             raise InferenceError(
@@ -307,36 +311,31 @@ def score_dataset(
     """``ds`` (an ``image`` column at the model's size; see ``infer``) through the model's
     actor pool ``workers``."""
     log.debug(f"inference with {model.uri}: {workers.describe()}")
-    with warnings.catch_warnings():
-        # Ray 2.60 has no named parameter for max_restarts yet (ray_remote_args_fn would
-        # keep the decoding from fusing into the actors); passing it is deprecated.
-        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        return ds.map_batches(
-            Predictor,
-            fn_constructor_kwargs={
-                "model_uri": model.uri,
-                "top": top,
-                "threads": max(1, int(workers.cpus)),
-            },
-            compute=workers.pool(),
-            batch_size=workers.batch_size,
-            batch_format="numpy",
-            num_cpus=workers.cpus,
-            num_gpus=workers.gpus or None,
-            udf_modifying_row_count=False,
-            # Ray Data's default (restart dead actors) makes Ray print an error line to the
-            # driver's stderr for every actor (ray-project/ray#53727). A lost actor fails
-            # the pass instead; a rerun of predict keeps its finished parts.
-            max_restarts=0,
-        )
+    return ds.map_batches(
+        Predictor,
+        fn_constructor_kwargs={
+            "model_uri": model.uri,
+            "top": top,
+            "threads": max(1, int(workers.cpus)),
+        },
+        compute=workers.pool(),
+        batch_size=workers.batch_size,
+        batch_format="numpy",
+        # The same CPU as the decoding tasks ask for: on CPU Ray Data fuses them into the
+        # actors (separate tasks would wait for a CPU the actors hold).
+        num_cpus=workers.cpus,
+        num_gpus=workers.gpus or None,
+        udf_modifying_row_count=False,
+    )
 
 
-def collect(ds: ray.data.Dataset) -> Scored:
+def collect(ds: ray.data.Dataset, verbose: bool = False) -> Scored:
     """The rows of an ``infer`` Dataset (without ``top``) on the driver, as numpy."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("uri", "label", "probabilities", "error")}
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        for key, found in parts.items():
-            found.append(np.asarray(batch[key]))
+    with output.ray_actor_notices_hidden(verbose):
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for key, found in parts.items():
+                found.append(np.asarray(batch[key]))
     if not parts["uri"]:
         return Scored(
             np.array([], object),
@@ -359,11 +358,11 @@ def score_prepared(
     split: str = "val",
     batch_size: int | None = None,
     use_gpu: bool | None = None,
+    verbose: bool = False,
 ) -> Scored:
     """Every row of a prepared split scored by the exported model at ``model_uri`` on the
     workers (none dropped, none sharded away), sorted by uri: what a run re-checks at its
     end (``Scored.summary()`` is ``summary.json``'s ``exported_model``)."""
     split_rows = PreparedSplit.from_prepared(prepared_uri, split)
-    return collect(
-        infer(model_uri, split_rows, batch_size=batch_size, use_gpu=use_gpu)
-    ).sorted_by_uri()
+    scored = infer(model_uri, split_rows, batch_size=batch_size, use_gpu=use_gpu)
+    return collect(scored, verbose).sorted_by_uri()

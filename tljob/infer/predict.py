@@ -172,19 +172,21 @@ def _score_parts(
         len(subset), model.image_size, request.batch_size, request.actors, use_gpu=None
     )
     say(f"predict: scoring {len(subset)} images with {workers.describe()}")
-    decoded = listing_dataset(subset, model.image_size, workers.batch_size, extra={"part": part_of})
+    per_task = workers.rows_per_task(len(subset))
+    decoded = listing_dataset(subset, model.image_size, per_task, extra={"part": part_of})
     scored = score_dataset(decoded, model, workers, top=plan.top_k)
     # Rows in input order: parts complete one after another, and only a few are in memory.
     scored.context.execution_options.preserve_order = True
     writer = _PartWriter(out, plan, model.classes)
     progress = _Progress(len(subset), len(todo), request.progress_seconds)
     kill_after = int(os.environ.get(KILL_AFTER_PARTS_ENV, "0") or 0)
-    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
-        finished = writer.add(batch)
-        progress.update(len(batch["uri"]), writer.written)
-        if finished and kill_after and writer.written >= kill_after:
-            sys.stdout.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+    with output.ray_actor_notices_hidden(request.verbose):
+        for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+            finished = writer.add(batch)
+            progress.update(len(batch["uri"]), writer.written)
+            if finished and kill_after and writer.written >= kill_after:
+                sys.stdout.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
     progress.close(writer.written)
     if writer.pending:
         raise RuntimeError(f"parts {sorted(writer.pending)} did not receive all their rows")

@@ -216,6 +216,7 @@ def _train_and_summarise(
         "val",
         batch_size=job.train.batch_size,
         use_gpu=job.scaling.use_gpu,
+        verbose=verbose,
     ).summary()
     summary = run_summary(
         job, prepared.classes, prepared.summary(), history, exported, time.monotonic() - started
