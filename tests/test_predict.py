@@ -379,6 +379,19 @@ def test_inputs_of_a_folder_and_of_a_manifest(tmp_path, digits):
     assert list(listed.label_indices(("b", "a"))) == [1, -1]
 
 
+def test_a_source_with_labels_the_model_does_not_know_is_refused(tmp_path, tiny):
+    from tljob.infer.pipeline import InferenceError, infer
+
+    write_digits_tree(tmp_path / "tree", classes=4, per_class=1)  # digit_3 is not a class
+    with pytest.raises(InferenceError) as refused:
+        infer(str(tiny.run_dir), str(tmp_path / "tree"))  # before Ray: none here
+    assert str(refused.value) == (
+        f"{tmp_path / 'tree'}: the label(s) 'digit_3' are not classes of the model "
+        f"{tiny.run_dir / 'model' / 'model.keras'} ('digit_0', 'digit_1', 'digit_2'); score "
+        "images of the model's classes, or a source without labels"
+    )
+
+
 def test_a_rerun_into_another_requests_output_is_refused(tmp_path, tiny, digits, capsys):
     tree = str(digits[0].parent.parent)
     args = ["predict", "--model", str(tiny.run_dir), "--source", tree, "--out", str(tmp_path)]

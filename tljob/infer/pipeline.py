@@ -136,9 +136,15 @@ def plan_workers(
 
 class Predictor:
     """One actor of the pool: loads the exported model once (through ``tljob.storage``,
-    so ``s3://`` too), then scores batches (see the module docstring for the columns)."""
+    so ``s3://`` too), then scores what it is given (see the module docstring for the
+    columns), ``batch_size`` images per model call.
 
-    def __init__(self, model_uri: str, top: int | None, threads: int) -> None:
+    It takes whole blocks (Ray Data's ``batch_size=None``) and cuts them into model batches
+    itself: a batch size given to Ray Data would also bundle that many rows of the fused
+    decoding step's input into one task, e.g. that many row groups of a prepared split,
+    leaving other actors idle."""
+
+    def __init__(self, model_uri: str, top: int | None, threads: int, batch_size: int) -> None:
         import tensorflow as tf
 
         try:  # one actor per CPU: TensorFlow would otherwise use every core of the node
@@ -155,7 +161,7 @@ class Predictor:
             self.model = keras_io.load_exported(local)
         self.predict = keras_io.predict_probabilities
         self.classes = int(self.model.output_shape[-1])
-        self.top = top
+        self.top, self.batch_size = top, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = batch.pop("image")
@@ -164,8 +170,10 @@ class Predictor:
         errors = np.array([""] * n, dtype=object) if errors is None else errors.astype(object)
         ok = errors == ""
         probs = np.full((n, self.classes), np.nan, dtype=np.float32)
-        if ok.any():
-            probs[ok] = self.predict(self.model, np.ascontiguousarray(images[ok]))
+        rows = np.flatnonzero(ok)
+        for start in range(0, len(rows), self.batch_size):
+            chosen = rows[start : start + self.batch_size]
+            probs[chosen] = self.predict(self.model, np.ascontiguousarray(images[chosen]))
         batch["error"] = errors
         batch["label"] = (
             class_indices(batch["label"]) if "label" in batch else np.full(n, -1, np.int64)
@@ -282,12 +290,20 @@ def infer(
     workers; a lazy Dataset of the columns in the module docstring (``top``: top-k
     columns instead of the probability vectors). Needs a connected Ray; never imports
     TensorFlow here. ``InferenceError`` / ``ModelError`` / ``InputError`` (exit 2) for a
-    request that cannot run (too many actors, a prepared split of other classes, ...)."""
+    request that cannot run (labels the model does not know, too many actors, a prepared
+    split of other classes, ...), before any work on the cluster."""
     resolved = model if isinstance(model, ModelFile) else resolve_model(model)
     if top is not None and not 1 <= top <= resolved.num_classes:
         raise InferenceError(f"top-k must be between 1 and {resolved.num_classes}, not {top}")
     if isinstance(inputs, str):
         inputs = list_inputs(inputs)
+    if isinstance(inputs, InputListing) and inputs.unknown_labels(resolved.classes):
+        unknown = inputs.unknown_labels(resolved.classes)
+        raise InferenceError(
+            f"{inputs.source}: the label(s) {', '.join(map(repr, unknown))} are not classes of "
+            f"the model {resolved.uri} ({', '.join(map(repr, resolved.classes))}); score "
+            "images of the model's classes, or a source without labels"
+        )
     rows = len(inputs) if isinstance(inputs, InputListing) else getattr(inputs, "rows", None)
     workers = plan_workers(rows, resolved.image_size, batch_size, actors, use_gpu)
     if isinstance(inputs, InputListing):
@@ -317,9 +333,10 @@ def score_dataset(
             "model_uri": model.uri,
             "top": top,
             "threads": max(1, int(workers.cpus)),
+            "batch_size": workers.batch_size,
         },
         compute=workers.pool(),
-        batch_size=workers.batch_size,
+        batch_size=None,  # whole blocks: see Predictor
         batch_format="numpy",
         # The same CPU as the decoding tasks ask for: on CPU Ray Data fuses them into the
         # actors (separate tasks would wait for a CPU the actors hold).
