@@ -1,10 +1,8 @@
-"""Inference on the workers (``tljob.infer``) and ``tljob predict``, with one tiny exported
-model for the whole file (one random Dense layer on 8x8-pooled 32 px digits, exported with
-``nn.io.export_model``): predictions over the local S3 server with unreadable objects among
-them, a killed run and its rerun, the driver without TensorFlow, the pseudo-label manifest,
-the re-check of a prepared split, and the refusals before Ray starts.
-
-The expected predictions are the ``.keras`` model's own, computed here in this process.
+"""``tljob predict`` and the end-of-run re-check on the session's Ray cluster, with the tiny
+exported model of ``infer_model``: predictions over the local S3 server with unreadable
+objects among them and the pseudo-label manifest, a killed run and its rerun with the driver
+free of TensorFlow, the re-check of a prepared split. The expected predictions are the
+``.keras`` model's own, computed here in this process.
 """
 
 from __future__ import annotations
@@ -23,47 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, write_digits_tree, write_truncated_jpeg
+from infer_model import CLASSES, SIZE, TinyModel, digit_files
 
 from tljob import storage
-from tljob.cli import main
 from tljob.data.prepared import PreparedManifest, StoreSettings
 from tljob.images import load_image
-from tljob.infer import parts
-from tljob.infer.inputs import list_inputs
-from tljob.infer.model_file import ModelError, resolve_model
-from tljob.infer.results import Scored, class_indices
-
-SIZE = 32
-CLASSES = ["digit_0", "digit_1", "digit_2"]
-
-
-class TinyModel:
-    """The exported model, where it is, and what it predicts for local image files."""
-
-    def __init__(self, run_dir: Path) -> None:
-        from tljob.nn import io as nn_io
-        from tljob.nn.keras import tf_keras
-        from tljob.nn.layers import ResizeImages
-
-        tf_keras.utils.set_random_seed(7)
-        images = tf_keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
-        x = ResizeImages(SIZE, name="resize")(images)
-        x = tf_keras.layers.Rescaling(1 / 255.0)(x)
-        x = tf_keras.layers.AveragePooling2D(4)(x)
-        x = tf_keras.layers.Flatten()(x)
-        probs = tf_keras.layers.Dense(3, activation="softmax", name="classifier")(x)
-        net = tf_keras.Model(images, probs)
-        kernel, bias = net.get_layer("classifier").get_weights()
-        net.get_layer("classifier").set_weights([kernel * 4, bias])  # some confident, some not
-        (run_dir / "model").mkdir(parents=True)
-        nn_io.export_model(net, run_dir / "model" / "model.keras")
-        (run_dir / "labels.json").write_text(json.dumps(dict(enumerate(CLASSES))))
-        self.run_dir = run_dir
-        self.net = nn_io.load_exported(run_dir / "model" / "model.keras")
-
-    def probabilities(self, paths: list[Path]) -> np.ndarray:
-        images = np.stack([load_image(str(p), SIZE) for p in paths])
-        return self.net.predict_on_batch(images)
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +35,7 @@ def tiny(tmp_path_factory) -> TinyModel:
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> list[Path]:
-    """12 digit images, 32 px, 4 per class, sorted by path."""
-    root = write_digits_tree(tmp_path_factory.mktemp("digits"), classes=3, per_class=4, scale=4)
-    return sorted(root.rglob("*.png"))
+    return digit_files(tmp_path_factory.mktemp("digits"))
 
 
 def decisive(probs: np.ndarray) -> None:
@@ -258,6 +218,7 @@ def test_a_killed_predict_run_resumes_to_each_input_exactly_once(tmp_path, tiny,
     rerun = predict()
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "tensorflow imported by the driver: False" in rerun.stdout
+    assert "constructor arguments in the object store" not in rerun.stderr  # Ray's notice
     assert "21 images in" in rerun.stdout and "6 part(s) of up to 4" in rerun.stdout
     assert "2 already complete" in rerun.stdout
     assert "scoring 13 images" in rerun.stdout
@@ -316,111 +277,3 @@ def test_the_run_rescores_a_prepared_split_on_the_workers(tmp_path, tiny, digits
     correct = int((expected.argmax(axis=1) == np.array(labels)).sum())
     assert 0 < correct < len(labels)
     assert scored.summary() == {"images": 12, "correct": correct, "accuracy": correct / 12}
-
-
-# --- without Ray ---------------------------------------------------------------------
-
-
-def test_the_model_is_resolved_without_tensorflow(tiny):
-    code = (
-        "import sys; from tljob.infer.model_file import resolve_model; "
-        f"m = resolve_model({str(tiny.run_dir)!r}); "
-        "print(m.image_size, list(m.classes), 'tensorflow' in sys.modules)"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.stdout.split(" ", 1) == ["32", f"{CLASSES} False\n"], proc.stderr
-    by_file = resolve_model(str(tiny.run_dir / "model" / "model.keras"))
-    assert by_file.uri == str(tiny.run_dir / "model" / "model.keras")
-    assert by_file.labels_uri == str(tiny.run_dir / "labels.json")
-
-
-def test_a_model_whose_labels_do_not_fit_is_refused(tmp_path, tiny):
-    (tmp_path / "model.keras").write_bytes((tiny.run_dir / "model" / "model.keras").read_bytes())
-    (tmp_path / "labels.json").write_text(json.dumps({"0": "a", "1": "b"}))
-    with pytest.raises(ModelError) as refused:
-        resolve_model(str(tmp_path / "model.keras"))
-    assert str(refused.value) == (
-        f"--model {str(tmp_path / 'model.keras')!r}: the model gives 3 class probabilities but "
-        f"{tmp_path / 'labels.json'} names 2 classes; use the labels.json of the run that "
-        "exported this model"
-    )
-
-
-def test_inputs_of_a_folder_and_of_a_manifest(tmp_path, digits):
-    tree = digits[0].parent.parent
-    listing = list_inputs(str(tree))
-    assert listing.uris == [str(p) for p in digits]
-    assert listing.labels == [p.parent.name for p in digits]  # a class-folder tree
-    (tmp_path / "flat").mkdir()
-    for p in digits[:2]:
-        (tmp_path / "flat" / p.name).write_bytes(p.read_bytes())
-    (tmp_path / "flat" / "notes.txt").write_text("x")
-    flat = list_inputs(str(tmp_path / "flat"))
-    assert flat.labels == [None, None]
-    assert flat.skipped == [
-        {"path": str(tmp_path / "flat" / "notes.txt"), "reason": "not_an_image_file"}
-    ]
-    rows = [
-        ("uri", "label"),
-        (os.path.relpath(digits[0], tmp_path / "lists"), "a"),  # relative to the manifest
-        (str(digits[1]), ""),
-        (str(digits[1]), ""),  # again: one input
-        (str(digits[2]), "a"),
-        (str(digits[2]), "b"),  # under two labels: not an input
-        ("", "a"),
-    ]
-    (tmp_path / "lists").mkdir()
-    with (tmp_path / "lists" / "m.csv").open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    listed = list_inputs(str(tmp_path / "lists" / "m.csv"))
-    assert listed.uris == [str(digits[0]), str(digits[1])]
-    assert listed.labels == ["a", None] and listed.duplicate_rows == 1
-    assert [s["reason"].split(":")[0] for s in listed.skipped] == ["label_conflict", "empty_uri"]
-    assert list(listed.label_indices(("b", "a"))) == [1, -1]
-
-
-def test_a_source_with_labels_the_model_does_not_know_is_refused(tmp_path, tiny):
-    from tljob.infer.pipeline import InferenceError, infer
-
-    write_digits_tree(tmp_path / "tree", classes=4, per_class=1)  # digit_3 is not a class
-    with pytest.raises(InferenceError) as refused:
-        infer(str(tiny.run_dir), str(tmp_path / "tree"))  # before Ray: none here
-    assert str(refused.value) == (
-        f"{tmp_path / 'tree'}: the label(s) 'digit_3' are not classes of the model "
-        f"{tiny.run_dir / 'model' / 'model.keras'} ('digit_0', 'digit_1', 'digit_2'); score "
-        "images of the model's classes, or a source without labels"
-    )
-
-
-def test_a_rerun_into_another_requests_output_is_refused(tmp_path, tiny, digits, capsys):
-    tree = str(digits[0].parent.parent)
-    args = ["predict", "--model", str(tiny.run_dir), "--source", tree, "--out", str(tmp_path)]
-    model, listing = resolve_model(str(tiny.run_dir)), list_inputs(tree)
-    plan = parts.PartPlan(12, listing.fingerprint(), 10_000, 3, "parquet", model.identity(), tree)
-    assert parts.claim(storage.resolve(str(tmp_path)), plan) == []  # as a first run writes it
-    assert main([*args, "--top-k", "2"]) == 2  # refused before Ray: no cluster here
-    assert capsys.readouterr().err == (
-        f"tljob: error: --out {tmp_path} holds the predictions of another request (top_k: 3 "
-        "then, 2 now); give a new --out, or delete that folder to start over\n"
-    )
-
-
-def test_the_cli_refuses_a_manifest_without_a_threshold(tmp_path, capsys):
-    assert (
-        main(["predict", "--model", "m", "--source", "s", "--out", "o", "--as-manifest", "f"]) == 2
-    )
-    assert "--min-confidence and --as-manifest go together" in capsys.readouterr().err
-
-
-def test_scores_count_only_scored_inputs_with_a_known_class():
-    probs = np.array([[0.7, 0.3], [0.2, 0.8], [np.nan, np.nan], [0.6, 0.4]], np.float32)
-    truth = class_indices(np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32))
-    scored = Scored(
-        np.array(list("abcd"), object),
-        truth,
-        probs,
-        np.array(["", "", "corrupt_image: x", ""], object),
-    )
-    assert list(scored.predicted) == [0, 1, -1, 0]
-    assert scored.summary() == {"images": 3, "correct": 1, "accuracy": 1 / 3}
-    assert scored.unreadable_reasons() == {"corrupt_image": 1}
