@@ -156,3 +156,18 @@ def test_rays_actor_notice_is_dropped_from_stderr_and_nothing_else(capfd):
     with output.ray_actor_notices_hidden(verbose=True):
         os.write(2, notice.encode())
     assert capfd.readouterr().err == notice
+
+
+def test_parts_that_do_not_hold_each_input_once_fail_the_run():
+    import pyarrow as pa
+
+    from tljob.errors import JobFailedError
+
+    rows = pa.table({"uri": ["a", "b", "b", "z"]})
+    parts.check_rows(pa.table({"uri": ["b", "a"]}), ["a", "b"], "out")  # in any order
+    with pytest.raises(JobFailedError) as failed:
+        parts.check_rows(rows, ["a", "b", "c"], "out")
+    assert str(failed.value) == (
+        "the parts in out do not hold each input exactly once: 1 missing ['c'], 1 repeated "
+        "['b'], 1 not an input ['z']; delete the folder and predict again"
+    )

@@ -35,7 +35,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tljob import storage
-from tljob.errors import UserError
+from tljob.errors import JobFailedError, UserError
 
 PLAN_FILE = "_predict.json"
 SUCCESS_FILE = "_SUCCESS.json"
@@ -179,17 +179,17 @@ def read_part(loc: storage.Location, fmt: str) -> pa.Table:
 
 
 def check_rows(rows: pa.Table, uris: Sequence[str], out_uri: str) -> None:
-    """Every input exactly once in the parts (``rows``), or a ``RuntimeError`` (a bug, or
-    someone else's files in ``out``) naming what is missing or repeated."""
+    """Every input exactly once in the parts (``rows``), or ``JobFailedError`` (exit 1: a
+    bug, or someone else's files written into ``out``) naming what is missing or repeated."""
     found = Counter(rows.column("uri").to_pylist())
     repeated = sorted(u for u, n in found.items() if n > 1)
     missing = sorted(set(uris) - set(found))
     extra = sorted(set(found) - set(uris))
     if repeated or missing or extra:
-        raise RuntimeError(
+        raise JobFailedError(
             f"the parts in {out_uri} do not hold each input exactly once: "
             f"{len(missing)} missing {missing[:3]}, {len(repeated)} repeated {repeated[:3]}, "
-            f"{len(extra)} not an input {extra[:3]}"
+            f"{len(extra)} not an input {extra[:3]}; delete the folder and predict again"
         )
 
 

@@ -148,8 +148,9 @@ class Predictor:
         import tensorflow as tf
 
         try:  # one actor per CPU: TensorFlow would otherwise use every core of the node
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
+            if threads:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:  # already initialised in this process: keep its pools
             pass
         from tljob.nn import io as keras_io
@@ -332,7 +333,7 @@ def score_dataset(
         fn_constructor_kwargs={
             "model_uri": model.uri,
             "top": top,
-            "threads": max(1, int(workers.cpus)),
+            "threads": 0 if workers.gpus else max(1, int(workers.cpus)),  # 0: TF's own
             "batch_size": workers.batch_size,
         },
         compute=workers.pool(),

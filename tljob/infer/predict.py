@@ -70,10 +70,9 @@ def run_predict(request: PredictRequest) -> dict[str, Any]:
     if not 1 <= k <= model.num_classes:
         raise UserError(f"--top-k {k}: the model has {model.num_classes} classes")
     listing = list_inputs(request.source)
-    try:
-        out = storage.resolve(request.out)
-    except storage.StorageError as e:
-        raise UserError(f"--out {request.out!r}: {e}") from None
+    out = _resolve("--out", request.out)
+    if request.as_manifest:
+        _resolve("--as-manifest", request.as_manifest)  # a bad URI is exit 2 before any work
     plan = parts.PartPlan(
         inputs=len(listing),
         inputs_sha256=listing.fingerprint(),
@@ -127,13 +126,17 @@ def run_predict(request: PredictRequest) -> dict[str, Any]:
     return summary
 
 
+def _resolve(flag: str, uri: str) -> storage.Location:
+    try:
+        return storage.resolve(uri)
+    except storage.StorageError as e:
+        raise UserError(f"{flag} {uri!r}: {e}") from None
+
+
 def _write_manifest(request: PredictRequest, rows: pa.Table) -> dict[str, Any]:
     assert request.min_confidence is not None and request.as_manifest
     chosen = parts.pseudo_labels(rows, request.min_confidence)
-    try:
-        target = storage.resolve(request.as_manifest)
-    except storage.StorageError as e:
-        raise UserError(f"--as-manifest {request.as_manifest!r}: {e}") from None
+    target = _resolve("--as-manifest", request.as_manifest)
     storage.write_text(target, parts.manifest_csv(chosen))
     per_class = dict(sorted(Counter(label for _, label in chosen).items()))
     say(
