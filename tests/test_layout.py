@@ -102,6 +102,12 @@ PURE = [
     "tljob.evaluate.corruptions",
     "tljob.evaluate.plots",
     "tljob.evaluate.report",
+    "tljob.infer",
+    "tljob.infer.model_file",
+    "tljob.infer.inputs",
+    "tljob.infer.results",
+    "tljob.infer.parts",
+    "tljob.cli.predict",
 ]
 RAY = ("ray",)
 TENSORFLOW = ("tensorflow", "tf_keras", "keras")
@@ -168,7 +174,14 @@ def test_nn_and_zoo_never_import_ray():
 @pytest.mark.parametrize(
     # tljob.run.restart: Ray Train's controller unpickles the training dataset's factory
     "module",
-    ["tljob.data.pipeline", "tljob.data.shards", "tljob.run.connect", "tljob.run.restart"],
+    [
+        "tljob.data.pipeline",
+        "tljob.data.shards",
+        "tljob.run.connect",
+        "tljob.run.restart",
+        "tljob.infer.pipeline",  # the driver's side of inference: TensorFlow in the actors
+        "tljob.infer.predict",
+    ],
 )
 def test_ray_data_side_never_imports_tensorflow(module):
     loaded = imported_after(module)

@@ -150,26 +150,14 @@ def test_a_model_built_for_soft_labels_fits_a_step_from_a_tf_data_stream():
     assert sum(changed) > len(changed) // 2
 
 
-class ValRows:
-    """What ``evaluate_exported`` uses of the validation Dataset: ``iter_batches``."""
+def test_the_exported_models_score_takes_one_hot_validation_rows():
+    """What ``tljob.infer`` does with a validation split's labels: one-hot rows (MixUp /
+    CutMix runs) are scored as their class, as class indices are."""
+    from tljob.infer.results import Scored, class_indices
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self.images, self.labels = images, labels
-
-    def iter_batches(self, batch_size: int, batch_format: str):
-        for start in range(0, len(self.labels), batch_size):
-            rows = slice(start, start + batch_size)
-            yield {"image": self.images[rows], "label": self.labels[rows]}
-
-
-def test_the_driver_scores_the_exported_model_on_one_hot_validation_rows(tmp_path):
-    from tljob.nn import io as nn_io
-    from tljob.run.driver import evaluate_exported
-
-    nn_io.export_model(probe(SOFT), tmp_path / "model.keras")
-    pixels = (FEATURES * 50).astype(np.uint8)  # the same argmax as FEATURES
+    probs = softmax(FEATURES.astype(np.float64)).astype(np.float32)
     one_hot = np.eye(CLASSES, dtype=np.float32)[CLASS_INDICES]
-    uri = str(tmp_path / "model.keras")
-    soft = evaluate_exported(uri, ValRows(pixels, one_hot), batch_size=4)
-    sparse = evaluate_exported(uri, ValRows(pixels, CLASS_INDICES), batch_size=4)
+    uris, errors = np.array(list("abcdef"), object), np.array([""] * 6, object)
+    soft = Scored(uris, class_indices(one_hot), probs, errors).summary()
+    sparse = Scored(uris, class_indices(CLASS_INDICES), probs, errors).summary()
     assert soft == sparse == {"images": 6, "correct": 4, "accuracy": 4 / 6}

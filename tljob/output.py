@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -197,3 +198,45 @@ def hide_ray_warnings(verbose: bool) -> bool:
     return ray_private.filter_stdstream_prints(
         lambda line: bool(_HARMLESS_RAY_WARNINGS.search(line))
     )
+
+
+# What Ray's core worker prints to a driver's stderr (C++, beneath sys.stderr) for every
+# actor a Ray Data actor pool starts: the pool passes its function through the object
+# store and lets actors restart, which Ray 2.60 warns about (ray-project/ray#53727).
+_RAY_ACTOR_ARGS_NOTICE = re.compile(
+    r"Actor with class name: .* has constructor arguments in the object store and "
+    r"max_restarts > 0"
+)
+
+
+@contextlib.contextmanager
+def ray_actor_notices_hidden(verbose: bool) -> Iterator[None]:
+    """While a Ray Data actor pool runs from this driver: drop Ray's per-actor notice
+    (``_RAY_ACTOR_ARGS_NOTICE``) from this process's stderr, every other line passing at
+    once. File descriptor 2 is a pipe meanwhile, read line by line by a thread; no-op when
+    ``verbose``."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not _RAY_ACTOR_ARGS_NOTICE.search(line.decode(errors="replace")):
+                    os.write(real, line)
+
+    thread = threading.Thread(target=pump, name="tljob-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # the pipe's last writer in this process is gone
+        thread.join(timeout=5)
+        if not thread.is_alive():  # else a child still writes through it: keep ``real``
+            os.close(real)

@@ -1,6 +1,6 @@
-"""``tljob`` command line: ``train``, ``prepare``, ``tune``, ``demo``, ``config``, ``backbones``,
-``weights import``, ``augment preview``, ``k8s render`` / ``k8s kustomize``; argparse,
-dispatch.
+"""``tljob`` command line: ``train``, ``prepare``, ``tune``, ``predict``, ``demo``, ``config``,
+``backbones``, ``weights import``, ``augment preview``, ``k8s render`` / ``k8s kustomize``;
+argparse, dispatch.
 
 Every command is one module of this package with the same small interface: ``NAME`` (the
 word on the command line), ``HELP`` (its line in ``tljob --help``),
@@ -24,7 +24,19 @@ import sys
 from collections.abc import Sequence
 
 from tljob import output, ray_private
-from tljob.cli import augment, backbones, config, demo, export, k8s, prepare, train, tune, weights
+from tljob.cli import (
+    augment,
+    backbones,
+    config,
+    demo,
+    export,
+    k8s,
+    predict,
+    prepare,
+    train,
+    tune,
+    weights,
+)
 from tljob.cli._args import add_version
 from tljob.errors import JobFailedError, UserError
 from tljob.storage.redact import redact
@@ -34,7 +46,7 @@ EXIT_JOB_FAILED = 1
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 
 # In the order ``tljob --help`` lists them.
-COMMANDS = (train, prepare, demo, backbones, tune, weights, augment, k8s, config, export)
+COMMANDS = (train, prepare, predict, demo, backbones, tune, weights, augment, k8s, config, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that run on Ray: refused before any work on a Ray tljob was not verified on.
-RAY_COMMANDS = frozenset({"train", "prepare", "demo", "tune"})
+RAY_COMMANDS = frozenset({"train", "prepare", "predict", "demo", "tune"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
 
@@ -29,6 +26,7 @@ from tljob.config import JobConfig, dump_config
 from tljob.data.pipeline import PreparedData, prepare_data
 from tljob.data.plan import DataPlan
 from tljob.errors import JobFailedError
+from tljob.infer.pipeline import score_prepared
 from tljob.report import data_summary_line, set_aside_lines
 from tljob.run import checkpoint as ckpt_files
 from tljob.run import failed_run, failures
@@ -78,25 +76,6 @@ def plan_run(run_dir: storage.Location, job: JobConfig, classes: list[str]) -> R
     else:
         storage.delete_file(history)
     return found.plan
-
-
-def evaluate_exported(model_uri: str, val: ray.data.Dataset, batch_size: int) -> dict[str, Any]:
-    """Accuracy of the saved model on the whole validation set (not sharded, no drops)."""
-    from tljob.nn import io as keras_io  # TensorFlow only for this re-check
-
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "model.keras")
-        with open(local, "wb") as f:
-            f.write(storage.read_bytes(storage.resolve(model_uri)))
-        net = keras_io.load_exported(local)
-        correct = total = 0
-        for batch in val.iter_batches(batch_size=batch_size, batch_format="numpy"):
-            probs = keras_io.predict_probabilities(net, batch["image"])
-            labels = batch["label"]  # class indices, or one-hot rows with MixUp / CutMix
-            truth = labels.argmax(axis=1) if labels.ndim == 2 else labels
-            correct += int((probs.argmax(axis=1) == truth).sum())
-            total += len(labels)
-    return {"images": total, "correct": correct, "accuracy": correct / total}
 
 
 def write_learning_curves(run_dir: storage.Location, history: Sequence[Any]) -> None:
@@ -242,9 +221,15 @@ def _train_and_summarise(
     history = ckpt_files.read_state(run_dir.join(latest)).history
     storage.write_text(run_dir.join("history.csv"), history_csv(history))
     write_learning_curves(run_dir, history)
-    exported = evaluate_exported(
-        run_dir.join("model", "model.keras").uri, prepared.val, job.train.batch_size
-    )
+    # The exported model re-scores every validation image on the workers, never here.
+    exported = score_prepared(
+        run_dir.join("model", "model.keras").uri,
+        prepared.prepared_uri,
+        "val",
+        batch_size=job.train.batch_size,
+        use_gpu=job.scaling.use_gpu,
+        verbose=verbose,
+    ).summary()
     summary = run_summary(
         job, prepared.classes, prepared.summary(), history, exported, time.monotonic() - started
     )
