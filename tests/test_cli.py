@@ -27,8 +27,8 @@ CLI_DIR = Path(cli.__file__).parent
 def test_every_command_is_one_module_with_the_same_interface():
     names = [command.NAME for command in cli.COMMANDS]
     assert names == [
-        "train", "prepare", "predict", "demo", "backbones", "tune", "weights", "augment", "k8s",
-        "config", "export",
+        "train", "prepare", "evaluate", "predict", "demo", "backbones", "tune", "weights",
+        "augment", "k8s", "config", "export",
     ]  # fmt: skip
     for command in cli.COMMANDS:
         assert command.__name__ == f"tljob.cli.{command.NAME}"

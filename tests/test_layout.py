@@ -108,6 +108,7 @@ PURE = [
     "tljob.infer.results",
     "tljob.infer.parts",
     "tljob.cli.predict",
+    "tljob.cli.evaluate",
 ]
 RAY = ("ray",)
 TENSORFLOW = ("tensorflow", "tf_keras", "keras")
@@ -181,6 +182,7 @@ def test_nn_and_zoo_never_import_ray():
         "tljob.run.restart",
         "tljob.infer.pipeline",  # the driver's side of inference: TensorFlow in the actors
         "tljob.infer.predict",
+        "tljob.infer.evaluate",
     ],
 )
 def test_ray_data_side_never_imports_tensorflow(module):

@@ -148,6 +148,7 @@ def format_summary(summary: dict[str, Any], title: str) -> str:
         f"exported model    {summary['run_dir']}/{exported['path']} "
         f"(re-checked: {exported['correct']}/{exported['images']} val images correct, "
         f"{_fmt(exported['accuracy'])})",
+        *([_test_row(summary["test"])] if "test" in summary else []),
         f"checkpoints       {summary['checkpoint']}  (latest; rerun the same run.name to resume)",
         *(
             [f"prepared data     {summary['prepared_data']}"]
@@ -158,3 +159,12 @@ def format_summary(summary: dict[str, Any], title: str) -> str:
         f"wall time         {summary['wall_seconds']:.0f} s",
     ]
     return "\n".join(lines)
+
+
+def _test_row(test: Mapping[str, Any]) -> str:
+    """The end table's line for the held-out test split (scored once, at the end)."""
+    return (
+        f"test split        {test['images']} images: accuracy {_fmt(test['accuracy'])}, "
+        f"macro-F1 {_fmt(test['macro_f1'])}, NLL {test['nll']:.4f}, ECE {test['ece']:.4f} "
+        f"({test['metrics']})"
+    )

@@ -29,6 +29,7 @@ from tljob.cli import (
     backbones,
     config,
     demo,
+    evaluate,
     export,
     k8s,
     predict,
@@ -46,7 +47,20 @@ EXIT_JOB_FAILED = 1
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 
 # In the order ``tljob --help`` lists them.
-COMMANDS = (train, prepare, predict, demo, backbones, tune, weights, augment, k8s, config, export)
+COMMANDS = (
+    train,
+    prepare,
+    evaluate,
+    predict,
+    demo,
+    backbones,
+    tune,
+    weights,
+    augment,
+    k8s,
+    config,
+    export,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that run on Ray: refused before any work on a Ray tljob was not verified on.
-RAY_COMMANDS = frozenset({"train", "prepare", "predict", "demo", "tune"})
+RAY_COMMANDS = frozenset({"train", "prepare", "evaluate", "predict", "demo", "tune"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -114,8 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_verbose(parser)
 
 
-def configure_s3(overrides: list[str]) -> None:
-    """Apply ``--set s3.KEY=VALUE`` (the only settings predict takes) to ``tljob.storage``."""
+def configure_s3(overrides: list[str], command: str = NAME) -> None:
+    """Apply ``--set s3.KEY=VALUE`` (the only settings ``command`` takes) to
+    ``tljob.storage``."""
     from tljob import storage
     from tljob.config import load_config
     from tljob.errors import UserError
@@ -123,7 +124,7 @@ def configure_s3(overrides: list[str]) -> None:
     others = [o for o in overrides if not o.startswith("s3.")]
     if others:
         raise UserError(
-            f"--set {others[0]!r}: predict takes only `s3.*` settings (e.g. --set "
+            f"--set {others[0]!r}: {command} takes only `s3.*` settings (e.g. --set "
             "s3.endpoint_url=https://host:port)"
         )
     if overrides:  # else every process finds its settings in the AWS variables

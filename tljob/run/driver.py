@@ -49,6 +49,8 @@ from tljob.run.shipped import ShippedWeights
 from tljob.run.storage_check import check_workers_reach_storage
 from tljob.run.worker import DIVERGED_FILE, train_fn_per_worker
 
+TEST_METRICS_FILE = "test_metrics.json"
+
 log = output.logger("run")
 say = log.info
 
@@ -86,6 +88,28 @@ def write_learning_curves(run_dir: storage.Location, history: Sequence[Any]) -> 
     png = io.BytesIO()
     learning_curves_png(history, png)
     storage.write_bytes(run_dir.join(LEARNING_CURVES_PNG), png.getvalue())
+
+
+def score_test_split(
+    run_dir: storage.Location, prepared: PreparedData, job: JobConfig, verbose: bool
+) -> dict[str, Any]:
+    """The exported model's figures on the prepared test split, scored on the workers;
+    the full ``tljob.evaluate.metrics.score`` in ``<run>/test_metrics.json``, the headline
+    figures returned for ``summary.json["test"]``."""
+    from tljob.evaluate.metrics import metrics_json, score
+
+    scored = score_prepared(
+        run_dir.join("model", "model.keras").uri,
+        prepared.prepared_uri,
+        "test",
+        batch_size=job.train.batch_size,
+        use_gpu=job.scaling.use_gpu,
+        verbose=verbose,
+    )
+    result = score(scored.truth, scored.probs, list(prepared.classes))
+    storage.write_text(run_dir.join(TEST_METRICS_FILE), metrics_json(result))
+    headline = ("images", "accuracy", "top5_accuracy", "macro_f1", "nll", "brier", "ece")
+    return {k: result[k] for k in headline if k in result} | {"metrics": TEST_METRICS_FILE}
 
 
 def _diverged(run_dir: storage.Location) -> TrainingDivergedError | None:
@@ -234,6 +258,9 @@ def _train_and_summarise(
         job, prepared.classes, prepared.summary(), history, exported, time.monotonic() - started
     )
     summary["checkpoint"] = run_dir.join(latest).uri
+    # once, at the end: the test images chose nothing (a sweep scores only its best trial)
+    if prepared.test is not None and not in_sweep:
+        summary["test"] = score_test_split(run_dir, prepared, job, verbose)
     summary.update(restart_figures(read_attempts(run_dir)))
     if summary["restarts"]:
         say(

@@ -23,7 +23,7 @@ from tljob.errors import UserError
 from tljob.report import data_summary_line
 from tljob.run.connect import check_cluster, ensure_ray
 from tljob.tune.interrupt import tune_stops_on_interrupt
-from tljob.tune.outputs import SweepOutcome, collect_records, write_outputs
+from tljob.tune.outputs import SweepOutcome, collect_records, score_best_on_test, write_outputs
 from tljob.tune.plan import (
     check_concurrency,
     expected_trials,
@@ -174,4 +174,7 @@ def sweep_driver_fn(sweep: Sweep, resume: bool = False, verbose: bool = False) -
         )
         raise KeyboardInterrupt
     records, histories = collect_records(sweep, results)
-    return write_outputs(sweep, records, histories, sweep_location(sweep), sweep.mode)
+    outcome = write_outputs(sweep, records, histories, sweep_location(sweep), sweep.mode)
+    if outcome.best_dir is not None and data_plan.has_test:
+        score_best_on_test(outcome, prepared_uri, verbose)
+    return outcome
