@@ -44,6 +44,7 @@ def test_the_cli_page_has_every_command_and_its_arguments():
     assert commands == [
         "tljob train",
         "tljob prepare",
+        "tljob evaluate",
         "tljob predict",
         "tljob demo",
         "tljob backbones",
