@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+import yaml
 from conftest import write_digits_tree
 from test_train_cli import job_yaml, tljob
 
@@ -26,13 +27,15 @@ def test_a_run_scores_its_exported_model_once_on_the_test_split(tmp_path, ray_cl
         tmp_path,
         data,
         "tested",
-        data={"test_fraction": 0.25, "val_fraction": 0.25},
         train={
             "batch_size": 4,
             "stages": [{"name": "head", "epochs": 1, "learning_rate": 1e-2, "trainable": "head"}],
         },
         scaling={"num_workers": 1, "cpus_per_worker": 1},
     )
+    tree = yaml.safe_load(config.read_text())
+    tree["data"].update(test_fraction=0.25, val_fraction=0.25)
+    config.write_text(yaml.safe_dump(tree))
     proc = tljob(ray_cluster, "train", "--config", str(config))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = tmp_path / "runs" / "tested"
