@@ -89,6 +89,7 @@ PURE = [
     "tljob.deploy",
     "tljob.deploy.options",
     "tljob.deploy.pods",
+    "tljob.deploy.predict",
     "tljob.deploy.render",
     "tljob.deploy.refusals",
     "tljob.deploy.validate",

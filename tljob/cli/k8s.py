@@ -6,15 +6,24 @@
 
 prints the ConfigMap holding the job config and the RayJob that runs it, sized from the
 config's ``scaling`` section (``--workers`` / ``--gpus-per-worker`` override it in both).
-``tljob k8s kustomize`` rewrites the ``k8s/`` tree (base and overlays) from
+
+    tljob k8s render --predict [--workers N] [--gpus-per-worker G] ... -- --model s3://...
+        --source s3://... --out s3://... [any other tljob predict flag]
+
+prints the RayJob that runs ``ray_jobs/predict.py`` with the words after ``--``, checked
+here by ``tljob predict``'s own parser and rules, so a bad flag fails now, not on the
+cluster. ``tljob k8s kustomize`` rewrites the ``k8s/`` tree (base and overlays) from
 ``k8s/examples/job.yaml``. Pure: neither Ray nor TensorFlow is imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
+from typing import NoReturn
 
+from tljob.cli import predict
 from tljob.cli._args import add_overrides
 from tljob.deploy.kustomize import write_tree
 from tljob.deploy.options import (
@@ -24,6 +33,7 @@ from tljob.deploy.options import (
     parse_toleration,
     render_options,
 )
+from tljob.deploy.predict import PredictCommand, render_predict
 from tljob.deploy.render import render
 from tljob.errors import UserError
 
@@ -36,20 +46,36 @@ def add_arguments(k8s: argparse.ArgumentParser) -> None:
     p = commands.add_parser(
         "render",
         help="Print the ConfigMap and RayJob (and ServiceAccount) that run a job config on "
-        "KubeRay, for `kubectl apply -f -`.",
+        "KubeRay, or with --predict the RayJob that runs tljob predict, for `kubectl apply -f -`.",
     )
-    p.add_argument("--config", required=True, help="Job config (or sweep file with --tune).")
+    p.add_argument("--config", help="Job config (or sweep file with --tune); not with --predict.")
+    p.add_argument(
+        "--predict",
+        action="store_true",
+        help="Render a RayJob that runs `tljob predict` (ray_jobs/predict.py) with the flags "
+        "after `--` instead of a job config: one group of --workers pods (default 1) with "
+        "--gpus-per-worker GPUs each (default 0: CPU model actors).",
+    )
     p.add_argument("--tune", action="store_true", help="The config is a sweep: run tune.py.")
     add_overrides(p, "Override one setting of the config, written into the ConfigMap (repeatable).")
     p.add_argument("--resume", action="store_true", help="With --tune: continue the sweep.")
     p.add_argument("--image", help=f"Image of every Ray pod (default {DEFAULT_IMAGE}).")
     p.add_argument("--namespace", help="Namespace of every object (default: kubectl's).")
-    p.add_argument("--name", help="RayJob name (default: tljob-<run.name or tune.name>).")
-    p.add_argument("--workers", type=int, help="Training pods = scaling.num_workers.")
+    p.add_argument(
+        "--name",
+        help="RayJob name (default: tljob-<run.name or tune.name>; with --predict: "
+        "tljob-predict-<the last folder of --out>).",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="Training pods = scaling.num_workers (with --predict: predict pods, default 1).",
+    )
     p.add_argument(
         "--gpus-per-worker",
         type=int,
-        help="GPUs per training pod = scaling.gpus_per_worker; 0 trains on CPUs.",
+        help="GPUs per training pod = scaling.gpus_per_worker; 0 trains on CPUs (with "
+        "--predict: GPUs per predict pod, one model actor each; default 0).",
     )
     p.add_argument(
         "--cpu-workers",
@@ -105,6 +131,14 @@ def add_arguments(k8s: argparse.ArgumentParser) -> None:
         type=int,
         help="Seconds the cluster is kept after the job ends, for its logs (default 120).",
     )
+    # Last: the words after `--`, after every render flag (the usage line says so).
+    p.add_argument(
+        "predict_flags",
+        nargs="*",
+        metavar="-- PREDICT_FLAG",
+        help="With --predict: tljob predict's flags, checked now (--model, --source and --out "
+        "must be s3:// URIs; S3 settings as --set s3.KEY=VALUE, keys from Secret tljob-s3).",
+    )
     tree = commands.add_parser(
         "kustomize",
         help="Rewrite the k8s/ kustomize tree (base, overlays gpu and cpu-dev) from "
@@ -153,6 +187,38 @@ def options_from_args(args: argparse.Namespace) -> RenderOptions:
     return render_options(**values)
 
 
+class _PredictFlagParser(argparse.ArgumentParser):
+    """``tljob predict``'s parser whose errors are ``UserError`` (exit 2, one line) naming
+    where the flags were given."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(
+            f"tljob k8s render --predict: {message} (the words after `--` are tljob "
+            "predict's flags: see tljob predict --help)"
+        )
+
+
+def predict_command(words: list[str]) -> PredictCommand:
+    """``words`` checked as ``tljob predict`` checks its command line (its parser, its
+    rules between flags, its ``--set s3.*`` settings); ``UserError`` otherwise."""
+    parser = _PredictFlagParser(prog="tljob k8s render --predict --")
+    predict.add_arguments(parser)
+    args = parser.parse_args(words)
+    try:
+        predict.check_flags(args)
+        predict.s3_settings(args.overrides)
+    except UserError as e:
+        raise UserError(f"tljob k8s render --predict: {e}") from None
+    return PredictCommand(
+        words=tuple(words),
+        model=args.model,
+        source=args.source,
+        out=args.out,
+        as_manifest=args.as_manifest,
+        actors=args.actors,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.k8s_command == "kustomize":
         k8s_dir = Path(args.dir)
@@ -161,6 +227,22 @@ def run(args: argparse.Namespace) -> int:
         for path in write_tree(k8s_dir):
             print(path)
         return 0
+    if args.predict and args.config is not None:
+        raise UserError(
+            "tljob k8s render: --predict runs tljob predict with the flags after `--`, not a "
+            "job config: drop --config"
+        )
+    if not args.predict and args.predict_flags:
+        raise UserError(
+            f"tljob k8s render: unexpected words {shlex.join(args.predict_flags)!r}: only "
+            "--predict takes words (tljob predict's flags, after `--`)"
+        )
+    if not args.predict and args.config is None:
+        raise UserError(
+            "tljob k8s render: --config is required (a job config, or a sweep file with "
+            "--tune), or --predict with tljob predict's flags after `--`"
+        )
+    command = predict_command(args.predict_flags) if args.predict else None
     options = options_from_args(args)
     if options.service_account is not None:
         credentials = (
@@ -172,6 +254,12 @@ def run(args: argparse.Namespace) -> int:
             "S3 keys, once per namespace: kubectl create secret generic tljob-s3 "
             "--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=..."
         )
-    header = f"tljob k8s render --config {args.config} | kubectl apply -f -\n{credentials}"
-    print(render(args.config, options).text(header), end="")
+    if command is not None:
+        rendered = render_predict(command, options)
+        what = f"--predict -- {shlex.join(command.words)}"
+    else:
+        rendered = render(args.config, options)
+        what = f"--config {args.config}"
+    header = f"tljob k8s render {what} | kubectl apply -f -\n{credentials}"
+    print(rendered.text(header), end="")
     return 0

@@ -8,6 +8,7 @@ starts (exit 2 for what cannot be used); ``tljob.infer.predict`` does the rest.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from tljob.cli._args import add_overrides, add_verbose
 
@@ -114,9 +115,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_verbose(parser)
 
 
-def configure_s3(overrides: list[str], command: str = NAME) -> None:
-    """Apply ``--set s3.KEY=VALUE`` (the only settings ``command`` takes) to
-    ``tljob.storage``."""
+def s3_settings(overrides: list[str], command: str = NAME) -> Any:
+    """The ``storage.S3Settings`` of ``--set s3.KEY=VALUE`` (the only settings ``command``
+    takes), checked (``UserError``); None without any: every process then finds its
+    settings in the AWS variables, as for train."""
     from tljob import storage
     from tljob.config import load_config
     from tljob.errors import UserError
@@ -127,12 +129,25 @@ def configure_s3(overrides: list[str], command: str = NAME) -> None:
             f"--set {others[0]!r}: {command} takes only `s3.*` settings (e.g. --set "
             "s3.endpoint_url=https://host:port)"
         )
-    if overrides:  # else every process finds its settings in the AWS variables
-        job = load_config(None, ["data.source=unused", *overrides])
-        storage.configure(storage.S3Settings.from_config(job.s3))
+    if not overrides:
+        return None
+    job = load_config(None, ["data.source=unused", *overrides])
+    return storage.S3Settings.from_config(job.s3)
 
 
-def run(args: argparse.Namespace) -> int:
+def configure_s3(overrides: list[str], command: str = NAME) -> None:
+    """Apply ``--set s3.KEY=VALUE`` (the only settings ``command`` takes) to
+    ``tljob.storage``."""
+    from tljob import storage
+
+    settings = s3_settings(overrides, command)
+    if settings is not None:
+        storage.configure(settings)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """The rules between the flags that argparse does not state (``UserError``): checked
+    by ``run`` and, before any pod starts, by ``tljob k8s render --predict``."""
     from tljob.errors import UserError
 
     if (args.min_confidence is None) != (args.as_manifest is None):
@@ -140,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
             "--min-confidence and --as-manifest go together: give both (e.g. "
             "--min-confidence 0.9 --as-manifest pseudo.csv) or neither"
         )
+
+
+def run(args: argparse.Namespace) -> int:
+    check_flags(args)
     configure_s3(args.overrides)
     from tljob.infer.predict import PredictRequest, run_predict
 

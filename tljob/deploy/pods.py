@@ -20,7 +20,7 @@ RAY_UID, RAY_GID = 1000, 100
 HEAD_CPUS, HEAD_MEMORY = "2", "8Gi"
 # Autoscaler v2 removes a Ray Data pod after this long without tasks.
 DATA_IDLE_SECONDS = 60
-GROUP_TRAIN, GROUP_DATA = "train", "data"
+GROUP_TRAIN, GROUP_DATA, GROUP_PREDICT = "train", "data", "predict"
 
 
 def labels(name: str) -> dict[str, str]:
@@ -94,23 +94,30 @@ def _pod_spec(containers: list[dict[str, Any]], options: RenderOptions) -> dict[
     return spec
 
 
-def head_group(name: str, configmap: str, config_file: str, options: RenderOptions) -> Any:
-    """The head: the job driver (and in SidecarMode the submitter) with the job config
-    mounted at ``CONFIG_DIR``; no Ray tasks or actors (0 CPUs for Ray)."""
+def head_group(
+    name: str, options: RenderOptions, configmap: str | None = None, config_file: str = ""
+) -> Any:
+    """The head: the job driver (and in SidecarMode the submitter), with the job config
+    mounted at ``CONFIG_DIR`` when there is one (``configmap``); no Ray tasks or actors
+    (0 CPUs for Ray)."""
     container = _container("ray-head", options.image, _resources(HEAD_CPUS, HEAD_MEMORY), options)
     container["ports"] = [
         {"name": "gcs-server", "containerPort": 6379},
         {"name": "dashboard", "containerPort": 8265},
         {"name": "client", "containerPort": 10001},
     ]
-    container["volumeMounts"] = note(
-        [{"name": "job-config", "mountPath": CONFIG_DIR, "readOnly": True}],
-        f"the ConfigMap's {config_file}, read by the driver",
-    )
+    if configmap is not None:
+        container["volumeMounts"] = note(
+            [{"name": "job-config", "mountPath": CONFIG_DIR, "readOnly": True}],
+            f"the ConfigMap's {config_file}, read by the driver",
+        )
     spec = _pod_spec([container], options)
-    spec["volumes"] = [{"name": "job-config", "configMap": {"name": configmap}}]
+    if configmap is not None:
+        spec["volumes"] = [{"name": "job-config", "configMap": {"name": configmap}}]
     return {
-        "rayStartParams": note({"num-cpus": "0"}, "no training or data tasks on the head"),
+        "rayStartParams": note(
+            {"num-cpus": "0"}, "no Ray tasks or actors on the head: the driver has it"
+        ),
         "template": {"metadata": {"labels": labels(name)}, "spec": spec},
     }
 
@@ -120,6 +127,22 @@ def train_group(name: str, job: JobConfig, options: RenderOptions) -> dict[str, 
     ``scaling.gpus_per_worker`` GPUs (whole GPUs: requests = limits) when ``use_gpu``."""
     scaling = job.scaling
     gpus = int(scaling.gpus_per_worker) if scaling.use_gpu else 0
+    return worker_group(
+        name,
+        GROUP_TRAIN,
+        scaling.num_workers,
+        gpus,
+        options,
+        "scaling.num_workers: fixed size, the autoscaler never removes one",
+    )
+
+
+def worker_group(
+    name: str, group: str, pods: int, gpus: int, options: RenderOptions, why: str
+) -> dict[str, Any]:
+    """A fixed group of ``pods`` pods of ``--worker-cpus`` / ``--worker-memory`` and
+    ``gpus`` whole GPUs each (requests = limits), on the GPU nodes when ``gpus``;
+    ``why`` is the comment on its size."""
     resources = _resources(options.worker_cpus, options.worker_memory, gpus)
     container = _container("ray-worker", options.image, resources, options)
     spec = _pod_spec([container], options)
@@ -131,12 +154,11 @@ def train_group(name: str, job: JobConfig, options: RenderOptions) -> dict[str, 
             [t.manifest() for t in dict.fromkeys(tolerations)],
             "GPU nodes are tainted nvidia.com/gpu; more with --gpu-toleration",
         )
-    n = scaling.num_workers
     return {
-        "groupName": GROUP_TRAIN,
-        "replicas": note(n, "scaling.num_workers: fixed size, the autoscaler never removes one"),
-        "minReplicas": n,
-        "maxReplicas": n,
+        "groupName": group,
+        "replicas": note(pods, why),
+        "minReplicas": pods,
+        "maxReplicas": pods,
         "template": {"metadata": {"labels": labels(name)}, "spec": spec},
     }
 

@@ -5,11 +5,17 @@ the flag or setting, its value and the rule (``UserError``, exit 2).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from tljob import storage
 from tljob.config import JobConfig
 from tljob.deploy import pods
 from tljob.deploy.options import FLAGS, RenderOptions
 from tljob.errors import UserError
 from tljob.preflight.cluster import Node, missing_resources
+
+if TYPE_CHECKING:
+    from tljob.deploy.predict import PredictCommand
 
 
 def refuse(job: JobConfig, options: RenderOptions) -> None:
@@ -111,3 +117,103 @@ _CLUSTER_FLAGS = {
         "grace_seconds",
     )
 }
+
+
+# Render flags a predict job has no use for, and why.
+_NOT_FOR_PREDICT = {
+    "tune": "--tune renders a sweep",
+    "resume": "--resume continues a sweep",
+    "overrides": "--set before `--` overrides a job config; predict's own --set s3.KEY=VALUE "
+    "goes after `--`",
+    "cpu_workers": "--cpu-workers sizes the Ray Data group, which a predict job does not have "
+    "(its images are decoded on the predict pods)",
+    "data_worker_cpus": "--data-worker-cpus sizes the Ray Data pods, which a predict job does "
+    "not have",
+    "data_worker_memory": "--data-worker-memory sizes the Ray Data pods, which a predict job "
+    "does not have",
+}
+# Predict's flags that name a place: the pods read and write them, so never this machine.
+PATH_FLAGS = {
+    "model": "--model",
+    "source": "--source",
+    "out": "--out",
+    "as_manifest": "--as-manifest",
+}
+
+
+def refuse_predict(
+    command: PredictCommand, options: RenderOptions, workers: int, gpus: int
+) -> None:
+    """``UserError`` for a predict job that could not run as rendered: a render flag it has
+    no use for, a place the pods cannot reach, more model actors than the cluster holds."""
+    problems = [why for name, why in _NOT_FOR_PREDICT.items() if name in options.model_fields_set]
+    own_cluster = options.cluster_selector is None
+    if options.role_arn and not options.service_account:
+        problems.append("--role-arn annotates the ServiceAccount: it needs --service-account")
+    for name, flag in PATH_FLAGS.items():
+        uri = getattr(command, name)
+        if uri is not None:
+            problems += _unreachable(flag, uri)
+    if not own_cluster:
+        # --workers and --gpus-per-worker shape only the cluster here (no job config).
+        shaping = {**_CLUSTER_FLAGS, **{n: FLAGS[n] for n in ("workers", "gpus_per_worker")}}
+        ignored = sorted(
+            flag
+            for name, flag in shaping.items()
+            if name in options.model_fields_set and name not in _NOT_FOR_PREDICT
+        )
+        if ignored:
+            problems.append(
+                f"--cluster-selector runs on an existing RayCluster, so {', '.join(ignored)} "
+                "would have no effect"
+            )
+        if options.backoff_limit:
+            problems.append(
+                f"--backoff-limit ({options.backoff_limit}) with --cluster-selector: KubeRay "
+                "retries only jobs that create their cluster"
+            )
+    elif gpus == 0:
+        for name in ("gpu_node_selector", "gpu_tolerations"):
+            if getattr(options, name):
+                problems.append(
+                    f"{FLAGS[name]}: the predict pods have no GPUs (--gpus-per-worker 0)"
+                )
+    elif options.worker_cpus <= gpus:
+        problems.append(
+            f"--worker-cpus ({options.worker_cpus}) must exceed --gpus-per-worker ({gpus}): each "
+            "GPU model actor takes one CPU, and the images are decoded on the CPUs beside them"
+        )
+    if own_cluster and command.actors is not None:
+        room = workers * (gpus or options.worker_cpus)
+        if command.actors > room:
+            each = (
+                f"one per GPU: {workers} pod(s) of --gpus-per-worker {gpus}"
+                if gpus
+                else (f"one per CPU: {workers} pod(s) of --worker-cpus {options.worker_cpus}")
+            )
+            problems.append(
+                f"--actors {command.actors}: the rendered cluster has room for {room} model "
+                f"actors ({each}); ask for at most {room}, or render more pods (--workers)"
+            )
+    if problems:
+        raise UserError("tljob k8s render --predict: " + "; ".join(problems))
+
+
+def _unreachable(flag: str, uri: str) -> list[str]:
+    """Why a pod could not reach ``uri`` (empty when it can: a valid ``s3://`` URI)."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in ("", "file"):
+        return [
+            f"{flag} {uri!r} is a local path, which the pods cannot see: copy it to the "
+            "object store and give its s3:// URI"
+        ]
+    if scheme != "s3":
+        return [
+            f"{flag} {uri!r}: the pods reach storage through S3 only, and {scheme}:// is "
+            "not supported; give an s3:// URI"
+        ]
+    try:
+        storage.resolve(uri)  # the bucket and key rules every tljob command applies
+    except storage.StorageError as e:
+        return [f"{flag}: {e}"]
+    return []

@@ -106,12 +106,12 @@ def _check_reloads(text: str, file_name: str, loaded: Any, overrides: list[str])
         )
 
 
-def job_name(options: RenderOptions, config_name: str, field_name: str) -> str:
-    """``--name``, or ``tljob-<config_name>`` made a DNS-1035 label; ``UserError`` naming
-    the source when the result is not one."""
-    name = options.name or "tljob-" + re.sub(r"[._]", "-", config_name.lower())
+def job_name(options: RenderOptions, config_name: str, source: str, prefix: str = "tljob-") -> str:
+    """``--name``, or ``prefix + config_name`` made a DNS-1035 label; ``UserError`` naming
+    the ``source`` of ``config_name`` when the result is not one."""
+    name = options.name or prefix + re.sub(r"[._]", "-", config_name.lower())
     if len(name) > MAX_NAME or not _DNS_1035.match(name):
-        source = "--name" if options.name else f"`{field_name}` ({config_name!r}) as"
+        source = "--name" if options.name else f"{source} ({config_name!r}) as"
         raise UserError(
             f"tljob k8s render: {source} RayJob name {name!r} is not usable: KubeRay needs "
             f"lowercase letters, digits and '-', starting with a letter, at most {MAX_NAME} "
@@ -172,9 +172,9 @@ def render(config_path: str | Path, options: RenderOptions) -> Rendered:
     loaded = load(path, overrides)
     job = loaded.job if isinstance(loaded, Sweep) else loaded
     if isinstance(loaded, Sweep):
-        config_name, field_name = loaded.tune.name, "tune.name"
+        config_name, field_name = loaded.tune.name, "`tune.name`"
     else:
-        config_name, field_name = job.run.name, "run.name"
+        config_name, field_name = job.run.name, "`run.name`"
     refuse(job, options)
     name = job_name(options, config_name, field_name)
     config_file = "sweep.yaml" if options.tune else "job.yaml"
@@ -186,13 +186,13 @@ def render(config_path: str | Path, options: RenderOptions) -> Rendered:
     configmap_name = f"{name}-config"
     documents = []
     if options.service_account is not None:
-        documents.append(_service_account(name, options))
+        documents.append(service_account(name, options))
     documents.append(_configmap(name, configmap_name, options, config_file, config_text))
     documents.append(_rayjob(name, job, options, configmap_name, config_file))
     return Rendered(documents)
 
 
-def _metadata(name: str, options: RenderOptions, job: str | None = None) -> dict[str, Any]:
+def object_metadata(name: str, options: RenderOptions, job: str | None = None) -> dict[str, Any]:
     """``name`` in the namespace asked for, labelled as part of RayJob ``job`` (or
     ``name``)."""
     metadata: dict[str, Any] = {"name": name}
@@ -202,9 +202,9 @@ def _metadata(name: str, options: RenderOptions, job: str | None = None) -> dict
     return metadata
 
 
-def _service_account(name: str, options: RenderOptions) -> dict[str, Any]:
+def service_account(name: str, options: RenderOptions) -> dict[str, Any]:
     assert options.service_account is not None
-    metadata = _metadata(options.service_account, options, name)
+    metadata = object_metadata(options.service_account, options, name)
     if options.role_arn:
         metadata["annotations"] = note(
             {"eks.amazonaws.com/role-arn": options.role_arn},
@@ -216,7 +216,7 @@ def _service_account(name: str, options: RenderOptions) -> dict[str, Any]:
 def _configmap(
     name: str, configmap: str, options: RenderOptions, config_file: str, text: str
 ) -> dict[str, Any]:
-    metadata = _metadata(configmap, options, name)
+    metadata = object_metadata(configmap, options, name)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -239,7 +239,7 @@ def _rayjob(
     if autoscaling:
         cluster["autoscalerOptions"] = pods.autoscaler_options()
         groups.append(pods.data_group(name, max_data_pods, options))
-    cluster["headGroupSpec"] = pods.head_group(name, configmap, config_file, options)
+    cluster["headGroupSpec"] = pods.head_group(name, options, configmap, config_file)
     cluster["workerGroupSpecs"] = groups
     spec = {
         "entrypoint": note(
@@ -270,7 +270,7 @@ def _rayjob(
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
-        "metadata": _metadata(name, options),
+        "metadata": object_metadata(name, options),
         "spec": spec,
     }
 
@@ -300,6 +300,6 @@ def _selector_rayjob(
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
-        "metadata": _metadata(name, options),
+        "metadata": object_metadata(name, options),
         "spec": spec,
     }
