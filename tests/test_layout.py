@@ -48,6 +48,7 @@ PURE = [
     "tljob.progress",
     "tljob.data.listing",
     "tljob.data.sources",
+    "tljob.data.merge",
     "tljob.data.prepared",
     "tljob.data.plan",
     "tljob.data.testset",

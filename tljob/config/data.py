@@ -3,7 +3,9 @@ prepared once into shards (``tljob.data.prepared`` reads these). Pure."""
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+import posixpath
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -13,11 +15,16 @@ MAX_IMAGE_SIZE = 1024
 
 
 class DataSection(_Section):
-    source: str = Field(
+    source: str | list[str] = Field(
         "",
         description="Required. Where the images are: a directory (or URI) holding "
         "<source>/<class name>/<image file>, or a manifest file (.csv or .parquet) with "
-        "columns uri,label; a manifest's relative uris are relative to its folder.",
+        "columns uri,label; a manifest's relative uris are relative to its folder. Or a "
+        "list of such sources, merged into one listing: the classes are their union, a uri "
+        "listed by two sources is one image with the first source's label (another label "
+        "in a later source is quarantined as label_conflict), and every source is part of "
+        "the prepared data's fingerprint, in order. On the command line: "
+        "`--set 'data.source=[labelled/, pseudo.csv]'`.",
     )
     classes: list[str] | None = Field(
         None,
@@ -114,6 +121,46 @@ class DataSection(_Section):
         "images is quarantined.",
     )
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """``source`` as a tuple: one entry for a string (or a list of one), each entry of
+        a list in order."""
+        return (self.source,) if isinstance(self.source, str) else tuple(self.source)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_or_sources(cls, source: Any) -> Any:
+        # Before pydantic's own check, so that a bad value gets one message, not one per
+        # member of `str | list[str]`.
+        if isinstance(source, str):
+            return source
+        if not isinstance(source, list):
+            raise ValueError(
+                "must be a folder, a manifest or an s3:// URI, or a list of them (it is of "
+                f"type {type(source).__name__})"
+            )
+        if not source:
+            raise ValueError("is an empty list: give at least one folder, manifest or s3:// URI")
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(source):
+            if not isinstance(entry, str):
+                raise ValueError(
+                    f"entry {index} ({entry!r}) must be a folder, a manifest or an s3:// "
+                    f"URI (it is of type {type(entry).__name__})"
+                )
+            if not entry.strip():
+                raise ValueError(
+                    f"entry {index} ({entry!r}) is empty: remove it, or name a folder, a "
+                    "manifest or an s3:// URI"
+                )
+            first = seen.setdefault(_source_key(entry), index)
+            if first != index:
+                raise ValueError(
+                    f"entry {index} ({entry!r}) names the same source as entry {first} "
+                    f"({source[first]!r}): its images would be listed twice; remove one"
+                )
+        return source
+
     @field_validator("test_source")
     @classmethod
     def _empty_is_none(cls, source: str | None) -> str | None:
@@ -146,3 +193,12 @@ class DataSection(_Section):
             if len(set(classes)) != len(classes) or not all(classes):
                 raise ValueError("class names must be distinct and non-empty")
         return classes
+
+
+def _source_key(source: str) -> str:
+    """What two entries of a ``source`` list are compared by: a URI without its trailing
+    "/", a local path made absolute and normalised (``a/`` and ``./a`` are one folder)."""
+    if "://" in source:
+        scheme, rest = source.split("://", 1)
+        return f"{scheme.lower()}://{posixpath.normpath(rest) if rest else rest}"
+    return os.path.normpath(os.path.abspath(os.path.expanduser(source)))

@@ -33,8 +33,9 @@ def error_lines(errors: Iterable[Mapping[str, Any]]) -> list[str]:
             lines.append(f"`{path}` is not a known setting (check the spelling)")
         elif e["type"] == "finite_number":
             lines.append(f"`{path}` ({e['input']!r}): must be a finite number, not inf or nan")
-        elif path and isinstance(e["input"], dict):
-            # a section's own rule: its message names fields relative to the section
+        elif path and isinstance(e["input"], dict) and "`" in msg:
+            # a section's own rule: its message names fields relative to the section (a
+            # field's rule about a mapping given as its value names no field)
             lines.append(re.sub(r"`([^`]+)`", lambda m, p=path: f"`{p}.{m.group(1)}`", msg))
         elif path:
             lines.append(f"`{path}` ({e['input']!r}): {msg}")

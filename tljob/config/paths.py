@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# (section, key) of the settings that name a local path or a URI
+# (section, key) of the settings that name a local path or a URI (data.source: or a list)
 PATH_SETTINGS = (("data", "source"), ("data", "prepared_path"), ("run", "storage_path"))
 NAMED_WEIGHTS = ("imagenet", "none")
 
@@ -40,6 +40,8 @@ def make_paths_absolute(tree: dict[str, Any]) -> None:
         part = tree.get(section)
         if isinstance(part, dict) and isinstance(part.get(key), str):
             part[key] = absolute_path(part[key])
+        elif isinstance(part, dict) and isinstance(part.get(key), list):  # data.source's list
+            part[key] = [absolute_path(p) if isinstance(p, str) else p for p in part[key]]
     model = tree.get("model")
     if isinstance(model, dict) and isinstance(model.get("weights"), str):
         model["weights"] = absolute_weights(model["weights"])

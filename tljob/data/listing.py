@@ -68,14 +68,19 @@ class ImageListing:
     # uri -> (size, mtime_ns or -1) where the listing already learnt them (object-store
     # listings, manifest existence checks): the fingerprint does not look again.
     stats: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Of a list of sources (``tljob.data.merge``; empty for one): their URIs in order, and
+    # a later source's entries {path, duplicate_of} (both the uri) of a file listed already.
+    sources: list[str] = field(default_factory=list)
+    listed_again: list[dict[str, str]] = field(default_factory=list)
 
     def count(self) -> int:
-        """Files to read (``quarantined`` entries are listed but never read)."""
+        """Files to read (``quarantined`` and ``listed_again`` entries are never read)."""
         return sum(len(self.files.get(c, [])) for c in self.classes)
 
     def listed(self) -> int:
-        """Every listed entry: files to read plus entries quarantined at listing."""
-        return self.count() + len(self.quarantined)
+        """Every listed entry: files to read, entries quarantined at listing and entries
+        listed again by a later source."""
+        return self.count() + len(self.quarantined) + len(self.listed_again)
 
 
 def list_images(
@@ -163,7 +168,9 @@ def check_listing(listing: ImageListing, scans: Mapping[str, ImageScan]) -> Chec
     """Set aside undecodable files, byte-identical copies and label conflicts.
 
     ``scans`` must hold every path of ``listing``. Every listed path ends up in exactly one
-    of ``usable``, ``duplicates`` and ``quarantined`` (``listing.quarantined`` included).
+    of ``usable``, ``duplicates`` and ``quarantined`` (``listing.quarantined`` included);
+    an entry of ``listing.listed_again`` follows the file it lists again: a duplicate of
+    it when it is used, of what it duplicates, or quarantined with its reason.
     """
     quarantined: list[dict[str, str]] = list(listing.quarantined)
     by_content: dict[str, list[tuple[str, str]]] = {}  # sha256 -> [(path, class)]
@@ -188,6 +195,13 @@ def check_listing(listing: ImageListing, scans: Mapping[str, ImageScan]) -> Chec
         paths = sorted(path for path, _ in copies)
         kept.add(paths[0])
         duplicates += [{"path": p, "duplicate_of": paths[0]} for p in paths[1:]]
+    copy_of = {d["path"]: d["duplicate_of"] for d in duplicates}
+    reason_of = {q["path"]: q["reason"] for q in quarantined}
+    for again in (entry["path"] for entry in listing.listed_again):
+        if again in kept or again in copy_of:
+            duplicates.append({"path": again, "duplicate_of": copy_of.get(again, again)})
+        else:
+            quarantined.append({"path": again, "reason": reason_of[again]})
     usable = {
         name: [p for p in listing.files.get(name, []) if p in kept] for name in listing.classes
     }
@@ -333,7 +347,7 @@ def count_reasons(reasons: Iterable[str]) -> str:
 
 
 def refuse_classes_without_training_images(
-    source: str,
+    source: str | list[str],
     listing: ImageListing,
     train_per_class: Mapping[str, int],
     quarantined: Sequence[Mapping[str, str]],
@@ -364,7 +378,7 @@ def refuse_classes_without_training_images(
 
 
 def no_image_left_error(
-    source: str, described: Mapping[str, str], where: str, field: str = "data.source"
+    source: str | list[str], described: Mapping[str, str], where: str, field: str = "data.source"
 ) -> DataError:
     """The refusal of the classes of ``described`` (class -> what became of its images),
     the same as of an empty class folder; ``where``: a sentence saying where the images

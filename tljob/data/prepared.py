@@ -13,10 +13,11 @@ The fingerprint is a sha256 over the shard format version, the listing (every ur
 size and modification time, its class, and what was set aside at listing), the classes,
 the split settings (``val_fraction``, ``seed``, and ``test_fraction`` when above 0) and the
 store settings (stored size, pixel format and quality, pixel limit, shard size); with
-``data.test_source``, that source's listing too. Unchanged data and settings give the same
-fingerprint, so the shards are reused; any change gives a new folder. Settings without a
-test split give the fingerprint they gave before test splits existed, so prepared data
-made then is reused (its manifest has no ``test`` split).
+``data.test_source``, that source's listing too; with a list of sources in ``data.source``,
+each source's URI in order and the entries listed again by a later source. Unchanged data
+and settings give the same fingerprint, so the shards are reused; any change gives a new
+folder. Settings without a test split give the fingerprint they gave before test splits
+existed, so prepared data made then is reused (its manifest has no ``test`` split).
 
 Each preparation writes under its own ``<attempt>`` prefix (a random id), so concurrent
 preparations of one fingerprint never write the same file. The manifest is created
@@ -124,10 +125,14 @@ def _objects(listing: ImageListing, stats: Mapping[str, ObjectStat]) -> dict[str
         for name in listing.classes
         for uri in listing.files[name]
     ]
-    return {
+    described: dict[str, Any] = {
         "objects": sorted(objects),
         "set_aside_at_listing": sorted((q["path"], q["reason"]) for q in listing.quarantined),
     }
+    if listing.sources:  # a list of sources; one source gives the fingerprint it always had
+        described["sources"] = listing.sources
+        described["listed_again"] = sorted(d["path"] for d in listing.listed_again)
+    return described
 
 
 def fingerprint(

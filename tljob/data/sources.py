@@ -17,6 +17,8 @@ skipped, and what was set aside at listing (``ImageListing.quarantined``):
   and so is a class none of whose rows is left to read, naming the rows and why.
 * a folder tree: ``listing.list_images``; with ``data.classes`` set, files in other class
   folders are ``unknown_label``, and a listed class without a folder is an error.
+* a list of sources (each one of the above): each listed whole, its errors naming
+  ``data.source[<index>]``, then merged into one listing (``tljob.data.merge``).
 
 Data is only reached through ``storage.resolve`` and the ``Location``'s pyarrow filesystem,
 so an object store works as a local disk does.
@@ -61,11 +63,29 @@ def is_manifest(source: str) -> bool:
 
 
 def list_source(data: DataSection) -> ImageListing:
-    """The listing of ``data.source`` (either layout); ``DataError`` when unusable."""
-    if is_manifest(data.source):
-        return list_manifest(data.source, data.classes, data.max_images_per_class)
-    listing = list_images(data.source, data.max_images_per_class)
+    """The listing of ``data.source`` (either layout, or a list of sources merged by
+    ``tljob.data.merge``); ``DataError`` when unusable. One source (a string, or a list of
+    one) is listed as it always was, so its fingerprint is unchanged."""
+    if len(data.sources) > 1:
+        from tljob.data.merge import merge_listings
+
+        listings = [_list_one_of(i, source) for i, source in enumerate(data.sources)]
+        return merge_listings(data.sources, listings, data.classes, data.max_images_per_class)
+    (source,) = data.sources
+    if is_manifest(source):
+        return list_manifest(source, data.classes, data.max_images_per_class)
+    listing = list_images(source, data.max_images_per_class)
     return _restrict_classes(listing, data.classes) if data.classes else listing
+
+
+def _list_one_of(index: int, source: str) -> ImageListing:
+    """One source of a list, listed whole (every class, every image; one class is
+    enough): ``data.classes`` and ``data.max_images_per_class`` apply to the merged
+    listing. Its errors name ``data.source[<index>]``."""
+    field = f"data.source[{index}]"
+    if is_manifest(source):
+        return list_manifest(source, field=field, min_classes=1, refuse_empty_classes=False)
+    return list_images(source, field=field, min_classes=1)
 
 
 def _restrict_classes(listing: ImageListing, classes: list[str]) -> ImageListing:
@@ -128,9 +148,12 @@ def list_manifest(
     max_per_class: int | None = None,
     field: str = "data.source",
     min_classes: int = 2,
+    refuse_empty_classes: bool = True,
 ) -> ImageListing:
     """List a manifest's rows as an ``ImageListing`` (see the module docstring); errors
-    name the setting ``field``; fewer than ``min_classes`` classes is one."""
+    name the setting ``field``; fewer than ``min_classes`` classes is one, and so is a
+    class with no row left to read unless not ``refuse_empty_classes`` (one source of
+    several: the merged listing is checked)."""
     try:
         loc = storage.resolve(source)
     except storage.StorageError as e:
@@ -193,10 +216,11 @@ def list_manifest(
     for label, entry in set_aside:
         if label in names:
             per_class.setdefault(label, []).append(entry)
-    _refuse_classes_without_rows(source, names, readable, per_class, field)
+    if refuse_empty_classes:
+        _refuse_classes_without_rows(source, names, readable, per_class, field)
     return ImageListing(
         classes=names,
-        files={c: sorted(readable[c])[:max_per_class] for c in names},
+        files={c: sorted(readable.get(c, []))[:max_per_class] for c in names},
         skipped=[],
         quarantined=sorted((e for _, e in set_aside), key=lambda q: (q["path"], q["reason"])),
         quarantined_per_class={c: [e["reason"] for e in per_class[c]] for c in sorted(per_class)},

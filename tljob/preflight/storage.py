@@ -1,8 +1,8 @@
 """Whether the object store can be used as configured, before any data is read (pure).
 
 For every ``s3://`` location of a job, ``check_storage`` makes the requests the run will
-make: a list under ``data.source``; a list, a small write and a delete under the run
-directory (``<run.storage_path>/<run.name>``). The first failure is a
+make: a list under ``data.source`` (each of its sources); a list, a small write and a
+delete under the run directory (``<run.storage_path>/<run.name>``). The first failure is a
 ``StorageAccessError`` (exit 2) with one paragraph: what was tried (endpoint, bucket or
 URI, S3 operation), what the store answered, where this process found its credentials and
 what to check. No secret is ever in it: texts from boto3 and the store are redacted.
@@ -39,8 +39,11 @@ class Target:
 def targets(job) -> list[Target]:  # job: tljob.config.JobConfig
     """The ``s3://`` locations of ``job``: the sources (read) and the run directory (write)."""
     found = []
-    if job.data.source.startswith("s3://"):
-        found.append(Target("`data.source`", job.data.source, False))
+    sources = job.data.sources
+    for index, source in enumerate(sources):
+        if source.startswith("s3://"):
+            field = "`data.source`" if len(sources) == 1 else f"`data.source[{index}]`"
+            found.append(Target(field, source, False))
     if (job.data.test_source or "").startswith("s3://"):
         found.append(Target("`data.test_source`", job.data.test_source, False))
     if job.run.storage_path.startswith("s3://"):

@@ -76,7 +76,7 @@ def dry_run(
     for line in _storage_lines(job):
         say(line)
     listing = list_source(job.data)
-    say(checked("data", _data_text(job.data.source, listing)))
+    say(checked("data", _data_text(", ".join(job.data.sources), listing)))
     data_plan = plan_data(job, listing)  # the split and the batch check, as a run makes them
     if data_plan.test_listing is not None:
         test_listing = data_plan.test_listing
@@ -142,6 +142,8 @@ def _data_text(source: str, listing: ImageListing) -> str:
     text = f"{source}: {_plural(classes, 'class')}, {_plural(listing.count(), 'image')} listed"
     if listing.quarantined:
         text += f", {len(listing.quarantined)} set aside at listing"
+    if listing.listed_again:
+        text += f", {len(listing.listed_again)} listed again by a later source"
     if listing.skipped:
         text += f", {len(listing.skipped)} other files skipped"
     return text
