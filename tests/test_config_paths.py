@@ -13,7 +13,7 @@ from tljob.config.sweep import load_sweep, trial_job
 
 PIN = "#sha256=" + "ab" * 32
 SWEEP = f"""
-    data: {{source: images, image_size: 32, prepared_path: cache/prepared}}
+    data: {{source: images, image_size: 32, prepared_path: cache/prepared, test_source: held}}
     model: {{backbone: mobilenet_v2, weights: "weights/backbone.h5{PIN}"}}
     run: {{storage_path: runs}}
     search:
@@ -29,6 +29,7 @@ def test_relative_paths_of_a_sweep_mean_the_folder_it_is_loaded_in(tmp_path, mon
     job = sweep.job
     assert job.data.source == str(tmp_path / "images")
     assert job.data.prepared_path == str(tmp_path / "cache" / "prepared")
+    assert job.data.test_source == str(tmp_path / "held")
     assert job.run.storage_path == str(tmp_path / "runs")
     assert str(job.model.weights) == f"{tmp_path / 'weights' / 'backbone.h5'}{PIN}"
     assert sweep.storage_path == str(tmp_path / "sweeps" / "lr")

@@ -11,7 +11,12 @@ import os
 from typing import Any
 
 # (section, key) of the settings that name a local path or a URI (data.source: or a list)
-PATH_SETTINGS = (("data", "source"), ("data", "prepared_path"), ("run", "storage_path"))
+PATH_SETTINGS = (
+    ("data", "source"),
+    ("data", "test_source"),
+    ("data", "prepared_path"),
+    ("run", "storage_path"),
+)
 NAMED_WEIGHTS = ("imagenet", "none")
 
 
