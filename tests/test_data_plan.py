@@ -7,6 +7,7 @@ once, counted from the debug lines ``split_stratified`` and ``check_batches`` lo
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
@@ -230,8 +231,21 @@ def test_a_sweep_splits_the_listing_once_and_checks_batches_once(
     monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
 
     data = write_digits_tree(tmp_path / "digits", classes=3, per_class=8, scale=4)
-    sweep = load_sweep(_sweep(tmp_path, data, {"train.batch_size": {"grid": [4, 2]}}))
-    sweep_driver_fn(sweep)
+    # with a test split: only the best trial's model is scored on it, once, by the sweep
+    sweep = load_sweep(
+        _sweep(tmp_path, data, {"train.batch_size": {"grid": [4, 2]}}),
+        ["data.test_fraction=0.25"],
+    )
+    outcome = sweep_driver_fn(sweep)
+    best = Path(outcome.best_dir)
+    test = json.loads((best / "summary.json").read_text())["test"]
+    assert test["images"] == 6 and test == outcome.test
+    recorded = json.loads((best / "test_metrics.json").read_text())
+    assert (
+        recorded["accuracy"] == test["accuracy"]
+        and sum(map(sum, recorded["confusion_matrix"])) == 6
+    )
+    assert list((tmp_path / "runs").glob("plan-*/test_metrics.json")) == []  # no trial's
     with open(tmp_path / "runs" / "plan" / "trials.csv") as f:
         trials = list(csv.DictReader(f))
     assert sorted((t["train.batch_size"], t["status"], t["epochs_run"]) for t in trials) == [

@@ -91,23 +91,29 @@ def write_learning_curves(run_dir: storage.Location, history: Sequence[Any]) -> 
 
 
 def score_test_split(
-    run_dir: storage.Location, prepared: PreparedData, job: JobConfig, verbose: bool
+    model_dir: storage.Location,
+    prepared_uri: str,
+    classes: Sequence[str],
+    batch_size: int | None = None,
+    use_gpu: bool | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
-    """The exported model's figures on the prepared test split, scored on the workers;
-    the full ``tljob.evaluate.metrics.score`` in ``<run>/test_metrics.json``, the headline
-    figures returned for ``summary.json["test"]``."""
+    """The exported model of ``model_dir`` (a run, or a sweep's ``best/``) scored on the
+    prepared test split, on the workers: all of ``tljob.evaluate.metrics.score`` into
+    ``<model_dir>/test_metrics.json``, the headline figures returned (``summary.json``'s
+    ``test``)."""
     from tljob.evaluate.metrics import metrics_json, score
 
     scored = score_prepared(
-        run_dir.join("model", "model.keras").uri,
-        prepared.prepared_uri,
+        model_dir.join("model", "model.keras").uri,
+        prepared_uri,
         "test",
-        batch_size=job.train.batch_size,
-        use_gpu=job.scaling.use_gpu,
+        batch_size=batch_size,
+        use_gpu=use_gpu,
         verbose=verbose,
     )
-    result = score(scored.truth, scored.probs, list(prepared.classes))
-    storage.write_text(run_dir.join(TEST_METRICS_FILE), metrics_json(result))
+    result = score(scored.truth, scored.probs, list(classes))
+    storage.write_text(model_dir.join(TEST_METRICS_FILE), metrics_json(result))
     headline = ("images", "accuracy", "top5_accuracy", "macro_f1", "nll", "brier", "ece")
     return {k: result[k] for k in headline if k in result} | {"metrics": TEST_METRICS_FILE}
 
@@ -260,7 +266,14 @@ def _train_and_summarise(
     summary["checkpoint"] = run_dir.join(latest).uri
     # once, at the end: the test images chose nothing (a sweep scores only its best trial)
     if prepared.test is not None and not in_sweep:
-        summary["test"] = score_test_split(run_dir, prepared, job, verbose)
+        summary["test"] = score_test_split(
+            run_dir,
+            prepared.prepared_uri,
+            prepared.classes,
+            job.train.batch_size,
+            job.scaling.use_gpu,
+            verbose,
+        )
     summary.update(restart_figures(read_attempts(run_dir)))
     if summary["restarts"]:
         say(

@@ -212,21 +212,13 @@ class SweepOutcome:
 def score_best_on_test(outcome: SweepOutcome, prepared_uri: str, verbose: bool) -> dict[str, Any]:
     """The best trial's model scored once on the prepared test split, on the workers (the
     trials never saw it): ``best/test_metrics.json`` and ``best/summary.json["test"]``."""
-    from tljob.evaluate.metrics import metrics_json, score
-    from tljob.infer.pipeline import score_prepared
-    from tljob.run.driver import TEST_METRICS_FILE
+    from tljob.run.driver import score_test_split
 
     assert outcome.best_dir is not None
     best = storage.resolve(outcome.best_dir)
-    scored = score_prepared(
-        best.join("model", "model.keras").uri, prepared_uri, "test", verbose=verbose
-    )
     labels = json.loads(storage.read_text(best.join("labels.json")))
     classes = [labels[str(i)] for i in range(len(labels))]
-    result = score(scored.truth, scored.probs, classes)
-    storage.write_text(best.join(TEST_METRICS_FILE), metrics_json(result))
-    headline = ("images", "accuracy", "top5_accuracy", "macro_f1", "nll", "brier", "ece")
-    test = {k: result[k] for k in headline if k in result} | {"metrics": TEST_METRICS_FILE}
+    test = score_test_split(best, prepared_uri, classes, verbose=verbose)
     summary = json.loads(storage.read_text(best.join("summary.json")))
     storage.write_text(best.join("summary.json"), json.dumps({**summary, "test": test}, indent=1))
     say(
