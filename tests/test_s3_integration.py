@@ -149,6 +149,7 @@ def test_train_from_and_to_s3_resumes_after_the_driver_is_killed(tmp_path, s3, r
         "labels.json",
         "summary.json",
         "timings.json",  # rank 0's per-epoch time breakdown
+        "learning_curves.png",
         ".validate_storage_marker",  # Ray Train's, through the same filesystem
         "checkpoint_manager_snapshot.json",  # Ray Train's
     }

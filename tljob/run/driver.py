@@ -11,6 +11,7 @@ the run with ``TrainingDivergedError`` (exit 1), keeping the last good checkpoin
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import time
@@ -25,7 +26,7 @@ from tljob import output, storage
 from tljob.config import JobConfig, dump_config
 from tljob.data.pipeline import PreparedData, prepare_data
 from tljob.data.plan import DataPlan
-from tljob.errors import JobFailedError
+from tljob.errors import JobFailedError, UserError
 from tljob.infer.pipeline import score_prepared
 from tljob.report import data_summary_line, set_aside_lines
 from tljob.run import checkpoint as ckpt_files
@@ -169,6 +170,12 @@ def run_job_driver_fn(
     ``WorkerFailedError`` (exit 1) when the storage or a worker failed
     (``tljob.run.failed_run``: one paragraph, and where a rerun resumes).
     """
+    if job.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserError(
+            "`train.tensorboard` (true) needs the tensorboard package on every node: pip "
+            "install tensorboard (it comes with tljob's cpu and cuda extras), or set "
+            "train.tensorboard: false"
+        )
     data_plan = data_plan.for_job(job)  # the listing's counts (at most) fill a batch
     listing = data_plan.listing
     run_dir = prepare_run_dir(job.run.storage_path, job.run.name)
