@@ -339,9 +339,11 @@ def test_exported_model_reloads_and_takes_any_size(tmp_path, tiny_model):
     big = np.random.default_rng(4).integers(0, 256, (2, 50, 70, 3), dtype=np.uint8)
     for images in (small, big):
         resized = np.stack([resize_bilinear_uint8(i, TINY) for i in images])
-        # the reference is an eager call: a graph for each batch shape would cost 1 s
+        # the reference is an eager call: a graph for each batch shape would cost 1 s. Eager
+        # and graph kernels sum in different orders (oneDNN): float32 agrees to ~1e-5 (CI
+        # saw 5.6e-6 on a probability of 0.39)
         reference = net(resized, training=False).numpy()
-        np.testing.assert_allclose(loaded.predict_on_batch(images), reference, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(loaded.predict_on_batch(images), reference, rtol=1e-4, atol=1e-5)
     assert loaded.input.dtype == tf.uint8
     # a client's empty request gets an empty answer, as a replica's empty share does
     assert isinstance(loaded, nn_layers.ImageClassifier)

@@ -13,6 +13,7 @@ import os
 import tempfile
 
 from tljob import storage
+from tljob.config import JobConfig
 from tljob.run.ledger import EpochRow
 
 TENSORBOARD_DIR = "tensorboard"
@@ -26,6 +27,22 @@ SCALARS = (
     "val_macro_f1",
     "learning_rate",
 )
+
+
+class NoSummaries:
+    """What a worker holds when it writes no TensorBoard logs."""
+
+    def write(self, row: EpochRow) -> None:
+        pass
+
+
+def epoch_summaries(
+    job: JobConfig, rank: int, run_dir: storage.Location, classes: tuple[str, ...]
+) -> EpochSummaries | NoSummaries:
+    """Rank 0's writer with ``train.tensorboard`` on; a writer of nothing otherwise."""
+    if job.train.tensorboard and rank == 0:
+        return EpochSummaries(run_dir, classes)
+    return NoSummaries()
 
 
 class EpochSummaries:

@@ -43,7 +43,7 @@ from tljob.run.failed_run import note_checkpoint
 from tljob.run.ledger import EpochRow, history_csv, is_better
 from tljob.run.loop import LoopConfig
 from tljob.run.restore import restore_attempt
-from tljob.run.tensorboard import EpochSummaries
+from tljob.run.tensorboard import epoch_summaries
 from tljob.run.timings import epoch_timing
 
 DIVERGED_FILE = "diverged.json"
@@ -120,8 +120,7 @@ class _WorkerRun:
         self.epoch, self.epoch_start, self.epoch_learning_rate = 0, time.monotonic(), 0.0
         # rank 0 feeds the driver's live display, when there is one, instead of logging
         self.progress = loop.progress if self.rank == 0 else None
-        on = job.train.tensorboard and self.rank == 0
-        self.tensorboard = EpochSummaries(self.run_dir, loop.classes) if on else None
+        self.tensorboard = epoch_summaries(job, self.rank, self.run_dir, loop.classes)
 
     def say(self, message: str, event: type[live.Line | live.EpochFinished] = live.Line) -> None:
         if self.rank != 0:
@@ -325,8 +324,7 @@ class _WorkerRun:
         # report() has uploaded the checkpoint: the history may now include this epoch.
         storage.write_text(self.run_dir.join("history.csv"), history_csv(state.history))
         marks["history_written"] = time.monotonic()
-        if self.tensorboard is not None:
-            self.tensorboard.write(row)
+        self.tensorboard.write(row)
         # rank 0 rewrites timings.json: where each epoch of this process went
         self.timings.append(epoch_timing(row.global_epoch, marks))
         storage.write_text(self.run_dir.join("timings.json"), json.dumps(self.timings, indent=1))
