@@ -40,7 +40,6 @@ log = output.logger("evaluate")
 say = log.info
 
 UNREADABLE_CSV = "unreadable.csv"
-HISTORY_CSV = "history.csv"
 
 
 @dataclass(frozen=True)
@@ -229,8 +228,7 @@ def _history(model: ModelFile) -> list[Any] | None:
     from tljob.tune.trial import read_history
 
     run = storage.resolve(model.labels_uri).parent  # labels.json lives in the run
-    rows = read_history(run) if storage.exists(run.join(HISTORY_CSV)) else []
-    return rows or None
+    return read_history(run) or None  # none when the run has no history.csv
 
 
 def _png(draw: Callable[[io.BytesIO], None]) -> bytes:
