@@ -96,7 +96,6 @@ def test_a_worker_killed_mid_epoch_restarts_the_group_from_the_last_checkpoint(
     log = tmp_path / "driver.log"
     env = {**os.environ, "RAY_ADDRESS": ray_cluster["gcs"], "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", str(config)]
-    started = time.monotonic()
     with open(log, "w") as out:
         driver = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -129,7 +128,6 @@ def test_a_worker_killed_mid_epoch_restarts_the_group_from_the_last_checkpoint(
     assert driver.returncode == 0, output[-4000:]
     assert first.checkpoint is None and first.number == 1
     assert at_kill == "checkpoint_epoch_0001", "the kill came after epoch 2's checkpoint"
-    assert time.monotonic() - started < 150
 
     # the group was restarted once, from the checkpoint the kill left as newest
     attempts = read_attempts(run_dir)

@@ -239,10 +239,9 @@ def test_a_job_the_cluster_cannot_place_is_refused_instead_of_hanging(
     # enough images that 8 workers would each get whole batches: only the cluster is short
     config = tiny_job(tmp_path, "too-big", [head(1)], classes=10, per_class=40)
     overrides = [f"scaling.{k}={v}" for k, v in scaling.items()]
-    started = time.monotonic()
+    # a job that hung waiting for resources would hit the timeout
     proc = run(ray_cluster, tljob_train(ray_cluster, config, *overrides), timeout=180)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert time.monotonic() - started < 120
     assert "tljob: error: the Ray cluster can never run this job" in proc.stderr
     assert message in proc.stderr
     assert driver_tracebacks(proc.stderr) == []

@@ -253,7 +253,6 @@ def test_an_invalid_search_path_exits_2_before_ray_starts(tmp_path):
         "import sys; from tljob.cli import main; rc = main(sys.argv[1:]); "
         "print('ray loaded' if 'ray' in sys.modules else 'no ray'); sys.exit(rc)"
     )
-    started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-c", code, "tune", "--config", str(config)],
         capture_output=True,
@@ -264,4 +263,3 @@ def test_an_invalid_search_path_exits_2_before_ray_starts(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "search.model.backbon" in proc.stderr
     assert proc.stdout.strip() == "no ray"
-    assert time.monotonic() - started < 20  # an import and a YAML file, not a cluster
