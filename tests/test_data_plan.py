@@ -1,8 +1,9 @@
 """The data plan (``tljob.data.plan``): the listing's split, per-class counts, fingerprint
 and batch check, made once and passed down. Without Ray: what a plan holds and how a
 trial's plan and preparation use it without splitting or checking again. On the session's
-Ray: a real tiny ``tljob train`` and a tiny sweep split the listing once and check batches
-once, counted from the debug lines ``split_stratified`` and ``check_batches`` log."""
+Ray: a real tiny ``tljob train`` (with ``--json``: its stdout is the summary alone) and a
+one-trial sweep split the listing once and check batches once, counted from the debug
+lines ``split_stratified`` and ``check_batches`` log."""
 
 from __future__ import annotations
 
@@ -211,14 +212,23 @@ def _train_yaml(tmp_path: Path, data: Path) -> Path:
     return path
 
 
-def test_a_train_splits_the_listing_once_and_checks_batches_once(tmp_path, ray_connected, lines):
+def test_a_train_splits_once_checks_batches_once_and_json_prints_the_summary_alone(
+    tmp_path, ray_connected, lines, capfd
+):
+    """One tiny run serves both: the plan made once, and ``--json``'s stdout."""
     from tljob.cli import main
 
     data = write_digits_tree(tmp_path / "digits", classes=3, per_class=8, scale=4)
-    assert main(["train", "--config", str(_train_yaml(tmp_path, data))]) == 0
-    assert (tmp_path / "runs" / "once" / "summary.json").exists()
+    assert main(["train", "--config", str(_train_yaml(tmp_path, data)), "--json"]) == 0
     assert lines.count("preparing 24 images into ") == 1  # prepared now, not reused
     assert lines.counts() == (1, 1)
+    out, err = capfd.readouterr()
+    run_dir = tmp_path / "runs" / "once"
+    saved = json.loads((run_dir / "summary.json").read_text())
+    assert json.loads(out) == {**saved, "run_dir": str(run_dir)}  # and nothing else
+    assert saved["classes"] == ["digit_0", "digit_1", "digit_2"] and saved["epochs"] == 1
+    assert "[tljob] stage 1/1 'all' epoch 1/1: loss=" in err  # progress: stderr
+    assert "val_acc best" not in out + err  # no table
 
 
 def test_a_sweep_splits_the_listing_once_and_checks_batches_once(
@@ -231,26 +241,13 @@ def test_a_sweep_splits_the_listing_once_and_checks_batches_once(
     monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
 
     data = write_digits_tree(tmp_path / "digits", classes=3, per_class=8, scale=4)
-    # with a test split: only the best trial's model is scored on it, once, by the sweep
-    sweep = load_sweep(
-        _sweep(tmp_path, data, {"train.batch_size": {"grid": [4, 2]}}),
-        ["data.test_fraction=0.25"],
-    )
-    outcome = sweep_driver_fn(sweep)
-    best = Path(outcome.best_dir)
-    test = json.loads((best / "summary.json").read_text())["test"]
-    assert test["images"] == 6 and test == outcome.test
-    recorded = json.loads((best / "test_metrics.json").read_text())
-    assert (
-        recorded["accuracy"] == test["accuracy"]
-        and sum(map(sum, recorded["confusion_matrix"])) == 6
-    )
-    assert list((tmp_path / "runs").glob("plan-*/test_metrics.json")) == []  # no trial's
+    # one trial is enough: a trial's own plan is test_a_trial_uses_the_sweeps_plan_...'s
+    # (the best trial scored on a test split: test_tune_integration.py's sweep)
+    sweep_driver_fn(load_sweep(_sweep(tmp_path, data, {"train.batch_size": {"grid": [2]}})))
     with open(tmp_path / "runs" / "plan" / "trials.csv") as f:
         trials = list(csv.DictReader(f))
-    assert sorted((t["train.batch_size"], t["status"], t["epochs_run"]) for t in trials) == [
-        ("2", "completed", "1"),
-        ("4", "completed", "1"),
+    assert [(t["train.batch_size"], t["status"], t["epochs_run"]) for t in trials] == [
+        ("2", "completed", "1")
     ]
     assert lines.count("preparing 24 images into ") == 1
-    assert lines.counts() == (1, 1)  # in the sweep's driver; each trial gets its plan
+    assert lines.counts() == (1, 1)  # in the sweep's driver; the trial gets its plan

@@ -1,9 +1,8 @@
-"""``tljob train --dry-run`` and ``tljob train --json`` on a real local Ray cluster: the
-checks a run makes, nothing trained or written; the summary as JSON on stdout alone."""
+"""``tljob train --dry-run`` on a real local Ray cluster: the checks a run makes, nothing
+trained or written (``--json``'s summary on stdout alone: test_data_plan.py's run)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -125,25 +124,3 @@ def test_dry_run_refuses_a_cluster_too_small_with_the_message_a_run_gives(tmp_pa
         "workers forever)"
     )
     assert dry.stdout.splitlines()[-1] == f"ok     ray           joined {ray_cluster['gcs']}"
-
-
-def test_train_json_prints_the_summary_alone_on_stdout(tmp_path, ray_cluster):
-    data = write_digits_tree(tmp_path / "digits", classes=2, per_class=10)
-    config = job_yaml(
-        tmp_path,
-        data,
-        "json",
-        train={
-            "batch_size": 2,
-            "stages": [{"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"}],
-        },
-        scaling={"num_workers": 1, "cpus_per_worker": 1},
-    )
-    proc = tljob(ray_cluster, "train", "--config", str(config), "--json")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = tmp_path / "runs" / "json"
-    saved = json.loads((run_dir / "summary.json").read_text())
-    assert json.loads(proc.stdout) == {**saved, "run_dir": str(run_dir)}  # and nothing else
-    assert saved["classes"] == ["digit_0", "digit_1"] and saved["epochs"] == 1
-    assert "[tljob] stage 1/1 'head' epoch 1/1: loss=" in proc.stderr  # progress: stderr
-    assert "val_acc best" not in proc.stdout + proc.stderr  # no table

@@ -296,10 +296,16 @@ def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_clust
     assert second.stdout.count("[tljob] stage 2/2 'fine_tune' epoch ") == 5 - done
 
 
-def test_schedules_class_weights_and_global_macro_f1_on_two_workers(tmp_path, ray_cluster):
+def test_schedules_class_weights_macro_f1_and_in_model_augmentation_on_two_workers(
+    tmp_path, ray_cluster
+):
     """Skewed classes, balanced weights, AdamW with warmup then SGD on a cosine schedule with
     label smoothing, best epoch by macro-F1: the recorded rates are the schedules', and the
-    recorded macro-F1 / recall are over the whole validation set, not one worker's half."""
+    recorded macro-F1 / recall are over the whole validation set, not one worker's half.
+    With `augment.where: model` (one run serves both): the layers' random generators run
+    under the strategy, the training split stays in worker memory (the stream draws no
+    views), both replicas end equal, and the exported model, without the layers,
+    reproduces the best epoch's validation figures."""
     from sklearn.metrics import f1_score, recall_score
 
     data = write_digits_tree(tmp_path / "digits", classes=3, per_class=20)
@@ -332,13 +338,30 @@ def test_schedules_class_weights_and_global_macro_f1_on_two_workers(tmp_path, ra
         stages,
         train={"class_weight": "balanced", "best_metric": "val_macro_f1"},
     )
+    augment = {
+        "where": "model",
+        "rotation_range": 20.0,
+        "zoom_range": 0.2,
+        "width_shift_range": 0.1,
+        "horizontal_flip": True,
+        "brightness_range": [0.8, 1.2],
+        "color_jitter": {"contrast": 0.2},
+    }
+    tree = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**tree, "augment": augment}))
     command = [sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", str(config)]
     proc = subprocess.run(
         command, env=driver_env(ray_cluster), capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "[tljob] input: train and val held in worker memory" in proc.stdout
+    assert (
+        "[tljob] augment: in the model, training only: rotation, translation, zoom, flip, "
+        "brightness_scale, contrast"
+    ) in proc.stdout
     run_dir = tmp_path / "runs" / "weighted"
     summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["replica_weights_identical"] is True
     assert summary["class_weight"] == {
         "mode": "balanced",
         "weights": {"digit_0": 40 / 48, "digit_1": 40 / 48, "digit_2": 40 / 24},
@@ -354,12 +377,15 @@ def test_schedules_class_weights_and_global_macro_f1_on_two_workers(tmp_path, ra
     from tljob.nn import io as nn_io
 
     exported = nn_io.load_exported(run_dir / "model" / "model.keras")
+    assert "augment" not in [layer.name for layer in exported.layers]
     _, val = split_stratified(list_images(str(data)), 0.2, seed=1)
     labels = np.array([v["label"] for v in val])
     assert len(labels) == 10
     images = np.stack([load_image(v["path"]) for v in val])
     predicted = nn_io.predict_probabilities(exported, images).argmax(axis=1)
     best = summary["best"]
+    correct = int((predicted == labels).sum())
+    assert correct == round(best["val_accuracy"] * len(labels))
     by_f1 = max(
         history,
         key=lambda r: (float(r["val_macro_f1"]), -float(r["val_loss"]), -int(r["global_epoch"])),
@@ -377,45 +403,3 @@ def test_schedules_class_weights_and_global_macro_f1_on_two_workers(tmp_path, ra
     assert [float(v) for v in row["val_class_recall"].split(";")] == pytest.approx(
         best["val_class_recall"]
     )
-
-
-def test_augmentation_inside_the_model_on_two_workers(tmp_path, ray_cluster):
-    """`augment.where: model`: the layers' random generators run under the strategy, the
-    training split stays in worker memory (the stream draws no views), both replicas end
-    equal, and the exported model, without the layers, reproduces the best validation."""
-    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
-    stages = [{"name": "all", "epochs": 2, "learning_rate": 1e-3, "trainable": "all"}]
-    augment = {
-        "where": "model",
-        "rotation_range": 20.0,
-        "zoom_range": 0.2,
-        "width_shift_range": 0.1,
-        "horizontal_flip": True,
-        "brightness_range": [0.8, 1.2],
-        "color_jitter": {"contrast": 0.2},
-    }
-    config = job_yaml(tmp_path, data, "in_model", stages)
-    tree = yaml.safe_load(config.read_text())
-    config.write_text(yaml.safe_dump({**tree, "augment": augment}))
-    command = [sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", str(config)]
-    proc = subprocess.run(
-        command, env=driver_env(ray_cluster), capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "[tljob] input: train and val held in worker memory" in proc.stdout
-    assert (
-        "[tljob] augment: in the model, training only: rotation, translation, zoom, flip, "
-        "brightness_scale, contrast"
-    ) in proc.stdout
-    run_dir = tmp_path / "runs" / "in_model"
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["replica_weights_identical"] is True
-    from tljob.nn import io as nn_io
-
-    exported = nn_io.load_exported(run_dir / "model" / "model.keras")
-    assert "augment" not in [layer.name for layer in exported.layers]
-    _, val = split_stratified(list_images(str(data)), 0.2, seed=1)
-    images = np.stack([load_image(v["path"]) for v in val])
-    predicted = nn_io.predict_probabilities(exported, images).argmax(axis=1)
-    correct = int((predicted == np.array([v["label"] for v in val])).sum())
-    assert correct == round(summary["best"]["val_accuracy"] * len(val))

@@ -1,5 +1,6 @@
 """A real sweep on the session's local Ray: 2 backbones x 2 learning rates, ASHA, killed
-mid-way and resumed; its outputs, the best model, data decoded once, nothing leaked. And
+mid-way and resumed; its outputs, the best model (and it alone scored on the test split),
+data decoded once, nothing leaked. And
 an invalid search path refused with exit 2 before Ray starts."""
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ TUNE_AND_RAY_LINES = (
 
 def sweep_yaml(tmp_path: Path, data: Path, search: dict, name: str = "sweep.yaml") -> Path:
     tree = {
-        "data": {"source": str(data), "image_size": 32, "val_fraction": 0.25, "seed": 1},
+        "data": {
+            "source": str(data),
+            "image_size": 32,
+            "val_fraction": 0.25,
+            "test_fraction": 0.25,  # only the best trial is scored on it, once
+            "seed": 1,
+        },
         "model": {"backbone": BACKBONES[0], "weights": "none", "head": {"dropout": 0.0}},
         "train": {
             "batch_size": 8,
@@ -215,6 +222,13 @@ def test_sweep_stops_early_resumes_and_keeps_the_best_model(tmp_path, ray_connec
     assert probs.shape == (5, 3)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert (sweep_dir / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the test split (12 images) scored the best trial's model once, by the sweep; no trial
+    test = summary["test"]
+    recorded = json.loads((best / "test_metrics.json").read_text())
+    assert test["images"] == 12 and sum(map(sum, recorded["confusion_matrix"])) == 12
+    assert recorded["accuracy"] == test["accuracy"]
+    assert list(runs.glob("bb-lr-*/test_metrics.json")) == []
+    assert out.count("best trial on the test split (12 images, scored once): accuracy ") == 1
     # the printed table marks the same trial (fixed-width columns: padding after the mark)
     assert re.search(rf"^\*\s+{re.escape(best_row['trial_id'])}\s", out, re.MULTILINE), out
 
