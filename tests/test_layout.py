@@ -58,6 +58,7 @@ PURE = [
     "tljob.run.attempts",
     "tljob.run.failures",
     "tljob.run.timings",
+    "tljob.run.rescore",
     "tljob.run.loop",
     "tljob.run.job",
     "tljob.run.plan",

@@ -73,7 +73,7 @@ def to_training_rows(
     return {"image": images, "label": np.asarray(batch["label"], dtype=np.int64)}
 
 
-def _decode_all(column: pa.ChunkedArray, stored_size: int, pixels: str) -> np.ndarray:
+def decode_all(column: pa.ChunkedArray, stored_size: int, pixels: str) -> np.ndarray:
     """A row group's ``image`` column -> uint8 (N, S, S, 3) at the stored size.
 
     Raw pixels whose rows all hold S * S * 3 bytes are a read-only view of the column's
@@ -116,7 +116,7 @@ def _read_units(
             table = pq.ParquetFile(handle).read_row_group(int(group), columns=columns)
         labels = table["label"].to_numpy()
         if views is not None:
-            stored = _decode_all(table["image"], stored_size, pixels)
+            stored = decode_all(table["image"], stored_size, pixels)
             sha256 = table["sha256"].to_numpy(zero_copy_only=False)
             parts.append(training_views(stored, labels, sha256, views, image_size, epoch))
             continue

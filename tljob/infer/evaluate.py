@@ -33,7 +33,7 @@ from tljob.evaluate import metrics as scores
 from tljob.evaluate import plots, report
 from tljob.infer.inputs import InputError, InputListing, list_inputs
 from tljob.infer.model_file import ModelFile, resolve_model
-from tljob.infer.pipeline import InferenceError, _decode_rows, plan_workers, score_dataset
+from tljob.infer.pipeline import InferenceError, decode_rows, plan_workers, score_dataset
 from tljob.infer.results import Scored
 
 log = output.logger("evaluate")
@@ -178,7 +178,7 @@ def _decoded(
 def _decode_and_corrupt(
     batch: dict[str, np.ndarray], image_size: int, cells: list[Cell]
 ) -> dict[str, np.ndarray]:
-    decoded = _decode_rows(batch, image_size)
+    decoded = decode_rows(batch, image_size)
     if len(cells) == 1:
         return {**decoded, "cell": np.zeros(len(decoded["uri"]), np.int64)}
     parts: list[dict[str, np.ndarray]] = []

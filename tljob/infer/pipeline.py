@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,7 @@ import ray
 import ray.data
 
 from tljob import output, storage
-from tljob.data.stream import _decode_all, shard_units
+from tljob.data.stream import decode_all, shard_units
 from tljob.errors import UserError
 from tljob.images import resize_bilinear_uint8
 from tljob.infer.inputs import InputListing, PreparedSplit, list_inputs, read_input
@@ -190,7 +191,7 @@ class Predictor:
         return batch
 
 
-def _decode_rows(batch: dict[str, np.ndarray], image_size: int) -> dict[str, np.ndarray]:
+def decode_rows(batch: dict[str, np.ndarray], image_size: int) -> dict[str, np.ndarray]:
     """Listing rows (``uri`` and any other columns) -> the same rows with ``image`` (zeros
     where unreadable) and ``error``."""
     uris = [str(u) for u in batch["uri"]]
@@ -207,7 +208,7 @@ def _decode_rows(batch: dict[str, np.ndarray], image_size: int) -> dict[str, np.
     }
 
 
-def _read_prepared(
+def read_prepared(
     batch: dict[str, np.ndarray], fs: Any, stored_size: int, pixels: str, image_size: int
 ) -> dict[str, np.ndarray]:
     """The row groups named in ``batch`` -> rows of ``image`` (at ``image_size``, resized
@@ -218,7 +219,7 @@ def _read_prepared(
             table = pq.ParquetFile(handle).read_row_group(
                 int(group), columns=["image", "label", "uri"]
             )
-        images = _decode_all(table["image"], stored_size, pixels)
+        images = decode_all(table["image"], stored_size, pixels)
         if stored_size != image_size:
             images = np.stack([resize_bilinear_uint8(im, image_size) for im in images])
         parts.append(
@@ -253,7 +254,7 @@ def listing_dataset(
     )
     blocks = [table.slice(i, rows_per_task) for i in range(0, len(table), rows_per_task)]
     return ray.data.from_arrow(blocks).map_batches(
-        _decode_rows,
+        decode_rows,
         fn_kwargs={"image_size": image_size},
         batch_size=None,
         batch_format="numpy",
@@ -262,11 +263,11 @@ def listing_dataset(
 
 
 def prepared_dataset(split: PreparedSplit, image_size: int) -> ray.data.Dataset:
-    """A prepared split's rows, one task per row group (see ``_read_prepared``)."""
+    """A prepared split's rows, one task per row group (see ``read_prepared``)."""
     folder = storage.resolve(split.folder_uri)
     units = shard_units(folder, split.files)
     return ray.data.from_items(units, override_num_blocks=max(1, len(units))).map_batches(
-        _read_prepared,
+        read_prepared,
         fn_kwargs={
             "fs": folder.fs,
             "stored_size": split.stored_size,
@@ -349,11 +350,16 @@ def score_dataset(
 
 def collect(ds: ray.data.Dataset, verbose: bool = False) -> Scored:
     """The rows of an ``infer`` Dataset (without ``top``) on the driver, as numpy."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("uri", "label", "probabilities", "error")}
     with output.ray_actor_notices_hidden(verbose):
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for key, found in parts.items():
-                found.append(np.asarray(batch[key]))
+        return scored_of(ds.iter_batches(batch_size=None, batch_format="numpy"))
+
+
+def scored_of(batches: Iterable[dict[str, np.ndarray]]) -> Scored:
+    """``Predictor`` output batches (without ``top``) joined into one ``Scored``."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("uri", "label", "probabilities", "error")}
+    for batch in batches:
+        for key, found in parts.items():
+            found.append(np.asarray(batch[key]))
     if not parts["uri"]:
         return Scored(
             np.array([], object),

@@ -45,12 +45,16 @@ from tljob.run.lock import RunLock, prepare_run_dir
 from tljob.run.loop import LoopConfig
 from tljob.run.plan import read_plan
 from tljob.run.progress import BoardSink, LiveDisplay, live_display_wanted
+from tljob.run.rescore import (
+    RESCORED_FILE,
+    clear_rescored,
+    read_rescored,
+    test_record,
+)
 from tljob.run.restart import TrainDatasetPerAttempt
 from tljob.run.shipped import ShippedWeights
 from tljob.run.storage_check import check_workers_reach_storage
 from tljob.run.worker import DIVERGED_FILE, train_fn_per_worker
-
-TEST_METRICS_FILE = "test_metrics.json"
 
 log = output.logger("run")
 say = log.info
@@ -99,12 +103,9 @@ def score_test_split(
     use_gpu: bool | None = None,
     verbose: bool = False,
 ) -> dict[str, Any]:
-    """The exported model of ``model_dir`` (a run, or a sweep's ``best/``) scored on the
-    prepared test split, on the workers: all of ``tljob.evaluate.metrics.score`` into
-    ``<model_dir>/test_metrics.json``, the headline figures returned (``summary.json``'s
-    ``test``)."""
-    from tljob.evaluate.metrics import metrics_json, score
-
+    """The exported model of a sweep's ``best/`` scored on the prepared test split, on an
+    actor pool (its trials' workers are gone): ``tljob.run.rescore.test_record``. A run
+    scores its own on its training workers (``tljob.run.rescore``)."""
     scored = score_prepared(
         model_dir.join("model", "model.keras").uri,
         prepared_uri,
@@ -113,10 +114,7 @@ def score_test_split(
         use_gpu=use_gpu,
         verbose=verbose,
     )
-    result = score(scored.truth, scored.probs, list(classes))
-    storage.write_text(model_dir.join(TEST_METRICS_FILE), metrics_json(result))
-    headline = ("images", "accuracy", "top5_accuracy", "macro_f1", "nll", "brier", "ece")
-    return {k: result[k] for k in headline if k in result} | {"metrics": TEST_METRICS_FILE}
+    return test_record(model_dir, scored.truth, scored.probs, classes)
 
 
 def _diverged(run_dir: storage.Location) -> TrainingDivergedError | None:
@@ -231,6 +229,7 @@ def _train_and_summarise(
     if not in_sweep:
         _print_data_summary(prepared)
     storage.delete_file(run_dir.join(DIVERGED_FILE))
+    clear_rescored(run_dir)
     clear_attempts(run_dir)  # this run counts its own worker-group restarts
     failures.clear_tracebacks(run_dir)  # numbered by attempt, as the attempts are
 
@@ -240,7 +239,9 @@ def _train_and_summarise(
         sink = display.sink if display else None
         # a failure is told by run_job_driver_fn (tljob.run.failed_run)
         note = newest.key if newest else ""
-        _trainer(job, prepared, done, run_dir, sink, shipped, train_callbacks, note).fit()
+        # a sweep scores only its best trial on the test split (tljob.tune.outputs)
+        test = prepared.test is not None and not in_sweep
+        _trainer(job, prepared, done, run_dir, sink, shipped, train_callbacks, note, test).fit()
     except (KeyboardInterrupt, SystemExit):
         # Ray Train's own Ctrl-C handler aborts the run and leaves fit() with SystemExit.
         resume = failed_run.resume_point(run_dir, newest)
@@ -258,29 +259,22 @@ def _train_and_summarise(
     history = ckpt_files.read_state(run_dir.join(latest)).history
     storage.write_text(run_dir.join("history.csv"), history_csv(history))
     write_learning_curves(run_dir, history)
-    # The exported model re-scores every validation image on the workers, never here.
-    exported = score_prepared(
-        run_dir.join("model", "model.keras").uri,
-        prepared.prepared_uri,
-        "val",
-        batch_size=job.train.batch_size,
-        use_gpu=job.scaling.use_gpu,
-        verbose=verbose,
-    ).summary()
+    # rank 0 re-scored the exported model (and scored the test split) before the
+    # workers' resources went back: tljob.run.rescore
+    rescored = read_rescored(run_dir)
+    if rescored is None:
+        raise JobFailedError(f"training ended without {RESCORED_FILE} in {run_dir.uri}")
     summary = run_summary(
-        job, prepared.classes, prepared.summary(), history, exported, time.monotonic() - started
+        job,
+        prepared.classes,
+        prepared.summary(),
+        history,
+        rescored["exported_model"],
+        time.monotonic() - started,
     )
     summary["checkpoint"] = run_dir.join(latest).uri
-    # once, at the end: the test images chose nothing (a sweep scores only its best trial)
-    if prepared.test is not None and not in_sweep:
-        summary["test"] = score_test_split(
-            run_dir,
-            prepared.prepared_uri,
-            prepared.classes,
-            job.train.batch_size,
-            job.scaling.use_gpu,
-            verbose,
-        )
+    if "test" in rescored:  # once, at the end: the test images chose nothing
+        summary["test"] = rescored["test"]
     summary.update(restart_figures(read_attempts(run_dir)))
     if summary["restarts"]:
         say(
@@ -310,6 +304,7 @@ def _trainer(
     shipped: ShippedWeights | None = None,
     callbacks: Sequence[Any] = (),
     checkpoint_note: str = "",
+    test: bool = False,
 ) -> TensorflowTrainer:
     resources = {"CPU": job.scaling.cpus_per_worker}
     if job.scaling.use_gpu:
@@ -331,6 +326,8 @@ def _trainer(
             weights_file=shipped.uri if shipped else None,
             weights_sha256=shipped.sha256 if shipped else "",
             checkpoint_note=checkpoint_note,
+            prepared_uri=prepared.prepared_uri,
+            test=test,
         ).to_ray(),
         scaling_config=ScalingConfig(
             num_workers=job.scaling.num_workers,

@@ -38,6 +38,10 @@ class LoopConfig:
     # Rank 0 notes each checkpoint it saved under this key in Ray's key-value store, for
     # the driver when the storage fails (``tljob.run.failed_run``); "": no note.
     checkpoint_note: str = ""
+    # The prepared data (its URI) rank 0 re-scores the exported model on, and whether on
+    # the test split too (``tljob.run.rescore``; a sweep's trials do not: only its best).
+    prepared_uri: str = ""
+    test: bool = False
 
     def to_ray(self) -> dict[str, Any]:
         """The ``train_loop_config`` for ``TensorflowTrainer``."""

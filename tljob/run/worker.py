@@ -42,6 +42,7 @@ from tljob.run.attempts import record_epoch_begun
 from tljob.run.failed_run import note_checkpoint
 from tljob.run.ledger import EpochRow, history_csv, is_better
 from tljob.run.loop import LoopConfig
+from tljob.run.rescore import rescore_per_worker
 from tljob.run.restore import restore_attempt
 from tljob.run.tensorboard import epoch_summaries
 from tljob.run.timings import epoch_timing
@@ -374,10 +375,11 @@ class _WorkerRun:
             keras_io.export_model(self.plain, os.path.join(export_dir, "model.keras"))
             storage.upload_dir(export_dir, self.run_dir.join("model"))
         best_epoch = self.state.best.global_epoch if self.state.best else "-"
-        self.say(
-            f"exported the best epoch ({best_epoch}) to "
-            f"{self.run_dir.join('model', 'model.keras').uri}"
-        )
+        exported = self.run_dir.join("model", "model.keras").uri
+        self.say(f"exported the best epoch ({best_epoch}) to {exported}")
+        if (loop := self.loop).prepared_uri:  # before the resources go back: tljob.run.rescore
+            batch = self.job.train.batch_size
+            rescore_per_worker(self.run_dir, loop.prepared_uri, loop.classes, batch, loop.test)
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
