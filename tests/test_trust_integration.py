@@ -1,8 +1,9 @@
-"""Results you can trust, on a real local Ray cluster: a diverging loss stops the run, a
-rerun extends a finished stage or is refused, a validation batch that leaves a replica no
-images neither crashes nor miscounts, and a job the cluster cannot place is refused. (Killed
-workers, the rerun resuming from the newest complete checkpoint and a second run refused on
-a busy run directory: test_fault_tolerance.py.)"""
+"""Results you can trust, on a real local Ray cluster: a diverging loss stops the run and
+keeps the last good checkpoint, whose rerun (the rate lowered) extends the finished stage,
+while shrinking a stage is refused; a validation batch that leaves a replica no images
+neither crashes nor miscounts; and a job the cluster cannot place is refused. (Killed
+workers, the rerun resuming from the newest complete checkpoint and a second run refused
+on a busy run directory: test_fault_tolerance.py.)"""
 
 from __future__ import annotations
 
@@ -67,7 +68,13 @@ def head(epochs: int, lr: float = 1e-3, **extra) -> dict:
     return {"name": "head", "epochs": epochs, "learning_rate": lr, "trainable": "head", **extra}
 
 
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, ray_cluster):
+def test_a_non_finite_loss_stops_the_run_and_the_rerun_extends_the_finished_stage(
+    tmp_path, ray_cluster
+):
+    """A diverging stage stops the run and keeps the last good checkpoint; the rerun, with
+    the learning rate lowered as the message says and the finished first stage extended,
+    trains only the new epochs and then the second stage; shrinking a stage below the
+    epochs it trained is refused."""
     stages = [
         head(1),
         {
@@ -79,8 +86,10 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
         },
     ]
     config = tiny_job(tmp_path, "nan", stages)
+    run_dir = tmp_path / "runs" / "nan"
     proc = run(ray_cluster, tljob_train(ray_cluster, config))
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[tljob] starting fresh: " in proc.stdout
     err = proc.stderr
     assert "tljob: failed: training stopped: loss" in err
     assert "became non-finite" in err and "in stage 2 'blow_up' epoch 1 step " in err
@@ -88,41 +97,38 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert "the last good checkpoint, checkpoint_epoch_0001, is kept" in err
     assert "Lower `train.stages.1.learning_rate`" in err
     assert driver_tracebacks(err) == []
-    run_dir = tmp_path / "runs" / "nan"
     assert [(r.stage, r.epoch) for r in history(run_dir)] == [("head", 1)]
     assert ckpt_files.checkpoint_dirs(storage.resolve(str(run_dir))) == ["checkpoint_epoch_0001"]
     assert not (run_dir / "model").exists()  # no NaN model was exported
     assert not (run_dir / "diverged.json").exists()
     assert not (run_dir / "run.lock").exists()
 
-
-def test_extending_a_finished_stage_trains_the_new_epochs_and_shrinking_is_refused(
-    tmp_path, ray_cluster
-):
-    config = tiny_job(tmp_path, "extend", [head(1)])
-    run_dir = tmp_path / "runs" / "extend"
-    first = run(ray_cluster, tljob_train(ray_cluster, config))
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "[tljob] starting fresh: " in first.stdout
-
-    longer = run(ray_cluster, tljob_train(ray_cluster, config, "train.stages.0.epochs=3"))
+    # the stage that has not trained may change; the finished one may grow
+    rerun = ("train.stages.0.epochs=3", "train.stages.1.learning_rate=1e-3")
+    longer = run(ray_cluster, tljob_train(ray_cluster, config, *rerun))
     assert longer.returncode == 0, longer.stdout[-3000:] + longer.stderr[-3000:]
     assert (
         "[tljob] resuming after stage 'head' epoch 1 (global epoch 1) from "
-        "checkpoint_epoch_0001; next: stage 1/1 'head' epoch 2/3"
+        "checkpoint_epoch_0001; next: stage 1/2 'head' epoch 2/3"
     ) in longer.stdout
-    assert longer.stdout.count("[tljob] stage 1/1 'head' epoch ") == 2  # epochs 2 and 3 only
+    assert longer.stdout.count("[tljob] stage 1/2 'head' epoch ") == 2  # epochs 2 and 3 only
     assert [(r.stage, r.epoch) for r in history(run_dir)] == [
         ("head", 1),
         ("head", 2),
         ("head", 3),
+        ("blow_up", 1),
+        ("blow_up", 2),
     ]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["train"]["stages"][0]["epochs"] == 3
+    assert saved["train"]["stages"][1]["learning_rate"] == 1e-3
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["epochs"] == 3 and summary["checkpoint"].endswith("checkpoint_epoch_0003")
+    assert summary["epochs"] == 5 and summary["checkpoint"].endswith("checkpoint_epoch_0005")
+    assert (run_dir / "model" / "model.keras").is_file()
 
-    shorter = run(ray_cluster, tljob_train(ray_cluster, config, "train.stages.0.epochs=2"))
+    shorter = run(
+        ray_cluster, tljob_train(ray_cluster, config, *rerun[1:], "train.stages.0.epochs=2")
+    )
     assert shorter.returncode == 2
     assert "`train.stages.0.epochs` (2) is less than the 3 epoch(s)" in shorter.stderr
     # the saved config still says what happened
