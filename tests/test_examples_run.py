@@ -2,21 +2,19 @@
 example file as users have it, with examples/README.md's command, run in a user's checkout
 (example_checkout.py) and the ``--set`` overrides of ``TINY`` (5 images of each class,
 32 px, one epoch per stage). The local folder example runs in test_examples_token_auth.py,
-submitted to a cluster of its own with token authentication."""
+submitted to a cluster of its own with token authentication; the S3 example in
+test_s3_integration.py, whose scenario (a killed driver, a lost S3 server, the resumes)
+runs on it."""
 
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
-import sys
 
 import pytest
-from conftest import REPO, write_digits_tree
 from example_checkout import TINY, read_json, set_args, user_checkout, user_env
 from PIL import Image
 
-from tljob import storage
 from tljob.config import load_config
 from tljob.demo import CLASS_NAMES
 
@@ -138,52 +136,3 @@ def test_the_sweep_example_runs_its_trials_and_keeps_the_best(tmp_path_factory, 
     }
     assert (sweep_dir / "best" / "model" / "model.keras").is_file()
     assert (sweep_dir / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_the_s3_example_trains_from_and_to_the_bucket(tmp_path, s3, ray_cluster):
-    """Submitted as examples/README.md gives it: the credentials in a file named in the
-    job's runtime environment (the session cluster's nodes have none of their own)."""
-    local = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
-    storage.upload_dir(local, storage.resolve(s3.uri("datasets", "digits")), threads=4)
-    creds = tmp_path / "aws-credentials"
-    creds.touch(mode=0o600)
-    keys = s3.server.admin
-    creds.write_text(
-        f"[tljob]\naws_access_key_id = {keys.access_key_id}\n"
-        f"aws_secret_access_key = {keys.secret_access_key}\n"
-    )
-    runtime_env = {"env_vars": {"AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_PROFILE": "tljob"}}
-    overrides = [
-        *TINY,
-        "data.max_images_per_class=10",  # all 10 of each digit: 8 train, 2 val
-        f"data.source={s3.uri('datasets', 'digits')}",
-        f"run.storage_path={s3.uri('tljob-runs')}",
-        f"s3.endpoint_url={s3.server.endpoint_url}",
-    ]
-    # the session cluster runs jobs in the folder pytest started in: absolute paths
-    proc = subprocess.run(
-        ["ray", "job", "submit", "--address", ray_cluster["dashboard"],
-         "--runtime-env-json", json.dumps(runtime_env), "--",
-         sys.executable, str(REPO / "ray_jobs" / "train.py"),
-         "--config", str(REPO / "examples" / "s3.yaml"), *set_args(overrides)],
-        env=user_env(RAY_ADDRESS=""),  # --address names the cluster, nothing else
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
-    assert "succeeded" in out
-    for secret in (keys.access_key_id, keys.secret_access_key):
-        assert secret not in out
-    run = storage.resolve(s3.uri("tljob-runs", "fashion-s3"))
-    summary = json.loads(storage.read_text(run.join("summary.json")))
-    assert summary["classes"] == ["digit_0", "digit_1", "digit_2"]
-    data = summary["data"]
-    assert data["listed"] == 30
-    assert data["splits"]["train"]["per_class_used"] == {f"digit_{d}": 8 for d in range(3)}
-    assert data["splits"]["val"]["per_class_used"] == {f"digit_{d}": 2 for d in range(3)}
-    assert summary["epochs"] == 2
-    assert summary["checkpoint"] == f"{run.uri}/checkpoint_epoch_0002"
-    prefix = "tljob-runs/fashion-s3/"
-    names = {key.removeprefix(prefix) for key in s3.objects(prefix)}
-    assert {"summary.json", "history.csv", "labels.json", "config.yaml"} <= names
-    assert "model/model.keras" in names

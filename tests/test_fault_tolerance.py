@@ -1,8 +1,11 @@
-"""Worker fault tolerance on the session's real local Ray cluster: a Train worker killed
-(SIGKILL) half-way through an epoch makes Ray Train restart the worker group, which
-resumes from the newest complete checkpoint and finishes the run with each epoch once;
-and a restarted group's training stream gives the augmented views of the epoch it
-resumes at, not those of the run's first epoch."""
+"""Worker fault tolerance on the session's real local Ray cluster, in one run and its rerun:
+a second run on the busy run directory is refused; a Train worker killed (SIGKILL)
+half-way through an epoch makes Ray Train restart the worker group, which resumes from the
+newest complete checkpoint; with ``scaling.max_failures`` used up, killed workers end the
+run with a message saying how often the group was restarted and where the rerun resumes;
+the rerun resumes there and finishes with each epoch once and identical replicas. And a
+restarted group's training stream gives the augmented views of the epoch it resumes at,
+not those of the run's first epoch."""
 
 from __future__ import annotations
 
@@ -11,25 +14,25 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, write_digits_tree
+from conftest import write_digits_tree
 from test_augment_stream import _expected, _identify, _job, _split_epochs, _train_rows
 from test_resume import _write_checkpoint, state_after
 from test_train_integration import digest_of_weights_file
+from test_trust_integration import run, tljob_train
 
 from tljob import storage
 from tljob.run import checkpoint as ckpt_files
-from tljob.run.attempts import Attempt, read_attempts
+from tljob.run.attempts import Attempt, read_attempts, restart_figures
 from tljob.run.ledger import parse_history_csv
 
 pytestmark = pytest.mark.ray
 
-EPOCHS = 3
+EPOCHS = 4
 # a worker's own log file in the cluster's session logs: worker-<id>-<job>-<pid>.out/.err
 _WORKER_LOG = re.compile(r"^worker-[0-9a-f]+-[0-9a-f]+-(\d+)\.(out|err)$")
 
@@ -88,19 +91,29 @@ def _wait_for(predicate, proc: subprocess.Popen, log: Path, what: str, timeout: 
     return found
 
 
-def test_a_worker_killed_mid_epoch_restarts_the_group_from_the_last_checkpoint(
+def test_killed_workers_restart_the_group_until_max_failures_then_the_rerun_resumes(
     tmp_path, ray_cluster
 ):
+    """One run with ``scaling.max_failures`` 1: a second run on its busy run directory is
+    refused; rank 0 killed (SIGKILL) half-way through epoch 2 makes Ray Train restart the
+    group from checkpoint 1; once the restarted group has written a further checkpoint every
+    worker is killed, the one restart is used up and the run fails saying so and where the
+    rerun resumes; the rerun resumes there and finishes with each epoch once."""
     config = _job_yaml(tmp_path)
     run_dir = storage.resolve(str(tmp_path / "runs" / "ft"))
     log = tmp_path / "driver.log"
     env = {**os.environ, "RAY_ADDRESS": ray_cluster["gcs"], "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", str(config)]
     with open(log, "w") as out:
         driver = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            tljob_train(ray_cluster, config), env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
     try:
+        _wait_for(lambda: storage.exists(run_dir.join("run.lock")), driver, log, "lock", 240)
+        # a second run on the same run directory is refused at once, naming the holder
+        second = run(ray_cluster, tljob_train(ray_cluster, config), timeout=120)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"is in use by another tljob run: pid {driver.pid} on host" in second.stderr
 
         def second_epoch_begun() -> tuple[Attempt, set[int]] | None:
             attempts = read_attempts(run_dir)
@@ -117,49 +130,79 @@ def test_a_worker_killed_mid_epoch_restarts_the_group_from_the_last_checkpoint(
             rank_0,
             workers,
         )
-        victim = rank_0.pop()
-        os.kill(victim, signal.SIGKILL)
+        os.kill(rank_0.pop(), signal.SIGKILL)
+
+        def restarted_group_checkpointed() -> dict[int, str] | None:
+            # the restarted group (attempt 2) has written a checkpoint after the one it
+            # resumed from, and both its workers are up
+            newest, _ = ckpt_files.newest_complete(run_dir)
+            if len(read_attempts(run_dir)) == 2 and (newest or "") > "checkpoint_epoch_0001":
+                restarted = _alive_train_workers(ray_cluster)
+                return restarted if len(restarted) == 2 else None
+            return None
+
+        restarted = _wait_for(restarted_group_checkpointed, driver, log, "checkpoint 2", 300)
+        for pid in restarted:
+            os.kill(pid, signal.SIGKILL)
         driver.wait(timeout=300)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(timeout=60)
     output = log.read_text()
-    assert driver.returncode == 0, output[-4000:]
+    assert driver.returncode == 1, output[-4000:]
     assert first.checkpoint is None and first.number == 1
     assert at_kill == "checkpoint_epoch_0001", "the kill came after epoch 2's checkpoint"
-
-    # the group was restarted once, from the checkpoint the kill left as newest
+    # the group was restarted once, from the checkpoint the first kill left as newest
+    assert (
+        "[tljob] worker group restarted (attempt 2); resuming after stage 'head' epoch 1 "
+        f"(global epoch 1) from checkpoint_epoch_0001; next: stage 1/1 'head' epoch 2/{EPOCHS}"
+    ) in output
+    # ... and the second kill, with no restart left, ended the run saying where to resume
+    done, _ = ckpt_files.newest_complete(run_dir)
+    epochs_done = int(done.rsplit("_", 1)[1])
+    assert 2 <= epochs_done < EPOCHS, "the second kill came too late to test resuming"
+    assert "tljob: failed: train failed on worker rank 0: " in output
+    assert (
+        "The worker group was restarted 1 time(s) in this run (`scaling.max_failures`: 1). "
+        f"Rerun the same command to resume from {done} in {run_dir.uri}."
+    ) in output
+    # the records of the failed run (its rerun clears them): the first group was killed
+    # in epoch 2, which the second, resumed from checkpoint 1, trained again
     attempts = read_attempts(run_dir)
     assert [a.number for a in attempts] == [1, 2]
     assert (attempts[1].checkpoint, attempts[1].epochs_done) == ("checkpoint_epoch_0001", 1)
-    # the first group was killed in epoch 2 (it never began epoch 3); the second did the rest
-    assert attempts[0].furthest_epoch == 2 and attempts[1].furthest_epoch == EPOCHS
-    assert (
-        "[tljob] worker group restarted (attempt 2); resuming after stage 'head' epoch 1 "
-        "(global epoch 1) from checkpoint_epoch_0001; next: stage 1/1 'head' epoch 2/3"
-    ) in output
-
-    summary = json.loads(storage.read_text(run_dir.join("summary.json")))
-    # at most the epochs after that checkpoint were trained again: epoch 2, begun once
-    # before the kill and once after
-    assert (summary["restarts"], summary["epochs_repeated"]) == (1, 1)
-    assert "restarts          1 worker-group restart after a failure, 1 epoch trained again" in (
-        output
+    assert attempts[0].furthest_epoch == 2 and attempts[1].furthest_epoch >= epochs_done
+    assert restart_figures(attempts) == {"restarts": 1, "epochs_repeated": 1}
+    # history.csv never runs ahead of the newest complete checkpoint (it is written after
+    # the checkpoint's upload: a kill in between leaves none yet)
+    history_file = Path(run_dir.path) / "history.csv"
+    assert not history_file.exists() or (
+        len(parse_history_csv(history_file.read_text())) <= epochs_done
     )
-    history = parse_history_csv(storage.read_text(run_dir.join("history.csv")))
-    assert [(r.global_epoch, r.epoch) for r in history] == [(1, 1), (2, 2), (3, 3)]
-    assert summary["epochs"] == EPOCHS and summary["stages"]["head"]["epochs"] == EPOCHS
-    assert summary["checkpoint"].endswith("checkpoint_epoch_0003")
 
-    # both workers of the restarted group ended with the same weights: those of the last
-    # checkpoint
+    rerun = run(ray_cluster, tljob_train(ray_cluster, config), timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert (
+        f"[tljob] resuming after stage 'head' epoch {epochs_done} (global epoch {epochs_done}) "
+        f"from {done}; next: stage 1/1 'head' epoch {epochs_done + 1}/{EPOCHS}"
+    ) in rerun.stdout
+    assert rerun.stdout.count("[tljob] stage 1/1 'head' epoch ") == EPOCHS - epochs_done
+    # a rerun is a new run, not a restart: it counts its own restarts only
+    assert "restarts          0 worker-group restarts" in rerun.stdout
+    summary = json.loads(storage.read_text(run_dir.join("summary.json")))
+    assert (summary["restarts"], summary["epochs_repeated"]) == (0, 0)
+    history = parse_history_csv(storage.read_text(run_dir.join("history.csv")))
+    assert [(r.global_epoch, r.epoch) for r in history] == [(e, e) for e in range(1, EPOCHS + 1)]
+    assert summary["epochs"] == EPOCHS and summary["stages"]["head"]["epochs"] == EPOCHS
+    last = ckpt_files.checkpoint_name(EPOCHS)
+    assert summary["checkpoint"].endswith(last)
+
+    # both workers ended with the same weights: those of the last checkpoint
     replicas = Path(run_dir.path) / "replicas"
     digests = [(replicas / f"rank_{r}.sha256").read_text() for r in (0, 1)]
     assert digests[0] == digests[1] and summary["replica_weights_identical"] is True
-    assert (
-        digest_of_weights_file(Path(run_dir.path), "checkpoint_epoch_0003", config) == (digests[0])
-    )
+    assert digest_of_weights_file(Path(run_dir.path), last, config) == digests[0]
 
 
 def test_a_restarted_groups_stream_gives_the_views_of_the_epoch_it_resumes_at(

@@ -1,8 +1,8 @@
 """How a failed run reaches the user, on the session's real local Ray cluster: a worker's
 exception arrives as tljob's one paragraph (its type, its message, the file holding its
-full traceback), a tljob ``UserError`` raised in a worker still exits 2 with its message,
-and losing the S3 server mid-run says what failed and where the rerun resumes, which it
-then does."""
+full traceback), and a tljob ``UserError`` raised in a worker still exits 2 with its
+message. Losing the S3 server mid-run (what failed, where the rerun resumes) is part of
+the S3 example's scenario in test_s3_integration.py."""
 
 from __future__ import annotations
 
@@ -10,15 +10,11 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 from test_resume import _write_checkpoint, state_after
-from test_s3_integration import Jobs, credentials_file, s3_job, upload_digits
 from test_trust_integration import driver_tracebacks, head, run, tiny_job, tljob_train
 
-from tljob import storage
 from tljob.config import load_config
 from tljob.run import checkpoint as ckpt_files
-from tljob.run.ledger import parse_history_csv
 
 pytestmark = pytest.mark.ray
 
@@ -87,64 +83,3 @@ def test_a_user_error_raised_in_a_worker_exits_2_with_its_message(tmp_path, ray_
     )
     assert RAY_SNIPPET not in proc.stdout + proc.stderr
     assert driver_tracebacks(proc.stderr) == []
-
-
-@pytest.fixture
-def s3_server(tmp_path):
-    """This module's own SeaweedFS, in place of the session's (``s3`` uses it): its test
-    stops it mid-run and starts it again."""
-    from tljob.storage.seaweed import LocalS3Server
-
-    with LocalS3Server(tmp_path / "seaweedfs") as server:
-        yield server
-
-
-def test_losing_the_s3_server_mid_run_says_what_failed_and_the_rerun_resumes(
-    tmp_path, s3, ray_cluster
-):
-    upload_digits(tmp_path, s3, classes=3, per_class=10)
-    config = s3_job(tmp_path, s3, "lost", [head(3)])
-    tree = yaml.safe_load(config.read_text())
-    tree["scaling"].update(num_workers=1, max_failures=0)
-    config.write_text(yaml.safe_dump(tree))
-    run_dir = storage.resolve(s3.uri("runs", "lost"))
-    jobs = Jobs(ray_cluster, credentials_file(tmp_path, s3.server.admin))
-
-    first = jobs.submit(config)
-    jobs.wait_for_checkpoint(first, run_dir)
-    s3.server.stop()
-    assert jobs.wait(first) == "FAILED"
-    assert "exit code 1" in jobs.client.get_job_info(first).message
-    out = jobs.logs(first)
-    failed = [line for line in out.splitlines() if line.startswith("tljob: ")]
-    assert len(failed) == 1, out[-5000:]
-    paragraph = re.fullmatch(
-        r"tljob: failed: storage failed (?:on worker rank 0|in Ray Train's controller|in "
-        r"the driver): (\w+) on (s3://\S+) at (\S+) \(region us-east-1\) failed \(AWS Error "
-        r"[^:]+: .+\)\. The run stopped and keeps what it saved: once the "
-        r"storage answers again, rerunning the same command resumes from "
-        r"(checkpoint_epoch_\d{4}) in (\S+)\.",
-        failed[0],
-    )
-    assert paragraph is not None, failed[0]
-    operation, uri, endpoint, named, resumes_in = paragraph.groups()
-    assert uri.startswith(s3.uri("runs", "lost") + "/")
-    assert (endpoint, resumes_in) == (s3.server.endpoint_url, run_dir.uri)
-    assert driver_tracebacks(out) == [] and RAY_SNIPPET not in out
-    assert "ControllerError" not in out and "Training failed due to" not in out
-    for value in (s3.server.admin.secret_access_key, s3.server.admin.access_key_id):
-        assert value not in out
-
-    s3.server.start()  # back, on the same port with the same data
-    assert ckpt_files.newest_complete(run_dir)[0] == named
-    epochs_done = int(named.rsplit("_", 1)[1])
-    assert epochs_done < 3, "the server was stopped too late to test resuming"
-    second = jobs.submit(config)
-    assert jobs.wait(second) == "SUCCEEDED", jobs.logs(second)[-5000:]
-    rerun = jobs.logs(second)
-    assert (
-        f"[tljob] resuming after stage 'head' epoch {epochs_done} (global epoch {epochs_done}) "
-        f"from {named}; next: stage 1/1 'head' epoch {epochs_done + 1}/3"
-    ) in rerun
-    history = parse_history_csv(storage.read_text(run_dir.join("history.csv")))
-    assert [r.epoch for r in history] == [1, 2, 3]

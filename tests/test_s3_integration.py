@@ -1,7 +1,10 @@
-"""The whole job from and to ``s3://`` on the real local S3 server (SeaweedFS) and the
-session's Ray cluster: 2 workers, a killed driver, the lock taken over on S3, the resume
-from S3, every output in the bucket; and Ray workers without the driver's credentials
-refused before anything trains."""
+"""The whole job from and to ``s3://`` on a real local S3 server (SeaweedFS, this module's
+own: one scenario stops it) and the session's Ray cluster. examples/s3.yaml, submitted as
+examples/README.md gives it, with 2 workers: a killed driver, the lock taken over on S3,
+the resume from S3, the S3 server lost mid-run (one paragraph saying what failed and where
+the rerun resumes), the rerun resuming once it is back, every output in the bucket and no
+credential in any log or object; a CSV manifest on S3 naming images in other prefixes; and
+Ray workers without the driver's credentials refused before anything trains."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import csv
 import io
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, write_digits_tree
+from test_trust_integration import driver_tracebacks
 
 from tljob import storage
 from tljob.config import load_config
@@ -41,9 +47,9 @@ def s3_job(tmp_path: Path, s3, name: str, stages: list[dict]) -> Path:
     return path
 
 
-def upload_digits(tmp_path: Path, s3, classes: int, per_class: int) -> None:
+def upload_digits(tmp_path: Path, s3, classes: int, per_class: int, prefix="digits") -> None:
     local = write_digits_tree(tmp_path / "digits", classes=classes, per_class=per_class)
-    storage.upload_dir(local, storage.resolve(s3.uri("digits")), threads=4)
+    storage.upload_dir(local, storage.resolve(s3.uri(prefix)), threads=4)
 
 
 def credentials_file(tmp_path: Path, keys) -> Path:
@@ -56,6 +62,26 @@ def credentials_file(tmp_path: Path, keys) -> Path:
         f"aws_secret_access_key = {keys.secret_access_key}\n"
     )
     return path
+
+
+def epochs_of(checkpoint: str) -> int:
+    return int(checkpoint.rsplit("_", 1)[1])
+
+
+def checkpointed_epochs(run_dir) -> int:
+    """The epochs of the newest complete checkpoint in ``run_dir``, 0 when there is none."""
+    newest, _ = ckpt_files.newest_complete(run_dir)
+    return epochs_of(newest) if newest else 0
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """This module's own SeaweedFS, in place of the session's (``s3`` uses it): the S3
+    example's scenario stops it mid-run and starts it again."""
+    from tljob.storage.seaweed import LocalS3Server
+
+    with LocalS3Server(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 class Jobs:
@@ -73,8 +99,14 @@ class Jobs:
             }
         }
 
-    def submit(self, config: Path) -> str:
-        entrypoint = f"{sys.executable} {REPO / 'ray_jobs' / 'train.py'} --config {config}"
+    def submit(self, config: Path, overrides: tuple[str, ...] | list[str] = ()) -> str:
+        """``python ray_jobs/train.py --config CONFIG --set OVERRIDE...``, as
+        examples/README.md submits a job (absolute paths: the cluster runs jobs in the
+        folder pytest started in)."""
+        command = [sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", str(config)]
+        for override in overrides:
+            command += ["--set", override]
+        entrypoint = " ".join(shlex.quote(arg) for arg in command)
         return self.client.submit_job(entrypoint=entrypoint, runtime_env=self.runtime_env)
 
     def wait(self, job_id: str, timeout: float = 900) -> str:
@@ -90,10 +122,11 @@ class Jobs:
             time.sleep(1)
         return str(status)
 
-    def wait_for_checkpoint(self, job_id: str, run_dir, timeout: float = 600) -> None:
-        """Until the running job ``job_id`` has a complete checkpoint in ``run_dir``."""
+    def wait_for_checkpoint(self, job_id: str, run_dir, after: int = 0, timeout=600) -> None:
+        """Until the running job ``job_id`` has a complete checkpoint in ``run_dir`` of more
+        than ``after`` epochs."""
         deadline = time.monotonic() + timeout
-        while ckpt_files.newest_complete(run_dir)[0] is None:
+        while checkpointed_epochs(run_dir) <= after:
             assert self.client.get_job_status(job_id) in ("PENDING", "RUNNING"), self.logs(job_id)
             assert time.monotonic() < deadline, f"no checkpoint on S3 within {timeout:.0f} s"
             time.sleep(0.2)
@@ -102,45 +135,117 @@ class Jobs:
         return self.client.get_job_logs(job_id)
 
 
-def test_train_from_and_to_s3_resumes_after_the_driver_is_killed(tmp_path, s3, ray_cluster):
-    upload_digits(tmp_path, s3, classes=4, per_class=20)
-    stages = [
-        {"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"},
-        {"name": "fine_tune", "epochs": 2, "learning_rate": 1e-4, "trainable": "all"},
+# examples/s3.yaml at test size: 4 digits of 10 images (8 train, 2 val each), 32 px, batch
+# 4, 2 + 3 epochs (enough that the driver's kill at the first checkpoint and the server's
+# stop at the next one each leave epochs to resume), no in-run restart (a storage failure
+# ends the run at once instead of failing again in every restarted group).
+S3_EXAMPLE = REPO / "examples" / "s3.yaml"
+S3_EXAMPLE_EPOCHS = (2, 3)
+RAY_SNIPPET = "with_traceback(filtered_tb)"
+
+
+def s3_example_overrides(s3) -> list[str]:
+    return [
+        f"data.source={s3.uri('datasets', 'digits')}",
+        "data.image_size=32",
+        "train.batch_size=4",
+        f"train.stages.0.epochs={S3_EXAMPLE_EPOCHS[0]}",
+        f"train.stages.1.epochs={S3_EXAMPLE_EPOCHS[1]}",
+        "scaling.max_failures=0",
+        f"run.storage_path={s3.uri('tljob-runs')}",
+        f"s3.endpoint_url={s3.server.endpoint_url}",
     ]
-    config = s3_job(tmp_path, s3, "s3run", stages)
+
+
+def resuming_line(epochs_done: int) -> str:
+    """The driver's resume line after ``epochs_done`` global epochs of the S3 example."""
+    head, fine_tune = S3_EXAMPLE_EPOCHS
+    if epochs_done <= head:
+        after = f"stage 'head' epoch {epochs_done} (global epoch {epochs_done})"
+    else:
+        after = f"stage 'fine_tune' epoch {epochs_done - head} (global epoch {epochs_done})"
+    if epochs_done < head:
+        nxt = f"stage 1/2 'head' epoch {epochs_done + 1}/{head}"
+    else:
+        nxt = f"stage 2/2 'fine_tune' epoch {epochs_done - head + 1}/{fine_tune}"
+    done = ckpt_files.checkpoint_name(epochs_done)
+    return f"[tljob] resuming after {after} from {done}; next: {nxt}"
+
+
+def test_the_s3_example_survives_a_killed_driver_and_a_lost_server_and_resumes(
+    tmp_path, s3, ray_cluster
+):
+    """examples/s3.yaml submitted as examples/README.md gives it (credentials in a file
+    named in the job's runtime environment), three jobs on one run directory: the first's
+    driver is killed once a checkpoint is on S3 (its lock stays there); the second takes
+    over the stale lock and resumes, and loses the S3 server once it has written a further
+    checkpoint, which it reports as one paragraph; the third, with the server back,
+    resumes and finishes. Then every output is in the bucket, whole, and no credential is
+    anywhere."""
+    upload_digits(tmp_path, s3, classes=4, per_class=10, prefix="datasets/digits")
+    overrides = s3_example_overrides(s3)
+    total = sum(S3_EXAMPLE_EPOCHS)
     jobs = Jobs(ray_cluster, credentials_file(tmp_path, s3.server.admin))
-    run_dir = storage.resolve(s3.uri("runs", "s3run"))
+    run_dir = storage.resolve(s3.uri("tljob-runs", "fashion-s3"))
     lock = run_dir.join("run.lock")
 
-    first = jobs.submit(config)
+    # 1. the driver killed (SIGKILL) once a checkpoint is on S3: its lock stays behind
+    first = jobs.submit(S3_EXAMPLE, overrides)
     jobs.wait_for_checkpoint(first, run_dir)
     holder = json.loads(storage.read_text(lock))  # the lock on S3 names the driver
     os.kill(holder["pid"], signal.SIGKILL)  # our own cluster's job driver, nothing else
     assert jobs.wait(first) == "FAILED"
-    done, _ = ckpt_files.newest_complete(run_dir)
-    epochs_done = int(done.rsplit("_", 1)[1])
-    assert epochs_done < 3, "the kill came too late to test resuming"
+    killed_at, _ = ckpt_files.newest_complete(run_dir)
+    epochs_done = epochs_of(killed_at)
+    assert epochs_done < total - 1, "the kill came too late to test the next two jobs"
     assert storage.exists(lock)  # left behind by the killed driver
 
-    second = jobs.submit(config)
-    status = jobs.wait(second)
-    out = jobs.logs(second)
-    assert status == "SUCCEEDED", out[-5000:]
+    # 2. takes over the stale lock and resumes; the S3 server stops once it has written a
+    # further checkpoint
+    second = jobs.submit(S3_EXAMPLE, overrides)
+    jobs.wait_for_checkpoint(second, run_dir, after=epochs_done)
+    s3.server.stop()
+    assert jobs.wait(second) == "FAILED"
+    assert "exit code 1" in jobs.client.get_job_info(second).message
+    lost = jobs.logs(second)
     assert (
         f"[tljob] taking over the stale lock of pid {holder['pid']} on host "
         f"{holder['host']!r} (pid {holder['pid']} is no longer running)"
-    ) in out
-    resumed = "stage 'head' epoch 1 (global epoch 1)"
-    if epochs_done == 2:
-        resumed = "stage 'fine_tune' epoch 1 (global epoch 2)"
-    nxt = f"stage 2/2 'fine_tune' epoch {epochs_done}/2"
-    assert f"[tljob] resuming after {resumed} from {done}; next: {nxt}" in out
-    assert "[tljob] object store reachable from all 1 Ray node(s): " in out
-    assert out.count("[tljob] stage 2/2 'fine_tune' epoch ") >= 3 - epochs_done
+    ) in lost
+    assert resuming_line(epochs_done) in lost
+    assert "[tljob] object store reachable from all 1 Ray node(s): " in lost
+    failed = [line for line in lost.splitlines() if line.startswith("tljob: ")]
+    assert len(failed) == 1, lost[-5000:]
+    paragraph = re.fullmatch(
+        r"tljob: failed: storage failed (?:on worker rank [01]|in Ray Train's controller|in "
+        r"the driver): (\w+) on (s3://\S+) at (\S+) \(region us-east-1\) failed \(AWS Error "
+        r"[^:]+: .+\)\. The run stopped and keeps what it saved: once the "
+        r"storage answers again, rerunning the same command resumes from "
+        r"(checkpoint_epoch_\d{4}) in (\S+)\.",
+        failed[0],
+    )
+    assert paragraph is not None, failed[0]
+    operation, uri, endpoint, named, resumes_in = paragraph.groups()
+    assert uri.startswith(run_dir.uri + "/")
+    assert (endpoint, resumes_in) == (s3.server.endpoint_url, run_dir.uri)
+    assert driver_tracebacks(lost) == [] and RAY_SNIPPET not in lost
+    assert "ControllerError" not in lost and "Training failed due to" not in lost
+
+    s3.server.start()  # back, on the same port with the same data
+    assert ckpt_files.newest_complete(run_dir)[0] == named
+    lost_at = epochs_of(named)
+    assert epochs_done < lost_at < total, "the server was stopped too late to test resuming"
+
+    # 3. with the server back the same command resumes from the newest checkpoint, finishes
+    third = jobs.submit(S3_EXAMPLE, overrides)
+    status = jobs.wait(third)
+    out = jobs.logs(third)
+    assert status == "SUCCEEDED", out[-5000:]
+    assert resuming_line(lost_at) in out
+    assert out.count("[tljob] stage 2/2 'fine_tune' epoch ") >= total - lost_at
 
     # Everything the run leaves is in the bucket, under the run directory, whole.
-    prefix = "runs/s3run/"
+    prefix = "tljob-runs/fashion-s3/"
     keys = [k.removeprefix(prefix) for k in s3.objects(prefix)]
     assert {k for k in keys if "/" not in k} == {
         "config.yaml",
@@ -158,37 +263,45 @@ def test_train_from_and_to_s3_resumes_after_the_driver_is_killed(tmp_path, s3, r
         "replicas/rank_0.sha256",
         "replicas/rank_1.sha256",
     }
+    last = ckpt_files.checkpoint_name(total)
     checkpoints = sorted({k.split("/")[0] for k in keys if k.startswith("checkpoint_epoch_")})
-    assert checkpoints[-1] == "checkpoint_epoch_0003"
-    assert sorted(k for k in keys if k.startswith("checkpoint_epoch_0003/")) == [
-        "checkpoint_epoch_0003/" + name
+    assert checkpoints[-1] == last
+    assert sorted(k for k in keys if k.startswith(last + "/")) == [
+        f"{last}/{name}"
         for name in sorted((*ckpt_files.CHECKPOINT_FILES, ckpt_files.MANIFEST_FILE))
     ]
-    assert ckpt_files.newest_complete(run_dir) == ("checkpoint_epoch_0003", [])
+    assert ckpt_files.newest_complete(run_dir) == (last, [])
     assert not [k for k in keys if ".tljob-tmp-" in k or k == "run.lock"]
 
     summary = json.loads(storage.read_text(run_dir.join("summary.json")))
-    assert summary["checkpoint"] == s3.uri("runs", "s3run", "checkpoint_epoch_0003")
+    assert summary["classes"] == ["digit_0", "digit_1", "digit_2", "digit_3"]
+    assert summary["checkpoint"] == f"{run_dir.uri}/{last}"
+    assert summary["epochs"] == total
     assert summary["replica_weights_identical"] is True
-    assert summary["exported_model"]["images"] == 16  # 4 classes x round(20 x 0.2)
-    assert summary["data"]["listed"] == 80
+    assert summary["exported_model"]["images"] == 8  # 4 classes x round(10 x 0.2)
+    data = summary["data"]
+    assert data["listed"] == 40
+    assert data["splits"]["train"]["per_class_used"] == {f"digit_{d}": 8 for d in range(4)}
+    assert data["splits"]["val"]["per_class_used"] == {f"digit_{d}": 2 for d in range(4)}
     history = parse_history_csv(storage.read_text(run_dir.join("history.csv")))
     assert [(r.stage, r.epoch) for r in history] == [
         ("head", 1),
+        ("head", 2),
         ("fine_tune", 1),
         ("fine_tune", 2),
+        ("fine_tune", 3),
     ]
     labels = json.loads(storage.read_text(run_dir.join("labels.json")))
     assert labels == {"0": "digit_0", "1": "digit_1", "2": "digit_2", "3": "digit_3"}
     saved = tmp_path / "saved.yaml"
     saved.write_text(storage.read_text(run_dir.join("config.yaml")))
-    assert load_config(saved) == load_config(config)
+    assert load_config(saved) == load_config(S3_EXAMPLE, overrides)
     report = json.loads(storage.read_text(run_dir.join("data_report.json")))
-    assert report["listed"] == 80 and report["skipped_files"] == []
+    assert report["listed"] == 40 and report["skipped_files"] == []
 
     # No credential anywhere: not in the logs, not in any object the run wrote.
     keys_used = s3.server.admin
-    for text in [jobs.logs(first), out]:
+    for text in [jobs.logs(first), lost, out]:
         assert keys_used.secret_access_key not in text
         assert keys_used.access_key_id not in text
     client = s3.server.client()
