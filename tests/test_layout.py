@@ -183,6 +183,7 @@ def test_nn_and_zoo_never_import_ray():
         "tljob.data.shards",
         "tljob.run.connect",
         "tljob.run.restart",
+        "tljob.run.driver",  # the trainer's module and its backend (tljob.run.tf_config)
         "tljob.infer.pipeline",  # the driver's side of inference: TensorFlow in the actors
         "tljob.infer.predict",
         "tljob.infer.evaluate",

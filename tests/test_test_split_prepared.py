@@ -115,7 +115,7 @@ def test_a_prepared_test_split_is_counted_disjoint_and_never_read_by_training(
     assert sorted(rows["test"]) == _paths(expected.test)
     assert sorted(rows["val"]) == _paths(expected.val)
 
-    # The datasets the driver gives the TensorflowTrainer, iterated as training does: every
+    # The datasets the driver gives the trainer, iterated as training does: every
     # train and val shard is read, no test shard is.
     from tljob.run.driver import _trainer
 

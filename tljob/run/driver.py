@@ -1,4 +1,4 @@
-"""The driver side of a run: check, lock, plan, launch the ``TensorflowTrainer``, summarise.
+"""The driver side of a run: check, lock, plan, launch the trainer, summarise.
 
 ``run_job_driver_fn`` is the whole run for a validated config and its data plan
 (``tljob.data.plan``: the listing, its split and fingerprint, made once). In order:
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.tensorflow import TensorflowTrainer
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 from tljob import output, storage
 from tljob.config import JobConfig, dump_config
@@ -35,6 +35,7 @@ from tljob.run import shipped as shipped_weights
 from tljob.run.attempts import clear_attempts, read_attempts, restart_figures
 from tljob.run.connect import check_cluster, ensure_ray
 from tljob.run.failed_run import NewestCheckpoint
+from tljob.run.failures import DIVERGED_FILE
 from tljob.run.ledger import (
     ResumePlan,
     class_weights,
@@ -54,7 +55,7 @@ from tljob.run.rescore import (
 from tljob.run.restart import TrainDatasetPerAttempt
 from tljob.run.shipped import ShippedWeights
 from tljob.run.storage_check import check_workers_reach_storage
-from tljob.run.worker import DIVERGED_FILE, train_fn_per_worker
+from tljob.run.tf_config import MultiWorkerTFConfig, train_fn_per_worker
 
 log = output.logger("run")
 say = log.info
@@ -305,12 +306,15 @@ def _trainer(
     callbacks: Sequence[Any] = (),
     checkpoint_note: str = "",
     test: bool = False,
-) -> TensorflowTrainer:
+) -> DataParallelTrainer:
     resources = {"CPU": job.scaling.cpus_per_worker}
     if job.scaling.use_gpu:
         resources["GPU"] = job.scaling.gpus_per_worker
-    return TensorflowTrainer(
+    # Ray's TensorflowTrainer would import TensorFlow here and in the controller
+    # (tljob.run.tf_config); this is the same trainer with tljob's TF_CONFIG backend.
+    return DataParallelTrainer(
         train_fn_per_worker,
+        backend_config=MultiWorkerTFConfig(),
         train_loop_config=LoopConfig(
             job=job,
             classes=tuple(prepared.classes),

@@ -31,6 +31,7 @@ from tljob.errors import JobFailedError, UserError
 from tljob.run.attempts import current_attempt
 
 ERRORS_DIR = "errors"
+DIVERGED_FILE = "diverged.json"  # rank 0 leaves it when the loss became non-finite
 _MESSAGE_CHARS = 400  # an exception message longer than this is cut in the paragraph
 
 # pyarrow's S3 errors, e.g. "When getting information for key 'runs/x/state.json' in bucket

@@ -44,7 +44,7 @@ class LoopConfig:
     test: bool = False
 
     def to_ray(self) -> dict[str, Any]:
-        """The ``train_loop_config`` for ``TensorflowTrainer``."""
+        """The ``train_loop_config`` for the trainer (``tljob.run.driver``)."""
         return {_KEY: self}
 
     @classmethod

@@ -47,7 +47,6 @@ from tljob.run.restore import restore_attempt
 from tljob.run.tensorboard import epoch_summaries
 from tljob.run.timings import epoch_timing
 
-DIVERGED_FILE = "diverged.json"
 log = output.logger("run")
 
 
@@ -357,7 +356,7 @@ class _WorkerRun:
         if self.diverged is not None:
             if self.rank == 0:
                 storage.write_text(
-                    self.run_dir.join(DIVERGED_FILE), json.dumps(self.diverged, indent=1)
+                    self.run_dir.join(failures.DIVERGED_FILE), json.dumps(self.diverged, indent=1)
                 )
             return
         # Gradients are all-reduced, so every replica must end with the same weights; each

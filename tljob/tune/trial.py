@@ -1,7 +1,7 @@
 """One sweep trial: a Tune function trainable that is an ordinary tljob run (Ray side).
 
 The trial's process is a Tune actor holding ``tune.trial_cpus`` (a fractional CPU); the
-``TensorflowTrainer`` it builds runs its controller and workers outside that reservation,
+trainer it builds (``tljob.run.driver``) runs its controller and workers outside that reservation,
 as Ray Train V2 does under Tune. ``TuneReportCallback`` forwards every epoch's report of
 rank 0 to Tune, so schedulers decide after every epoch. When a scheduler stops the trial,
 Tune ends this actor; the Train controller and its workers are owned by it and end with it,
