@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tljob import storage
+
+if TYPE_CHECKING:
+    from tljob.run.loop import LoopConfig
 
 RESCORED_FILE = "rescored.json"
 TEST_METRICS_FILE = "test_metrics.json"
@@ -31,24 +34,22 @@ def test_record(
     return {k: result[k] for k in _TEST_HEADLINE if k in result} | {"metrics": TEST_METRICS_FILE}
 
 
-def rescore_per_worker(
-    run_dir: storage.Location,
-    prepared_uri: str,
-    classes: Sequence[str],
-    batch_size: int,
-    score_test: bool,
-) -> dict[str, Any]:
+def rescore_per_worker(run_dir: storage.Location, loop: LoopConfig) -> dict[str, Any] | None:
     """Rank 0, after the export: score ``<run>/model/model.keras`` as written (read back
-    from storage) on the prepared validation split, and the test split if ``score_test``;
-    write and return ``rescored.json``'s record."""
+    from storage) on the prepared validation split of ``loop.prepared_uri``, and on its
+    test split if ``loop.test``, ``loop.job.train.batch_size`` images per model call; write
+    and return ``rescored.json``'s record (None, nothing written, without prepared data)."""
     from tljob.infer.on_worker import score_prepared_here
 
+    if not loop.prepared_uri:
+        return None
     model_uri = run_dir.join("model", "model.keras").uri
-    val = score_prepared_here(model_uri, prepared_uri, "val", batch_size)
+    batch = loop.job.train.batch_size
+    val = score_prepared_here(model_uri, loop.prepared_uri, "val", batch)
     record: dict[str, Any] = {"exported_model": val.summary()}
-    if score_test:
-        test = score_prepared_here(model_uri, prepared_uri, "test", batch_size)
-        record["test"] = test_record(run_dir, test.truth, test.probs, classes)
+    if loop.test:
+        test = score_prepared_here(model_uri, loop.prepared_uri, "test", batch)
+        record["test"] = test_record(run_dir, test.truth, test.probs, loop.classes)
     storage.write_text(run_dir.join(RESCORED_FILE), json.dumps(record, indent=1))
     return record
 

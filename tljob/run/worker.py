@@ -376,9 +376,7 @@ class _WorkerRun:
         best_epoch = self.state.best.global_epoch if self.state.best else "-"
         exported = self.run_dir.join("model", "model.keras").uri
         self.say(f"exported the best epoch ({best_epoch}) to {exported}")
-        if (loop := self.loop).prepared_uri:  # before the resources go back: tljob.run.rescore
-            batch = self.job.train.batch_size
-            rescore_per_worker(self.run_dir, loop.prepared_uri, loop.classes, batch, loop.test)
+        rescore_per_worker(self.run_dir, self.loop)  # before the workers' resources go back
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
