@@ -6,6 +6,8 @@ Train gives them back (no second TensorFlow start, no CPU or GPU asked for again
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from tljob import storage
@@ -16,20 +18,24 @@ from tljob.infer.pipeline import Predictor, read_prepared, scored_of
 from tljob.infer.results import Scored
 
 
-def score_prepared_here(model_uri: str, prepared_uri: str, split: str, batch_size: int) -> Scored:
-    """Every row of the prepared ``split`` scored in this process by the exported model at
-    ``model_uri``, a row group at a time, sorted by uri: what ``pipeline.score_prepared``
-    gives on an actor pool."""
+def score_prepared_here(
+    model_uri: str, prepared_uri: str, splits: Sequence[str], batch_size: int
+) -> dict[str, Scored]:
+    """Every row of each prepared split in ``splits`` scored in this process by the
+    exported model at ``model_uri`` (loaded once), a row group at a time, sorted by uri:
+    per split what ``pipeline.score_prepared`` gives on an actor pool."""
     model = resolve_model(model_uri)
-    rows = PreparedSplit.from_prepared(prepared_uri, split)
-    folder = storage.resolve(rows.folder_uri)
     predictor = Predictor(model.uri, top=None, threads=0, batch_size=batch_size)
 
-    def batches():
+    def batches(rows: PreparedSplit):
+        folder = storage.resolve(rows.folder_uri)
         for unit in shard_units(folder, rows.files):
             one = {"path": np.array([unit["path"]]), "row_group": np.array([unit["row_group"]])}
             yield predictor(
                 read_prepared(one, folder.fs, rows.stored_size, rows.pixels, model.image_size)
             )
 
-    return scored_of(batches()).sorted_by_uri()
+    return {
+        split: scored_of(batches(PreparedSplit.from_prepared(prepared_uri, split))).sorted_by_uri()
+        for split in splits
+    }

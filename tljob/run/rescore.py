@@ -44,11 +44,11 @@ def rescore_per_worker(run_dir: storage.Location, loop: LoopConfig) -> dict[str,
     if not loop.prepared_uri:
         return None
     model_uri = run_dir.join("model", "model.keras").uri
-    batch = loop.job.train.batch_size
-    val = score_prepared_here(model_uri, loop.prepared_uri, "val", batch)
-    record: dict[str, Any] = {"exported_model": val.summary()}
+    splits = ["val", "test"] if loop.test else ["val"]
+    scored = score_prepared_here(model_uri, loop.prepared_uri, splits, loop.job.train.batch_size)
+    record: dict[str, Any] = {"exported_model": scored["val"].summary()}
     if loop.test:
-        test = score_prepared_here(model_uri, loop.prepared_uri, "test", batch)
+        test = scored["test"]
         record["test"] = test_record(run_dir, test.truth, test.probs, loop.classes)
     storage.write_text(run_dir.join(RESCORED_FILE), json.dumps(record, indent=1))
     return record
