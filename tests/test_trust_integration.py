@@ -80,10 +80,11 @@ def test_a_non_finite_loss_stops_the_run_and_the_rerun_extends_the_finished_stag
         {
             "name": "blow_up",
             "epochs": 2,
-            # Adam moves every weight by about the rate each step whatever its gradient, so
-            # float32 overflows within a step or two (SGD's steps scale with gradients, which
-            # units it has killed make zero: its loss could stay finite, saturated)
-            "learning_rate": 1e38,
+            # beyond float32's range: the rate is inf in the optimizer, so Adam's first step
+            # makes every weight inf or nan (0 x inf) and the second step's loss is nan on any
+            # CPU. A finite 1e38 relied on overflow inside the network, which a ReLU that
+            # maps nan to 0 (it differs between CPUs) can hide for an epoch or more
+            "learning_rate": 1e39,
             "optimizer": "adam",
             "trainable": "all",
         },
@@ -96,7 +97,7 @@ def test_a_non_finite_loss_stops_the_run_and_the_rerun_extends_the_finished_stag
     err = proc.stderr
     assert "tljob: failed: training stopped: loss" in err
     assert "became non-finite" in err and "in stage 2 'blow_up' epoch 1 step " in err
-    assert "at learning rate 1e+38" in err
+    assert "at learning rate inf"  # what the float32 optimizer held in err
     assert "the last good checkpoint, checkpoint_epoch_0001, is kept" in err
     assert "Lower `train.stages.1.learning_rate`" in err
     assert driver_tracebacks(err) == []
