@@ -81,6 +81,43 @@ def test_demo_sweep_file_is_a_valid_sweep_over_its_images(tmp_path):
     assert (tmp_path / "demo_sweep.yaml").is_file()
 
 
+def test_unlabelled_pool_and_test_set_for_one_round_of_self_training(tmp_path):
+    from tljob.demo import TEST_IMAGES_PER_CLASS, prepare_demo
+
+    job = prepare_demo(None, str(tmp_path), 3, unlabelled=20)
+    labelled = {p.name for p in (tmp_path / "fashion-mnist-3").glob("*/*.png")}
+    pool = tmp_path / "fashion-mnist-unlabelled-20"
+    pooled = sorted(p.name for p in pool.iterdir())
+    assert len(pooled) == 20 and all(name.startswith("u") for name in pooled)
+    # none of the labelled images: the pool's indices are those after each class's first 3
+    assert not {name[1:] for name in pooled} & labelled
+    truth = (tmp_path / "fashion-mnist-unlabelled-20.labels.csv").read_text().splitlines()
+    assert truth[0] == "uri,label" and len(truth) == 21
+    by_class = {}
+    for line in truth[1:]:
+        uri, label = line.split(",")
+        assert Path(uri).parent == pool.resolve()
+        by_class[label] = by_class.get(label, 0) + 1
+    assert by_class == dict.fromkeys(CLASS_NAMES, 2)
+    train = read_idx(Path(DEBIAN_FASHION_MNIST) / "train-images-idx3-ubyte.gz")
+    uri = truth[1].split(",")[0]  # the training image its name gives
+    with Image.open(uri) as im:
+        assert np.array_equal(np.asarray(im), train[int(Path(uri).stem[1:])])
+    test_dir = tmp_path / "fashion-mnist-test"  # from the test files, not the training ones
+    assert len(list(test_dir.glob("*/*.png"))) == TEST_IMAGES_PER_CLASS * 10
+    test = read_idx(Path(DEBIAN_FASHION_MNIST) / "t10k-images-idx3-ubyte.gz")
+    first = sorted((test_dir / "t-shirt_top").iterdir())[0]
+    with Image.open(first) as im:
+        assert np.array_equal(np.asarray(im), test[int(first.stem)])
+    assert (job.data.source, job.data.test_source) == (
+        str(tmp_path / "fashion-mnist-3"),
+        str(test_dir),
+    )
+    assert job.run.name == "fashion-mnist-demo-3-test"
+    with pytest.raises(UserError, match=r"--unlabelled \(59996\) must .* use 10 to 59970"):
+        prepare_demo(None, str(tmp_path), 3, unlabelled=59996)
+
+
 def test_demo_sweep_refuses_the_object_store(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "tljob.cli", "demo", "--sweep", "--object-store",

@@ -21,6 +21,11 @@ keys through the standard AWS variables, creates the bucket ``tljob-demo`` and u
 image tree to ``s3://tljob-demo/fashion-mnist-<N>/``; checkpoints and results go to
 ``s3://tljob-demo/runs/``. Ray is then started locally by the job, so that its workers
 inherit the keys (``RAY_ADDRESS`` is ignored).
+
+``--unlabelled N`` (``write_self_training_data``) sets the demo up for one round of
+self-training: N more training images, none of the labelled tree's, in one folder without
+class names, and Fashion-MNIST's own test images as ``data.test_source``, so that both
+rounds are scored on the same held-out images (docs/pages/predict.md#pseudo-labels).
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ CLASS_NAMES = (
     "ankle_boot",
 )
 DEFAULT_IMAGES_PER_CLASS = 600
+TRAIN_IMAGES_PER_CLASS = 6000  # in Fashion-MNIST's training files; its test files hold 1000
+TEST_IMAGES_PER_CLASS = 100  # --unlabelled's test set, from the test files
 DEMO_BUCKET = "tljob-demo"
 PREVIEW_FILE = "augment_preview.png"
 PREVIEW_VIEWS = 6
@@ -135,11 +142,14 @@ def _find_idx(data_dir: Path, stem: str) -> Path:
     )
 
 
-def load_fashion_mnist(data_dir: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The 60,000 training images (N, 28, 28) and labels (N,) from the idx files."""
+def load_fashion_mnist(
+    data_dir: str | os.PathLike[str], split: str = "train"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The images (N, 28, 28) and labels (N,) of one split from the idx files: ``train``
+    (60,000) or ``t10k`` (the 10,000 test images)."""
     folder = Path(data_dir)
-    images = read_idx(_find_idx(folder, "train-images-idx3-ubyte"))
-    labels = read_idx(_find_idx(folder, "train-labels-idx1-ubyte"))
+    images = read_idx(_find_idx(folder, f"{split}-images-idx3-ubyte"))
+    labels = read_idx(_find_idx(folder, f"{split}-labels-idx1-ubyte"))
     if images.shape[0] != labels.shape[0]:
         raise UserError(
             f"{folder}: {images.shape[0]} images but {labels.shape[0]} labels; the idx "
@@ -166,6 +176,54 @@ def write_image_tree(
                 Image.fromarray(images[index], mode="L").save(path)
         counts[name] = len(indices)
     return counts
+
+
+def write_unlabelled_pool(
+    images: np.ndarray, labels: np.ndarray, root: Path, skip_per_class: int, count: int
+) -> list[tuple[str, str]]:
+    """Write ``count`` images, ``count // 10`` of every class and none of the first
+    ``skip_per_class`` of any class (the labelled tree's), as ``root/u<index>.png``: one
+    folder, no class names. Returns their ``(absolute path, true class)`` rows."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for label, name in enumerate(CLASS_NAMES):
+        for index in np.flatnonzero(labels == label)[skip_per_class:][: count // len(CLASS_NAMES)]:
+            path = root.resolve() / f"u{index:05d}.png"
+            if not path.exists():
+                Image.fromarray(images[index], mode="L").save(path)
+            rows.append((str(path), name))
+    return sorted(rows)
+
+
+def write_self_training_data(
+    data_dir: str | None, work: Path, per_class: int, unlabelled: int
+) -> tuple[Path, Path]:
+    """For ``--unlabelled``: the unlabelled pool ``work/fashion-mnist-unlabelled-<N>/`` (its
+    true classes in ``work/fashion-mnist-unlabelled-<N>.labels.csv``, a manifest to check
+    pseudo-labels against, outside the folder so ``tljob predict`` does not list it) and
+    ``TEST_IMAGES_PER_CLASS`` test images of every class in ``work/fashion-mnist-test/``,
+    from the test files. Returns (pool, test tree)."""
+    from tljob.infer.parts import manifest_csv
+
+    each = unlabelled // len(CLASS_NAMES)
+    if each < 1 or per_class + each > TRAIN_IMAGES_PER_CLASS:
+        raise UserError(
+            f"--unlabelled ({unlabelled}) must give every class at least one image and, with "
+            f"--images-per-class ({per_class}), leave each class at most "
+            f"{TRAIN_IMAGES_PER_CLASS} training images: use 10 to "
+            f"{len(CLASS_NAMES) * (TRAIN_IMAGES_PER_CLASS - per_class)}"
+        )
+    source = data_dir or DEBIAN_FASHION_MNIST
+    pool = work / f"fashion-mnist-unlabelled-{unlabelled}"
+    rows = write_unlabelled_pool(*load_fashion_mnist(source), pool, per_class, unlabelled)
+    pool.with_name(pool.name + ".labels.csv").write_text(manifest_csv(rows))
+    test_dir = work / "fashion-mnist-test"
+    write_image_tree(*load_fashion_mnist(source, "t10k"), test_dir, TEST_IMAGES_PER_CLASS)
+    log.info(
+        f"demo: wrote {len(rows)} images without labels to {pool} and "
+        f"{TEST_IMAGES_PER_CLASS * len(CLASS_NAMES)} test images to {test_dir}"
+    )
+    return pool, test_dir
 
 
 def start_object_store(workdir: str) -> Any:
@@ -204,18 +262,25 @@ def upload_missing(local_dir: Path, dest: storage.Location) -> int:
 
 
 def demo_config_tree(
-    workdir: Path, images_dir: Path, per_class: int, endpoint_url: str | None = None
+    workdir: Path,
+    images_dir: Path,
+    per_class: int,
+    endpoint_url: str | None = None,
+    test_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The demo config; with ``endpoint_url``, data and runs on the demo's S3 server."""
+    """The demo config; with ``endpoint_url``, data and runs on the demo's S3 server; with
+    ``test_dir``, a test set (``data.test_source``) and a run name of its own."""
     tree = yaml.safe_load(yaml.safe_dump(DEMO_CONFIG))  # deep copy
     tree["data"]["source"] = str(images_dir)
+    if test_dir is not None:
+        tree["data"]["test_source"] = str(test_dir)
     tree["run"]["storage_path"] = str(workdir / "runs")
     if endpoint_url:
         tree["data"]["source"] = f"s3://{DEMO_BUCKET}/{images_dir.name}"
         tree["run"]["storage_path"] = f"s3://{DEMO_BUCKET}/runs"
         tree["s3"] = {"endpoint_url": endpoint_url, "allow_http": True}
     # One run per subset size, so a rerun resumes (or re-reports) the same experiment.
-    tree["run"]["name"] = f"fashion-mnist-demo-{per_class}"
+    tree["run"]["name"] = f"fashion-mnist-demo-{per_class}" + ("-test" if test_dir else "")
     return tree
 
 
@@ -237,16 +302,22 @@ def prepare_demo(
     images_per_class: int | None,
     overrides: Sequence[str] = (),
     object_store: Any = None,
+    unlabelled: int = 0,
 ) -> JobConfig:
     """Write the demo images and config, and return the validated job (``overrides`` apply
     on top of the demo config); ``tljob.run.job.run_job`` trains it. With
     ``object_store`` (from ``start_object_store``) the images are uploaded to it and the
-    job reads and writes ``s3://``."""
+    job reads and writes ``s3://``. With ``unlabelled`` (local only), also the unlabelled
+    pool and the test set of ``write_self_training_data``, the latter as the job's
+    ``data.test_source``."""
     work = Path(workdir).resolve()
     per_class = images_per_class or DEFAULT_IMAGES_PER_CLASS
     images_dir = write_demo_images(data_dir, work, per_class)
+    test_dir = None
+    if unlabelled:
+        _, test_dir = write_self_training_data(data_dir, work, per_class, unlabelled)
     endpoint = object_store.endpoint_url if object_store is not None else None
-    tree = demo_config_tree(work, images_dir, per_class, endpoint)
+    tree = demo_config_tree(work, images_dir, per_class, endpoint, test_dir)
     demo_yaml = work / "demo.yaml"
     demo_yaml.write_text(yaml.safe_dump(tree, sort_keys=False))
     job = resolve_job(str(demo_yaml), overrides)

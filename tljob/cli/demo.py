@@ -40,6 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Images of each class to use (default sized for ~5 minutes on 2 cores).",
     )
     parser.add_argument(
+        "--unlabelled",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Also write N training images without labels (WORKDIR/fashion-mnist-unlabelled-N/) "
+        "and train with a test set of 1000 Fashion-MNIST test images, for one round of "
+        "self-training (tljob predict --as-manifest, then tljob train).",
+    )
+    parser.add_argument(
         "--sweep",
         action="store_true",
         help="Run the demo sweep instead (2 backbones x 2 learning rates, ASHA, ~15 min on "
@@ -54,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sweep:
         return _sweep(args)
+    if args.unlabelled and args.object_store:
+        raise UserError(
+            "--unlabelled and --object-store do not combine: run the self-training round on "
+            "local files"
+        )
     server = demo.start_object_store(args.workdir) if args.object_store else None
     try:
         job = demo.prepare_demo(
@@ -62,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             images_per_class=args.images_per_class,
             overrides=args.overrides,
             object_store=server,
+            unlabelled=args.unlabelled,
         )
         preview = demo.write_augment_preview(job, args.workdir)
         summary = run_job(job, verbose=args.verbose)
@@ -77,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from tljob import demo
 
-    if args.object_store:
-        raise UserError("--sweep and --object-store do not combine: run the sweep on local files")
+    for flag, given in (("--object-store", args.object_store), ("--unlabelled", args.unlabelled)):
+        if given:
+            raise UserError(f"--sweep and {flag} do not combine: run the sweep on its own")
     sweep = demo.prepare_demo_sweep(
         args.data_dir, args.workdir, args.images_per_class, args.overrides
     )
