@@ -339,6 +339,30 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.ray)
 
 
+# The zoo's tests, one group of tests per backbone (its module fixture's value): in one
+# process, as a file would be, they were the quick suite's tail.
+SHARED_BY_BACKBONE = "tests/test_zoo.py"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` (addopts), except that the zoo's backbones are shared between
+    the processes: each file's tests run in one process (its module fixtures once), and
+    each backbone's tests in one. (xdist's own ``loadgroup`` would do it with marks, but
+    its marks are lost under pytest 9: the tests spread one by one.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndBackbones(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            if file == SHARED_BY_BACKBONE and nodeid.endswith("]"):
+                return file + nodeid[nodeid.rindex("[") :]  # the backbone's id
+            return file
+
+    return FilesAndBackbones(config, log)
+
+
 def scan_file(path: str, max_image_pixels: int = 100_000_000):
     """Read one file, hash its bytes and check it decodes, as preparation does (the
     pixels are not kept): an ``ImageScan``."""
