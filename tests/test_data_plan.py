@@ -1,15 +1,17 @@
 """The data plan (``tljob.data.plan``): the listing's split, per-class counts, fingerprint
 and batch check, made once and passed down. Without Ray: what a plan holds and how a
 trial's plan and preparation use it without splitting or checking again. On the session's
-Ray: a real tiny ``tljob train`` (with ``--json``: its stdout is the summary alone) and a
-one-trial sweep split the listing once and check batches once, counted from the debug
-lines ``split_stratified`` and ``check_batches`` log."""
+Ray: a real tiny ``tljob train`` on a folder and a pseudo-label manifest (with ``--json``:
+its stdout is the summary alone) and a one-trial sweep split the listing once and check
+batches once, counted from the debug lines ``split_stratified`` and ``check_batches``
+log."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from tljob.data.listing import DataError, check_listing, list_images, split_stra
 from tljob.data.plan import Batches, plan_data, store_settings
 from tljob.data.prepared import SplitSettings, fingerprint
 from tljob.data.sources import listing_stats
+from tljob.infer.parts import manifest_csv
 from tljob.preflight import TooFewImagesError, check_batches
 
 
@@ -204,33 +207,90 @@ def test_preparation_reuses_the_plans_split_unless_images_were_set_aside(tmp_pat
         plan.check_prepared(17, 0)
 
 
-def _train_yaml(tmp_path: Path, data: Path) -> Path:
-    tree = _job_tree(tmp_path, data)
-    tree["run"]["name"] = "once"
-    path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(tree))
-    return path
-
-
-def test_a_train_splits_once_checks_batches_once_and_json_prints_the_summary_alone(
+def test_a_train_on_a_folder_and_a_pseudo_label_manifest_splits_once_and_prints_json(
     tmp_path, ray_connected, lines, capfd
 ):
-    """One tiny run serves both: the plan made once, and ``--json``'s stdout."""
+    """One tiny run serves three checks: one round of self-training's second command (a
+    folder of labelled images and a pseudo-label manifest as ``tljob predict
+    --as-manifest`` writes it, ``infer.parts.manifest_csv``: absolute uris; every listed
+    entry counted once, the rules without Ray: test_source_list.py), the plan made once,
+    and ``--json``'s stdout."""
     from tljob.cli import main
 
-    data = write_digits_tree(tmp_path / "digits", classes=3, per_class=8, scale=4)
-    assert main(["train", "--config", str(_train_yaml(tmp_path, data)), "--json"]) == 0
-    assert lines.count("preparing 24 images into ") == 1  # prepared now, not reused
+    labelled = write_digits_tree(tmp_path / "labelled", classes=3, per_class=6)
+    unlabelled = write_digits_tree(tmp_path / "unlabelled", classes=3, per_class=9)
+    for c in range(3):  # keep the 3 images of each class the labelled folder does not hold
+        for path in sorted((unlabelled / f"digit_{c}").iterdir())[:6]:
+            path.unlink()
+    same = sorted((labelled / "digit_1").iterdir())[0]
+    other = sorted((labelled / "digit_2").iterdir())[0]
+    copy = unlabelled / "copy_of_digit_0.png"
+    shutil.copy(sorted((labelled / "digit_0").iterdir())[0], copy)
+    rows = [(str(p), f"digit_{c}") for c in range(3)
+            for p in sorted((unlabelled / f"digit_{c}").iterdir())]  # fmt: skip
+    rows += [(str(same), "digit_1"), (str(other), "digit_0"), (str(copy), "digit_0")]
+    pseudo = tmp_path / "pseudo.csv"
+    pseudo.write_text(manifest_csv(sorted(rows)))
+    config = tmp_path / "job.yaml"
+    tree = {
+        "data": {
+            "source": [str(labelled), str(pseudo)],
+            "image_size": 32,
+            "val_fraction": 0.25,
+            "seed": 1,
+        },
+        "model": {"backbone": "mobilenet_v3_small", "weights": "none"},
+        "train": {
+            "batch_size": 4,
+            "stages": [{"name": "all", "epochs": 1, "learning_rate": 1e-3, "trainable": "all"}],
+        },
+        "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
+        "run": {"name": "pseudo", "storage_path": str(tmp_path / "runs")},
+    }
+    config.write_text(yaml.safe_dump(tree))
+    assert main(["train", "--config", str(config), "--json"]) == 0
+    assert lines.count("preparing 30 images into ") == 1  # every row, prepared now (not reused)
     assert lines.counts() == (1, 1)
     out, err = capfd.readouterr()
-    run_dir = tmp_path / "runs" / "once"
+
+    run_dir = tmp_path / "runs" / "pseudo"
     saved = json.loads((run_dir / "summary.json").read_text())
     assert json.loads(out) == {**saved, "run_dir": str(run_dir)}  # and nothing else
-    assert saved["classes"] == ["digit_0", "digit_1", "digit_2"] and saved["epochs"] == 1
+    assert saved["epochs"] == 1
     # (rank 0's progress lines reach a separate driver process's stderr; this in-process
     # driver joined the suite's Ray without Ray's log relay, so they are not checked here)
-    assert "[tljob] data: 3 classes; images 24 listed" in err  # tljob's lines: stderr
+    assert "[tljob] data: 3 classes; images 30 listed" in err  # tljob's lines: stderr
     assert "val_acc best" not in out + err  # no table
+    data = saved["data"]
+    # 18 labelled + 12 rows = 30 listed: 27 distinct images (9 a class), the labelled image
+    # listed again and the copy duplicates, the other label of a labelled image quarantined
+    assert (data["listed"], data["duplicates"], data["quarantined"]) == (30, 2, 1)
+    assert {name: split["per_class_used"] for name, split in data["splits"].items()} == {
+        "train": {"digit_0": 7, "digit_1": 7, "digit_2": 7},
+        "val": {"digit_0": 2, "digit_1": 2, "digit_2": 2},
+    }
+    assert data["listed"] == 21 + 6 + data["duplicates"] + data["quarantined"]
+    assert data["quarantined_reasons"] == {"label_conflict": 1}
+    report = json.loads((run_dir / "data_report.json").read_text())
+    assert report["quarantined_files"] == [
+        {
+            "path": str(other),
+            "reason": f"label_conflict: `data.source[1]` ({str(pseudo)!r}) lists this uri as "
+            f"'digit_0', `data.source[0]` ({str(labelled)!r}) as 'digit_2' (the earlier "
+            "source's label is used)",
+        }
+    ]
+    first = str(sorted((labelled / "digit_0").iterdir())[0])
+    assert report["duplicate_files"] == [
+        {"path": str(same), "duplicate_of": str(same)},
+        {"path": str(copy), "duplicate_of": first},
+    ]
+    labels = json.loads((run_dir / "labels.json").read_text())
+    assert labels == {"0": "digit_0", "1": "digit_1", "2": "digit_2"}
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["source"] == [
+        str(labelled),
+        str(pseudo),
+    ]
 
 
 def test_a_sweep_splits_the_listing_once_and_checks_batches_once(

