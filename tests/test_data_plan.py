@@ -2,9 +2,9 @@
 and batch check, made once and passed down. Without Ray: what a plan holds and how a
 trial's plan and preparation use it without splitting or checking again. On the session's
 Ray: a real tiny ``tljob train`` on a folder and a pseudo-label manifest (with ``--json``:
-its stdout is the summary alone) and a one-trial sweep split the listing once and check
-batches once, counted from the debug lines ``split_stratified`` and ``check_batches``
-log."""
+its stdout is the summary alone; preparation sets images aside, so the split is redone
+once) and a one-trial sweep that splits the listing once and checks batches once, counted
+from the debug lines ``split_stratified`` and ``check_batches`` log."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -207,14 +208,38 @@ def test_preparation_reuses_the_plans_split_unless_images_were_set_aside(tmp_pat
         plan.check_prepared(17, 0)
 
 
-def test_a_train_on_a_folder_and_a_pseudo_label_manifest_splits_once_and_prints_json(
+def controllers_left(ray_connected, wait_s: float = 60) -> list[str]:
+    """The ids of Train controller actors still alive after up to ``wait_s`` seconds (an
+    actor whose last handle went ends asynchronously)."""
+    import gc
+
+    from ray.util.state import list_actors
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        gc.collect()
+        alive = [
+            a.actor_id
+            for a in list_actors(
+                address=ray_connected["dashboard"],
+                filters=[("state", "=", "ALIVE"), ("class_name", "=", "TrainController")],
+                raise_on_missing_output=False,
+            )
+        ]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(1)
+
+
+def test_a_train_on_a_folder_and_a_pseudo_label_manifest_prints_json_and_frees_its_controller(
     tmp_path, ray_connected, lines, capfd
 ):
-    """One tiny run serves three checks: one round of self-training's second command (a
+    """One tiny run serves four checks: one round of self-training's second command (a
     folder of labelled images and a pseudo-label manifest as ``tljob predict
     --as-manifest`` writes it, ``infer.parts.manifest_csv``: absolute uris; every listed
-    entry counted once, the rules without Ray: test_source_list.py), the plan made once,
-    and ``--json``'s stdout."""
+    entry counted once, the rules without Ray: test_source_list.py), the plan made once
+    and redone once after preparation set images aside, ``--json``'s stdout, and no Train
+    controller left behind in the calling process."""
     from tljob.cli import main
 
     labelled = write_digits_tree(tmp_path / "labelled", classes=3, per_class=6)
@@ -250,8 +275,13 @@ def test_a_train_on_a_folder_and_a_pseudo_label_manifest_splits_once_and_prints_
     config.write_text(yaml.safe_dump(tree))
     assert main(["train", "--config", str(config), "--json"]) == 0
     assert lines.count("preparing 30 images into ") == 1  # every row, prepared now (not reused)
-    assert lines.counts() == (1, 1)
+    # the plan's split, then one over the usable images: preparation set 3 aside (a clean
+    # listing is split once: the sweep's test below; test_preparation_reuses_the_plans_...)
+    assert lines.counts() == (2, 2)
     out, err = capfd.readouterr()
+    # the run's Train controller is gone though this process goes on: fit() hands Ctrl-C
+    # back to its caller (Ray Train's handler held the controller's handle)
+    assert controllers_left(ray_connected) == []
 
     run_dir = tmp_path / "runs" / "pseudo"
     saved = json.loads((run_dir / "summary.json").read_text())

@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,6 +118,10 @@ def score_test_split(
         verbose=verbose,
     )
     return test_record(model_dir, scored.truth, scored.probs, classes)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _diverged(run_dir: storage.Location) -> TrainingDivergedError | None:
@@ -236,6 +242,10 @@ def _train_and_summarise(
 
     # On a terminal, rank 0's progress goes to a live display instead of [tljob] lines.
     display = LiveDisplay().start() if live_display_wanted(verbose) else None
+    # fit() installs Ray Train's Ctrl-C handler, which holds the controller actor's handle:
+    # put the caller's back after it, or the controller outlives the run in a process that
+    # goes on (a second run from Python, a test process)
+    sigint = signal.getsignal(signal.SIGINT) if _in_main_thread() else None
     try:
         sink = display.sink if display else None
         # a failure is told by run_job_driver_fn (tljob.run.failed_run)
@@ -249,6 +259,8 @@ def _train_and_summarise(
         say(f"interrupted. {failures.resume_sentence(resume, run_dir.uri)}")
         raise KeyboardInterrupt from None
     finally:
+        if sigint is not None:
+            signal.signal(signal.SIGINT, sigint)
         if display is not None:
             display.stop()  # prints what is still on its way, before anything else
     diverged = _diverged(run_dir)
