@@ -97,7 +97,7 @@ def test_a_non_finite_loss_stops_the_run_and_the_rerun_extends_the_finished_stag
     err = proc.stderr
     assert "tljob: failed: training stopped: loss" in err
     assert "became non-finite" in err and "in stage 2 'blow_up' epoch 1 step " in err
-    assert "at learning rate inf"  # what the float32 optimizer held in err
+    assert "at learning rate inf" in err  # what the float32 optimizer held
     assert "the last good checkpoint, checkpoint_epoch_0001, is kept" in err
     assert "Lower `train.stages.1.learning_rate`" in err
     assert driver_tracebacks(err) == []
