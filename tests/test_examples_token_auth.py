@@ -138,6 +138,23 @@ def test_the_readme_flow_starts_ray_with_a_token_and_submits_the_local_folder_ex
     with open(run_dir / "history.csv") as f:
         history = list(csv.DictReader(f))
     assert [(r["global_epoch"], r["stage"]) for r in history] == [("1", "head"), ("2", "fine_tune")]
+    # the head stage trains the new layer's kernel and bias at the stage's rate (plateau: no
+    # change within a stage of one epoch)
+    assert int(history[0]["trainable_tensors"]) == 2
+    assert float(history[0]["learning_rate"]) == pytest.approx(3e-3)
+    # the best epoch: the highest val_accuracy, ties to the lower val_loss, then the earlier
+    best_row = max(
+        history,
+        key=lambda r: (float(r["val_accuracy"]), -float(r["val_loss"]), -int(r["global_epoch"])),
+    )
+    assert summary["best"]["global_epoch"] == int(best_row["global_epoch"])
+    report = read_json(run_dir / "data_report.json")
+    assert report["listed"] == 50
+    assert report["quarantined_files"] == report["duplicate_files"] == []
+    # gradients were all-reduced: both workers ended with identical weights
+    digests = {p.name: p.read_text() for p in sorted((run_dir / "replicas").iterdir())}
+    assert list(digests) == ["rank_0.sha256", "rank_1.sha256"]
+    assert digests["rank_0.sha256"] == digests["rank_1.sha256"]
     assert summary["checkpoint"].endswith("/fashion-local-folder/checkpoint_epoch_0002")
     assert load_config(run_dir / "config.yaml") == load_config(
         checkout / "examples" / "local_folder.yaml", overrides
