@@ -259,6 +259,65 @@ def test_settings_take_the_config_first_then_the_aws_variables():
     assert S3Settings(endpoint_url="https://x").effective_region == "us-east-1"
 
 
+class CountingRefuser:
+    """A TCP port that accepts every connection and closes it at once, counting them: an
+    S3 endpoint that is there and answers nothing, so every request attempt is one
+    connection."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+
+def test_every_s3_request_is_retried_max_attempts_times_in_every_process_that_unpickles_it():
+    """pyarrow's own pickle of an S3 filesystem drops its retry strategy; tljob's pickles
+    as its settings, so a Ray Data task or Ray Train's controller retries as the driver."""
+    import pickle
+
+    from tljob.storage.location import retry_budget_s, s3_filesystem
+
+    def connections_of_one_request(max_attempts: int) -> int:
+        endpoint = CountingRefuser()
+        settings = S3Settings(
+            endpoint_url=f"http://127.0.0.1:{endpoint.port}",
+            allow_http=True,
+            max_attempts=max_attempts,
+        )
+        fs = pickle.loads(pickle.dumps(s3_filesystem(settings)))
+        assert fs.settings == settings
+        with pytest.raises(OSError, match="AWS Error NETWORK_CONNECTION during HeadObject"):
+            fs.get_file_info("bucket/key")
+        return endpoint.connections
+
+    # (curl itself reconnects once to a server that closed without a word: the baseline)
+    assert connections_of_one_request(4) - connections_of_one_request(1) == 3
+    # the environment's AWS_MAX_ATTEMPTS is taken only when the config leaves it empty
+    env = {"AWS_MAX_ATTEMPTS": "2"}
+    assert S3Settings.from_config(None, env).max_attempts == 2
+    assert S3Settings.from_config(type("Section", (), {"max_attempts": 5}), env).max_attempts == 5
+    assert S3Settings.from_config(None, {}).max_attempts == 12
+    assert [round(retry_budget_s(n), 2) for n in (1, 2, 10, 12)] == [0.0, 0.05, 25.55, 102.35]
+    with pytest.raises(StorageError) as e:
+        S3Settings(max_attempts=0)
+    assert str(e.value) == (
+        "`s3.max_attempts` (0) must be a whole number from 1 to 16 (or AWS_MAX_ATTEMPTS in "
+        "the environment)"
+    )
+
+
 def test_plain_http_from_the_environment_needs_allow_http():
     with pytest.raises(StorageError) as e:
         S3Settings.from_config(None, {"AWS_ENDPOINT_URL_S3": "http://10.0.0.9:9000"})

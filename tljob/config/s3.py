@@ -50,6 +50,17 @@ class S3Section(_Section):
         description="Allow a plain http `s3.endpoint_url` (data and request signatures "
         "unencrypted): only for a local or otherwise trusted server.",
     )
+    max_attempts: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="Attempts of every S3 request before it fails (the first included), in "
+        "every process of the job: a network error, throttling or a 5xx answer is retried "
+        "after 50 ms, then a wait twice as long each time: 10 attempts wait about 26 s in "
+        "all, 12 about 102 s, 14 about 7 min. A store down for longer fails the worker "
+        "group, which Ray Train restarts from the newest complete checkpoint "
+        "(`scaling.max_failures`). Empty: AWS_MAX_ATTEMPTS from the environment, else 12.",
+    )
 
 
 _REPORT = object()  # marks a stack entry of credential_keys that is a path to report

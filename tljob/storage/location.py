@@ -6,6 +6,13 @@ Local paths and ``file://`` URIs resolve to the local filesystem with an absolut
 kept per settings in each process. It is built without credentials, so it pickles without
 any: every process that unpickles it (Ray Train's controller and workers) finds its own
 through the AWS chain.
+
+Every S3 request is retried (``S3Settings.max_attempts`` attempts, the wait doubling from
+50 ms: ``retry_budget_s``), so a store that is down for a while (a restart, a network
+blip) stalls reads, checkpoint uploads and Ray Train's own writes instead of failing them.
+pyarrow's pickle of an ``S3FileSystem`` drops its retry strategy, so the filesystem
+pickles as its settings instead (``RetryingS3FileSystem``): Ray Data tasks, Ray Train's
+controller and its workers rebuild it with the same retries.
 """
 
 from __future__ import annotations
@@ -121,19 +128,39 @@ def forget_filesystems() -> None:
         _filesystems.clear()
 
 
+class RetryingS3FileSystem(pafs.S3FileSystem):
+    """pyarrow's S3 filesystem with ``settings.max_attempts`` attempts per request; pickles
+    as its (non-secret) settings, so every process rebuilds it with the same retries."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        super().__init__(
+            region=settings.effective_region,
+            endpoint_override=settings.endpoint_host,
+            scheme=settings.scheme,
+            force_virtual_addressing=settings.addressing_style == "virtual",
+            connect_timeout=5,
+            request_timeout=60,
+            # the AWS SDK's default strategy: network errors, throttling and 5xx answers
+            # are retried, waiting 25 ms x 2^n before the n-th retry (no retry quota)
+            retry_strategy=pafs.AwsDefaultS3RetryStrategy(max_attempts=settings.max_attempts),
+        )
+        self.settings = settings
+
+    def __reduce__(self) -> tuple[object, tuple[S3Settings]]:
+        return s3_filesystem, (self.settings,)
+
+
+def retry_budget_s(max_attempts: int) -> float:
+    """Seconds an S3 request waits in all between its ``max_attempts`` attempts before it
+    fails (the AWS SDK's default strategy: 25 ms x 2^n before the n-th retry)."""
+    return 0.025 * sum(2**n for n in range(1, max_attempts))
+
+
 def s3_filesystem(settings: S3Settings) -> pafs.S3FileSystem:
     """The pyarrow S3 filesystem for ``settings`` (one per settings per process). No
     credentials are given to it: pyarrow's AWS SDK finds them itself."""
     with _lock:
         fs = _filesystems.get(settings)
         if fs is None:
-            fs = pafs.S3FileSystem(
-                region=settings.effective_region,
-                endpoint_override=settings.endpoint_host,
-                scheme=settings.scheme,
-                force_virtual_addressing=settings.addressing_style == "virtual",
-                connect_timeout=5,
-                request_timeout=60,
-            )
-            _filesystems[settings] = fs
+            fs = _filesystems[settings] = RetryingS3FileSystem(settings)
         return fs

@@ -86,7 +86,9 @@ def _session_and_client(settings: S3Settings) -> tuple[Any, Any]:
                 region_name=settings.effective_region,
                 config=Config(
                     s3={"addressing_style": style},
-                    retries={"mode": "standard", "max_attempts": 3},
+                    # as pyarrow's (location.RetryingS3FileSystem); the standard mode's
+                    # waits are random, at most 20 s each
+                    retries={"mode": "standard", "max_attempts": settings.max_attempts},
                     connect_timeout=5,
                     read_timeout=60,
                 ),

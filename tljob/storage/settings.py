@@ -34,6 +34,9 @@ from tljob.errors import UserError
 ENV_VAR = "TLJOB_S3"
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
+ATTEMPTS_ENV = "AWS_MAX_ATTEMPTS"
+DEFAULT_MAX_ATTEMPTS = 12  # about 102 s of waiting between them (location.retry_budget_s)
+MAX_ATTEMPTS_RANGE = (1, 16)
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 DEFAULT_CUSTOM_REGION = "us-east-1"  # what S3-compatible stores expect when none is given
 
@@ -51,12 +54,23 @@ class S3Settings:
     addressing_style: str = "auto"  # auto: virtual-hosted on AWS, path-style elsewhere
     allow_http: bool = False
     endpoint_source: str = "`s3.endpoint_url`"  # where the endpoint came from, for messages
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS  # of every request, the first included
 
     def __post_init__(self) -> None:
         self.check()
 
     def check(self) -> None:
         """Raise ``StorageError`` for settings no request could use."""
+        low, high = MAX_ATTEMPTS_RANGE
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or not (low <= self.max_attempts <= high)
+        ):
+            raise StorageError(
+                f"`s3.max_attempts` ({self.max_attempts!r}) must be a whole number from {low} "
+                f"to {high} (or {ATTEMPTS_ENV} in the environment)"
+            )
         if self.addressing_style not in ADDRESSING_STYLES:
             raise StorageError(
                 f"`s3.addressing_style` ({self.addressing_style!r}) must be one of "
@@ -138,12 +152,22 @@ class S3Settings:
         region = getattr(section, "region", None) or next(
             (environ[n] for n in REGION_ENV if environ.get(n)), None
         )
+        attempts = getattr(section, "max_attempts", None)
+        if attempts is None and environ.get(ATTEMPTS_ENV):
+            try:
+                attempts = int(environ[ATTEMPTS_ENV])
+            except ValueError:
+                raise StorageError(
+                    f"environment variable {ATTEMPTS_ENV} ({environ[ATTEMPTS_ENV]!r}) must be "
+                    "a whole number"
+                ) from None
         return cls(
             endpoint_url=endpoint.rstrip("/") if endpoint else None,
             region=region,
             addressing_style=getattr(section, "addressing_style", "auto"),
             allow_http=bool(getattr(section, "allow_http", False)),
             endpoint_source=source,
+            max_attempts=DEFAULT_MAX_ATTEMPTS if attempts is None else attempts,
         )
 
 
