@@ -13,12 +13,14 @@ import json
 import logging
 import shutil
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import write_digits_tree
 
+from tljob import ray_private
 from tljob.config import load_config
 from tljob.config.sweep import load_sweep, trial_job
 from tljob.data.listing import DataError, check_listing, list_images, split_stratified
@@ -269,11 +271,15 @@ def test_a_train_on_a_folder_and_a_pseudo_label_manifest_prints_json_and_frees_i
             "batch_size": 4,
             "stages": [{"name": "all", "epochs": 1, "learning_rate": 1e-3, "trainable": "all"}],
         },
-        "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
+        # a wait for resources: the run asks the autoscaler for its workers' resources
+        "scaling": {"num_workers": 1, "cpus_per_worker": 0.5, "resource_wait_seconds": 5},
         "run": {"name": "pseudo", "storage_path": str(tmp_path / "runs")},
     }
     config.write_text(yaml.safe_dump(tree))
     assert main(["train", "--config", str(config), "--json"]) == 0
+    # ... and withdrew the request once its workers were gone (request_resources(bundles=
+    # [])): a standing request would keep an autoscaler's GPU nodes up for good
+    assert ray_private.requested_resources() == []
     assert lines.count("preparing 30 images into ") == 1  # every row, prepared now (not reused)
     # the plan's split, then one over the usable images: preparation set 3 aside (a clean
     # listing is split once: the sweep's test below; test_preparation_reuses_the_plans_...)
@@ -287,6 +293,10 @@ def test_a_train_on_a_folder_and_a_pseudo_label_manifest_prints_json_and_frees_i
     saved = json.loads((run_dir / "summary.json").read_text())
     assert json.loads(out) == {**saved, "run_dir": str(run_dir)}  # and nothing else
     assert saved["epochs"] == 1
+    released = saved["worker_resources_released"]
+    assert released["request_withdrawn"] is True
+    assert released["seconds_after_start"] + released["seconds_before_end"] <= saved["wall_seconds"]
+    assert datetime.fromisoformat(released["at"]).tzinfo == UTC
     # (rank 0's progress lines reach a separate driver process's stderr; this in-process
     # driver joined the suite's Ray without Ray's log relay, so they are not checked here)
     assert "[tljob] data: 3 classes; images 30 listed" in err  # tljob's lines: stderr

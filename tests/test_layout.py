@@ -63,6 +63,7 @@ PURE = [
     "tljob.run.job",
     "tljob.run.plan",
     "tljob.run.dry_run",
+    "tljob.run.terminate",
     "tljob.preflight",
     "tljob.demo",
     "tljob.cli",

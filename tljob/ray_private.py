@@ -193,3 +193,32 @@ def kv_del(key: str, namespace: str) -> None:
     from ray.experimental import internal_kv
 
     internal_kv._internal_kv_del(key, namespace=namespace)
+
+
+def requested_resources() -> list[dict[str, float]]:
+    """The bundles of the standing ``ray.autoscaler.sdk.request_resources`` request, as the
+    autoscaler reads it ([] when none): the GCS's cluster resource constraint under
+    autoscaler v2 (KubeRay with ``RAY_enable_autoscaler_v2``), else the internal KV
+    channel that autoscaler v1 polls."""
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+    if is_autoscaler_v2():
+        import ray
+        from ray._raylet import GcsClient
+        from ray.autoscaler.v2.sdk import get_cluster_resource_state
+
+        gcs = GcsClient(address=ray.get_runtime_context().gcs_address)
+        constraints = get_cluster_resource_state(gcs).cluster_resource_constraints
+        return [
+            dict(bundle.request.resources_bundle)
+            for constraint in constraints
+            for bundle in constraint.resource_requests
+            for _ in range(bundle.count)
+        ]
+    import json
+
+    from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+    return json.loads(raw) if raw else []

@@ -40,6 +40,7 @@ from tljob.cli import (
 )
 from tljob.cli._args import add_version
 from tljob.errors import JobFailedError, UserError
+from tljob.run.terminate import EXIT_TERMINATED, Terminated
 from tljob.storage.redact import redact
 
 EXIT_USER_ERROR = 2
@@ -96,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobFailedError as e:
         print(f"tljob: failed: {redact(str(e))}", file=sys.stderr)
         return EXIT_JOB_FAILED
+    except Terminated:
+        print("tljob: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("tljob: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

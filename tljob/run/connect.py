@@ -55,11 +55,36 @@ def check_cluster(
     (``scaling.resource_wait_seconds``), telling ``say``. Returns the nodes that fit the
     job and the memory estimate of one worker."""
     if job.scaling.resource_wait_seconds > 0:
-        from ray.autoscaler.sdk import request_resources
-
-        # Without a pending request an autoscaler sees no demand and adds no nodes.
-        request_resources(bundles=preflight.resource_request(job.scaling))
+        request_worker_resources(preflight.resource_request(job.scaling))
     nodes = preflight.wait_for_resources(
         job.scaling, lambda: preflight.nodes_from_ray(ray.nodes()), say=say
     )
     return nodes, preflight.check_memory(job, nodes, num_classes=num_classes, images=images)
+
+
+_standing_request: list[list[dict[str, float]]] = []  # what this process asked for, if any
+
+
+def request_worker_resources(bundles: list[dict[str, float]]) -> None:
+    """Ask the autoscaler for ``bundles`` (``request_resources``). Without a pending
+    request an autoscaler sees no demand and adds no nodes; the request stands until
+    ``release_resource_request``."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=bundles)
+    _standing_request[:] = [bundles]
+
+
+def release_resource_request() -> bool:
+    """Withdraw this process's standing autoscaler request (``request_resources(bundles=
+    [])``), so that the autoscaler removes the nodes it brought up for it once they idle
+    (on KubeRay, the GPU pods after their idle timeout). Idempotent; returns whether a
+    request was withdrawn. A request left standing pins those nodes for as long as the
+    cluster lives."""
+    if not _standing_request or not ray.is_initialized():
+        return False
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[])
+    _standing_request.clear()
+    return True

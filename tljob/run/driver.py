@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -35,7 +36,7 @@ from tljob.run import checkpoint as ckpt_files
 from tljob.run import failed_run, failures
 from tljob.run import shipped as shipped_weights
 from tljob.run.attempts import clear_attempts, read_attempts, restart_figures
-from tljob.run.connect import check_cluster, ensure_ray
+from tljob.run.connect import check_cluster, ensure_ray, release_resource_request
 from tljob.run.failed_run import NewestCheckpoint
 from tljob.run.failures import DIVERGED_FILE
 from tljob.run.ledger import (
@@ -57,14 +58,11 @@ from tljob.run.rescore import (
 from tljob.run.restart import TrainDatasetPerAttempt
 from tljob.run.shipped import ShippedWeights
 from tljob.run.storage_check import check_workers_reach_storage
+from tljob.run.terminate import Terminated, sigterm_unwinds
 from tljob.run.tf_config import MultiWorkerTFConfig, train_fn_per_worker
 
 log = output.logger("run")
 say = log.info
-
-
-class TrainingDivergedError(JobFailedError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -124,30 +122,6 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _diverged(run_dir: storage.Location) -> TrainingDivergedError | None:
-    marker = run_dir.join(DIVERGED_FILE)
-    if not storage.exists(marker):
-        return None
-    info = json.loads(storage.read_text(marker))
-    storage.delete_file(marker)
-    kept, _ = ckpt_files.newest_complete(run_dir)
-    step = f" step {info['step']}" if info.get("step") else ""
-    kept_text = (
-        f"the last good checkpoint, {kept}, is kept and a rerun of the same `run.name` "
-        "resumes from it"
-        if kept
-        else "no epoch had finished, so there is no checkpoint"
-    )
-    return TrainingDivergedError(
-        f"training stopped: {', '.join(info['non_finite'])} became non-finite "
-        f"({info['loss']}) in stage {info['stage_index'] + 1} {info['stage']!r} epoch "
-        f"{info['epoch']}{step}, at learning rate {info['learning_rate']:.3g}; nothing of "
-        f"that epoch was saved and no model was exported; {kept_text}. Lower "
-        f"`train.stages.{info['stage_index']}.learning_rate` (with a new `run.name`) and "
-        "train again"
-    )
-
-
 def run_job_driver_fn(
     job: JobConfig,
     data_plan: DataPlan,
@@ -184,28 +158,42 @@ def run_job_driver_fn(
     data_plan = data_plan.for_job(job)  # the listing's counts (at most) fill a batch
     listing = data_plan.listing
     run_dir = prepare_run_dir(job.run.storage_path, job.run.name)
-    with RunLock(run_dir, say=say, wait_s=lock_wait_s):
-        newest: NewestCheckpoint | None = None
-        try:
-            plan = plan_run(run_dir, job, listing.classes)
-            newest = NewestCheckpoint(plan.checkpoint)
-            say(plan.message)
-            ensure_ray(verbose)
-            if not in_sweep:
-                check_cluster(job, len(listing.classes), listing.count(), say)
-                check_workers_reach_storage(job, say=say)
-            shipped = shipped_weights.ship(run_dir, weights_file, say)
-            return _train_and_summarise(
-                job, data_plan, plan, run_dir, verbose, shipped, train_callbacks, in_sweep, newest
-            )
-        except Exception as e:
-            told = failed_run.explain(e, job, run_dir, newest, verbose)
-            if told is e:
-                raise
-            raise told from e
-        finally:
-            if newest is not None:
-                newest.close()
+    newest: NewestCheckpoint | None = None
+    lock = RunLock(run_dir, say=say, wait_s=lock_wait_s)
+    try:
+        # SIGTERM (a pod eviction, `ray job stop`) unwinds as Ctrl-C: the lock goes
+        with sigterm_unwinds(), lock:
+            try:
+                plan = plan_run(run_dir, job, listing.classes)
+                newest = NewestCheckpoint(plan.checkpoint)
+                say(plan.message)
+                ensure_ray(verbose)
+                if not in_sweep:
+                    check_cluster(job, len(listing.classes), listing.count(), say)
+                    check_workers_reach_storage(job, say=say)
+                shipped = shipped_weights.ship(run_dir, weights_file, say)
+                return _train_and_summarise(
+                    job, data_plan, plan, run_dir, verbose, shipped, train_callbacks, in_sweep,
+                    newest,
+                )  # fmt: skip
+            except Exception as e:
+                told = failed_run.explain(e, job, run_dir, newest, verbose)
+                if told is e:
+                    raise
+                raise told from e
+            finally:
+                if newest is not None:
+                    newest.close()
+    except Terminated:
+        resume = failed_run.resume_point(run_dir, newest)
+        say(
+            f"terminated (SIGTERM); the run lock {lock.location.uri} is released. "
+            f"{failures.resume_sentence(resume, run_dir.uri)}"
+        )
+        raise
+    finally:
+        if not in_sweep:  # a sweep's request is its driver's (tljob.tune.driver)
+            release_resource_request()
 
 
 def _train_and_summarise(
@@ -253,6 +241,8 @@ def _train_and_summarise(
         # a sweep scores only its best trial on the test split (tljob.tune.outputs)
         test = prepared.test is not None and not in_sweep
         _trainer(job, prepared, done, run_dir, sink, shipped, train_callbacks, note, test).fit()
+    except Terminated:
+        raise  # said by run_job_driver_fn once the lock is released
     except (KeyboardInterrupt, SystemExit):
         # Ray Train's own Ctrl-C handler aborts the run and leaves fit() with SystemExit.
         resume = failed_run.resume_point(run_dir, newest)
@@ -263,7 +253,10 @@ def _train_and_summarise(
             signal.signal(signal.SIGINT, sigint)
         if display is not None:
             display.stop()  # prints what is still on its way, before anything else
-    diverged = _diverged(run_dir)
+    # fit() returns once Ray Train has removed the worker group (its placement group): the
+    # workers' CPUs and GPUs are free; what is left runs on the driver
+    released = _release_worker_resources(started, in_sweep)
+    diverged = failed_run.diverged_error(run_dir)
     if diverged is not None:
         raise diverged
     latest, _ = ckpt_files.newest_complete(run_dir)
@@ -286,6 +279,8 @@ def _train_and_summarise(
         time.monotonic() - started,
     )
     summary["checkpoint"] = run_dir.join(latest).uri
+    released["seconds_before_end"] = round(time.monotonic() - released.pop("_monotonic"), 1)
+    summary["worker_resources_released"] = released
     if "test" in rescored:  # once, at the end: the test images chose nothing
         summary["test"] = rescored["test"]
     summary.update(restart_figures(read_attempts(run_dir)))
@@ -306,6 +301,19 @@ def _train_and_summarise(
         say(f"WARNING: workers ended with different weights: {digests}")
     storage.write_text(run_dir.join("summary.json"), json.dumps(summary, indent=1))
     return TrainOutcome(run_dir=run_dir.uri, summary=summary)
+
+
+def _release_worker_resources(started: float, in_sweep: bool) -> dict[str, Any]:
+    """Withdraw the run's autoscaler request now that its workers are gone, and when:
+    ``summary.json``'s ``worker_resources_released``."""
+    now = time.monotonic()
+    return {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds_after_start": round(now - started, 1),
+        # a sweep's request is withdrawn by its driver once every trial has ended
+        "request_withdrawn": False if in_sweep else release_resource_request(),
+        "_monotonic": now,
+    }
 
 
 def _trainer(

@@ -14,6 +14,7 @@ upload and its callbacks.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import uuid
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from tljob.errors import JobFailedError, UserError
 from tljob.run import checkpoint as ckpt_files
 from tljob.run import failures
 from tljob.run.attempts import read_attempts, restart_figures
+from tljob.run.failures import DIVERGED_FILE
 
 _KV_NAMESPACE = "tljob"
 
@@ -147,3 +149,33 @@ def explain(
         text = failures.exception_text(controller)
         return JobFailedError(f"train failed in Ray Train's controller: {text}\n{closing}")
     return JobFailedError(f"train failed: {failures.exception_text(error)}\n{closing}")
+
+
+class TrainingDivergedError(JobFailedError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def diverged_error(run_dir: storage.Location) -> TrainingDivergedError | None:
+    """The error that ends a run whose loss became non-finite (rank 0 left the marker
+    ``DIVERGED_FILE``), the marker removed; None when there is none."""
+    marker = run_dir.join(DIVERGED_FILE)
+    if not storage.exists(marker):
+        return None
+    info = json.loads(storage.read_text(marker))
+    storage.delete_file(marker)
+    kept, _ = ckpt_files.newest_complete(run_dir)
+    step = f" step {info['step']}" if info.get("step") else ""
+    kept_text = (
+        f"the last good checkpoint, {kept}, is kept and a rerun of the same `run.name` "
+        "resumes from it"
+        if kept
+        else "no epoch had finished, so there is no checkpoint"
+    )
+    return TrainingDivergedError(
+        f"training stopped: {', '.join(info['non_finite'])} became non-finite "
+        f"({info['loss']}) in stage {info['stage_index'] + 1} {info['stage']!r} epoch "
+        f"{info['epoch']}{step}, at learning rate {info['learning_rate']:.3g}; nothing of "
+        f"that epoch was saved and no model was exported; {kept_text}. Lower "
+        f"`train.stages.{info['stage_index']}.learning_rate` (with a new `run.name`) and "
+        "train again"
+    )

@@ -21,7 +21,12 @@ from tljob import output, ray_private, storage
 from tljob.config.sweep import Sweep
 from tljob.errors import UserError
 from tljob.report import data_summary_line
-from tljob.run.connect import check_cluster, ensure_ray
+from tljob.run.connect import (
+    check_cluster,
+    ensure_ray,
+    release_resource_request,
+    request_worker_resources,
+)
 from tljob.tune.interrupt import tune_stops_on_interrupt
 from tljob.tune.outputs import SweepOutcome, collect_records, score_best_on_test, write_outputs
 from tljob.tune.plan import (
@@ -31,6 +36,7 @@ from tljob.tune.plan import (
     scheduler,
     search_space,
     searcher,
+    sweep_resource_request,
     total_epochs,
 )
 from tljob.tune.trial import trial_driver_fn
@@ -164,8 +170,14 @@ def sweep_driver_fn(sweep: Sweep, resume: bool = False, verbose: bool = False) -
     if not verbose:
         # Tune's own lines on a stop signal (and its Tuner.restore advice): tljob says it.
         logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
-    with tune_stops_on_interrupt(say) as interrupt:
-        results = tuner.fit()
+    if sweep.job.scaling.resource_wait_seconds > 0:
+        request_worker_resources(sweep_resource_request(sweep, concurrency))
+    try:
+        with tune_stops_on_interrupt(say) as interrupt:
+            results = tuner.fit()
+    finally:
+        # every trial has ended: the nodes brought up for them may go once idle
+        release_resource_request()
     if interrupt.received:
         # Tune saved its state; the outputs are written when the sweep ends.
         say(

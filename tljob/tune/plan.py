@@ -10,6 +10,7 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
+from tljob import preflight
 from tljob.config.sweep import Sweep
 from tljob.errors import UserError
 from tljob.tune.schedulers import SweepASHA, SweepMedianStopping, total_epochs
@@ -122,3 +123,12 @@ def check_concurrency(sweep: Sweep, resources: Mapping[str, float], count: int) 
             f"leaving {max(left, 0):g}; the trials' data pipelines need at least "
             f"{DATA_TASK_CPUS:g} CPU free and would wait forever. Lower it, or leave it empty"
         )
+
+
+def sweep_resource_request(sweep: Sweep, concurrency: int) -> list[dict[str, float]]:
+    """What an autoscaler is asked for while ``concurrency`` trials run at once: each
+    trial's workers and its Ray Data CPUs (``preflight.resource_request``) and its
+    driver's ``tune.trial_cpus``. One trial's worth would leave the others waiting for
+    nodes that no one asked for."""
+    trial = [*preflight.resource_request(sweep.job.scaling), {"CPU": sweep.tune.trial_cpus}]
+    return [dict(bundle) for _ in range(concurrency) for bundle in trial]
