@@ -1,9 +1,10 @@
 """``tljob k8s render``: what a rendered RayJob holds, its flags, and what it refuses.
 
 Static and offline: the manifests are checked against the KubeRay CRD schemas read from
-``<repo>/../shared/kuberay-crds/`` (skipped when that folder is absent), with every object
-closed so that a misspelt field fails as the API server would fail it, against the operator's
-own rules, and, for the core objects, with ``kubernetes-validate --strict``.
+``<repo>/../shared/kuberay-crds/`` or ``$TLJOB_KUBERAY_CRDS`` (``tests/kuberay_crds.py``;
+skipped when that folder is absent), with every object closed so that a misspelt field fails
+as the API server would fail it, against the operator's own rules, and, for the core
+objects, with ``kubernetes-validate --strict``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from jsonschema import Draft4Validator
+from kuberay_crds import CRD_DIR
 
 from tljob.cli import main
 from tljob.config import load_config
@@ -34,7 +36,6 @@ from tljob.deploy.validate import (
 from tljob.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-CRD_DIR = REPO.parent / "shared" / "kuberay-crds"
 EXAMPLES = REPO / "k8s" / "examples"
 
 CPU_JOB = """
