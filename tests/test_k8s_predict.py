@@ -135,7 +135,8 @@ def test_gpu_pods_take_the_train_renders_gpu_options(
     images = {c["image"] for _, t in pod_templates(rayjob) for c in t["spec"]["containers"]}
     assert images == {"registry.example.com/tljob:0.2.0"}
     rules = rayjob["spec"]["deletionStrategy"]["deletionRules"]
-    assert {r["condition"]["ttlSeconds"] for r in rules[1:]} == {30}
+    ttls = {(r["policy"], r["condition"]["ttlSeconds"]) for r in rules[1:]}
+    assert ttls == {("DeleteCluster", 30), ("DeleteSelf", 600)}
     assert schema_errors(validator, rayjob) == []
     assert operator_problems(rayjob) == []
 

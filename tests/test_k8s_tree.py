@@ -24,6 +24,7 @@ from tljob.cli import main
 from tljob.config import load_config
 from tljob.deploy.kustomize import OVERLAYS, compose, merge_patch, overlay_options, tree_files
 from tljob.deploy.options import render_options
+from tljob.deploy.predict import PredictCommand, render_predict
 from tljob.deploy.render import render
 from tljob.deploy.validate import (
     crd_validator,
@@ -103,7 +104,7 @@ def test_the_cpu_dev_overlay_has_no_gpu_and_the_gpu_overlay_four() -> None:
     name = ("RayJob", "tljob-flowers-resnet50")
     assert "nvidia.com/gpu" not in yaml.safe_dump(dev[name])
     (train, _) = gpu[name]["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    assert train["replicas"] == 4
+    assert (train["minReplicas"], train["maxReplicas"]) == (0, 4)
     assert train["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert {d["metadata"]["namespace"] for d in dev.values()} == {"tljob-dev"}
 
@@ -153,8 +154,39 @@ def test_merge_patch_follows_kustomize_for_schemaless_objects() -> None:
         pytest.param(
             "scaling: {resource_wait_seconds: 0}\n",
             [],
-            "`scaling.resource_wait_seconds` (0): on KubeRay the driver starts",
+            "`scaling.resource_wait_seconds` (0) is shorter than the 1200 s the driver waits "
+            "for its worker pods on KubeRay",
             id="no-wait",
+        ),
+        pytest.param(
+            "scaling: {resource_wait_seconds: 900}\n",
+            ["--resource-wait-seconds", "1500"],
+            "`scaling.resource_wait_seconds` (900) is shorter than the 1500 s",
+            id="short-wait",
+        ),
+        pytest.param(
+            "",
+            ["--keep-job-seconds", "60"],
+            "--keep-job-seconds (60) must be >= --grace-seconds (120): KubeRay deletes a "
+            "RayJob's cluster no later than the RayJob (DeleteCluster TTL <= DeleteSelf TTL)",
+            id="keep-before-grace",
+        ),
+        pytest.param(
+            "",
+            ["--max-train-pods", "1"],
+            "--max-train-pods (1): the training group needs 2 pods (`scaling.num_workers` (2)), "
+            "one per worker; lower `scaling.num_workers`, or raise the cap",
+            id="train-cap",
+        ),
+        pytest.param(
+            "", ["--head-cpus", "two"], "--head-cpus ('two'): must be a Kubernetes", id="head-cpus"
+        ),
+        pytest.param(
+            "",
+            ["--cluster-selector", "ray", "--submitter", "k8s-job", "--head-memory", "2Gi"],
+            "--cluster-selector runs on an existing RayCluster, so --head-memory, --submitter "
+            "would have no effect",
+            id="selector-head",
         ),
         pytest.param(
             "scaling: {gpus_per_worker: 0.5}\n",
@@ -291,11 +323,92 @@ def test_operator_rules_catch_what_the_schema_cannot(change: dict[str, Any], pro
     assert problem in operator_problems(rayjob)
 
 
-def test_deletion_ttls_must_grow_from_workers_to_cluster() -> None:
-    (_, rayjob) = render(EXAMPLE, render_options(cpu_workers=0, grace_seconds=10)).plain()
-    rayjob["spec"]["deletionStrategy"]["deletionRules"][0]["condition"]["ttlSeconds"] = 20
+def _rule(policy: str, ttl: int, key: str = "jobStatus", value: str = "SUCCEEDED") -> dict:
+    return {"policy": policy, "condition": {key: value, "ttlSeconds": ttl}}
+
+
+@pytest.mark.parametrize(
+    ("rules", "problems"),
+    [
+        pytest.param(
+            [_rule("DeleteWorkers", 20), _rule("DeleteCluster", 10)],
+            ["deletion rules for jobStatus 'SUCCEEDED': DeleteCluster TTL (10) must be >= "
+             "DeleteWorkers TTL (20)"],
+            id="workers-after-cluster",
+        ),
+        pytest.param(
+            [_rule("DeleteSelf", 60, "jobDeploymentStatus", "Failed"),
+             _rule("DeleteCluster", 120, "jobDeploymentStatus", "Failed")],
+            ["deletion rules for jobDeploymentStatus 'Failed': DeleteSelf TTL (60) must be >= "
+             "DeleteCluster TTL (120)"],
+            id="cluster-after-self",
+        ),
+        pytest.param(
+            # No DeleteCluster between them: Self is compared with Workers.
+            [_rule("DeleteSelf", 10, value="FAILED"), _rule("DeleteWorkers", 30, value="FAILED")],
+            ["deletion rules for jobStatus 'FAILED': DeleteSelf TTL (10) must be >= "
+             "DeleteWorkers TTL (30)"],
+            id="workers-after-self",
+        ),
+        pytest.param(
+            # Each condition on its own: a late DeleteCluster on FAILED is no conflict.
+            [_rule("DeleteWorkers", 0), _rule("DeleteCluster", 300, value="FAILED"),
+             _rule("DeleteSelf", 5)],
+            [],
+            id="per-condition",
+        ),
+        pytest.param(
+            [_rule("DeleteSelf", 5), _rule("DeleteSelf", 9)],
+            ["spec.deletionStrategy.deletionRules[1]: a second DeleteSelf rule for jobStatus "
+             "'SUCCEEDED'"],
+            id="duplicate",
+        ),
+        pytest.param(
+            [{"policy": "DeleteSelf", "condition": {"ttlSeconds": 5}},
+             {"policy": "DeleteSelf",
+              "condition": {"jobStatus": "FAILED", "jobDeploymentStatus": "Failed"}},
+             _rule("DeleteCluster", -1)],
+            ["spec.deletionStrategy.deletionRules[0]: exactly one of jobStatus and "
+             "jobDeploymentStatus",
+             "spec.deletionStrategy.deletionRules[1]: exactly one of jobStatus and "
+             "jobDeploymentStatus",
+             "spec.deletionStrategy.deletionRules[2]: ttlSeconds (-1) must be >= 0"],
+            id="conditions",
+        ),
+        pytest.param(
+            [],
+            ["spec.deletionStrategy: needs deletionRules, or both onSuccess and onFailure"],
+            id="empty",
+        ),
+    ],
+)  # fmt: skip
+def test_deletion_ttls_grow_from_workers_to_cluster_to_self_per_condition(
+    rules: list[dict[str, Any]], problems: list[str]
+) -> None:
+    # KubeRay's validateDeletionRules (v1.7.0), on rules of a fixed cluster (DeleteWorkers is
+    # allowed there); a render's own rules always pass.
+    rayjob = render_predict_rayjob()
+    assert operator_problems(rayjob) == []
+    rayjob["spec"]["deletionStrategy"]["deletionRules"] = rules
+    assert operator_problems(rayjob) == problems
+
+
+def render_predict_rayjob() -> dict[str, Any]:
+    command = PredictCommand(
+        words=(), model="s3://tljob-runs/m", source="s3://tljob-data/s", out="s3://tljob-data/o"
+    )
+    (rayjob,) = render_predict(command, render_options()).plain()
+    return rayjob
+
+
+def test_deletion_rules_and_the_other_deletion_fields_are_exclusive() -> None:
+    rayjob = render_predict_rayjob()
+    spec = rayjob["spec"]
+    spec["deletionStrategy"]["onSuccess"] = {"policy": "DeleteCluster"}
+    spec["ttlSecondsAfterFinished"] = 30
     assert operator_problems(rayjob) == [
-        "deletion rules for SUCCEEDED: DeleteWorkers ttl 20 must be <= DeleteCluster ttl 10"
+        "spec.ttlSecondsAfterFinished: needs shutdownAfterJobFinishes",
+        "spec.deletionStrategy: deletionRules and onSuccess/onFailure are exclusive",
     ]
 
 
@@ -323,12 +436,13 @@ def test_a_config_with_credentials_is_refused_without_echoing_them(
 
 def test_overrides_reach_the_configmap_or_are_refused(tmp_path: Path) -> None:
     config = tmp_path / "short.yaml"
-    config.write_text("data: {source: s3://b/x}\nscaling: {resource_wait_seconds: 60}\n")
+    config.write_text("data: {source: s3://b/x}\n")
     overrides = ("augment.preset=light", "train.reduce_lr.enabled=false")
     (configmap, _) = render(config, render_options(overrides=overrides)).plain()
     written = tmp_path / "from-configmap.yaml"
     written.write_text(configmap["data"]["job.yaml"])
-    assert load_config(written) == load_config(config, list(overrides))
+    wait = "scaling.resource_wait_seconds=1200"
+    assert load_config(written) == load_config(config, [wait, *overrides])
     # A default list entry cannot be written into the file's own settings: refused.
     with pytest.raises(UserError, match=r"the overrides \(train.stages.1.epochs=2\) cannot"):
         render(config, render_options(overrides=("train.stages.1.epochs=2",)))
