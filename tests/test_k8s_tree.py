@@ -327,6 +327,16 @@ def _rule(policy: str, ttl: int, key: str = "jobStatus", value: str = "SUCCEEDED
     return {"policy": policy, "condition": {key: value, "ttlSeconds": ttl}}
 
 
+def _misordered(first: str, ttl: int, then: str, then_ttl: int, key: str, value: str) -> Any:
+    """A case of KubeRay's order rule: ``then`` due before ``first`` for one condition."""
+    return pytest.param(
+        [_rule(then, then_ttl, key, value), _rule(first, ttl, key, value)],
+        [f"deletion rules for {key} {value!r}: {then} TTL ({then_ttl}) must be >= {first} TTL "
+         f"({ttl})"],
+        id=f"{first}-after-{then}",
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("rules", "problems"),
     [
@@ -336,20 +346,9 @@ def _rule(policy: str, ttl: int, key: str = "jobStatus", value: str = "SUCCEEDED
              "DeleteWorkers TTL (20)"],
             id="workers-after-cluster",
         ),
-        pytest.param(
-            [_rule("DeleteSelf", 60, "jobDeploymentStatus", "Failed"),
-             _rule("DeleteCluster", 120, "jobDeploymentStatus", "Failed")],
-            ["deletion rules for jobDeploymentStatus 'Failed': DeleteSelf TTL (60) must be >= "
-             "DeleteCluster TTL (120)"],
-            id="cluster-after-self",
-        ),
-        pytest.param(
-            # No DeleteCluster between them: Self is compared with Workers.
-            [_rule("DeleteSelf", 10, value="FAILED"), _rule("DeleteWorkers", 30, value="FAILED")],
-            ["deletion rules for jobStatus 'FAILED': DeleteSelf TTL (10) must be >= "
-             "DeleteWorkers TTL (30)"],
-            id="workers-after-self",
-        ),
+        _misordered("DeleteCluster", 120, "DeleteSelf", 60, "jobDeploymentStatus", "Failed"),
+        # No DeleteCluster between them: Self is compared with Workers.
+        _misordered("DeleteWorkers", 30, "DeleteSelf", 10, "jobStatus", "FAILED"),
         pytest.param(
             # Each condition on its own: a late DeleteCluster on FAILED is no conflict.
             [_rule("DeleteWorkers", 0), _rule("DeleteCluster", 300, value="FAILED"),
