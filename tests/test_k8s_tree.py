@@ -24,7 +24,6 @@ from tljob.cli import main
 from tljob.config import load_config
 from tljob.deploy.kustomize import OVERLAYS, compose, merge_patch, overlay_options, tree_files
 from tljob.deploy.options import render_options
-from tljob.deploy.predict import PredictCommand, render_predict
 from tljob.deploy.render import render
 from tljob.deploy.validate import (
     crd_validator,
@@ -321,94 +320,6 @@ def test_operator_rules_catch_what_the_schema_cannot(change: dict[str, Any], pro
     (_, rayjob) = render(EXAMPLE, render_options()).plain()
     rayjob["spec"].update(change)
     assert problem in operator_problems(rayjob)
-
-
-def _rule(policy: str, ttl: int, key: str = "jobStatus", value: str = "SUCCEEDED") -> dict:
-    return {"policy": policy, "condition": {key: value, "ttlSeconds": ttl}}
-
-
-def _misordered(first: str, ttl: int, then: str, then_ttl: int, key: str, value: str) -> Any:
-    """A case of KubeRay's order rule: ``then`` due before ``first`` for one condition."""
-    return pytest.param(
-        [_rule(then, then_ttl, key, value), _rule(first, ttl, key, value)],
-        [f"deletion rules for {key} {value!r}: {then} TTL ({then_ttl}) must be >= {first} TTL "
-         f"({ttl})"],
-        id=f"{first}-after-{then}",
-    )  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("rules", "problems"),
-    [
-        pytest.param(
-            [_rule("DeleteWorkers", 20), _rule("DeleteCluster", 10)],
-            ["deletion rules for jobStatus 'SUCCEEDED': DeleteCluster TTL (10) must be >= "
-             "DeleteWorkers TTL (20)"],
-            id="workers-after-cluster",
-        ),
-        _misordered("DeleteCluster", 120, "DeleteSelf", 60, "jobDeploymentStatus", "Failed"),
-        # No DeleteCluster between them: Self is compared with Workers.
-        _misordered("DeleteWorkers", 30, "DeleteSelf", 10, "jobStatus", "FAILED"),
-        pytest.param(
-            # Each condition on its own: a late DeleteCluster on FAILED is no conflict.
-            [_rule("DeleteWorkers", 0), _rule("DeleteCluster", 300, value="FAILED"),
-             _rule("DeleteSelf", 5)],
-            [],
-            id="per-condition",
-        ),
-        pytest.param(
-            [_rule("DeleteSelf", 5), _rule("DeleteSelf", 9)],
-            ["spec.deletionStrategy.deletionRules[1]: a second DeleteSelf rule for jobStatus "
-             "'SUCCEEDED'"],
-            id="duplicate",
-        ),
-        pytest.param(
-            [{"policy": "DeleteSelf", "condition": {"ttlSeconds": 5}},
-             {"policy": "DeleteSelf",
-              "condition": {"jobStatus": "FAILED", "jobDeploymentStatus": "Failed"}},
-             _rule("DeleteCluster", -1)],
-            ["spec.deletionStrategy.deletionRules[0]: exactly one of jobStatus and "
-             "jobDeploymentStatus",
-             "spec.deletionStrategy.deletionRules[1]: exactly one of jobStatus and "
-             "jobDeploymentStatus",
-             "spec.deletionStrategy.deletionRules[2]: ttlSeconds (-1) must be >= 0"],
-            id="conditions",
-        ),
-        pytest.param(
-            [],
-            ["spec.deletionStrategy: needs deletionRules, or both onSuccess and onFailure"],
-            id="empty",
-        ),
-    ],
-)  # fmt: skip
-def test_deletion_ttls_grow_from_workers_to_cluster_to_self_per_condition(
-    rules: list[dict[str, Any]], problems: list[str]
-) -> None:
-    # KubeRay's validateDeletionRules (v1.7.0), on rules of a fixed cluster (DeleteWorkers is
-    # allowed there); a render's own rules always pass.
-    rayjob = render_predict_rayjob()
-    assert operator_problems(rayjob) == []
-    rayjob["spec"]["deletionStrategy"]["deletionRules"] = rules
-    assert operator_problems(rayjob) == problems
-
-
-def render_predict_rayjob() -> dict[str, Any]:
-    command = PredictCommand(
-        words=(), model="s3://tljob-runs/m", source="s3://tljob-data/s", out="s3://tljob-data/o"
-    )
-    (rayjob,) = render_predict(command, render_options()).plain()
-    return rayjob
-
-
-def test_deletion_rules_and_the_other_deletion_fields_are_exclusive() -> None:
-    rayjob = render_predict_rayjob()
-    spec = rayjob["spec"]
-    spec["deletionStrategy"]["onSuccess"] = {"policy": "DeleteCluster"}
-    spec["ttlSecondsAfterFinished"] = 30
-    assert operator_problems(rayjob) == [
-        "spec.ttlSecondsAfterFinished: needs shutdownAfterJobFinishes",
-        "spec.deletionStrategy: deletionRules and onSuccess/onFailure are exclusive",
-    ]
 
 
 def test_the_yaml_writer_keeps_comments_and_the_text() -> None:
