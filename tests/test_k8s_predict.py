@@ -1,9 +1,10 @@
-"""``tljob k8s render --predict``: a RayJob that runs ``ray_jobs/predict.py`` with the
-predict command's flags, checked at render time by that command's own parser and rules.
+"""``tljob k8s render --predict``: a RayJob that runs ``ray_jobs/predict.py`` with the predict
+command's flags, checked at render time by that command's own parser and rules.
 
-Static and offline, as ``test_k8s_render.py``: the RayJob is checked against the KubeRay
-CRD schema read from ``<repo>/../shared/kuberay-crds/`` (skipped when that folder is
-absent), closed so that a misspelt field fails, and against the operator's own rules.
+Static and offline, as ``test_k8s_render.py``: the RayJob is checked against the KubeRay CRD
+schema read from ``<repo>/../shared/kuberay-crds/`` or ``$TLJOB_KUBERAY_CRDS``
+(``tests/kuberay_crds.py``; skipped when that folder is absent), closed so that a misspelt
+field fails, and against the operator's own rules.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft4Validator
 from k8s_predict_cli import FLAGS, SCRIPT, refusal, rendered
+from kuberay_crds import CRD_DIR
 
 from tljob.cli import build_parser, main
 from tljob.deploy.validate import (
@@ -26,7 +28,6 @@ from tljob.deploy.validate import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-CRD_DIR = REPO.parent / "shared" / "kuberay-crds"
 SECRET_REFS = {
     key: {"name": "tljob-s3", "key": key} for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 }
@@ -134,7 +135,8 @@ def test_gpu_pods_take_the_train_renders_gpu_options(
     images = {c["image"] for _, t in pod_templates(rayjob) for c in t["spec"]["containers"]}
     assert images == {"registry.example.com/tljob:0.2.0"}
     rules = rayjob["spec"]["deletionStrategy"]["deletionRules"]
-    assert {r["condition"]["ttlSeconds"] for r in rules[1:]} == {30}
+    ttls = {(r["policy"], r["condition"]["ttlSeconds"]) for r in rules[1:]}
+    assert ttls == {("DeleteCluster", 30), ("DeleteSelf", 600)}
     assert schema_errors(validator, rayjob) == []
     assert operator_problems(rayjob) == []
 

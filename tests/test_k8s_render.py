@@ -1,9 +1,10 @@
 """``tljob k8s render``: what a rendered RayJob holds, its flags, and what it refuses.
 
 Static and offline: the manifests are checked against the KubeRay CRD schemas read from
-``<repo>/../shared/kuberay-crds/`` (skipped when that folder is absent), with every object
-closed so that a misspelt field fails as the API server would fail it, against the operator's
-own rules, and, for the core objects, with ``kubernetes-validate --strict``.
+``<repo>/../shared/kuberay-crds/`` or ``$TLJOB_KUBERAY_CRDS`` (``tests/kuberay_crds.py``;
+skipped when that folder is absent), with every object closed so that a misspelt field fails
+as the API server would fail it, against the operator's own rules, and, for the core
+objects, with ``kubernetes-validate --strict``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from typing import Any
 import pytest
 import yaml
 from jsonschema import Draft4Validator
+from k8s_manifests import (
+    EXAMPLES,
+    WAIT,
+    configmap_job,
+    containers,
+    groups,
+    rayjob_of,
+)
 
 from tljob.cli import main
 from tljob.config import load_config
@@ -24,71 +33,13 @@ from tljob.config.sweep import load_sweep
 from tljob.deploy.options import render_options
 from tljob.deploy.render import ENTRYPOINTS, render
 from tljob.deploy.validate import (
-    close_schema,
-    crd_schema,
     credential_problems,
     operator_problems,
     pod_templates,
+    rerun_problems,
     schema_errors,
 )
 from tljob.errors import UserError
-
-REPO = Path(__file__).resolve().parents[1]
-CRD_DIR = REPO.parent / "shared" / "kuberay-crds"
-EXAMPLES = REPO / "k8s" / "examples"
-
-CPU_JOB = """
-data: {source: s3://bucket/flowers, image_size: 96}
-model: {backbone: mobilenet_v2, weights: none}
-scaling: {num_workers: 3, use_gpu: false, cpus_per_worker: 2, data_cpus: 6,
-          resource_wait_seconds: 300}
-run: {name: Flowers_CPU.dev, storage_path: s3://bucket/runs}
-"""
-
-
-@pytest.fixture(scope="module")
-def rayjob_schema() -> dict[str, Any]:
-    if not CRD_DIR.is_dir():
-        pytest.skip(f"KubeRay CRDs not found: {CRD_DIR} is absent, so no RayJob is checked")
-    return crd_schema(CRD_DIR, "RayJob")
-
-
-@pytest.fixture(scope="module")
-def closed_validator(rayjob_schema: dict[str, Any]) -> Draft4Validator:
-    return Draft4Validator(close_schema(rayjob_schema))
-
-
-@pytest.fixture
-def cpu_job(tmp_path: Path) -> Path:
-    path = tmp_path / "cpu.yaml"
-    path.write_text(CPU_JOB)
-    return path
-
-
-def rayjob_of(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    (rayjob,) = [d for d in documents if d["kind"] == "RayJob"]
-    return rayjob
-
-
-def containers(rayjob: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (group, c)
-        for group, template in pod_templates(rayjob)
-        for c in template["spec"]["containers"]
-    ]
-
-
-def groups(rayjob: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    specs = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    return {g["groupName"]: g for g in specs}
-
-
-def configmap_job(documents: list[dict[str, Any]], tmp_path: Path, file_name: str = "job.yaml"):
-    (configmap,) = [d for d in documents if d["kind"] == "ConfigMap"]
-    path = tmp_path / f"from-configmap-{file_name}"
-    path.write_text(configmap["data"][file_name])
-    return path
-
 
 # --- every render validates --------------------------------------------------------------
 
@@ -104,12 +55,29 @@ def _cases(cpu_job: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
             {"service_account": "tljob-s3", "role_arn": "arn:aws:iam::1:role/r"},
         ),
         "cluster-selector": (cpu_job, {"cluster_selector": "shared-ray"}),
+        "k8s-job-submitter": (
+            EXAMPLES / "job.yaml",
+            {"submitter": "k8s-job", "head_cpus": "500m", "head_memory": "3Gi"},
+        ),
+        "parallel-sweep": (
+            EXAMPLES / "sweep.yaml",
+            {"tune": True, "overrides": ("tune.max_concurrent_trials=4",), "max_train_pods": 4},
+        ),
     }
 
 
 @pytest.mark.parametrize(
     "case",
-    ["cpu-only", "gpu", "gpu-no-autoscaler", "tune", "service-account", "cluster-selector"],
+    [
+        "cpu-only",
+        "gpu",
+        "gpu-no-autoscaler",
+        "tune",
+        "service-account",
+        "cluster-selector",
+        "k8s-job-submitter",
+        "parallel-sweep",
+    ],
 )
 def test_every_render_matches_the_crd_the_operator_and_keeps_keys_out(
     case: str, cpu_job: Path, closed_validator: Draft4Validator
@@ -120,6 +88,7 @@ def test_every_render_matches_the_crd_the_operator_and_keeps_keys_out(
     assert rayjob["apiVersion"] == "ray.io/v1"
     assert schema_errors(closed_validator, rayjob) == []
     assert operator_problems(rayjob) == []
+    assert rerun_problems(rayjob) == []
     for document in documents:
         assert credential_problems(document) == [], document["kind"]
 
@@ -224,7 +193,7 @@ def test_scaling_sizes_the_groups_and_flags_override_it_in_both_places(
 ) -> None:
     plain = render(EXAMPLES / "job.yaml", render_options()).plain()
     train = groups(rayjob_of(plain))["train"]
-    assert (train["replicas"], train["minReplicas"], train["maxReplicas"]) == (2, 2, 2)
+    assert (train["replicas"], train["minReplicas"], train["maxReplicas"]) == (0, 0, 2)
     # data_cpus 4 on 4-CPU pods: one pod at most, from none.
     data = groups(rayjob_of(plain))["data"]
     assert (data["replicas"], data["minReplicas"], data["maxReplicas"]) == (0, 0, 1)
@@ -234,7 +203,7 @@ def test_scaling_sizes_the_groups_and_flags_override_it_in_both_places(
     )
     documents = render(EXAMPLES / "job.yaml", options).plain()
     train, data = groups(rayjob_of(documents)).values()
-    assert (train["replicas"], train["minReplicas"], train["maxReplicas"]) == (3, 3, 3)
+    assert (train["replicas"], train["minReplicas"], train["maxReplicas"]) == (0, 0, 3)
     resources = train["template"]["spec"]["containers"][0]["resources"]
     assert (
         resources["requests"]
@@ -255,12 +224,12 @@ def test_scaling_sizes_the_groups_and_flags_override_it_in_both_places(
     assert job.train.batch_size == 8
     assert job == load_config(
         EXAMPLES / "job.yaml",
-        ["train.batch_size=8", "scaling.num_workers=3", "scaling.gpus_per_worker=2"],
+        [WAIT, "train.batch_size=8", "scaling.num_workers=3", "scaling.gpus_per_worker=2"],
     )
 
     cpu = render(cpu_job, render_options(gpus_per_worker=0)).plain()
     assert "nvidia.com/gpu" not in yaml.safe_dump(rayjob_of(cpu))
-    assert groups(rayjob_of(cpu))["train"]["replicas"] == 3
+    assert groups(rayjob_of(cpu))["train"]["maxReplicas"] == 3
     assert groups(rayjob_of(cpu))["data"]["maxReplicas"] == 2  # data_cpus 6 / 4 per pod
 
 
@@ -287,29 +256,28 @@ def test_cleanup_deadlines_and_retries() -> None:
     assert spec["backoffLimit"] == 2
     assert "shutdownAfterJobFinishes" not in spec and "ttlSecondsAfterFinished" not in spec
     rules = spec["deletionStrategy"]["deletionRules"]
+    ends = [{"jobStatus": "SUCCEEDED"}, {"jobStatus": "FAILED"}, {"jobDeploymentStatus": "Failed"}]
     assert [(r["policy"], r["condition"]) for r in rules] == [
-        ("DeleteCluster", {"jobStatus": "SUCCEEDED", "ttlSeconds": 120}),
-        ("DeleteCluster", {"jobStatus": "FAILED", "ttlSeconds": 120}),
-        ("DeleteCluster", {"jobDeploymentStatus": "Failed", "ttlSeconds": 120}),
+        *(("DeleteCluster", {**end, "ttlSeconds": 120}) for end in ends),
+        *(("DeleteSelf", {**end, "ttlSeconds": 600}) for end in ends),
     ]
     cluster = spec["rayClusterSpec"]
     assert cluster["enableInTreeAutoscaling"] is True
     assert cluster["autoscalerOptions"]["version"] == "v2"
 
-    fixed = rayjob_of(
-        render(EXAMPLES / "job.yaml", render_options(cpu_workers=0, grace_seconds=30)).plain()
-    )
-    rules = fixed["spec"]["deletionStrategy"]["deletionRules"]
-    assert (rules[0]["policy"], rules[0]["condition"]) == (
-        "DeleteWorkers",
-        {"jobStatus": "SUCCEEDED", "ttlSeconds": 0},
-    )
-    assert {r["condition"]["ttlSeconds"] for r in rules[1:]} == {30}
-    assert fixed["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] is False
-    assert list(groups(fixed)) == ["train"]
+    # No Ray Data group: the training group still autoscales, so no DeleteWorkers rule.
+    options = render_options(cpu_workers=0, grace_seconds=30, keep_job_seconds=30)
+    no_data = rayjob_of(render(EXAMPLES / "job.yaml", options).plain())
+    rules = no_data["spec"]["deletionStrategy"]["deletionRules"]
+    assert {r["policy"] for r in rules} == {"DeleteCluster", "DeleteSelf"}
+    assert {r["condition"]["ttlSeconds"] for r in rules} == {30}
+    assert no_data["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] is True
+    assert list(groups(no_data)) == ["train"]
+    assert operator_problems(no_data) == []
     # KubeRay refuses DeleteWorkers on an autoscaling cluster: the check knows it.
-    fixed["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] = True
-    assert operator_problems(fixed) == [
+    workers = {"policy": "DeleteWorkers", "condition": {"jobStatus": "SUCCEEDED"}}
+    no_data["spec"]["deletionStrategy"]["deletionRules"].insert(0, workers)
+    assert operator_problems(no_data) == [
         "spec.deletionStrategy.deletionRules[0]: DeleteWorkers is not supported with "
         "autoscaling enabled"
     ]
@@ -339,7 +307,9 @@ def test_entrypoint_runs_the_image_script_on_the_mounted_config(tmp_path: Path) 
     head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
     assert head["containers"][0]["volumeMounts"][0]["mountPath"] == "/etc/tljob"
     assert head["volumes"][0]["configMap"]["name"] == documents[0]["metadata"]["name"]
-    assert load_config(configmap_job(documents, tmp_path)) == load_config(EXAMPLES / "job.yaml")
+    assert load_config(configmap_job(documents, tmp_path)) == load_config(
+        EXAMPLES / "job.yaml", [WAIT]
+    )
 
     sweep_docs = render(EXAMPLES / "sweep.yaml", render_options(tune=True, resume=True)).plain()
     sweep_job = rayjob_of(sweep_docs)

@@ -80,13 +80,37 @@ def add_arguments(k8s: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cpu-workers",
         type=int,
-        help="Most autoscaled Ray Data pods (default: enough for scaling.data_cpus); 0: "
-        "no Ray Data group and no autoscaler.",
+        help="Most autoscaled Ray Data pods (default: enough for scaling.data_cpus of each "
+        "trial running at once); 0: no Ray Data group.",
+    )
+    p.add_argument(
+        "--max-train-pods",
+        type=int,
+        help="Most pods the training group may grow to, e.g. the GPU node pool's size: a job "
+        "needing more (scaling.num_workers x tune.max_concurrent_trials) is refused "
+        "(default: no cap).",
+    )
+    p.add_argument(
+        "--train-idle-seconds",
+        type=int,
+        help="Seconds an idle training pod (its GPUs) is kept before the autoscaler removes "
+        "it (default 30).",
     )
     p.add_argument("--worker-cpus", type=int, help="CPUs of a training pod (default 8).")
     p.add_argument("--worker-memory", help="Memory of a training pod (default 32Gi).")
     p.add_argument("--data-worker-cpus", type=int, help="CPUs of a Ray Data pod (default 4).")
     p.add_argument("--data-worker-memory", help="Memory of a Ray Data pod (default 16Gi).")
+    p.add_argument(
+        "--head-cpus",
+        help="CPUs of the head pod, e.g. 1 or 500m (default 2); it runs the driver, no Ray tasks.",
+    )
+    p.add_argument("--head-memory", help="Memory of the head pod (default 8Gi).")
+    p.add_argument(
+        "--submitter",
+        choices=("sidecar", "k8s-job"),
+        help="Who runs `ray job submit`: a container of the head pod (sidecar, the default) "
+        "or a Kubernetes Job of its own (k8s-job).",
+    )
     p.add_argument(
         "--gpu-node-selector",
         action="append",
@@ -131,6 +155,19 @@ def add_arguments(k8s: argparse.ArgumentParser) -> None:
         type=int,
         help="Seconds the cluster is kept after the job ends, for its logs (default 120).",
     )
+    p.add_argument(
+        "--keep-job-seconds",
+        type=int,
+        help="Seconds the finished RayJob is kept, then it deletes itself so that applying "
+        "the same manifest runs it again (default 600; at least --grace-seconds).",
+    )
+    p.add_argument(
+        "--resource-wait-seconds",
+        type=int,
+        help="Seconds the driver waits for its worker pods, written into the ConfigMap as "
+        "scaling.resource_wait_seconds when the config leaves it out (default 1200: a new GPU "
+        "node, then a first image pull); a shorter value in the config is refused.",
+    )
     # Last: the words after `--`, after every render flag (the usage line says so).
     p.add_argument(
         "predict_flags",
@@ -160,6 +197,11 @@ _OPTION_ARGS = (
     "worker_memory",
     "data_worker_cpus",
     "data_worker_memory",
+    "head_cpus",
+    "head_memory",
+    "submitter",
+    "max_train_pods",
+    "train_idle_seconds",
     "service_account",
     "role_arn",
     "cluster_selector",
@@ -167,6 +209,8 @@ _OPTION_ARGS = (
     "pre_running_deadline",
     "active_deadline",
     "grace_seconds",
+    "keep_job_seconds",
+    "resource_wait_seconds",
 )
 
 

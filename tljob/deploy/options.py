@@ -1,7 +1,8 @@
-"""What ``tljob k8s render`` is asked for besides the job config (pure): the image, where
-the pods go, their sizes, the deadlines and the cleanup. ``RenderOptions`` validates every
-value, and ``parse_node_selector`` / ``parse_toleration`` turn the command line's
-``key=value`` and ``key[=value]:effect`` words into Kubernetes fields.
+"""What ``tljob k8s render`` is asked for besides the job config (pure): the image, where the
+pods go, their sizes, the submitter, the deadlines, the driver's wait and the cleanup.
+``RenderOptions`` validates every value, and ``parse_node_selector`` / ``parse_toleration``
+turn the command line's ``key=value`` and ``key[=value]:effect`` words into Kubernetes
+fields.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from tljob.errors import UserError
 # A placeholder registry: build ./Dockerfile and push it to your own (docs/pages/kubernetes.md,
 # "The container image").
 DEFAULT_IMAGE = "ghcr.io/example/tljob:0.1.0"
+# How long the driver waits for its worker pods by default: a new GPU node takes a few
+# minutes to join, then pulls the multi-GB image (docs/pages/kubernetes.md, "The container
+# image"), before Ray Train can start.
+DEFAULT_RESOURCE_WAIT_S = 1200
+SUBMITTERS = {"sidecar": "SidecarMode", "k8s-job": "K8sJobMode"}
 # Kubernetes quantities as the API server accepts them for CPU and memory (a subset: plain
 # or decimal numbers with a binary or decimal suffix, or millicores).
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
@@ -103,13 +109,33 @@ class RenderOptions(BaseModel):
     cpu_workers: int | None = Field(
         None,
         ge=0,
-        description="Most pods of the autoscaled CPU group for Ray Data; 0: no such group "
-        "(and no autoscaler).",
+        description="Most pods of the autoscaled CPU group for Ray Data; 0: no such group.",
+    )
+    max_train_pods: int | None = Field(
+        None,
+        ge=1,
+        description="Most pods the training group may grow to (e.g. the GPU node pool's "
+        "size); a job or sweep that needs more is refused; empty: no cap.",
+    )
+    train_idle_seconds: int = Field(
+        30,
+        ge=0,
+        description="Seconds a training pod (its GPUs) may sit idle before the autoscaler "
+        "removes it: autoscalerOptions.idleTimeoutSeconds.",
     )
     worker_cpus: int = Field(8, ge=1, description="CPUs of each training pod.")
     worker_memory: str = Field("32Gi", description="Memory of each training pod.")
     data_worker_cpus: int = Field(4, ge=1, description="CPUs of each Ray Data pod.")
     data_worker_memory: str = Field("16Gi", description="Memory of each Ray Data pod.")
+    head_cpus: str = Field(
+        "2", description="CPUs of the head pod (the driver, Ray's GCS and dashboard)."
+    )
+    head_memory: str = Field("8Gi", description="Memory of the head pod.")
+    submitter: Literal["sidecar", "k8s-job"] = Field(
+        "sidecar",
+        description="Who runs `ray job submit`: 'sidecar', a container of the head pod "
+        "(SidecarMode), or 'k8s-job', a Kubernetes Job of its own (K8sJobMode).",
+    )
     gpu_node_selector: dict[str, str] = Field(
         default_factory=dict, description="nodeSelector of the training pods."
     )
@@ -140,6 +166,19 @@ class RenderOptions(BaseModel):
     grace_seconds: int = Field(
         120, ge=0, description="Seconds a finished job's cluster is kept, success or failure."
     )
+    keep_job_seconds: int = Field(
+        600,
+        ge=0,
+        description="Seconds a finished RayJob (its status) is kept before it deletes itself, "
+        "after which applying the same manifest runs it again; >= --grace-seconds.",
+    )
+    resource_wait_seconds: int = Field(
+        DEFAULT_RESOURCE_WAIT_S,
+        ge=1,
+        description="Seconds the driver waits for its worker pods: written into the "
+        "ConfigMap as `scaling.resource_wait_seconds` when the config leaves it out; a "
+        "config value below it is refused.",
+    )
 
     @field_validator("image")
     @classmethod
@@ -159,11 +198,11 @@ class RenderOptions(BaseModel):
             )
         return value
 
-    @field_validator("worker_memory", "data_worker_memory")
+    @field_validator("worker_memory", "data_worker_memory", "head_cpus", "head_memory")
     @classmethod
     def _quantity(cls, value: str) -> str:
         if not _QUANTITY.match(value):
-            raise ValueError("must be a Kubernetes quantity such as 32Gi or 16000Mi")
+            raise ValueError("must be a Kubernetes quantity such as 2, 500m, 32Gi or 16000Mi")
         return value
 
     @field_validator("namespace", "service_account", "cluster_selector")
@@ -204,6 +243,11 @@ FLAGS = {
     "worker_memory": "--worker-memory",
     "data_worker_cpus": "--data-worker-cpus",
     "data_worker_memory": "--data-worker-memory",
+    "head_cpus": "--head-cpus",
+    "head_memory": "--head-memory",
+    "submitter": "--submitter",
+    "max_train_pods": "--max-train-pods",
+    "train_idle_seconds": "--train-idle-seconds",
     "gpu_node_selector": "--gpu-node-selector",
     "gpu_tolerations": "--gpu-toleration",
     "service_account": "--service-account",
@@ -213,6 +257,8 @@ FLAGS = {
     "pre_running_deadline": "--pre-running-deadline",
     "active_deadline": "--active-deadline",
     "grace_seconds": "--grace-seconds",
+    "keep_job_seconds": "--keep-job-seconds",
+    "resource_wait_seconds": "--resource-wait-seconds",
 }
 
 

@@ -1,6 +1,7 @@
 """The pod templates of a rendered RayJob (pure): the head, the training group and the
-autoscaled Ray Data group, each with the restricted security context and the S3
-credentials from a Secret (or a ServiceAccount's identity), never a literal key.
+Ray Data group (both autoscaled from 0), and in K8sJobMode the submitter's, each with the
+restricted security context and the S3 credentials from a Secret (or a ServiceAccount's
+identity), never a literal key; the submitter needs none.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 CONFIG_DIR = "/etc/tljob"
 # The image's non-root user `ray` (uid 1000, group `users`, gid 100), owner of its Python.
 RAY_UID, RAY_GID = 1000, 100
-HEAD_CPUS, HEAD_MEMORY = "2", "8Gi"
+# KubeRay's own size for its submitter container (v1.7 GetDefaultSubmitterContainer's limits):
+# it only runs `ray job submit` and follows the logs.
+SUBMITTER_CPUS, SUBMITTER_MEMORY = "1", "1Gi"
+# The submitter Job's retries (KubeRay's default, written out): a retry finds the job
+# already submitted (`ray job status`) and only follows its logs again.
+SUBMITTER_BACKOFF_LIMIT = 2
 # Autoscaler v2 removes a Ray Data pod after this long without tasks.
 DATA_IDLE_SECONDS = 60
 GROUP_TRAIN, GROUP_DATA, GROUP_PREDICT = "train", "data", "predict"
@@ -100,7 +106,8 @@ def head_group(
     """The head: the job driver (and in SidecarMode the submitter), with the job config
     mounted at ``CONFIG_DIR`` when there is one (``configmap``); no Ray tasks or actors
     (0 CPUs for Ray)."""
-    container = _container("ray-head", options.image, _resources(HEAD_CPUS, HEAD_MEMORY), options)
+    resources = _resources(options.head_cpus, options.head_memory)
+    container = _container("ray-head", options.image, resources, options)
     container["ports"] = [
         {"name": "gcs-server", "containerPort": 6379},
         {"name": "dashboard", "containerPort": 8265},
@@ -122,27 +129,37 @@ def head_group(
     }
 
 
-def train_group(name: str, job: JobConfig, options: RenderOptions) -> dict[str, Any]:
-    """``scaling.num_workers`` pods, one Ray Train worker each, with its
-    ``scaling.gpus_per_worker`` GPUs (whole GPUs: requests = limits) when ``use_gpu``."""
+def train_group(name: str, job: JobConfig, options: RenderOptions, trials: int) -> dict[str, Any]:
+    """Pods of one Ray Train worker each, with its ``scaling.gpus_per_worker`` GPUs (whole
+    GPUs: requests = limits) when ``use_gpu``, autoscaled from 0 up to
+    ``scaling.num_workers`` x ``trials`` (the trials running at once): the autoscaler adds
+    them for the job's resource request and removes them ``--train-idle-seconds`` after
+    the request is cleared and their workers are gone."""
     scaling = job.scaling
     gpus = int(scaling.gpus_per_worker) if scaling.use_gpu else 0
-    return worker_group(
+    most = scaling.num_workers * trials
+    why = "scaling.num_workers" + (
+        f" x tune.max_concurrent_trials ({trials})" if trials > 1 else ""
+    )
+    group = worker_group(
         name,
         GROUP_TRAIN,
-        scaling.num_workers,
+        0,
         gpus,
         options,
-        "scaling.num_workers: fixed size, the autoscaler never removes one",
+        "autoscaled from 0: pods only while the job asks for them, so idle GPUs go",
     )
+    group["minReplicas"] = 0
+    group["maxReplicas"] = note(most, why)
+    return group
 
 
 def worker_group(
     name: str, group: str, pods: int, gpus: int, options: RenderOptions, why: str
 ) -> dict[str, Any]:
-    """A fixed group of ``pods`` pods of ``--worker-cpus`` / ``--worker-memory`` and
-    ``gpus`` whole GPUs each (requests = limits), on the GPU nodes when ``gpus``;
-    ``why`` is the comment on its size."""
+    """A group of ``pods`` pods (``minReplicas`` = ``maxReplicas`` = ``pods``: fixed) of
+    ``--worker-cpus`` / ``--worker-memory`` and ``gpus`` whole GPUs each (requests =
+    limits), on the GPU nodes when ``gpus``; ``why`` is the comment on its size."""
     resources = _resources(options.worker_cpus, options.worker_memory, gpus)
     container = _container("ray-worker", options.image, resources, options)
     spec = _pod_spec([container], options)
@@ -172,17 +189,27 @@ def data_group(name: str, max_pods: int, options: RenderOptions) -> dict[str, An
         "groupName": GROUP_DATA,
         "replicas": note(0, "autoscaled: pods only while Ray Data tasks wait for CPUs"),
         "minReplicas": 0,
-        "maxReplicas": note(max_pods, "--cpu-workers"),
+        "maxReplicas": note(
+            max_pods,
+            "--cpu-workers"
+            if options.cpu_workers is not None
+            else "scaling.data_cpus of each trial at once, on --data-worker-cpus pods",
+        ),
         "idleTimeoutSeconds": note(DATA_IDLE_SECONDS, "an idle pod goes after this (v2)"),
         "template": {"metadata": {"labels": labels(name)}, "spec": _pod_spec([container], options)},
     }
 
 
-def autoscaler_options() -> dict[str, Any]:
-    """Autoscaler v2 (per-group idle timeouts), as small and as restricted as the rest."""
+def autoscaler_options(options: RenderOptions) -> dict[str, Any]:
+    """Autoscaler v2 (per-group idle timeouts), as small and as restricted as the rest; its
+    idle timeout (``--train-idle-seconds``) is the training group's, the Ray Data group
+    has its own."""
     return {
         "version": "v2",
         "upscalingMode": "Default",
+        "idleTimeoutSeconds": note(
+            options.train_idle_seconds, "an idle training pod (its GPUs) goes after this"
+        ),
         "resources": {
             "requests": {"cpu": "500m", "memory": "512Mi"},
             "limits": {"cpu": "500m", "memory": "512Mi"},
@@ -191,8 +218,24 @@ def autoscaler_options() -> dict[str, Any]:
     }
 
 
-def data_pods(job: JobConfig, options: RenderOptions) -> int:
-    """Most Ray Data pods: ``--cpu-workers``, else enough for ``scaling.data_cpus`` (>= 1)."""
+def data_pods(job: JobConfig, options: RenderOptions, trials: int = 1) -> int:
+    """Most Ray Data pods: ``--cpu-workers``, else enough for ``scaling.data_cpus`` of each
+    of the ``trials`` running at once (>= 1)."""
     if options.cpu_workers is not None:
         return options.cpu_workers
-    return max(1, math.ceil(job.scaling.data_cpus / options.data_worker_cpus))
+    return max(1, math.ceil(trials * job.scaling.data_cpus / options.data_worker_cpus))
+
+
+def submitter_template(name: str, options: RenderOptions) -> dict[str, Any]:
+    """The submitter Job's pod in K8sJobMode: KubeRay's default container (the head's image,
+    its command filled in by the operator, 1 CPU / 1Gi) with the restricted security
+    context, which KubeRay's default pod lacks; no S3 keys (it only submits)."""
+    container = {
+        "name": "ray-job-submitter",
+        "image": options.image,
+        "imagePullPolicy": "IfNotPresent",
+        "resources": _resources(SUBMITTER_CPUS, SUBMITTER_MEMORY),
+        "securityContext": container_security(),
+    }
+    spec = {"restartPolicy": "Never", "securityContext": pod_security(), "containers": [container]}
+    return {"metadata": {"labels": labels(name)}, "spec": spec}

@@ -114,7 +114,7 @@ def _rayjob(
             options.pre_running_deadline, "fail if the pods are not all up by then"
         ),
         "activeDeadlineSeconds": note(options.active_deadline, "fail a job running longer"),
-        "deletionStrategy": deletion_rules(False, options.grace_seconds),
+        "deletionStrategy": deletion_rules(False, options.grace_seconds, options.keep_job_seconds),
         "rayClusterSpec": cluster,
     }
     return {

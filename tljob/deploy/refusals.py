@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from tljob.deploy.predict import PredictCommand
 
 
-def refuse(job: JobConfig, options: RenderOptions) -> None:
-    """``UserError`` for a combination that cannot run as rendered."""
-    problems = []
+def refuse(job: JobConfig, options: RenderOptions, trials: int = 1) -> None:
+    """``UserError`` for a combination that cannot run as rendered; ``trials``: the trials
+    of a sweep running at once (``tune.max_concurrent_trials``), 1 for a run."""
+    problems = _cleanup_order(options)
     scaling = job.scaling
     own_cluster = options.cluster_selector is None
     if options.resume and not options.tune:
@@ -46,10 +47,24 @@ def refuse(job: JobConfig, options: RenderOptions) -> None:
                 f"--backoff-limit ({options.backoff_limit}) with --cluster-selector: KubeRay "
                 "retries only jobs that create their cluster"
             )
-    if own_cluster and scaling.resource_wait_seconds == 0:
+    wait = options.resource_wait_seconds
+    if own_cluster and scaling.resource_wait_seconds < wait:
         problems.append(
-            "`scaling.resource_wait_seconds` (0): on KubeRay the driver starts with the head "
-            "pod, before the worker pods are up; set it (e.g. 600) so the driver waits for them"
+            f"`scaling.resource_wait_seconds` ({scaling.resource_wait_seconds:g}) is shorter "
+            f"than the {wait} s the driver waits for its worker pods on KubeRay (it starts "
+            "with the head; a new GPU node starts, then pulls the image: "
+            f"--resource-wait-seconds {wait}); leave it out of the config so render writes "
+            f"{wait}, raise it, or lower --resource-wait-seconds"
+        )
+    pods_needed = scaling.num_workers * trials
+    if own_cluster and options.max_train_pods is not None and pods_needed > options.max_train_pods:
+        sweep = f" x `tune.max_concurrent_trials` ({trials})" if trials > 1 else ""
+        problems.append(
+            f"--max-train-pods ({options.max_train_pods}): the training group needs "
+            f"{pods_needed} pods (`scaling.num_workers` ({scaling.num_workers}){sweep}), one "
+            "per worker; lower "
+            + ("`tune.max_concurrent_trials` or " if trials > 1 else "")
+            + "`scaling.num_workers`, or raise the cap"
         )
     whole = scaling.gpus_per_worker >= 1 and scaling.gpus_per_worker.is_integer()
     if own_cluster and scaling.use_gpu and not whole:
@@ -72,6 +87,17 @@ def refuse(job: JobConfig, options: RenderOptions) -> None:
         problems += _cpu_shortfall(job, options)
     if problems:
         raise UserError("tljob k8s render: " + "; ".join(problems))
+
+
+def _cleanup_order(options: RenderOptions) -> list[str]:
+    """KubeRay's deletion order (``validate.DELETION_ORDER``) in the flags' terms."""
+    if options.cluster_selector is None and options.keep_job_seconds < options.grace_seconds:
+        return [
+            f"--keep-job-seconds ({options.keep_job_seconds}) must be >= --grace-seconds "
+            f"({options.grace_seconds}): KubeRay deletes a RayJob's cluster no later than the "
+            "RayJob (DeleteCluster TTL <= DeleteSelf TTL)"
+        ]
+    return []
 
 
 def _cpu_shortfall(job: JobConfig, options: RenderOptions) -> list[str]:
@@ -115,6 +141,13 @@ _CLUSTER_FLAGS = {
         "service_account",
         "role_arn",
         "grace_seconds",
+        "keep_job_seconds",
+        "head_cpus",
+        "head_memory",
+        "submitter",
+        "max_train_pods",
+        "train_idle_seconds",
+        "resource_wait_seconds",
     )
 }
 
@@ -131,6 +164,14 @@ _NOT_FOR_PREDICT = {
     "not have",
     "data_worker_memory": "--data-worker-memory sizes the Ray Data pods, which a predict job "
     "does not have",
+    "submitter": "--submitter: a predict job is submitted over HTTP once every pod is up "
+    "(HTTPMode), since predict sizes its actor pool from the cluster it finds",
+    "max_train_pods": "--max-train-pods caps the training group, which a predict job does not "
+    "have (its --workers pods are a fixed group)",
+    "train_idle_seconds": "--train-idle-seconds is the autoscaler's, which a predict job does "
+    "not have",
+    "resource_wait_seconds": "--resource-wait-seconds goes into a job config, which a predict "
+    "job does not have",
 }
 # Predict's flags that name a place: the pods read and write them, so never this machine.
 PATH_FLAGS = {
@@ -147,6 +188,7 @@ def refuse_predict(
     """``UserError`` for a predict job that could not run as rendered: a render flag it has
     no use for, a place the pods cannot reach, more model actors than the cluster holds."""
     problems = [why for name, why in _NOT_FOR_PREDICT.items() if name in options.model_fields_set]
+    problems += _cleanup_order(options)
     own_cluster = options.cluster_selector is None
     if options.role_arn and not options.service_account:
         problems.append("--role-arn annotates the ServiceAccount: it needs --service-account")

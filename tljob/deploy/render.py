@@ -2,9 +2,11 @@
 
 ``render(config_path, options)`` loads the config exactly as ``tljob train`` (or ``tljob
 tune``) would, with the ``--workers`` / ``--gpus-per-worker`` overrides applied to its
-``scaling`` section, refuses what cannot run on KubeRay (exit 2), and returns the
-documents: a ServiceAccount (with ``--service-account``), the ConfigMap holding the config,
-and the RayJob whose worker groups are sized from that same config, so the two never drift.
+``scaling`` section (and ``scaling.resource_wait_seconds`` written in when the config
+leaves it out: the wait its worker pods need), refuses what cannot run on KubeRay (exit 2),
+and returns the documents: a ServiceAccount (with ``--service-account``), the ConfigMap
+holding the config, and the RayJob whose worker groups are sized from that same config (a
+sweep's training group for its ``tune.max_concurrent_trials``), so the two never drift.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tljob.config import ConfigError, JobConfig, load_config
 from tljob.config.load import apply_override, parse_override, read_config_file
 from tljob.config.sweep import Sweep, load_sweep
 from tljob.deploy import pods
-from tljob.deploy.options import RenderOptions
+from tljob.deploy.options import SUBMITTERS, RenderOptions
 from tljob.deploy.refusals import refuse
 from tljob.deploy.yaml_out import dump_documents, note, plain
 from tljob.errors import UserError
@@ -58,10 +60,25 @@ class Rendered:
         return [d for d in self.plain() if d["kind"] == kind]
 
 
-def config_overrides(options: RenderOptions) -> list[str]:
-    """The ``--set`` overrides of the config: ``options.overrides``, then those that
-    ``--workers`` and ``--gpus-per-worker`` stand for."""
-    overrides = list(options.overrides)
+WAIT_KEY = "scaling.resource_wait_seconds"
+
+
+def wait_override(path: Path, options: RenderOptions) -> list[str]:
+    """``scaling.resource_wait_seconds=<--resource-wait-seconds>`` when neither the config
+    file nor a ``--set`` gives it (on KubeRay the driver starts with the head, before its
+    worker pods), else nothing: a value given is kept, and checked by ``refuse``."""
+    scaling = read_config_file(path).get("scaling")
+    given = (isinstance(scaling, dict) and "resource_wait_seconds" in scaling) or any(
+        parse_override(text)[0] == WAIT_KEY.split(".") for text in options.overrides
+    )
+    return [] if given else [f"{WAIT_KEY}={options.resource_wait_seconds}"]
+
+
+def config_overrides(options: RenderOptions, wait: list[str] | None = None) -> list[str]:
+    """The ``--set`` overrides of the config: ``wait`` (``wait_override``), then
+    ``options.overrides``, then those that ``--workers`` and ``--gpus-per-worker`` stand
+    for."""
+    overrides = [*(wait or []), *options.overrides]
     if options.workers is not None:
         overrides.append(f"scaling.num_workers={options.workers}")
     if options.gpus_per_worker == 0:
@@ -120,11 +137,14 @@ def job_name(options: RenderOptions, config_name: str, source: str, prefix: str 
     return name
 
 
-def deletion_rules(autoscaling: bool, grace: int) -> Any:
+def deletion_rules(autoscaling: bool, grace: int, keep: int) -> Any:
     """What KubeRay deletes when the job ends. Without an autoscaler the workers (the GPUs)
-    go as soon as the job succeeds; KubeRay refuses that rule on an autoscaling cluster,
-    whose workers then go with the cluster. The cluster (head logs, dashboard) is kept
-    ``grace`` seconds after success, failure or a deployment failure (a deadline)."""
+    go as soon as the job succeeds (KubeRay refuses that rule with autoscaling, where the
+    autoscaler removes idle workers). The cluster (head logs, dashboard) is kept ``grace``
+    seconds after success, failure or a deployment failure (a deadline), and the RayJob
+    (its status) ``keep`` seconds, then it deletes itself: KubeRay never runs a finished
+    RayJob again, so only then does applying the same manifest start a new run
+    (``validate.rerun_problems``). KubeRay requires ``grace`` <= ``keep``."""
     rules = []
     if not autoscaling:
         rules.append(
@@ -136,14 +156,19 @@ def deletion_rules(autoscaling: bool, grace: int) -> Any:
                 "free the GPUs the moment the job succeeds",
             )
         )
-    for condition, why in (
+    ends = (
         ({"jobStatus": "SUCCEEDED"}, "the head stays for its logs, then all goes"),
         ({"jobStatus": "FAILED"}, "the same after a failed run (after the last retry)"),
         ({"jobDeploymentStatus": "Failed"}, "and after a deadline or a submission failure"),
-    ):
+    )
+    for condition, why in ends:
         rules.append(
             note({"policy": "DeleteCluster", "condition": {**condition, "ttlSeconds": grace}}, why)
         )
+    for i, (condition, _) in enumerate(ends):
+        rule = {"policy": "DeleteSelf", "condition": {**condition, "ttlSeconds": keep}}
+        why = "then the RayJob itself, in each case: the same manifest applied again reruns"
+        rules.append(note(rule, why) if i == 0 else rule)
     return note({"deletionRules": rules}, "no shutdownAfterJobFinishes: the rules decide")
 
 
@@ -167,19 +192,23 @@ def render(config_path: str | Path, options: RenderOptions) -> Rendered:
     ``options.tune``) on KubeRay. ``UserError`` (``ConfigError`` included) for a config
     that does not load or cannot run as asked."""
     path = Path(config_path)
-    overrides = config_overrides(options)
+    own_cluster = options.cluster_selector is None
+    wait = wait_override(path, options) if own_cluster else []
+    overrides = config_overrides(options, wait)
     load = load_sweep if options.tune else load_config
     loaded = load(path, overrides)
     job = loaded.job if isinstance(loaded, Sweep) else loaded
+    trials = 1
     if isinstance(loaded, Sweep):
         config_name, field_name = loaded.tune.name, "`tune.name`"
+        trials = loaded.tune.max_concurrent_trials or 1
     else:
         config_name, field_name = job.run.name, "`run.name`"
-    refuse(job, options)
+    refuse(job, options, trials)
     name = job_name(options, config_name, field_name)
     config_file = "sweep.yaml" if options.tune else "job.yaml"
     config_text = yaml.safe_dump(_config_tree(path, overrides), sort_keys=False)
-    _check_reloads(config_text, config_file, loaded, overrides)
+    _check_reloads(config_text, config_file, loaded, overrides[len(wait) :])
     if options.cluster_selector is not None:
         return Rendered([_selector_rayjob(name, options, config_text, config_file)])
 
@@ -188,7 +217,7 @@ def render(config_path: str | Path, options: RenderOptions) -> Rendered:
     if options.service_account is not None:
         documents.append(service_account(name, options))
     documents.append(_configmap(name, configmap_name, options, config_file, config_text))
-    documents.append(_rayjob(name, job, options, configmap_name, config_file))
+    documents.append(_rayjob(name, job, options, configmap_name, config_file, trials))
     return Rendered(documents)
 
 
@@ -226,18 +255,24 @@ def _configmap(
 
 
 def _rayjob(
-    name: str, job: JobConfig, options: RenderOptions, configmap: str, config_file: str
+    name: str,
+    job: JobConfig,
+    options: RenderOptions,
+    configmap: str,
+    config_file: str,
+    trials: int,
 ) -> dict[str, Any]:
-    max_data_pods = pods.data_pods(job, options)
-    autoscaling = max_data_pods > 0
+    max_data_pods = pods.data_pods(job, options, trials)
     entry = _entrypoint(options, f"{pods.CONFIG_DIR}/{config_file}")
-    groups = [pods.train_group(name, job, options)]
+    groups = [pods.train_group(name, job, options, trials)]
     cluster: dict[str, Any] = {
         "rayVersion": note(RAY_VERSION, "the image's Ray"),
-        "enableInTreeAutoscaling": note(autoscaling, "for the Ray Data group"),
+        "enableInTreeAutoscaling": note(
+            True, "the groups grow from 0 for the job's resource request and shrink when idle"
+        ),
+        "autoscalerOptions": pods.autoscaler_options(options),
     }
-    if autoscaling:
-        cluster["autoscalerOptions"] = pods.autoscaler_options()
+    if max_data_pods > 0:
         groups.append(pods.data_group(name, max_data_pods, options))
     cluster["headGroupSpec"] = pods.head_group(name, options, configmap, config_file)
     cluster["workerGroupSpecs"] = groups
@@ -251,9 +286,7 @@ def _rayjob(
                 else ""
             ),
         ),
-        "submissionMode": note(
-            "SidecarMode", "the submitter is a container of the head pod: no extra GPU image pull"
-        ),
+        **submission(name, options),
         "backoffLimit": note(
             options.effective_backoff_limit(),
             "retries on a new cluster; a rerun resumes from the newest checkpoint"
@@ -264,7 +297,7 @@ def _rayjob(
             options.pre_running_deadline, "fail if the pods (GPUs) are not all up by then"
         ),
         "activeDeadlineSeconds": note(options.active_deadline, "fail a job running longer"),
-        "deletionStrategy": deletion_rules(autoscaling, options.grace_seconds),
+        "deletionStrategy": deletion_rules(True, options.grace_seconds, options.keep_job_seconds),
         "rayClusterSpec": cluster,
     }
     return {
@@ -272,6 +305,24 @@ def _rayjob(
         "kind": "RayJob",
         "metadata": object_metadata(name, options),
         "spec": spec,
+    }
+
+
+def submission(name: str, options: RenderOptions) -> dict[str, Any]:
+    """``submissionMode`` of ``--submitter``, and in K8sJobMode the submitter Job's pod
+    (restricted, as every pod tljob writes) and retries (KubeRay refuses both fields in
+    SidecarMode)."""
+    mode = SUBMITTERS[options.submitter]
+    if mode == "SidecarMode":
+        why = "the submitter is a container of the head pod: no extra pod or image pull"
+        return {"submissionMode": note(mode, why)}
+    return {
+        "submissionMode": note(mode, "the submitter is a Job of its own (--submitter k8s-job)"),
+        "submitterPodTemplate": pods.submitter_template(name, options),
+        "submitterConfig": note(
+            {"backoffLimit": pods.SUBMITTER_BACKOFF_LIMIT},
+            "a retried submitter only follows the already submitted job's logs",
+        ),
     }
 
 

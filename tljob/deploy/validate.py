@@ -5,7 +5,10 @@ operator's own rules that a schema cannot express, and credentials.
   (``ray.io_rayjobs.yaml`` ...) with every object closed (``close_schema``), as the API
   server's strict field validation treats a custom resource: a misspelt field is an error.
 - ``operator_problems(rayjob)``: the checks of the KubeRay operator (``ValidateRayJobSpec``,
-  v1.7.0-rc.0) on the fields tljob renders, which it applies only once the object exists.
+  v1.7.0) on the fields tljob renders, which it applies only once the object exists; the
+  deletion rules among them are ``deletion_problems(spec)``.
+- ``rerun_problems(rayjob)``: tljob's own rule that a finished RayJob deletes itself, so the
+  same manifest applied again is a new run.
 - ``credential_problems(document)``: a literal credential, a Secret, or a Ray container
   that gets its S3 credentials neither from Secret ``tljob-s3`` nor from a ServiceAccount.
 """
@@ -82,12 +85,22 @@ def schema_errors(validator: Draft4Validator, document: Manifest) -> list[str]:
 
 # --- the operator's rules ------------------------------------------------------------------
 
-_POLICY_ORDER = {"DeleteWorkers": 0, "DeleteCluster": 1, "DeleteSelf": 2}
+# KubeRay's deletion order (validateTTLConsistency): for one condition, workers go no later
+# than the cluster, and the cluster no later than the RayJob itself.
+DELETION_ORDER = ("DeleteWorkers", "DeleteCluster", "DeleteSelf")
+# Every state a deletion rule can name (the CRD's enums): together, every way a RayJob that
+# creates its cluster ends, except a job stopped with `ray job stop` (Complete, STOPPED).
+TERMINAL_CONDITIONS = (
+    ("jobStatus", "SUCCEEDED"),
+    ("jobStatus", "FAILED"),
+    ("jobDeploymentStatus", "Failed"),
+)
 
 
 def operator_problems(rayjob: Manifest) -> list[str]:
     """What the KubeRay operator would refuse in ``rayjob`` (its ``ValidateRayJobSpec`` and
-    ``ValidateRayJobMetadata`` rules for the fields tljob uses); empty when none."""
+    ``ValidateRayJobMetadata`` rules for the fields tljob uses, the deletion rules in full:
+    ``deletion_problems``); empty when none."""
     problems = []
     name = rayjob.get("metadata", {}).get("name", "")
     if len(name) > MAX_RAYJOB_NAME or not _DNS_1035.match(name):
@@ -97,7 +110,6 @@ def operator_problems(rayjob: Manifest) -> list[str]:
     selector = spec.get("clusterSelector") or {}
     mode = spec.get("submissionMode", "K8sJobMode")
     backoff = spec.get("backoffLimit", 0)
-    autoscaling = bool(cluster and cluster.get("enableInTreeAutoscaling"))
     if cluster is None and not selector:
         problems.append("spec: one of rayClusterSpec or clusterSelector must be set")
     if selector:
@@ -118,50 +130,117 @@ def operator_problems(rayjob: Manifest) -> list[str]:
     for key in ("activeDeadlineSeconds", "preRunningDeadlineSeconds"):
         if key in spec and spec[key] <= 0:
             problems.append(f"spec.{key} ({spec[key]}): must be a positive integer")
-    if spec.get("ttlSecondsAfterFinished", 0) > 0 and not spec.get("shutdownAfterJobFinishes"):
+    problems += deletion_problems(spec)
+    if cluster is not None:
+        autoscaling = bool(cluster.get("enableInTreeAutoscaling"))
+        v2 = (cluster.get("autoscalerOptions") or {}).get("version") == "v2"
+        idle = (cluster.get("autoscalerOptions") or {}).get("idleTimeoutSeconds", 0)
+        if idle < 0:
+            problems.append(f"autoscalerOptions.idleTimeoutSeconds ({idle}): must be >= 0")
+        for group in cluster.get("workerGroupSpecs", []):
+            name, low, high = group["groupName"], group.get("minReplicas"), group.get("maxReplicas")
+            if "idleTimeoutSeconds" in group and not (autoscaling and v2):
+                problems.append(f"worker group {name}: idleTimeoutSeconds needs autoscaler v2")
+            if not autoscaling and (low is None or high is None):
+                problems.append(
+                    f"worker group {name}: minReplicas and maxReplicas without autoscaling"
+                )
+            if low is not None and high is not None and low > high:
+                problems.append(f"worker group {name}: minReplicas {low} > maxReplicas {high}")
+    return problems
+
+
+def deletion_problems(spec: Manifest) -> list[str]:
+    """KubeRay's ``validateDeletionConfiguration`` (v1.7.0) on a RayJob ``spec``, with its
+    RayJobDeletionPolicy feature gate on (its default): TTL only with
+    ``shutdownAfterJobFinishes``; ``deletionRules`` exclusive with that and with the legacy
+    ``onSuccess`` / ``onFailure``; each rule on exactly one condition with a TTL >= 0; no
+    DeleteCluster / DeleteWorkers with a ``clusterSelector``, no DeleteWorkers with
+    autoscaling; one rule per (condition, policy); and per condition the TTLs in
+    ``DELETION_ORDER`` never decreasing. Empty when KubeRay accepts it."""
+    problems = []
+    shutdown = bool(spec.get("shutdownAfterJobFinishes"))
+    ttl_after = spec.get("ttlSecondsAfterFinished", 0)
+    if ttl_after < 0:
+        problems.append(f"spec.ttlSecondsAfterFinished ({ttl_after}): must be >= 0")
+    if ttl_after > 0 and not shutdown:
         problems.append("spec.ttlSecondsAfterFinished: needs shutdownAfterJobFinishes")
-    rules = (spec.get("deletionStrategy") or {}).get("deletionRules") or []
-    if rules and spec.get("shutdownAfterJobFinishes"):
+    strategy = spec.get("deletionStrategy")
+    if strategy is None:
+        return problems
+    rules = strategy.get("deletionRules") or []
+    legacy = "onSuccess" in strategy or "onFailure" in strategy
+    if rules and shutdown:
         problems.append(
             "spec.deletionStrategy.deletionRules: exclusive with shutdownAfterJobFinishes"
         )
+    if rules and legacy:
+        problems.append(
+            "spec.deletionStrategy: deletionRules and onSuccess/onFailure are exclusive"
+        )
+    if not rules and not ("onSuccess" in strategy and "onFailure" in strategy):
+        problems.append(
+            "spec.deletionStrategy: needs deletionRules, or both onSuccess and onFailure"
+        )
+    cluster = spec.get("rayClusterSpec") or {}
+    autoscaling = bool(cluster.get("enableInTreeAutoscaling"))
+    selector = bool(spec.get("clusterSelector"))
     ttls: dict[tuple[str, str], dict[str, int]] = {}
     for i, rule in enumerate(rules):
-        policy, condition = rule["policy"], rule["condition"]
         where = f"spec.deletionStrategy.deletionRules[{i}]"
+        policy, condition = rule.get("policy"), rule.get("condition") or {}
+        keys = [key for key in ("jobStatus", "jobDeploymentStatus") if key in condition]
+        ttl = condition.get("ttlSeconds", 0)
+        if len(keys) != 1:
+            problems.append(f"{where}: exactly one of jobStatus and jobDeploymentStatus")
+            continue
+        if ttl < 0:
+            problems.append(f"{where}: ttlSeconds ({ttl}) must be >= 0")
+            continue
         if selector and policy in ("DeleteCluster", "DeleteWorkers"):
             problems.append(f"{where}: {policy} is not supported with clusterSelector")
+            continue
         if autoscaling and policy == "DeleteWorkers":
             problems.append(f"{where}: DeleteWorkers is not supported with autoscaling enabled")
-        status = (
-            ("jobStatus", condition["jobStatus"])
-            if "jobStatus" in condition
-            else (
-                "jobDeploymentStatus",
-                condition.get("jobDeploymentStatus", ""),
-            )
-        )
+            continue
+        status = (keys[0], condition[keys[0]])
         if policy in ttls.setdefault(status, {}):
-            problems.append(f"{where}: a second {policy} rule for {status[1]}")
-        ttls[status][policy] = condition.get("ttlSeconds", 0)
-    for (_, status), by_policy in sorted(ttls.items()):
-        ordered = sorted(
-            (p for p in by_policy if p in _POLICY_ORDER), key=_POLICY_ORDER.__getitem__
-        )
-        for first, second in zip(ordered, ordered[1:], strict=False):
-            if by_policy[first] > by_policy[second]:
+            problems.append(f"{where}: a second {policy} rule for {status[0]} {status[1]!r}")
+            continue
+        ttls[status][policy] = ttl
+    for (key, value), by_policy in ttls.items():
+        ordered = [(p, by_policy[p]) for p in DELETION_ORDER if p in by_policy]
+        for (before, earlier), (policy, ttl) in zip(ordered, ordered[1:], strict=False):
+            if ttl < earlier:
                 problems.append(
-                    f"deletion rules for {status}: {first} ttl {by_policy[first]} must be <= "
-                    f"{second} ttl {by_policy[second]}"
-                )
-    if cluster is not None:
-        v2 = (cluster.get("autoscalerOptions") or {}).get("version") == "v2"
-        for group in cluster.get("workerGroupSpecs", []):
-            if "idleTimeoutSeconds" in group and not (autoscaling and v2):
-                problems.append(
-                    f"worker group {group['groupName']}: idleTimeoutSeconds needs autoscaler v2"
+                    f"deletion rules for {key} {value!r}: {policy} TTL ({ttl}) must be >= "
+                    f"{before} TTL ({earlier})"
                 )
     return problems
+
+
+def rerun_problems(rayjob: Manifest) -> list[str]:
+    """tljob's rule for a RayJob that creates its cluster: it deletes itself (DeleteSelf)
+    after every outcome a rule can name (``TERMINAL_CONDITIONS``). KubeRay never starts a
+    finished RayJob again, and ``kubectl apply`` of the same manifest onto it changes
+    nothing; once it is gone, the same apply is a new run. Empty when that holds."""
+    spec = rayjob.get("spec", {})
+    if "rayClusterSpec" not in spec:
+        return []
+    rules = (spec.get("deletionStrategy") or {}).get("deletionRules") or []
+    deleting = {
+        (key, rule["condition"][key])
+        for rule in rules
+        if rule.get("policy") == "DeleteSelf"
+        for key in ("jobStatus", "jobDeploymentStatus")
+        if key in rule.get("condition", {})
+    }
+    return [
+        f"no DeleteSelf rule for {key} {value!r}: the finished RayJob would stay, and "
+        "applying the same manifest again would not run it"
+        for key, value in TERMINAL_CONDITIONS
+        if (key, value) not in deleting
+    ]
 
 
 # --- credentials ---------------------------------------------------------------------------
