@@ -11,6 +11,7 @@ import ray
 
 from tljob import output, preflight, ray_private, storage
 from tljob.config import JobConfig
+from tljob.run import terminate
 
 
 def ensure_ray(verbose: bool = False, worker_lines: bool = True) -> None:
@@ -43,6 +44,7 @@ def ensure_ray(verbose: bool = False, worker_lines: bool = True) -> None:
         logging_level=logging.INFO if verbose else logging.WARNING,
         runtime_env={"env_vars": env},
     )
+    terminate.reclaim_sigterm()  # ray.init's own handler exits without a word
     if worker_lines:
         output.forward_only_tljob_lines(verbose)
 

@@ -33,7 +33,7 @@ from tljob.errors import JobFailedError, UserError
 from tljob.infer.pipeline import score_prepared
 from tljob.report import data_summary_line, set_aside_lines
 from tljob.run import checkpoint as ckpt_files
-from tljob.run import failed_run, failures
+from tljob.run import failed_run, failures, terminate
 from tljob.run import shipped as shipped_weights
 from tljob.run.attempts import clear_attempts, read_attempts, restart_figures
 from tljob.run.connect import check_cluster, ensure_ray, release_resource_request
@@ -160,6 +160,7 @@ def run_job_driver_fn(
     run_dir = prepare_run_dir(job.run.storage_path, job.run.name)
     newest: NewestCheckpoint | None = None
     lock = RunLock(run_dir, say=say, wait_s=lock_wait_s)
+    terminated = False
     try:
         # SIGTERM (a pod eviction, `ray job stop`) unwinds as Ctrl-C: the lock goes
         with sigterm_unwinds(), lock:
@@ -181,16 +182,21 @@ def run_job_driver_fn(
                 if told is e:
                     raise
                 raise told from e
+            except (KeyboardInterrupt, SystemExit):
+                terminated = terminate.received()  # (ray.get hides Terminated)
+                raise
             finally:
                 if newest is not None:
                     newest.close()
-    except Terminated:
+    except (KeyboardInterrupt, SystemExit) as e:
+        if not (terminated or isinstance(e, Terminated)):
+            raise
         resume = failed_run.resume_point(run_dir, newest)
         say(
             f"terminated (SIGTERM); the run lock {lock.location.uri} is released. "
             f"{failures.resume_sentence(resume, run_dir.uri)}"
         )
-        raise
+        raise Terminated from None
     finally:
         if not in_sweep:  # a sweep's request is its driver's (tljob.tune.driver)
             release_resource_request()
@@ -241,9 +247,9 @@ def _train_and_summarise(
         # a sweep scores only its best trial on the test split (tljob.tune.outputs)
         test = prepared.test is not None and not in_sweep
         _trainer(job, prepared, done, run_dir, sink, shipped, train_callbacks, note, test).fit()
-    except Terminated:
-        raise  # said by run_job_driver_fn once the lock is released
     except (KeyboardInterrupt, SystemExit):
+        if terminate.received():
+            raise  # said by run_job_driver_fn once the lock is released
         # Ray Train's own Ctrl-C handler aborts the run and leaves fit() with SystemExit.
         resume = failed_run.resume_point(run_dir, newest)
         say(f"interrupted. {failures.resume_sentence(resume, run_dir.uri)}")
