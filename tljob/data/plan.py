@@ -29,7 +29,7 @@ images made them smaller (``check_prepared``).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import ChainMap, Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,7 +37,7 @@ from typing import Any
 from tljob.config import JobConfig
 from tljob.data.listing import DataError, ImageListing, Split, split_listing
 from tljob.data.prepared import SplitSettings, StoreSettings, fingerprint
-from tljob.data.sources import listing_stats
+from tljob.data.sources import ObjectStat, listing_stats
 from tljob.data.testset import list_test_source, listed_test_items
 from tljob.preflight.batches import check_batches
 
@@ -174,9 +174,9 @@ def plan_data(job: JobConfig, listing: ImageListing, batches: bool = True) -> Da
             "every class needs at least 2 images"
         )
     store = store_settings(job)
-    stats = listing_stats(listing, _uris(listing))
+    stats: Mapping[str, ObjectStat] = listing_stats(listing, _uris(listing))
     if test_listing is not None:
-        stats.update(listing_stats(test_listing, _uris(test_listing)))
+        stats = ChainMap(stats, listing_stats(test_listing, _uris(test_listing)))
     named = [("train", train), ("val", val)]
     if split.test_fraction > 0 or test_listing is not None:
         named.append(("test", test))

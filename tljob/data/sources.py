@@ -26,7 +26,7 @@ so an object store works as a local disk does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
@@ -323,8 +323,33 @@ def _file_infos(fs: pafs.FileSystem, paths: list[str]) -> list[pafs.FileInfo]:
         return [info for part in pool.map(fs.get_file_info, chunks) for info in part]
 
 
-def listing_stats(listing: ImageListing, uris: Iterable[str]) -> dict[str, ObjectStat]:
-    """``ObjectStat`` of every uri: from what the listing learnt, the rest looked at."""
+def listing_stats(listing: ImageListing, uris: Iterable[str]) -> Mapping[str, ObjectStat]:
+    """``ObjectStat`` of every uri: from what the listing learnt, the rest looked at. Made
+    on demand from ``listing.stats``: a million ``ObjectStat`` at once would cost the
+    driver hundreds of MB."""
     uris = list(uris)
-    known = {u: ObjectStat(u, *listing.stats[u]) for u in uris if u in listing.stats}
-    return {**known, **stat_objects(u for u in uris if u not in known)}
+    return ListedStats(uris, listing.stats, stat_objects(u for u in uris if u not in listing.stats))
+
+
+class ListedStats(Mapping[str, ObjectStat]):
+    """The ``ObjectStat`` of ``uris``: ``looked`` ones as they are, the others from
+    ``known`` (uri -> (size, mtime_ns)) when asked for."""
+
+    def __init__(
+        self, uris: list[str], known: Mapping[str, tuple[int, int]], looked: dict[str, ObjectStat]
+    ) -> None:
+        self.uris, self.known, self.looked = uris, known, looked
+
+    def __getitem__(self, uri: str) -> ObjectStat:
+        found = self.looked.get(uri)
+        if found is not None:
+            return found
+        if uri not in self.known:
+            raise KeyError(uri)
+        return ObjectStat(uri, *self.known[uri])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.uris)
+
+    def __len__(self) -> int:
+        return len(self.uris)
