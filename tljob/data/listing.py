@@ -147,9 +147,9 @@ def list_images(
     return ImageListing(classes=class_dirs, files=files, skipped=skipped, stats=stats)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageScan:
-    """What the cluster scan found for one file."""
+    """What the cluster scan found for one file (slots: a million are held at once)."""
 
     sha256: str  # hex digest of the file's bytes; "" when it could not be read
     problem: str  # why it cannot be used ("<kind>: <detail>"); "" when it decodes
@@ -173,28 +173,35 @@ def check_listing(listing: ImageListing, scans: Mapping[str, ImageScan]) -> Chec
     it when it is used, of what it duplicates, or quarantined with its reason.
     """
     quarantined: list[dict[str, str]] = list(listing.quarantined)
-    by_content: dict[str, list[tuple[str, str]]] = {}  # sha256 -> [(path, class)]
+    found: list[tuple[str, str, str]] = []  # (sha256, path, class) of the decodable files
     for name in listing.classes:
         for path in listing.files.get(name, []):
             scan = scans[path]
             if scan.problem:
                 quarantined.append({"path": path, "reason": scan.problem})
             else:
-                by_content.setdefault(scan.sha256, []).append((path, name))
+                found.append((scan.sha256, path, name))
+    # Copies are neighbours in hash order: a sort, not a dict of lists per hash (a few
+    # hundred MB of the driver's memory at a million files).
+    found.sort()
     duplicates: list[dict[str, str]] = []
     kept: set[str] = set()
-    for copies in by_content.values():
-        classes = sorted({name for _, name in copies})
+    start = 0
+    while start < len(found):
+        end = start + 1
+        while end < len(found) and found[end][0] == found[start][0]:
+            end += 1
+        copies, start = found[start:end], end  # sorted by path within one hash
+        classes = sorted({name for _, _, name in copies})
         if len(classes) > 1:
             # The same bytes cannot be two classes: neither label can be trusted.
             reason = "label_conflict: identical bytes are filed under classes " + ", ".join(
                 map(repr, classes)
             )
-            quarantined += [{"path": path, "reason": reason} for path, _ in copies]
+            quarantined += [{"path": path, "reason": reason} for _, path, _ in copies]
             continue
-        paths = sorted(path for path, _ in copies)
-        kept.add(paths[0])
-        duplicates += [{"path": p, "duplicate_of": paths[0]} for p in paths[1:]]
+        kept.add(copies[0][1])
+        duplicates += [{"path": p, "duplicate_of": copies[0][1]} for _, p, _ in copies[1:]]
     copy_of = {d["path"]: d["duplicate_of"] for d in duplicates}
     reason_of = {q["path"]: q["reason"] for q in quarantined}
     for again in (entry["path"] for entry in listing.listed_again):
