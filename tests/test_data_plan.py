@@ -21,10 +21,11 @@ from conftest import write_digits_tree
 
 from tljob.config import load_config
 from tljob.config.sweep import load_sweep, trial_job
-from tljob.data.listing import DataError, check_listing, list_images, split_stratified
+from tljob.data.listing import DataError, check_listing, list_images
 from tljob.data.plan import Batches, plan_data, store_settings
 from tljob.data.prepared import SplitSettings, fingerprint
 from tljob.data.sources import listing_stats
+from tljob.data.split import split_stratified
 from tljob.infer.parts import manifest_csv
 from tljob.preflight import TooFewImagesError, check_batches
 

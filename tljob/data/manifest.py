@@ -84,7 +84,8 @@ def read_rows(base: storage.Location, table: pa.Table, source: str, field: str) 
         else np.full(len(table), NO_SIZE, dtype=np.int64)
     )
     folder = pc.ends_with(written, "/").to_numpy(zero_copy_only=False)
-    return ManifestRows(resolve_uris(base, written), labels, sizes, folder)
+    # writable: the sizes looked up are filled in
+    return ManifestRows(resolve_uris(base, written), labels, np.array(sizes), folder)
 
 
 def _text(column: pa.ChunkedArray) -> pa.Array:

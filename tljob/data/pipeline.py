@@ -63,7 +63,6 @@ from tljob.data.listing import (
     check_listing,
     list_images,
     refuse_classes_without_training_images,
-    split_stratified,
 )
 from tljob.data.plan import DataPlan, plan_data, store_settings
 from tljob.data.prepared import (
@@ -79,6 +78,7 @@ from tljob.data.prepared import (
 )
 from tljob.data.shards import Progress, stage_all, write_splits
 from tljob.data.sources import list_source
+from tljob.data.split import SplitItem, split_stratified
 from tljob.data.stream import split_dataset
 from tljob.data.testset import check_test_listing, empty_test_error, merge_checked, usable_items
 from tljob.data.views import TrainingViews
@@ -366,7 +366,7 @@ def _examples(checked: CheckedListing, limit: int = 5) -> str:
     return "; ".join(found[:limit]) + more
 
 
-def _split_counts(classes: list[str], items: list[dict[str, Any]]) -> SplitCounts:
+def _split_counts(classes: list[str], items: list[SplitItem]) -> SplitCounts:
     per_class = Counter(classes[it["label"]] for it in items)
     return SplitCounts(used=len(items), per_class_used={c: per_class.get(c, 0) for c in classes})
 

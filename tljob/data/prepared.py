@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import heapq
 import io
+import itertools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -140,17 +142,23 @@ def _hash_objects(
     digest: Any, listing: ImageListing, stats: Mapping[str, ObjectStat], chunk: int = 10_000
 ) -> None:
     """Hash the JSON array of ``[uri, class, size, mtime_ns]`` of every file of ``listing``,
-    sorted (by uri: a listing holds a uri in one class), as ``json.dumps`` writes it."""
-    uris = [u for name in listing.classes for u in listing.files[name]]
-    names = [name for name in listing.classes for _ in listing.files[name]]
-    order = sorted(range(len(uris)), key=uris.__getitem__)
+    sorted, as ``json.dumps`` writes it. Each class's files are sorted and a listing holds a
+    uri in one class, so merging the classes by uri gives that order without a sort."""
+    merged = heapq.merge(
+        *(zip(listing.files[name], itertools.repeat(name)) for name in listing.classes),
+        key=lambda pair: pair[0],
+    )
     digest.update(b"[")
-    for start in range(0, len(order), chunk):
-        part = []
-        for i in order[start : start + chunk]:
-            st = stats[uris[i]]
-            part.append(_dumps([uris[i], names[i], st.size, st.mtime_ns]))
-        digest.update((b"," if start else b"") + ",".join(part).encode("utf-8"))
+    first = True
+    while True:
+        part = [
+            _dumps([uri, name, stats[uri].size, stats[uri].mtime_ns])
+            for uri, name in itertools.islice(merged, chunk)
+        ]
+        if not part:
+            break
+        digest.update((b"" if first else b",") + ",".join(part).encode("utf-8"))
+        first = False
     digest.update(b"]")
 
 
