@@ -1,14 +1,16 @@
 """What ``data.source`` names: a folder per class, or a manifest of ``uri,label`` rows.
 
-Pure (pyarrow and ``tljob.storage`` only; no Ray, no TensorFlow). Both layouts become one
+Pure (pyarrow, numpy and ``tljob.storage`` only; no Ray, no TensorFlow). Both layouts become one
 ``ImageListing``: classes in label-index order, the URIs of each class (sorted), what was
 skipped, and what was set aside at listing (``ImageListing.quarantined``):
 
-* a manifest (``.csv`` or ``.parquet``; columns ``uri`` and ``label``): relative uris are
-  relative to the manifest's folder, absolute ones (``/…``, ``scheme://…``) may point
+* a manifest (``.csv`` or ``.parquet``; columns ``uri`` and ``label``, optionally ``size``:
+  ``tljob.data.manifest`` reads it as columns): relative uris are relative to the manifest's
+  folder, absolute ones (``/…``, ``scheme://…``) may point
   anywhere in the store. Classes are the sorted distinct labels, or ``data.classes``.
-  A row whose label is not a class is ``unknown_label``; a row whose object does not
-  exist is ``missing_object``, a row that names a folder (a local directory, or an
+  A row whose label is not a class is ``unknown_label``; a row without a ``size`` is
+  looked at (one ``HEAD`` on S3), and is ``missing_object`` when its object does not exist
+  (a row with a size is trusted: a missing object is quarantined when read); a row that names a folder (a local directory, or an
   ``s3://`` prefix with objects below it but no object of its own, or any uri written with
   a trailing "/") is ``is_a_directory``; a row without a uri is ``empty_uri`` (its path is
   ``<manifest>#row=<n>``, data rows counted from 1); one uri listed under two labels is a

@@ -1,5 +1,6 @@
 """Streaming a prepared split from its shards into training, a few row groups per task.
 
+The shards' footers are read by Ray tasks (``shard_units_in_tasks``), not on the driver.
 A unit of work is one Parquet row group of one shard (about ``prepared.ROW_GROUP_BYTES``):
 one ranged read, then the stored pixels are decoded (when encoded) and resized to the
 training size in the same task (a task takes about ``TASK_ROWS`` rows' worth of units),
