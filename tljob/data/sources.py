@@ -1,22 +1,23 @@
 """What ``data.source`` names: a folder per class, or a manifest of ``uri,label`` rows.
 
-Pure (pyarrow, numpy and ``tljob.storage`` only; no Ray, no TensorFlow). Both layouts become one
-``ImageListing``: classes in label-index order, the URIs of each class (sorted), what was
-skipped, and what was set aside at listing (``ImageListing.quarantined``):
+Pure (pyarrow, numpy and ``tljob.storage`` only; no Ray, no TensorFlow). Both layouts
+become one ``ImageListing``: classes in label-index order, the URIs of each class (sorted),
+what was skipped, and what was set aside at listing (``ImageListing.quarantined``):
 
-* a manifest (``.csv`` or ``.parquet``; columns ``uri`` and ``label``, optionally ``size``:
-  ``tljob.data.manifest`` reads it as columns): relative uris are relative to the manifest's
-  folder, absolute ones (``/…``, ``scheme://…``) may point
-  anywhere in the store. Classes are the sorted distinct labels, or ``data.classes``.
-  A row whose label is not a class is ``unknown_label``; a row without a ``size`` is
-  looked at (one ``HEAD`` on S3), and is ``missing_object`` when its object does not exist
-  (a row with a size is trusted: a missing object is quarantined when read); a row that names a folder (a local directory, or an
-  ``s3://`` prefix with objects below it but no object of its own, or any uri written with
-  a trailing "/") is ``is_a_directory``; a row without a uri is ``empty_uri`` (its path is
-  ``<manifest>#row=<n>``, data rows counted from 1); one uri listed under two labels is a
-  ``label_conflict`` (every row), listed twice under one label a ``duplicate_row`` (the
-  later rows). Labels that differ only in case are refused (``listing.refuse_case_variants``),
-  and so is a class none of whose rows is left to read, naming the rows and why.
+* a manifest (``.csv`` or ``.parquet``; columns ``uri`` and ``label``, optionally ``size``;
+  read as columns by ``tljob.data.manifest``): relative uris are relative to the manifest's
+  folder, absolute ones (``/…``, ``scheme://…``) may point anywhere in the store. Classes
+  are the sorted distinct labels, or ``data.classes``. A row whose label is not a class is
+  ``unknown_label``; a row without a ``size`` is looked at (one ``HEAD`` on S3), and is
+  ``missing_object`` when its object does not exist (a row with a size is trusted: a
+  missing object is quarantined when read); a row that names a folder (a local directory,
+  or an ``s3://`` prefix with objects below it but no object of its own, or any uri written
+  with a trailing "/") is ``is_a_directory``; a row without a uri is ``empty_uri`` (its
+  path is ``<manifest>#row=<n>``, data rows counted from 1); one uri listed under two
+  labels is a ``label_conflict`` (every row), listed twice under one label a
+  ``duplicate_row`` (the later rows). Labels that differ only in case are refused
+  (``listing.refuse_case_variants``), and so is a class none of whose rows is left to read,
+  naming the rows and why.
 * a folder tree: ``listing.list_images``; with ``data.classes`` set, files in other class
   folders are ``unknown_label``, and a listed class without a folder is an error.
 * a list of sources (each one of the above): each listed whole, its errors naming
