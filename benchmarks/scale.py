@@ -240,7 +240,12 @@ def prepare(source: str, images: int, s3: list[str], work: Path) -> None:
     )
     storage.reset()
     storage.configure(storage.S3Settings.from_config(job.s3))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": storage.worker_env()},  # the workers reach the same store
+    )
     try:
         start = time.perf_counter()
         prepared = prepare_data(job)
