@@ -279,7 +279,7 @@ def _prepare(plan: DataPlan, folder: storage.Location, job: JobConfig) -> Prepar
                 f"{len(checked.quarantined)} file(s) the {name} split is empty; every class "
                 f"needs at least 2 distinct readable images. Set aside: {_examples(checked)}"
             )
-    members = {name: [it["path"] for it in split_items] for name, split_items in by_split.items()}
+    members = {name: [path for path, _ in items] for name, items in by_split.items()}
     files = write_splits(staged, members, store, attempt)
     storage.delete_dir(attempt.join("staging"))
     storage.write_text(attempt.join(QUARANTINE_FILE), quarantine_csv(checked.quarantined))
@@ -367,7 +367,7 @@ def _examples(checked: CheckedListing, limit: int = 5) -> str:
 
 
 def _split_counts(classes: list[str], items: list[SplitItem]) -> SplitCounts:
-    per_class = Counter(classes[it["label"]] for it in items)
+    per_class = Counter(classes[label] for _, label in items)
     return SplitCounts(used=len(items), per_class_used={c: per_class.get(c, 0) for c in classes})
 
 

@@ -199,5 +199,5 @@ def _uris(listing: ImageListing) -> list[str]:
 
 
 def _per_class(classes: list[str], items: list[SplitItem]) -> dict[str, int]:
-    counts = Counter(classes[it["label"]] for it in items)
+    counts = Counter(classes[label] for _, label in items)
     return {c: counts.get(c, 0) for c in classes}

@@ -35,7 +35,7 @@ from tljob.data.listing import (
     list_images,
 )
 from tljob.data.sources import is_manifest, list_manifest
-from tljob.data.split import SplitItem
+from tljob.data.split import SplitItem, path_of
 
 FIELD = "data.test_source"
 
@@ -88,7 +88,7 @@ def usable_items(
         for path in listing.files.get(name, [])
         if path not in exclude
     ]
-    return sorted(items, key=lambda item: item["path"])
+    return sorted(items, key=path_of)
 
 
 def check_test_listing(
