@@ -43,7 +43,9 @@ def manifest_text(uris: list[str], classes: int, sizes: list[int] | None) -> str
     """A ``uri,label[,size]`` CSV; row i is class i % classes."""
     if sizes is None:
         return "uri,label\n" + "".join(f"{u},class_{i % classes}\n" for i, u in enumerate(uris))
-    rows = (f"{u},class_{i % classes},{s}\n" for i, (u, s) in enumerate(zip(uris, sizes)))
+    rows = (
+        f"{u},class_{i % classes},{s}\n" for i, (u, s) in enumerate(zip(uris, sizes, strict=True))
+    )
     return "uri,label,size\n" + "".join(rows)
 
 
@@ -195,7 +197,10 @@ def run_s3(args: argparse.Namespace) -> None:
         print(f"{args.objects} objects uploaded in {upload:.0f} s")
         uris = [f"../{k}" for k in keys]
         lists = {
-            "no size (one HEAD a row)": ("lists/heads.csv", manifest_text(uris, args.classes, None)),
+            "no size (one HEAD a row)": (
+                "lists/heads.csv",
+                manifest_text(uris, args.classes, None),
+            ),
             "size column (no HEAD)": ("lists/sized.csv", manifest_text(uris, args.classes, sizes)),
             "prepare": (
                 "lists/prepare.csv",
