@@ -23,10 +23,11 @@ from conftest import write_digits_tree
 from tljob import ray_private
 from tljob.config import load_config
 from tljob.config.sweep import load_sweep, trial_job
-from tljob.data.listing import DataError, check_listing, list_images, split_stratified
+from tljob.data.listing import DataError, check_listing, list_images
 from tljob.data.plan import Batches, plan_data, store_settings
 from tljob.data.prepared import SplitSettings, fingerprint
 from tljob.data.sources import listing_stats
+from tljob.data.split import split_stratified
 from tljob.infer.parts import manifest_csv
 from tljob.preflight import TooFewImagesError, check_batches
 
@@ -333,14 +334,50 @@ def test_a_train_on_a_folder_and_a_pseudo_label_manifest_prints_json_and_frees_i
     ]
 
 
+def _counting_trial(config, *, splits_to: str, **kwargs):
+    """``trial_driver_fn`` that writes to ``splits_to`` how many splits its process made
+    (it runs in a Tune actor: this module is shipped by value, see the test below)."""
+    from pathlib import Path as _Path
+
+    from tljob.data import plan, split
+    from tljob.tune.trial import trial_driver_fn
+
+    made = []
+    real = split.split_listing
+
+    def counted(*args, **kw):
+        made.append(1)
+        return real(*args, **kw)
+
+    split.split_listing = plan.split_listing = counted
+    try:
+        trial_driver_fn(config, **kwargs)
+    finally:
+        split.split_listing = plan.split_listing = real
+        _Path(splits_to).write_text(str(len(made)))
+
+
 def test_a_sweep_splits_the_listing_once_and_checks_batches_once(
     tmp_path, ray_connected, lines, monkeypatch
 ):
+    import functools
+    import sys
+
+    import ray.cloudpickle
+
+    from tljob.tune import driver
     from tljob.tune.driver import sweep_driver_fn
 
     # the sweep's driver sets RAY_AIR_NEW_OUTPUT=0 in its process (this one): undone after
     # the test, so later tests' subprocesses do not inherit Tune's old output engine
     monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    # the trial counts the splits made in its own process (a Tune actor), into a file
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    trial_splits = tmp_path / "trial_splits"
+    counting = functools.partial(_counting_trial, splits_to=str(trial_splits))
+    monkeypatch.setattr(
+        driver, "trial_driver_fn", functools.update_wrapper(counting, _counting_trial)
+    )
 
     data = write_digits_tree(tmp_path / "digits", classes=3, per_class=8, scale=4)
     # one trial is enough: a trial's own plan is test_a_trial_uses_the_sweeps_plan_...'s
@@ -353,3 +390,4 @@ def test_a_sweep_splits_the_listing_once_and_checks_batches_once(
     ]
     assert lines.count("preparing 24 images into ") == 1
     assert lines.counts() == (1, 1)  # in the sweep's driver; the trial gets its plan
+    assert trial_splits.read_text() == "0"  # and splits nothing again

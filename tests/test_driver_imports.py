@@ -23,7 +23,8 @@ import yaml
 from conftest import write_digits_tree
 from test_train_cli import job_yaml
 
-from tljob.data.listing import list_images, split_listing
+from tljob.data.listing import list_images
+from tljob.data.split import split_listing
 from tljob.evaluate.metrics import score
 from tljob.images import load_image
 

@@ -47,6 +47,8 @@ PURE = [
     "tljob.output",
     "tljob.progress",
     "tljob.data.listing",
+    "tljob.data.split",
+    "tljob.data.manifest",
     "tljob.data.sources",
     "tljob.data.merge",
     "tljob.data.prepared",

@@ -19,9 +19,9 @@ from tljob.data.listing import (
     check_listing,
     list_images,
     refuse_classes_without_training_images,
-    split_stratified,
 )
 from tljob.data.sources import list_manifest
+from tljob.data.split import split_stratified
 
 # --- listing: symlinks are followed once, hidden entries are skipped at every depth ---
 

@@ -177,6 +177,13 @@ def _planted_store(tmp_path: Path) -> tuple[Path, Path]:
 def test_every_bad_kind_is_quarantined_and_listed_in_quarantine_csv(tmp_path, local_ray):
     local_address = local_ray
     manifest, imgs = _planted_store(tmp_path)
+    # a size column, empty (looked at) but for one row naming no object: not looked at, so
+    # it is quarantined when read
+    rows = [(*row, "") for row in list(csv.reader(manifest.open()))[1:]]
+    with manifest.open("w", newline="") as f:
+        csv.writer(f).writerows(
+            [("uri", "label", "size"), *rows, ("../imgs/gone.jpg", "cats", "10")]
+        )
     settings = ["data.classes=[cats, dogs]", "data.max_image_pixels=1000000"]
     job = _job(manifest, tmp_path / "runs", *settings, "data.max_bad_fraction=0.5")
     prepared = prepare_data(job)
@@ -189,11 +196,13 @@ def test_every_bad_kind_is_quarantined_and_listed_in_quarantine_csv(tmp_path, lo
         f"{bad / 'text.jpg'},none,corrupt_image: not a recognised image format",
         f"{bad / 'trunc.jpg'},none,corrupt_image: OSError: Truncated File Read",
         f"{bad / 'zero.jpg'},none,empty_file: the file has 0 bytes",
+        f"{imgs / 'gone.jpg'},none,unreadable_file: [Errno 2] Failed to open local file "
+        f"'{imgs / 'gone.jpg'}'. Detail: [errno 2] No such file or directory",
         f"{imgs / 'nope.jpg'},none,missing_object: no such file or object",
         f"{imgs / 'zebra.png'},none,unknown_label: 'zebra' is not one of `data.classes`",
     ]
     summary = prepared.summary()
-    assert summary["listed"] == 18 and summary["quarantined"] == 6
+    assert summary["listed"] == 19 and summary["quarantined"] == 7  # in = used + set aside
     assert summary["splits"]["train"]["used"] + summary["splits"]["val"]["used"] == 12
     assert summary["quarantined_reasons"] == {
         "corrupt_image": 2,
@@ -201,6 +210,7 @@ def test_every_bad_kind_is_quarantined_and_listed_in_quarantine_csv(tmp_path, lo
         "missing_object": 1,
         "too_many_pixels": 1,
         "unknown_label": 1,
+        "unreadable_file": 1,
     }
     assert prepared.report()["quarantined_files"] == prepared.quarantined
     assert prepared.classes == ["cats", "dogs"]
@@ -219,7 +229,7 @@ def test_every_bad_kind_is_quarantined_and_listed_in_quarantine_csv(tmp_path, lo
     )
     assert proc.returncode == 2, proc.stderr
     assert (
-        "`data.max_bad_fraction` (0.25): 6 of 18 listed images (33.3%) are quarantined, more "
+        "`data.max_bad_fraction` (0.25): 7 of 19 listed images (36.8%) are quarantined, more "
         f"than the limit allows. Each is listed with why in {prepared.quarantine_uri}"
     ) in proc.stderr
     assert "reusing prepared data" in proc.stdout + proc.stderr

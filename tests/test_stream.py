@@ -51,7 +51,9 @@ def _epochs(ds, n: int) -> list[list[int]]:
 
 @pytest.mark.ray
 @pytest.mark.usefixtures("local_ray")
-def test_each_epoch_reads_every_row_once_in_a_new_reproducible_group_order(tmp_path):
+def test_each_epoch_reads_every_row_once_in_a_new_reproducible_group_order(tmp_path, monkeypatch):
+    from tljob.data import stream
+
     names = _write_shards(tmp_path, 12, [10, 7], group=3)
     folder = storage.resolve(str(tmp_path))
     units = shard_units(folder, names)
@@ -59,6 +61,10 @@ def test_each_epoch_reads_every_row_once_in_a_new_reproducible_group_order(tmp_p
         ("s0.parquet", 0, 3), ("s0.parquet", 1, 3), ("s0.parquet", 2, 3), ("s0.parquet", 3, 1),
         ("s1.parquet", 0, 3), ("s1.parquet", 1, 3), ("s1.parquet", 2, 1),
     ]  # fmt: skip
+    # the stream's footers are read by Ray tasks (one shard each here), never on the driver
+    monkeypatch.setattr(stream, "FOOTERS_PER_TASK", 1)
+    monkeypatch.setattr(pq, "ParquetFile", lambda *a: pytest.fail("a footer read here"))
+    assert stream.shard_units_in_tasks(folder, names) == units
     ds = split_dataset(folder, names, 12, "raw", 8, shuffle_seed=5)
     epochs = _epochs(ds, 3)
     for order in epochs:

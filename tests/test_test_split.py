@@ -15,18 +15,11 @@ import pytest
 from conftest import scan_file, write_digits_tree, write_manifest, write_truncated_jpeg
 
 from tljob.config import ConfigError, load_config
-from tljob.data.listing import (
-    DataError,
-    ImageListing,
-    check_listing,
-    list_images,
-    split_counts,
-    split_listing,
-    split_stratified,
-)
+from tljob.data.listing import DataError, ImageListing, check_listing, list_images
 from tljob.data.plan import plan_data, store_settings
 from tljob.data.prepared import FORMAT_VERSION
 from tljob.data.sources import list_source, listing_stats
+from tljob.data.split import split_counts, split_listing, split_stratified
 from tljob.data.testset import check_test_listing, list_test_source
 from tljob.report import data_summary_line
 

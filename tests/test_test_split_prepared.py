@@ -17,7 +17,8 @@ from conftest import scan_file, write_digits_tree
 
 from tljob import storage
 from tljob.config import load_config
-from tljob.data.listing import check_listing, list_images, split_listing
+from tljob.data.listing import check_listing, list_images
+from tljob.data.split import split_listing
 from tljob.report import data_summary_line
 
 pytestmark = pytest.mark.ray

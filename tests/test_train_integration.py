@@ -25,7 +25,8 @@ from conftest import REPO, write_digits_tree
 
 from tljob import output, storage
 from tljob.config import load_config
-from tljob.data.listing import list_images, split_stratified
+from tljob.data.listing import list_images
+from tljob.data.split import split_stratified
 from tljob.images import load_image
 from tljob.run import checkpoint as ckpt_files
 

@@ -37,9 +37,6 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
-
-import numpy as np
 
 from tljob import output, storage
 from tljob.errors import UserError
@@ -147,9 +144,9 @@ def list_images(
     return ImageListing(classes=class_dirs, files=files, skipped=skipped, stats=stats)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageScan:
-    """What the cluster scan found for one file."""
+    """What the cluster scan found for one file (slots: a million are held at once)."""
 
     sha256: str  # hex digest of the file's bytes; "" when it could not be read
     problem: str  # why it cannot be used ("<kind>: <detail>"); "" when it decodes
@@ -173,28 +170,35 @@ def check_listing(listing: ImageListing, scans: Mapping[str, ImageScan]) -> Chec
     it when it is used, of what it duplicates, or quarantined with its reason.
     """
     quarantined: list[dict[str, str]] = list(listing.quarantined)
-    by_content: dict[str, list[tuple[str, str]]] = {}  # sha256 -> [(path, class)]
+    found: list[tuple[str, str, str]] = []  # (sha256, path, class) of the decodable files
     for name in listing.classes:
         for path in listing.files.get(name, []):
             scan = scans[path]
             if scan.problem:
                 quarantined.append({"path": path, "reason": scan.problem})
             else:
-                by_content.setdefault(scan.sha256, []).append((path, name))
+                found.append((scan.sha256, path, name))
+    # Copies are neighbours in hash order: a sort, not a dict of lists per hash (a few
+    # hundred MB of the driver's memory at a million files).
+    found.sort()
     duplicates: list[dict[str, str]] = []
     kept: set[str] = set()
-    for copies in by_content.values():
-        classes = sorted({name for _, name in copies})
+    start = 0
+    while start < len(found):
+        end = start + 1
+        while end < len(found) and found[end][0] == found[start][0]:
+            end += 1
+        copies, start = found[start:end], end  # sorted by path within one hash
+        classes = sorted({name for _, _, name in copies})
         if len(classes) > 1:
             # The same bytes cannot be two classes: neither label can be trusted.
             reason = "label_conflict: identical bytes are filed under classes " + ", ".join(
                 map(repr, classes)
             )
-            quarantined += [{"path": path, "reason": reason} for path, _ in copies]
+            quarantined += [{"path": path, "reason": reason} for _, path, _ in copies]
             continue
-        paths = sorted(path for path, _ in copies)
-        kept.add(paths[0])
-        duplicates += [{"path": p, "duplicate_of": paths[0]} for p in paths[1:]]
+        kept.add(copies[0][1])
+        duplicates += [{"path": p, "duplicate_of": copies[0][1]} for _, p, _ in copies[1:]]
     copy_of = {d["path"]: d["duplicate_of"] for d in duplicates}
     reason_of = {q["path"]: q["reason"] for q in quarantined}
     for again in (entry["path"] for entry in listing.listed_again):
@@ -209,99 +213,6 @@ def check_listing(listing: ImageListing, scans: Mapping[str, ImageScan]) -> Chec
         usable=ImageListing(classes=listing.classes, files=usable, skipped=listing.skipped),
         duplicates=sorted(duplicates, key=lambda d: d["path"]),
         quarantined=sorted(quarantined, key=lambda q: q["path"]),
-    )
-
-
-class Split(NamedTuple):
-    """The stratified split of a listing: lists of ``{"path", "label"}`` (labels index the
-    listing's classes). ``train`` is in a seeded order that mixes the classes; ``val`` and
-    ``test`` are sorted by path."""
-
-    train: list[dict[str, Any]]
-    val: list[dict[str, Any]]
-    test: list[dict[str, Any]]
-
-
-# A class needs this many images for a test split: 1 test, 1 validation, 1 training.
-MIN_IMAGES_WITH_TEST = 3
-
-
-def split_counts(n: int, val_fraction: float, test_fraction: float = 0.0) -> tuple[int, int]:
-    """(test, validation) images of a class of ``n`` (``n`` >= ``MIN_IMAGES_WITH_TEST``
-    when ``test_fraction`` > 0). Test first: round(n * test_fraction), at least 1 and
-    leaving 2; then validation: round(n * val_fraction), at least 1 and leaving 1 for
-    training (none when fewer than 2 are left, as for a class of 1 without a test split)."""
-    n_test = min(max(round(n * test_fraction), 1), n - 2) if test_fraction > 0 else 0
-    rest = n - n_test
-    n_val = 0 if rest < 2 else min(max(round(n * val_fraction), 1), rest - 1)
-    return n_test, n_val
-
-
-def split_listing(
-    listing: ImageListing, val_fraction: float, seed: int, test_fraction: float = 0.0
-) -> Split:
-    """Split every class into test, validation and training images.
-
-    Each class's images (sorted paths) are put in one order drawn from a generator seeded
-    with ``[seed, label]``; the first ``split_counts(n)[0]`` are test, the next
-    ``split_counts(n)[1]`` validation, the rest training. So the test images of a class
-    depend only on its paths, ``seed`` and ``test_fraction``, never on ``val_fraction``;
-    with ``test_fraction`` 0 the split is the train/validation split tljob always made.
-    Deterministic, independent of worker count. A class of no images gives none (refused
-    elsewhere as a class without training images); with ``test_fraction`` > 0 a class of
-    1 or 2 images raises ``DataError`` naming it and its count.
-    """
-    if test_fraction > 0:
-        few = {
-            name: len(listing.files.get(name, []))
-            for name in listing.classes
-            if 0 < len(listing.files.get(name, [])) < MIN_IMAGES_WITH_TEST
-        }
-        if few:
-            raise too_few_for_test_error(few, test_fraction)
-    train: list[dict[str, Any]] = []
-    val: list[dict[str, Any]] = []
-    test: list[dict[str, Any]] = []
-    for label, name in enumerate(listing.classes):
-        paths = listing.files.get(name, [])
-        n_test, n_val = split_counts(len(paths), val_fraction, test_fraction)
-        order = np.random.default_rng([seed, label]).permutation(len(paths))
-        for rank, i in enumerate(order):
-            item = {"path": paths[i], "label": label}
-            (test if rank < n_test else val if rank < n_test + n_val else train).append(item)
-    # Interleave classes so every block of the stream mixes them (a local shuffle buffer
-    # cannot fix class-sorted blocks).
-    np.random.default_rng([seed, 1_000_003]).shuffle(train)
-    val.sort(key=lambda item: item["path"])
-    test.sort(key=lambda item: item["path"])
-    # Each split is made once per run (tljob.data.plan): this line lets a test count them.
-    log.debug(
-        f"split_stratified: {len(train)} training, {len(val)} validation, {len(test)} test images"
-    )
-    return Split(train=train, val=val, test=test)
-
-
-def split_stratified(
-    listing: ImageListing, val_fraction: float, seed: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The (train, val) split without a test split (``split_listing`` with
-    ``test_fraction`` 0). A class of n >= 2 images puts between 1 and n-1 in validation."""
-    split = split_listing(listing, val_fraction, seed)
-    return split.train, split.val
-
-
-def too_few_for_test_error(counts: Mapping[str, int], test_fraction: float) -> DataError:
-    """The refusal of a test split when classes (``counts``: class -> usable images) have
-    fewer than ``MIN_IMAGES_WITH_TEST`` images."""
-    described = ", ".join(
-        f"{name!r} ({n} image{'' if n == 1 else 's'})" for name, n in counts.items()
-    )
-    return DataError(
-        f"`data.test_fraction` ({test_fraction}): class{'' if len(counts) == 1 else 'es'} "
-        f"{described} cannot be split three ways: with a test split every class needs at "
-        f"least {MIN_IMAGES_WITH_TEST} usable images (1 test, 1 validation, 1 training). "
-        "Add images to the class, remove it, or set `data.test_fraction: 0` (a separate "
-        "test set can come from `data.test_source`)"
     )
 
 

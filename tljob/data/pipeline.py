@@ -63,7 +63,6 @@ from tljob.data.listing import (
     check_listing,
     list_images,
     refuse_classes_without_training_images,
-    split_stratified,
 )
 from tljob.data.plan import DataPlan, plan_data, store_settings
 from tljob.data.prepared import (
@@ -79,6 +78,7 @@ from tljob.data.prepared import (
 )
 from tljob.data.shards import Progress, stage_all, write_splits
 from tljob.data.sources import list_source
+from tljob.data.split import SplitItem, split_stratified
 from tljob.data.stream import split_dataset
 from tljob.data.testset import check_test_listing, empty_test_error, merge_checked, usable_items
 from tljob.data.views import TrainingViews
@@ -279,7 +279,7 @@ def _prepare(plan: DataPlan, folder: storage.Location, job: JobConfig) -> Prepar
                 f"{len(checked.quarantined)} file(s) the {name} split is empty; every class "
                 f"needs at least 2 distinct readable images. Set aside: {_examples(checked)}"
             )
-    members = {name: [it["path"] for it in split_items] for name, split_items in by_split.items()}
+    members = {name: [path for path, _ in items] for name, items in by_split.items()}
     files = write_splits(staged, members, store, attempt)
     storage.delete_dir(attempt.join("staging"))
     storage.write_text(attempt.join(QUARANTINE_FILE), quarantine_csv(checked.quarantined))
@@ -366,8 +366,8 @@ def _examples(checked: CheckedListing, limit: int = 5) -> str:
     return "; ".join(found[:limit]) + more
 
 
-def _split_counts(classes: list[str], items: list[dict[str, Any]]) -> SplitCounts:
-    per_class = Counter(classes[it["label"]] for it in items)
+def _split_counts(classes: list[str], items: list[SplitItem]) -> SplitCounts:
+    per_class = Counter(classes[label] for _, label in items)
     return SplitCounts(used=len(items), per_class_used={c: per_class.get(c, 0) for c in classes})
 
 

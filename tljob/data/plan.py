@@ -19,7 +19,7 @@ is.
 
 The split here is of the listing: what training gets when every listed image is usable, the
 counts the batch check is made on before any image is read. The test split
-(``data.test_fraction``: drawn first from each class, ``listing.split_listing``; or
+(``data.test_fraction``: drawn first from each class, ``split.split_listing``; or
 ``data.test_source``: its own listing, ``tljob.data.testset``) is planned here too; it takes
 no part in the batch check, which is about training. Preparation splits the images
 that are usable by the same rule (``split_for``); when none was set aside that is this
@@ -29,19 +29,19 @@ images made them smaller (``check_prepared``).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import ChainMap, Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from tljob.config import JobConfig
-from tljob.data.listing import DataError, ImageListing, Split, split_listing
+from tljob.data.listing import DataError, ImageListing
 from tljob.data.prepared import SplitSettings, StoreSettings, fingerprint
-from tljob.data.sources import listing_stats
+from tljob.data.sources import ObjectStat, listing_stats
+from tljob.data.split import Split, SplitItem, split_listing
 from tljob.data.testset import list_test_source, listed_test_items
 from tljob.preflight.batches import check_batches
 
-Items = tuple[dict[str, Any], ...]  # {"path", "label"} as ``split_listing`` gives them
+Items = tuple[SplitItem, ...]  # as ``split_listing`` gives them
 
 
 def store_settings(job: JobConfig) -> StoreSettings:
@@ -174,9 +174,9 @@ def plan_data(job: JobConfig, listing: ImageListing, batches: bool = True) -> Da
             "every class needs at least 2 images"
         )
     store = store_settings(job)
-    stats = listing_stats(listing, _uris(listing))
+    stats: Mapping[str, ObjectStat] = listing_stats(listing, _uris(listing))
     if test_listing is not None:
-        stats.update(listing_stats(test_listing, _uris(test_listing)))
+        stats = ChainMap(stats, listing_stats(test_listing, _uris(test_listing)))
     named = [("train", train), ("val", val)]
     if split.test_fraction > 0 or test_listing is not None:
         named.append(("test", test))
@@ -198,6 +198,6 @@ def _uris(listing: ImageListing) -> list[str]:
     return [u for name in listing.classes for u in listing.files[name]]
 
 
-def _per_class(classes: list[str], items: list[dict[str, Any]]) -> dict[str, int]:
-    counts = Counter(classes[it["label"]] for it in items)
+def _per_class(classes: list[str], items: list[SplitItem]) -> dict[str, int]:
+    counts = Counter(classes[label] for _, label in items)
     return {c: counts.get(c, 0) for c in classes}

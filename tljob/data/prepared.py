@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import heapq
 import io
+import itertools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -119,20 +121,49 @@ class SplitSettings:
         return found
 
 
-def _objects(listing: ImageListing, stats: Mapping[str, ObjectStat]) -> dict[str, Any]:
-    objects = [
-        [uri, name, stats[uri].size, stats[uri].mtime_ns]
-        for name in listing.classes
-        for uri in listing.files[name]
-    ]
+# Stands for an array of objects in the fingerprint's JSON text while the rest is encoded;
+# the array itself is encoded and hashed piece by piece (a million objects as one list and
+# one string cost the driver hundreds of MB).
+_OBJECTS_AT = "\x00objects {}\x00"
+
+
+def _objects(listing: ImageListing, stats: Mapping[str, ObjectStat], at: str) -> dict[str, Any]:
     described: dict[str, Any] = {
-        "objects": sorted(objects),
+        "objects": at,
         "set_aside_at_listing": sorted((q["path"], q["reason"]) for q in listing.quarantined),
     }
     if listing.sources:  # a list of sources; one source gives the fingerprint it always had
         described["sources"] = listing.sources
         described["listed_again"] = sorted(d["path"] for d in listing.listed_again)
     return described
+
+
+def _hash_objects(
+    digest: Any, listing: ImageListing, stats: Mapping[str, ObjectStat], chunk: int = 10_000
+) -> None:
+    """Hash the JSON array of ``[uri, class, size, mtime_ns]`` of every file of ``listing``,
+    sorted, as ``json.dumps`` writes it. Each class's files are sorted and a listing holds a
+    uri in one class, so merging the classes by uri gives that order without a sort."""
+    merged = heapq.merge(
+        *(zip(listing.files[name], itertools.repeat(name)) for name in listing.classes),
+        key=lambda pair: pair[0],
+    )
+    digest.update(b"[")
+    first = True
+    while True:
+        part = [
+            _dumps([uri, name, stats[uri].size, stats[uri].mtime_ns])
+            for uri, name in itertools.islice(merged, chunk)
+        ]
+        if not part:
+            break
+        digest.update((b"" if first else b",") + ",".join(part).encode("utf-8"))
+        first = False
+    digest.update(b"]")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def fingerprint(
@@ -143,18 +174,27 @@ def fingerprint(
     test_listing: ImageListing | None = None,
 ) -> str:
     """Hex id of the prepared data for this listing and these settings (see module doc);
-    ``test_listing``: that of ``data.test_source`` (``stats`` must hold its uris too)."""
+    ``test_listing``: that of ``data.test_source`` (``stats`` must hold its uris too).
+    The sha256 of one JSON text (keys sorted), hashed in pieces."""
     described = {
         "format_version": FORMAT_VERSION,
         "classes": listing.classes,
-        **_objects(listing, stats),
+        **_objects(listing, stats, _OBJECTS_AT.format(0)),
         "split": split.described(),
         "store": asdict(store),
     }
+    listings = [listing]
     if test_listing is not None:
-        described["test_source"] = _objects(test_listing, stats)
-    text = json.dumps(described, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+        described["test_source"] = _objects(test_listing, stats, _OBJECTS_AT.format(1))
+        listings.append(test_listing)
+    text = _dumps(described)
+    digest = hashlib.sha256()
+    for index, part in enumerate(listings):
+        before, text = text.split(_dumps(_OBJECTS_AT.format(index)), 1)
+        digest.update(before.encode("utf-8"))
+        _hash_objects(digest, part, stats)
+    digest.update(text.encode("utf-8"))
+    return digest.hexdigest()[:24]
 
 
 @dataclass

@@ -1,20 +1,23 @@
 """What ``data.source`` names: a folder per class, or a manifest of ``uri,label`` rows.
 
-Pure (pyarrow and ``tljob.storage`` only; no Ray, no TensorFlow). Both layouts become one
-``ImageListing``: classes in label-index order, the URIs of each class (sorted), what was
-skipped, and what was set aside at listing (``ImageListing.quarantined``):
+Pure (pyarrow, numpy and ``tljob.storage`` only; no Ray, no TensorFlow). Both layouts
+become one ``ImageListing``: classes in label-index order, the URIs of each class (sorted),
+what was skipped, and what was set aside at listing (``ImageListing.quarantined``):
 
-* a manifest (``.csv`` or ``.parquet``; columns ``uri`` and ``label``): relative uris are
-  relative to the manifest's folder, absolute ones (``/…``, ``scheme://…``) may point
-  anywhere in the store. Classes are the sorted distinct labels, or ``data.classes``.
-  A row whose label is not a class is ``unknown_label``; a row whose object does not
-  exist is ``missing_object``, a row that names a folder (a local directory, or an
-  ``s3://`` prefix with objects below it but no object of its own, or any uri written with
-  a trailing "/") is ``is_a_directory``; a row without a uri is ``empty_uri`` (its path is
-  ``<manifest>#row=<n>``, data rows counted from 1); one uri listed under two labels is a
-  ``label_conflict`` (every row), listed twice under one label a ``duplicate_row`` (the
-  later rows). Labels that differ only in case are refused (``listing.refuse_case_variants``),
-  and so is a class none of whose rows is left to read, naming the rows and why.
+* a manifest (``.csv`` or ``.parquet``; columns ``uri`` and ``label``, optionally ``size``;
+  read as columns by ``tljob.data.manifest``): relative uris are relative to the manifest's
+  folder, absolute ones (``/…``, ``scheme://…``) may point anywhere in the store. Classes
+  are the sorted distinct labels, or ``data.classes``. A row whose label is not a class is
+  ``unknown_label``; a row without a ``size`` is looked at (one ``HEAD`` on S3), and is
+  ``missing_object`` when its object does not exist (a row with a size is trusted: a
+  missing object is quarantined when read); a row that names a folder (a local directory,
+  or an ``s3://`` prefix with objects below it but no object of its own, or any uri written
+  with a trailing "/") is ``is_a_directory``; a row without a uri is ``empty_uri`` (its
+  path is ``<manifest>#row=<n>``, data rows counted from 1); one uri listed under two
+  labels is a ``label_conflict`` (every row), listed twice under one label a
+  ``duplicate_row`` (the later rows). Labels that differ only in case are refused
+  (``listing.refuse_case_variants``), and so is a class none of whose rows is left to read,
+  naming the rows and why.
 * a folder tree: ``listing.list_images``; with ``data.classes`` set, files in other class
   folders are ``unknown_label``, and a listed class without a folder is an error.
 * a list of sources (each one of the above): each listed whole, its errors naming
@@ -26,19 +29,19 @@ so an object store works as a local disk does.
 
 from __future__ import annotations
 
-import io
-import posixpath
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from tljob import storage
 from tljob.config import DataSection
+from tljob.data import manifest
 from tljob.data.listing import (
     DataError,
     ImageListing,
@@ -47,6 +50,9 @@ from tljob.data.listing import (
     no_image_left_error,
     refuse_case_variants,
 )
+
+# Readers of manifests (``tljob.infer``) resolve their rows by the same rule.
+from tljob.data.manifest import resolve_row_uri as resolve_row_uri
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 _HEAD_CHUNK, _HEAD_THREADS = 64, 16  # object-store HEADs: paths per request batch, in flight
@@ -110,38 +116,6 @@ def _restrict_classes(listing: ImageListing, classes: list[str]) -> ImageListing
     )
 
 
-def _manifest_table(loc: storage.Location, source: str, field: str) -> pa.Table:
-    info = loc.fs.get_file_info(loc.path)
-    if info.type != pafs.FileType.File:
-        raise DataError(f"`{field}` ({source!r}) is not an existing manifest file")
-    try:
-        if loc.path.lower().endswith(".parquet"):
-            table = pq.read_table(loc.path, filesystem=loc.fs)
-        else:
-            options = pacsv.ConvertOptions(column_types={"uri": pa.string(), "label": pa.string()})
-            table = pacsv.read_csv(io.BytesIO(storage.read_bytes(loc)), convert_options=options)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"`{field}` ({source!r}): cannot read the manifest: {e}") from None
-    missing = [c for c in ("uri", "label") if c not in table.column_names]
-    if missing:
-        raise DataError(
-            f"`{field}` ({source!r}): the manifest has no column(s) {', '.join(missing)}; "
-            f"it needs uri,label (it has {', '.join(table.column_names) or 'none'})"
-        )
-    return table
-
-
-def resolve_row_uri(base: storage.Location, uri: str) -> str:
-    """A manifest row's uri as readers resolve it: absolute ones as written (a local path
-    made absolute), relative ones against the manifest's folder ``base``."""
-    if "://" in uri or uri.startswith("/"):
-        return storage.resolve(uri).uri
-    if base.is_local():
-        return posixpath.normpath(posixpath.join(base.path, uri))
-    scheme, rest = base.uri.split("://", 1)
-    return storage.resolve(f"{scheme}://{posixpath.normpath(posixpath.join(rest, uri))}").uri
-
-
 def list_manifest(
     source: str,
     classes: list[str] | None = None,
@@ -153,79 +127,135 @@ def list_manifest(
     """List a manifest's rows as an ``ImageListing`` (see the module docstring); errors
     name the setting ``field``; fewer than ``min_classes`` classes is one, and so is a
     class with no row left to read unless not ``refuse_empty_classes`` (one source of
-    several: the merged listing is checked)."""
+    several: the merged listing is checked). Rows are handled as columns
+    (``tljob.data.manifest``); only rows set aside become Python objects one by one."""
     try:
         loc = storage.resolve(source)
     except storage.StorageError as e:
         raise DataError(f"`{field}` ({source!r}): {e}") from None
-    table = _manifest_table(loc, source, field)
-    base = loc.parent
-    labels_of: dict[str, list[str]] = {}
-    written_as_folder: set[str] = set()
-    set_aside: list[tuple[str, dict[str, str]]] = []  # (the row's label, {path, reason})
-    rows = zip(table.column("uri").to_pylist(), table.column("label").to_pylist(), strict=True)
-    for number, (raw_uri, raw_label) in enumerate(rows, start=1):
-        written = str(raw_uri if raw_uri is not None else "").strip()
-        label = str(raw_label if raw_label is not None else "").strip()
-        if not written:
-            entry = {"path": f"{loc.uri}#row={number}", "reason": "empty_uri: the row has no uri"}
-            set_aside.append((label, entry))
-            continue
-        uri = resolve_row_uri(base, written)
-        if written.endswith("/"):
-            written_as_folder.add(uri)
-        labels_of.setdefault(uri, []).append(label)
-    labels = sorted({lab for labs in labels_of.values() for lab in labs})
+    rows = manifest.read_rows(loc.parent, manifest.read_table(loc, source, field), source, field)
+    # (order key, the row's label, {path, reason}): sorted by key, the entries come in the
+    # order rows are looked at, which messages about a class show.
+    set_aside: list[tuple[tuple[int, int, int], str, dict[str, str]]] = []
+    listed = pc.not_equal(rows.uris, "").to_numpy(zero_copy_only=False)
+    for row in np.flatnonzero(~listed).tolist():
+        entry = {"path": f"{loc.uri}#row={row + 1}", "reason": "empty_uri: the row has no uri"}
+        set_aside.append(((0, row, 0), rows.labels[row].as_py(), entry))
+    keep = listed.copy()  # the first row of each uri that is not a label conflict
+    for group in manifest.rows_of_repeated_uris(rows.uris):
+        uri = rows.uris[group[0]].as_py()
+        row_labels = [rows.labels[r].as_py() for r in group]
+        distinct = sorted(set(row_labels))
+        keep[group[1:]] = False
+        if len(distinct) > 1:
+            keep[group[0]] = False
+            reason = "label_conflict: the manifest lists this uri under classes " + ", ".join(
+                map(repr, distinct)
+            )
+            set_aside += [((1, group[0], r), lab, {"path": uri, "reason": reason})
+                          for r, lab in zip(group, row_labels, strict=True)]  # fmt: skip
+        else:
+            again = "duplicate_row: the manifest lists this uri again"
+            set_aside += [((1, group[0], r), distinct[0], {"path": uri, "reason": again})
+                          for r in group[1:]]  # fmt: skip
+    labels = sorted(pc.unique(rows.labels.filter(pa.array(listed))).to_pylist())
     refuse_case_variants(
         [*labels, *(classes or [])],
         f"`{field}` ({source!r}): the labels" + (" and `data.classes`" if classes else ""),
     )
     names = list(classes) if classes else labels
-    files: dict[str, list[str]] = {}
-    for uri, row_labels in labels_of.items():
-        distinct = sorted(set(row_labels))
-        if len(distinct) > 1:
-            reason = "label_conflict: the manifest lists this uri under classes " + ", ".join(
-                map(repr, distinct)
-            )
-            set_aside += [(lab, {"path": uri, "reason": reason}) for lab in row_labels]
-            continue
-        again = {"path": uri, "reason": "duplicate_row: the manifest lists this uri again"}
-        set_aside += [(distinct[0], dict(again)) for _ in row_labels[1:]]
-        if distinct[0] not in names:
-            reason = f"unknown_label: {distinct[0]!r} is not one of `data.classes`"
-            set_aside.append((distinct[0], {"path": uri, "reason": reason}))
-            continue
-        files.setdefault(distinct[0], []).append(uri)
-    looked = stat_objects(u for paths in files.values() for u in paths)
-    readable: dict[str, list[str]] = {}
-    for name, paths in files.items():
-        for uri in paths:
-            if looked[uri].is_dir or uri in written_as_folder:
-                set_aside.append((name, {"path": uri, "reason": IS_A_DIRECTORY}))
-            elif looked[uri].size < 0:
-                set_aside.append((name, {"path": uri, "reason": MISSING_OBJECT}))
-            else:
-                readable.setdefault(name, []).append(uri)
+    kept = np.flatnonzero(keep)
+    label_index = pc.index_in(rows.labels.take(kept), value_set=pa.array(names, pa.string()))
+    known = label_index.is_valid().to_numpy(zero_copy_only=False)
+    for row in kept[~known].tolist():
+        label = rows.labels[row].as_py()
+        reason = f"unknown_label: {label!r} is not one of `data.classes`"
+        set_aside.append(((1, row, row), label, {"path": rows.uris[row].as_py(), "reason": reason}))
+    kept, class_of = kept[known], label_index.filter(pa.array(known)).to_numpy()
+    readable = _readable_rows(rows, kept, class_of, names, set_aside)
     if len(names) < min_classes:
         raise DataError(
             f"`{field}` ({source!r}): the manifest has {len(names)} class(es); "
             + ("classification needs two" if min_classes == 2 else "it needs a labelled row")
         )
+    set_aside.sort(key=lambda item: item[0])
     per_class: dict[str, list[dict[str, str]]] = {}
-    for label, entry in set_aside:
+    for _, label, entry in set_aside:
         if label in names:
             per_class.setdefault(label, []).append(entry)
+    files, stats = _files_by_class(rows, kept[readable], class_of[readable], names, max_per_class)
+    del rows
+    # The columns' memory goes back to the system: pyarrow's allocator keeps what it freed
+    # (a quarter of a GB after a million rows), and the driver lives on for hours.
+    pa.default_memory_pool().release_unused()
     if refuse_empty_classes:
-        _refuse_classes_without_rows(source, names, readable, per_class, field)
+        _refuse_classes_without_rows(source, names, files, per_class, field)
     return ImageListing(
         classes=names,
-        files={c: sorted(readable.get(c, []))[:max_per_class] for c in names},
+        files=files,
         skipped=[],
-        quarantined=sorted((e for _, e in set_aside), key=lambda q: (q["path"], q["reason"])),
+        quarantined=sorted((e for _, _, e in set_aside), key=lambda q: (q["path"], q["reason"])),
         quarantined_per_class={c: [e["reason"] for e in per_class[c]] for c in sorted(per_class)},
-        stats={u: (st.size, st.mtime_ns) for u, st in looked.items() if st.size >= 0},
+        stats=stats,
     )
+
+
+def _readable_rows(
+    rows: manifest.ManifestRows,
+    kept: np.ndarray,
+    class_of: np.ndarray,
+    names: list[str],
+    set_aside: list[tuple[tuple[int, int, int], str, dict[str, str]]],
+) -> np.ndarray:
+    """Which of the ``kept`` rows (of classes ``class_of``) name an object to read: a row
+    written as a folder is not; a row without a size is looked at (``stat_objects``) and
+    its size filled in; the others are set aside with why."""
+    folder = rows.written_as_folder[kept]
+    unsized = np.flatnonzero(~folder & (rows.sizes[kept] == manifest.NO_SIZE))
+    looked = stat_objects(rows.uris.take(kept[unsized]).to_pylist())
+    missing = np.zeros(len(kept), dtype=bool)
+    is_dir = folder.copy()
+    for i in unsized.tolist():
+        st = looked[rows.uris[int(kept[i])].as_py()]
+        is_dir[i] |= st.is_dir
+        missing[i] = st.size < 0 and not st.is_dir
+        rows.sizes[kept[i]] = st.size
+    # Messages list a class's rows as the listing met them: classes in order of their
+    # first row, rows in file order.
+    _, first = np.unique(class_of, return_index=True)
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[class_of[np.sort(first)]] = np.arange(len(first))
+    for i in np.flatnonzero(is_dir | missing).tolist():
+        row, name = int(kept[i]), names[int(class_of[i])]
+        reason = IS_A_DIRECTORY if is_dir[i] else MISSING_OBJECT
+        entry = {"path": rows.uris[row].as_py(), "reason": reason}
+        set_aside.append(((2, int(rank[class_of[i]]), row), name, entry))
+    return ~(is_dir | missing)
+
+
+def _files_by_class(
+    rows: manifest.ManifestRows,
+    readable: np.ndarray,
+    class_of: np.ndarray,
+    names: list[str],
+    max_per_class: int | None,
+) -> tuple[dict[str, list[str]], dict[str, tuple[int, int]]]:
+    """Each class's readable uris, sorted, at most ``max_per_class``; and uri -> (size, -1)
+    of those (a manifest's objects are fingerprinted by size alone, so a row's ``size``
+    and a ``HEAD``'s answer give the same fingerprint). The two share their uri strings."""
+    table = pa.table(
+        {"class": class_of, "uri": rows.uris.take(readable), "size": rows.sizes[readable]}
+    )
+    table = table.take(pc.sort_indices(table, [("class", "ascending"), ("uri", "ascending")]))
+    bounds = np.searchsorted(table["class"].to_numpy(), np.arange(len(names) + 1))
+    files: dict[str, list[str]] = {}
+    stats: dict[str, tuple[int, int]] = {}
+    for i, name in enumerate(names):
+        count = min(bounds[i + 1] - bounds[i], max_per_class or 1 << 62)
+        part = table.slice(bounds[i], count)
+        files[name] = part["uri"].to_pylist()
+        stats.update(zip(files[name], zip(part["size"].to_pylist(), repeat(-1)), strict=False))
+    return files, stats
 
 
 def _refuse_classes_without_rows(
@@ -298,8 +328,33 @@ def _file_infos(fs: pafs.FileSystem, paths: list[str]) -> list[pafs.FileInfo]:
         return [info for part in pool.map(fs.get_file_info, chunks) for info in part]
 
 
-def listing_stats(listing: ImageListing, uris: Iterable[str]) -> dict[str, ObjectStat]:
-    """``ObjectStat`` of every uri: from what the listing learnt, the rest looked at."""
+def listing_stats(listing: ImageListing, uris: Iterable[str]) -> Mapping[str, ObjectStat]:
+    """``ObjectStat`` of every uri: from what the listing learnt, the rest looked at. Made
+    on demand from ``listing.stats``: a million ``ObjectStat`` at once would cost the
+    driver hundreds of MB."""
     uris = list(uris)
-    known = {u: ObjectStat(u, *listing.stats[u]) for u in uris if u in listing.stats}
-    return {**known, **stat_objects(u for u in uris if u not in known)}
+    return ListedStats(uris, listing.stats, stat_objects(u for u in uris if u not in listing.stats))
+
+
+class ListedStats(Mapping[str, ObjectStat]):
+    """The ``ObjectStat`` of ``uris``: ``looked`` ones as they are, the others from
+    ``known`` (uri -> (size, mtime_ns)) when asked for."""
+
+    def __init__(
+        self, uris: list[str], known: Mapping[str, tuple[int, int]], looked: dict[str, ObjectStat]
+    ) -> None:
+        self.uris, self.known, self.looked = uris, known, looked
+
+    def __getitem__(self, uri: str) -> ObjectStat:
+        found = self.looked.get(uri)
+        if found is not None:
+            return found
+        if uri not in self.known:
+            raise KeyError(uri)
+        return ObjectStat(uri, *self.known[uri])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.uris)
+
+    def __len__(self) -> int:
+        return len(self.uris)

@@ -1,5 +1,6 @@
 """Streaming a prepared split from its shards into training, a few row groups per task.
 
+The shards' footers are read by Ray tasks (``shard_units_in_tasks``), not on the driver.
 A unit of work is one Parquet row group of one shard (about ``prepared.ROW_GROUP_BYTES``):
 one ranged read, then the stored pixels are decoded (when encoded) and resized to the
 training size in the same task (a task takes about ``TASK_ROWS`` rows' worth of units),
@@ -30,6 +31,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 import ray.data
 
 from tljob import ray_private, storage
@@ -61,6 +63,25 @@ def shard_units(folder: storage.Location, files: Sequence[str]) -> list[dict[str
             for g in range(meta.num_row_groups)
         )
     return units
+
+
+# Shard footers read by one task; tasks are IO-bound and ask for no CPU, so that a sweep's
+# trial never waits behind the other trials' reservations for them.
+FOOTERS_PER_TASK = 16
+
+
+@ray.remote(num_cpus=0)
+def _units_of(folder: storage.Location, files: Sequence[str]) -> list[dict[str, Any]]:
+    return shard_units(folder, files)
+
+
+def shard_units_in_tasks(folder: storage.Location, files: Sequence[str]) -> list[dict[str, Any]]:
+    """``shard_units`` read by Ray tasks, ``FOOTERS_PER_TASK`` shards each, in parallel (a
+    million images are a few thousand shards: one after another on the driver that was a
+    round trip each), in file order."""
+    chunks = [files[i : i + FOOTERS_PER_TASK] for i in range(0, len(files), FOOTERS_PER_TASK)]
+    parts = ray.get([_units_of.remote(folder, chunk) for chunk in chunks])
+    return [unit for part in parts for unit in part]
 
 
 def to_training_rows(
@@ -157,7 +178,7 @@ def split_dataset(
     ``views``: the training split's augmented views (``tljob.data.views``; each execution
     of the dataset is the next epoch). ``one_hot_classes`` > 0: labels as float32 one-hot
     rows of that many classes (validation when training's labels are soft)."""
-    units = shard_units(folder, files)
+    units = shard_units_in_tasks(folder, files)
     ds = ray.data.from_items(units, override_num_blocks=max(1, len(units)))
     if shuffle_seed is not None:
         ds = ds.randomize_block_order(

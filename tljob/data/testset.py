@@ -24,7 +24,6 @@ split settings and the seed alone.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from tljob.config import DataSection
 from tljob.data.listing import (
@@ -36,6 +35,7 @@ from tljob.data.listing import (
     list_images,
 )
 from tljob.data.sources import is_manifest, list_manifest
+from tljob.data.split import SplitItem, path_of
 
 FIELD = "data.test_source"
 
@@ -69,11 +69,9 @@ def list_test_source(data: DataSection, classes: list[str]) -> ImageListing:
     )
 
 
-def listed_test_items(
-    test_listing: ImageListing, train_listing: ImageListing
-) -> list[dict[str, Any]]:
+def listed_test_items(test_listing: ImageListing, train_listing: ImageListing) -> list[SplitItem]:
     """The test split of ``test_listing`` when every listed file is usable: its files,
-    sorted by path, as ``{"path", "label"}``; a uri ``train_listing`` lists too is left
+    sorted by path, as ``SplitItem``; a uri ``train_listing`` lists too is left
     out (it is a duplicate of itself)."""
     in_training = {u for name in train_listing.classes for u in train_listing.files[name]}
     return usable_items(test_listing, exclude=in_training)
@@ -81,16 +79,16 @@ def listed_test_items(
 
 def usable_items(
     listing: ImageListing, exclude: set[str] | frozenset[str] = frozenset()
-) -> list[dict[str, Any]]:
-    """Every file of ``listing`` not in ``exclude``, sorted by path, as ``{"path",
-    "label"}`` (labels index ``listing.classes``)."""
+) -> list[SplitItem]:
+    """Every file of ``listing`` not in ``exclude``, sorted by path, as ``SplitItem``
+    (labels index ``listing.classes``)."""
     items = [
-        {"path": path, "label": label}
+        SplitItem(path, label)
         for label, name in enumerate(listing.classes)
         for path in listing.files.get(name, [])
         if path not in exclude
     ]
-    return sorted(items, key=lambda item: item["path"])
+    return sorted(items, key=path_of)
 
 
 def check_test_listing(
