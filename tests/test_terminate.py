@@ -18,17 +18,20 @@ def test_sigterm_raises_terminated_after_the_ctrl_c_handler_and_the_lock_goes(tm
     before_term = signal.getsignal(signal.SIGTERM)
     before_int = signal.signal(signal.SIGINT, lambda *a: calls.append("ctrl-c handler"))
     try:
-        with pytest.raises(terminate.Terminated):
-            with terminate.sigterm_unwinds(), RunLock(run_dir):
-                assert (tmp_path / "r" / "run.lock").exists()
-                assert terminate.received() is False
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as ray.init replaces it
-                terminate.reclaim_sigterm()
-                try:
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    signal.pause()  # the handler raises
-                finally:
-                    assert terminate.received() is True
+        with (
+            pytest.raises(terminate.Terminated),
+            terminate.sigterm_unwinds(),
+            RunLock(run_dir),
+        ):
+            assert (tmp_path / "r" / "run.lock").exists()
+            assert terminate.received() is False
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as ray.init replaces it
+            terminate.reclaim_sigterm()
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                signal.pause()  # the handler raises
+            finally:
+                assert terminate.received() is True
     finally:
         signal.signal(signal.SIGINT, before_int)
     assert calls == ["ctrl-c handler"]  # (Ray Train's aborts the Train run)
