@@ -184,6 +184,7 @@ def test_nn_and_zoo_never_import_ray():
     [
         "tljob.data.pipeline",
         "tljob.data.shards",
+        "tljob.data.lookup",
         "tljob.run.connect",
         "tljob.run.restart",
         "tljob.run.driver",  # the trainer's module and its backend (tljob.run.tf_config)

@@ -29,8 +29,9 @@ so an object store works as a local disk does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -61,6 +62,37 @@ IS_A_DIRECTORY = (
     "this folder as its own row"
 )
 MISSING_OBJECT = "missing_object: no such file or object"
+# More rows than this to look at (a manifest without sizes) are looked at by the lookup the
+# driver plugs in (``objects_looked_at_by``: Ray tasks, ``tljob.data.lookup``), not by
+# this process's threads: at a million rows that is minutes of HEADs and a GB of objects.
+CLUSTER_LOOKUP_ROWS = 20_000
+# What a lookup returns for uris: their sizes (-1: no such object, or a folder) and which
+# are folders, aligned with them.
+Lookup = Callable[[pa.Array], tuple[np.ndarray, np.ndarray]]
+_plugged: list[Lookup] = []
+
+
+@contextmanager
+def objects_looked_at_by(lookup: Lookup) -> Iterator[None]:
+    """Within the block, a manifest with more than ``CLUSTER_LOOKUP_ROWS`` rows without a
+    size has them looked at by ``lookup`` (the driver's Ray tasks) instead of here."""
+    _plugged.append(lookup)
+    try:
+        yield
+    finally:
+        _plugged.pop()
+
+
+def look_at(uris: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes (-1: no such object, or a folder) and folder flags of ``uris``, aligned:
+    in this process, or by the plugged-in lookup when there are many."""
+    if _plugged and len(uris) > CLUSTER_LOOKUP_ROWS:
+        return _plugged[-1](uris)
+    listed = uris.to_pylist()
+    found = stat_objects(listed)
+    sizes = np.fromiter((found[u].size for u in listed), dtype=np.int64, count=len(listed))
+    is_dir = np.fromiter((found[u].is_dir for u in listed), dtype=bool, count=len(listed))
+    return sizes, is_dir
 
 
 def is_manifest(source: str) -> bool:
@@ -208,18 +240,16 @@ def _readable_rows(
     set_aside: list[tuple[tuple[int, int, int], str, dict[str, str]]],
 ) -> np.ndarray:
     """Which of the ``kept`` rows (of classes ``class_of``) name an object to read: a row
-    written as a folder is not; a row without a size is looked at (``stat_objects``) and
-    its size filled in; the others are set aside with why."""
+    written as a folder is not; a row without a size is looked at (``look_at``) and its
+    size filled in; the others are set aside with why."""
     folder = rows.written_as_folder[kept]
     unsized = np.flatnonzero(~folder & (rows.sizes[kept] == manifest.NO_SIZE))
-    looked = stat_objects(rows.uris.take(kept[unsized]).to_pylist())
+    sizes, dirs = look_at(rows.uris.take(kept[unsized]))
     missing = np.zeros(len(kept), dtype=bool)
     is_dir = folder.copy()
-    for i in unsized.tolist():
-        st = looked[rows.uris[int(kept[i])].as_py()]
-        is_dir[i] |= st.is_dir
-        missing[i] = st.size < 0 and not st.is_dir
-        rows.sizes[kept[i]] = st.size
+    is_dir[unsized] |= dirs
+    missing[unsized] = (sizes < 0) & ~dirs
+    rows.sizes[kept[unsized]] = sizes
     # Messages list a class's rows as the listing met them: classes in order of their
     # first row, rows in file order.
     _, first = np.unique(class_of, return_index=True)

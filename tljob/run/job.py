@@ -81,14 +81,26 @@ def resolve_weights(job: JobConfig) -> str | None:
 
 def plan_checked(job: JobConfig) -> DataPlan:
     """Check the object store (s3:// only), list the data and plan it once, its split
-    checked to fill a batch: seconds, before Ray and TensorFlow load. Raises ``UserError``
-    (exit 2)."""
+    checked to fill a batch: seconds, before Ray and TensorFlow load (but for a manifest
+    with more than ``sources.CLUSTER_LOOKUP_ROWS`` rows without a size, looked at in Ray
+    tasks). Raises ``UserError`` (exit 2)."""
     from tljob import preflight
+    from tljob.data import sources
     from tljob.data.plan import plan_data
-    from tljob.data.sources import list_source
 
     preflight.check_storage(job)
-    return plan_data(job, list_source(job.data))
+    with sources.objects_looked_at_by(_look_at_on_ray):
+        return plan_data(job, sources.list_source(job.data))
+
+
+def _look_at_on_ray(uris: Any) -> Any:
+    """A big manifest's objects looked at in Ray tasks (``tljob.data.lookup``): Ray is
+    joined for it, the only listing that needs it."""
+    from tljob.data.lookup import look_at_on_ray
+    from tljob.run.connect import ensure_ray
+
+    ensure_ray()
+    return look_at_on_ray(uris)
 
 
 def run_job(job: JobConfig, verbose: bool = False, lock_wait_s: float = 0.0) -> dict[str, Any]:
