@@ -332,12 +332,38 @@ def s3(s3_server, monkeypatch):
         storage.reset()
 
 
+# The files whose Ray runs take longest (`pytest --durations`, 2026-12-05), in that order.
+LONGEST_FILES = (
+    "test_s3_integration.py",
+    "test_examples_run.py",
+    "test_tune_integration.py",
+    "test_trust_integration.py",
+    "test_train_integration.py",
+    "test_demo.py",
+    "test_fault_tolerance.py",
+    "test_examples_token_auth.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
     """Every test that starts (or joins) the session's Ray cluster is marked ``ray``, so
-    ``pytest -m "not ray"`` runs the fast suite."""
+    ``pytest -m "not ray"`` runs the fast suite. Then the longest files come first, the
+    other files with Ray tests next, the rest last (in their order): the two processes
+    take files in this order (``pytest_xdist_make_scheduler``), so the many short tests
+    fill the end instead of one long file running alone there."""
+    ray_files = set()
     for item in items:
         if "ray_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ray)
+            ray_files.add(item.path.name)
+
+    def rank(item) -> tuple[int, int]:
+        name = item.path.name
+        if name in LONGEST_FILES:
+            return 0, LONGEST_FILES.index(name)
+        return (1, 0) if name in ray_files else (2, 0)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
 
 
 # The zoo's tests, one group of tests per backbone (its module fixture's value): in one
@@ -353,6 +379,10 @@ def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
+
+    # in collection order (pytest_collection_modifyitems), not xdist's default of the
+    # files with the most tests first, which left the long single-test Ray files for last
+    config.option.loadscopereorder = False
 
     class FilesAndBackbones(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:

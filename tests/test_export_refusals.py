@@ -99,7 +99,7 @@ BAD_INPUTS = {
         lambda tmp, run: str(run),
         ["--set", "train.batch_size=4"],
         "--set 'train.batch_size': tljob export takes s3 settings only (s3.endpoint_url, "
-        "s3.region, s3.addressing_style, s3.allow_http)",
+        "s3.region, s3.addressing_style, s3.allow_http, s3.max_attempts)",
     ),
     "an unknown s3 setting": (
         lambda tmp, run: str(run),
