@@ -217,7 +217,8 @@ def unreachable_s3(monkeypatch):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     storage.reset()
-    storage.configure(storage.S3Settings(endpoint_url=endpoint, allow_http=True))
+    # one attempt: the message is under test here, the retries in test_storage_s3.py
+    storage.configure(storage.S3Settings(endpoint_url=endpoint, allow_http=True, max_attempts=1))
     try:
         yield endpoint
     finally:

@@ -4,14 +4,17 @@ boto3 is used for two things. ``put_if_absent`` is a create-exclusive ``PutObjec
 ``If-None-Match: *``; whether the store honours it is found out once per endpoint and
 bucket (``conditional_put_supported``: a probe object written twice, the second write must
 be refused with 412) and then remembered. ``probe`` makes the requests a run needs
-(list, then optionally write and delete a small object) and returns an ``S3Problem``
-classifying the first failure by the store's error code; ``tljob.preflight`` turns it into
-the message a user sees. Credentials come from boto3's standard chain, as for pyarrow.
+(list, then optionally write and delete a small object; two attempts each, not
+``s3.max_attempts``: a store that does not answer is said at once) and returns an
+``S3Problem`` classifying the first failure by the store's error code;
+``tljob.preflight`` turns it into the message a user sees. Credentials come from boto3's
+standard chain, as for pyarrow.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import uuid
 from dataclasses import dataclass
@@ -146,7 +149,9 @@ def probe(loc: Location, write: bool, settings: S3Settings | None = None) -> S3P
     from botocore import exceptions as bex
 
     settings = settings or current_settings()
-    s3 = client(settings)
+    # A store that does not answer is a misconfiguration to say at once, not an outage to
+    # wait out for `s3.max_attempts`: the probe tries twice.
+    s3 = client(dataclasses.replace(settings, max_attempts=min(settings.max_attempts, 2)))
     prefix = loc.key + "/" if loc.key else ""
     steps: list[tuple[str, Any]] = [
         ("ListObjectsV2", lambda: s3.list_objects_v2(Bucket=loc.bucket, Prefix=prefix, MaxKeys=1))
