@@ -296,7 +296,9 @@ def test_a_train_on_a_folder_and_a_pseudo_label_manifest_prints_json_and_frees_i
     assert saved["epochs"] == 1
     released = saved["worker_resources_released"]
     assert released["request_withdrawn"] is True
-    assert released["seconds_after_start"] + released["seconds_before_end"] <= saved["wall_seconds"]
+    # the wall time, cut where the workers went (each figure rounded to 0.1 s)
+    parts = released["seconds_after_start"] + released["seconds_before_end"]
+    assert abs(parts - saved["wall_seconds"]) <= 0.1 + 1e-9
     assert datetime.fromisoformat(released["at"]).tzinfo == UTC
     # (rank 0's progress lines reach a separate driver process's stderr; this in-process
     # driver joined the suite's Ray without Ray's log relay, so they are not checked here)

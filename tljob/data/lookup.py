@@ -25,11 +25,7 @@ log = output.logger("data")
 
 @ray.remote(num_cpus=0)
 def _look_at_slice(uris: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    listed = uris.to_pylist()
-    found = sources.stat_objects(listed)
-    sizes = np.fromiter((found[u].size for u in listed), dtype=np.int64, count=len(listed))
-    is_dir = np.fromiter((found[u].is_dir for u in listed), dtype=bool, count=len(listed))
-    return sizes, is_dir
+    return sources.look_at_here(uris)
 
 
 def look_at_on_ray(uris: pa.Array) -> tuple[np.ndarray, np.ndarray]:

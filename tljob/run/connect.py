@@ -64,7 +64,7 @@ def check_cluster(
     return nodes, preflight.check_memory(job, nodes, num_classes=num_classes, images=images)
 
 
-_standing_request: list[list[dict[str, float]]] = []  # what this process asked for, if any
+_request_stands = [False]  # this process has asked the autoscaler for resources
 
 
 def request_worker_resources(bundles: list[dict[str, float]]) -> None:
@@ -74,7 +74,7 @@ def request_worker_resources(bundles: list[dict[str, float]]) -> None:
     from ray.autoscaler.sdk import request_resources
 
     request_resources(bundles=bundles)
-    _standing_request[:] = [bundles]
+    _request_stands[0] = True
 
 
 def release_resource_request() -> bool:
@@ -83,10 +83,10 @@ def release_resource_request() -> bool:
     (on KubeRay, the GPU pods after their idle timeout). Idempotent; returns whether a
     request was withdrawn. A request left standing pins those nodes for as long as the
     cluster lives."""
-    if not _standing_request or not ray.is_initialized():
+    if not _request_stands[0] or not ray.is_initialized():
         return False
     from ray.autoscaler.sdk import request_resources
 
     request_resources(bundles=[])
-    _standing_request.clear()
+    _request_stands[0] = False
     return True

@@ -261,7 +261,13 @@ def _train_and_summarise(
             display.stop()  # prints what is still on its way, before anything else
     # fit() returns once Ray Train has removed the worker group (its placement group): the
     # workers' CPUs and GPUs are free; what is left runs on the driver
-    released = _release_worker_resources(started, in_sweep)
+    released_at = time.monotonic()
+    released = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds_after_start": round(released_at - started, 1),
+        # a sweep's request is withdrawn by its driver once every trial has ended
+        "request_withdrawn": False if in_sweep else release_resource_request(),
+    }
     diverged = failed_run.diverged_error(run_dir)
     if diverged is not None:
         raise diverged
@@ -276,16 +282,13 @@ def _train_and_summarise(
     rescored = read_rescored(run_dir)
     if rescored is None:
         raise JobFailedError(f"training ended without {RESCORED_FILE} in {run_dir.uri}")
+    ended = time.monotonic()
     summary = run_summary(
-        job,
-        prepared.classes,
-        prepared.summary(),
-        history,
-        rescored["exported_model"],
-        time.monotonic() - started,
-    )
+        job, prepared.classes, prepared.summary(), history, rescored["exported_model"],
+        ended - started,
+    )  # fmt: skip
     summary["checkpoint"] = run_dir.join(latest).uri
-    released["seconds_before_end"] = round(time.monotonic() - released.pop("_monotonic"), 1)
+    released["seconds_before_end"] = round(ended - released_at, 1)  # of the wall time
     summary["worker_resources_released"] = released
     if "test" in rescored:  # once, at the end: the test images chose nothing
         summary["test"] = rescored["test"]
@@ -307,19 +310,6 @@ def _train_and_summarise(
         say(f"WARNING: workers ended with different weights: {digests}")
     storage.write_text(run_dir.join("summary.json"), json.dumps(summary, indent=1))
     return TrainOutcome(run_dir=run_dir.uri, summary=summary)
-
-
-def _release_worker_resources(started: float, in_sweep: bool) -> dict[str, Any]:
-    """Withdraw the run's autoscaler request now that its workers are gone, and when:
-    ``summary.json``'s ``worker_resources_released``."""
-    now = time.monotonic()
-    return {
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seconds_after_start": round(now - started, 1),
-        # a sweep's request is withdrawn by its driver once every trial has ended
-        "request_withdrawn": False if in_sweep else release_resource_request(),
-        "_monotonic": now,
-    }
 
 
 def _trainer(
