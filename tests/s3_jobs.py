@@ -37,6 +37,22 @@ def checkpointed_epochs(run_dir) -> int:
     return epochs_of(newest) if newest else 0
 
 
+def wait_for_job_end(client, job_id: str, timeout: float, poll_s: float) -> str:
+    """The status a submitted job ends with (SUCCEEDED, FAILED or STOPPED), polled every
+    ``poll_s`` seconds for at most ``timeout``."""
+    from ray.job_submission import JobStatus
+
+    deadline = time.monotonic() + timeout
+    while (status := client.get_job_status(job_id)) not in (
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    ):
+        assert time.monotonic() < deadline, f"job {job_id} still {status} after {timeout} s"
+        time.sleep(poll_s)
+    return str(status)
+
+
 class Jobs:
     """Jobs on the session cluster through the job server, with S3 credentials from a file."""
 
@@ -63,17 +79,7 @@ class Jobs:
         return self.client.submit_job(entrypoint=entrypoint, runtime_env=self.runtime_env)
 
     def wait(self, job_id: str, timeout: float = 900) -> str:
-        from ray.job_submission import JobStatus
-
-        deadline = time.monotonic() + timeout
-        while (status := self.client.get_job_status(job_id)) not in (
-            JobStatus.SUCCEEDED,
-            JobStatus.FAILED,
-            JobStatus.STOPPED,
-        ):
-            assert time.monotonic() < deadline, f"job {job_id} still {status} after {timeout} s"
-            time.sleep(1)
-        return str(status)
+        return wait_for_job_end(self.client, job_id, timeout, poll_s=1)
 
     def wait_for_checkpoint(self, job_id: str, run_dir, after: int = 0, timeout=600) -> None:
         """Until the running job ``job_id`` has a complete checkpoint in ``run_dir`` of more

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, write_digits_tree, write_truncated_jpeg
 from infer_model import CLASSES, SIZE, TinyModel, digit_files
+from s3_jobs import credentials_file, wait_for_job_end
 
 from tljob import storage
 from tljob.data.prepared import PreparedManifest, StoreSettings
@@ -60,13 +60,7 @@ class Jobs:
     def __init__(self, ray_cluster, s3, tmp_path: Path) -> None:
         from ray.job_submission import JobSubmissionClient
 
-        keys = s3.server.admin
-        creds = tmp_path / "aws-credentials"
-        creds.touch(mode=0o600)
-        creds.write_text(
-            f"[tljob-test]\naws_access_key_id = {keys.access_key_id}\n"
-            f"aws_secret_access_key = {keys.secret_access_key}\n"
-        )
+        creds = credentials_file(tmp_path, s3.server.admin)
         self.client = JobSubmissionClient(ray_cluster["dashboard"])
         self.env = {
             "AWS_SHARED_CREDENTIALS_FILE": str(creds),
@@ -76,19 +70,10 @@ class Jobs:
         }
 
     def run(self, args: list[str], timeout: float = 300) -> tuple[str, str]:
-        from ray.job_submission import JobStatus
-
         entrypoint = " ".join([sys.executable, str(REPO / "ray_jobs" / "predict.py"), *args])
         job_id = self.client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": self.env})
-        deadline = time.monotonic() + timeout
-        while (status := self.client.get_job_status(job_id)) not in (
-            JobStatus.SUCCEEDED,
-            JobStatus.FAILED,
-            JobStatus.STOPPED,
-        ):
-            assert time.monotonic() < deadline, f"job {job_id} still {status}"
-            time.sleep(0.5)
-        return str(status), self.client.get_job_logs(job_id)
+        status = wait_for_job_end(self.client, job_id, timeout, poll_s=0.5)
+        return status, self.client.get_job_logs(job_id)
 
 
 @pytest.mark.ray
