@@ -24,6 +24,7 @@ from pydantic import (
 from tljob.config._base import _Section
 from tljob.config.augment import AugmentSection
 from tljob.config.data import DataSection
+from tljob.config.features import refuse_invalid_cached
 from tljob.config.s3 import S3Section, credential_keys
 from tljob.config.train import (
     BEST_METRICS,
@@ -34,6 +35,7 @@ from tljob.config.train import (
     BestMetricName,
     ClassWeightName,
     EarlyStoppingSection,
+    FeaturesName,
     OptimizerName,
     PrecisionName,
     ReduceLRSection,
@@ -154,6 +156,14 @@ class StageSection(_Section):
         description="BatchNorm statistics of unfrozen backbone layers: 'frozen' (inference "
         "mode, the pretrained statistics kept), 'train' (updated from the batches), or "
         "'auto': frozen with pretrained weights, trained from random ones.",
+    )
+    features: FeaturesName = Field(
+        "auto",
+        description="What a head-only stage trains on: 'images', or 'cached' pooled features "
+        "(the backbone run once over the training and validation images, stored beside the "
+        "prepared data and reused by later runs and sweep trials); 'auto': cached whenever "
+        "valid (trainable 'head', no earlier stage training the backbone, pretrained "
+        "weights, no augmentation).",
     )
 
     @model_validator(mode="after")
@@ -360,6 +370,7 @@ class JobConfig(_Section):
                     f"{spec.name!r} has {len(spec.blocks)} blocks, so K must be <= "
                     f"{len(spec.blocks)}"
                 )
+        refuse_invalid_cached(self)
         if self.data.stored_size is not None and self.data.stored_size < self.image_size:
             raise ValueError(
                 f"`data.stored_size` ({self.data.stored_size}) must be >= the training size "

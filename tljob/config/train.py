@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BeforeValidator, Field, model_validator
 
 from tljob.config._base import _Section
+from tljob.config.features import FEATURES_MODES, FeaturesMode
 
 Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
@@ -127,6 +128,7 @@ ClassWeightName = Annotated[ClassWeight, _one_of(CLASS_WEIGHTS)]
 PrecisionName = Annotated[Precision, _one_of(PRECISIONS)]
 BestMetricName = Annotated[BestMetric, _one_of(BEST_METRICS)]
 BatchNormName = Annotated[BatchNormMode, _one_of(BATCHNORM_MODES)]
+FeaturesName = Annotated[FeaturesMode, _one_of(FEATURES_MODES)]
 
 
 def check_stage_settings(stage: Any) -> None:

@@ -27,6 +27,7 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 from tljob import output, storage
 from tljob.config import JobConfig, dump_config
+from tljob.data.features import RUN_RECORD as CACHED_FEATURES_RECORD
 from tljob.data.pipeline import PreparedData, prepare_data
 from tljob.data.plan import DataPlan
 from tljob.errors import JobFailedError, UserError
@@ -230,6 +231,7 @@ def _train_and_summarise(
     if not in_sweep:
         _print_data_summary(prepared)
     storage.delete_file(run_dir.join(DIVERGED_FILE))
+    storage.delete_file(run_dir.join(CACHED_FEATURES_RECORD))
     clear_rescored(run_dir)
     clear_attempts(run_dir)  # this run counts its own worker-group restarts
     failures.clear_tracebacks(run_dir)  # numbered by attempt, as the attempts are
@@ -299,6 +301,8 @@ def _train_and_summarise(
             f"{summary['epochs_repeated']} epoch(s) were trained again"
         )
     summary["prepared_data"] = prepared.prepared_uri
+    if storage.exists(record := run_dir.join(CACHED_FEATURES_RECORD)):
+        summary["cached_features"] = json.loads(storage.read_text(record))
     if shipped is not None:
         summary["initial_weights"] = {"file": shipped.uri, "sha256": shipped.sha256}
     digests = [

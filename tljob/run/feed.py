@@ -41,10 +41,14 @@ def _specs(image_size: int, labels: LabelFormat) -> tuple[tf.TensorSpec, tf.Tens
 
 
 def _array_specs(arrays: tuple[np.ndarray, np.ndarray]) -> tuple[tf.TensorSpec, tf.TensorSpec]:
-    """The specs of arrays ``read_shard_per_worker`` returned: (N, C) labels are soft."""
-    images, labels = arrays
+    """The specs of in-memory arrays: uint8 images as ``read_shard_per_worker`` returns
+    them, or float32 pooled features (``tljob.run.cached_stage``); (N, C) labels are soft."""
+    inputs, labels = arrays
     soft = labels.ndim == 2
-    return _specs(images.shape[1], LabelFormat(soft, labels.shape[1] if soft else 0))
+    label_spec = LabelFormat(soft, labels.shape[1] if soft else 0).spec()
+    if inputs.ndim == 2:
+        return tf.TensorSpec(shape=(None, inputs.shape[1]), dtype=tf.float32), label_spec
+    return _specs(inputs.shape[1], LabelFormat(soft, labels.shape[1] if soft else 0))
 
 
 def train_streamed_because(augment: AugmentSection) -> str | None:

@@ -14,6 +14,7 @@ Every worker of a (re)started worker group restores the checkpoint its attempt r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -31,6 +32,7 @@ import tensorflow as tf
 from tljob import output, storage
 from tljob import progress as live
 from tljob.config import REPORTED_METRICS, StageSection
+from tljob.config.features import cached_stage_indices
 from tljob.nn import callbacks as keras_callbacks
 from tljob.nn import io as keras_io
 from tljob.nn import model as keras_model
@@ -39,6 +41,7 @@ from tljob.nn.labels import LabelFormat
 from tljob.run import checkpoint as ckpt_files
 from tljob.run import failures, feed, shipped
 from tljob.run.attempts import record_epoch_begun
+from tljob.run.cached_stage import StageInput, WorkerFeatures, cached_input_per_worker
 from tljob.run.failed_run import note_checkpoint
 from tljob.run.ledger import EpochRow, history_csv, is_better
 from tljob.run.loop import LoopConfig
@@ -77,19 +80,10 @@ class _WorkerRun:
 
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
         self.labels = LabelFormat.for_job(job.augment, len(loop.classes))  # the one switch
-        self.input = feed.worker_input_per_worker(
-            {split: ray.train.get_dataset_shard(split) for split in ("train", "val")},
-            train_rows=shard_rows,
-            global_batch=global_batch,
-            image_size=job.image_size,
-            shuffle=job.data.shuffle_buffer,
-            seed=job.data.seed,
-            limit_bytes=int(job.scaling.worker_cache_mib * 2**20),
-            # the run's global epochs done when a stage's fit starts: the shuffle orders
-            first_epoch=lambda: len(self.state.history),
-            labels=self.labels,
-            train_streamed_because=feed.train_streamed_because(job.augment),
-        )
+        self.shard_rows, self.global_batch = shard_rows, global_batch
+        # stages on cached features (tljob.config.features): their inputs, read at the first
+        self.cached_stages = cached_stage_indices(job)
+        self.features: WorkerFeatures | None = None
         keras_model.set_precision(job.train.precision)  # before any layer is created
         self.local = tempfile.TemporaryDirectory(prefix="tljob-worker-")
         weights_file = None  # the driver's resolved file, shipped through the run directory
@@ -109,6 +103,7 @@ class _WorkerRun:
         # set per stage / epoch by run_stage and the hooks
         self.stage_index, self.stage = 0, self.stages[0]
         self.trainable_tensors = 0
+        self.stage_steps = self.steps_per_epoch  # the fitted stage's steps per epoch
         self.schedule: Any = None  # the stage's StageSchedule
         self.callbacks: list[Any] = []
         self.nan_guard = keras_callbacks.StopOnNonFiniteLoss()
@@ -121,6 +116,27 @@ class _WorkerRun:
         # rank 0 feeds the driver's live display, when there is one, instead of logging
         self.progress = loop.progress if self.rank == 0 else None
         self.tensorboard = epoch_summaries(job, self.rank, self.run_dir, loop.classes)
+
+    @functools.cached_property
+    def input(self) -> feed.WorkerInput:
+        """The worker's images, read (or set up to stream) when an image stage first needs
+        them: a run whose stages all train on cached features never reads an image."""
+        job = self.job
+        worker_input = feed.worker_input_per_worker(
+            {split: ray.train.get_dataset_shard(split) for split in ("train", "val")},
+            train_rows=self.shard_rows,
+            global_batch=self.global_batch,
+            image_size=job.image_size,
+            shuffle=job.data.shuffle_buffer,
+            seed=job.data.seed,
+            limit_bytes=int(job.scaling.worker_cache_mib * 2**20),
+            # the run's global epochs done when a stage's fit starts: the shuffle orders
+            first_epoch=lambda: len(self.state.history),
+            labels=self.labels,
+            train_streamed_because=feed.train_streamed_because(job.augment),
+        )
+        self.say(worker_input.describe())
+        return worker_input
 
     def say(self, message: str, event: type[live.Line | live.EpochFinished] = live.Line) -> None:
         if self.rank != 0:
@@ -141,7 +157,6 @@ class _WorkerRun:
             self.say(
                 f"worker group restarted (attempt {self.attempt.number}); {self.start.message}"
             )
-        self.say(self.input.describe())
         if steps := keras_model.augmentation_steps(self.net):
             self.say(f"augment: in the model, training only: {', '.join(steps)}")
         for stage_index, stage in enumerate(self.stages):
@@ -149,33 +164,48 @@ class _WorkerRun:
                 self.run_stage(stage_index, stage)
         self.finish()
 
+    def stage_input(self, stage_index: int) -> StageInput:
+        """What the stage fits: the full model on images, or, for a cached stage, the
+        model's head on this worker's features (computed or read at the first)."""
+        if stage_index not in self.cached_stages:
+            worker_input = self.input
+            return StageInput(
+                self.net, worker_input.train, worker_input.val, self.steps_per_epoch,
+                worker_input.train_in_memory,
+            )  # fmt: skip
+        cached = cached_input_per_worker(self, self.stages[stage_index].name)
+        self.features = cached.features
+        return cached
+
     def run_stage(self, stage_index: int, stage: StageSection) -> None:
         state = self.state
         self.stage_index, self.stage = stage_index, stage
         continuing = stage_index == self.start.stage_index and self.start.epoch > 0
         trains = keras_model.batchnorm_trains(self.job.model, stage)
+        fed = self.stage_input(stage_index)
         with self.strategy.scope():
-            if trains != self.batchnorm_trains:  # same layers and weights, rewired
-                self.net = keras_model.with_batchnorm(self.net, trains)
+            if trains != self.batchnorm_trains and fed.model is self.net:  # rewired
+                self.net = fed.model = keras_model.with_batchnorm(self.net, trains)
                 self.batchnorm_trains = trains
-            net = self.net
-            self.trainable_tensors = keras_model.set_trainable(net, stage.trainable)
+            net = fed.model
+            self.trainable_tensors = keras_model.set_trainable(self.net, stage.trainable)
             self.schedule = keras_model.compile_stage(
-                net, stage, self.steps_per_epoch, self.job.train.jit_compile, self.labels
+                net, stage, fed.steps, self.job.train.jit_compile, self.labels
             )
             if continuing:
                 if self.restored_optimizer:
                     keras_io.restore_optimizer_state(net, self.restored_optimizer)
                 # the schedule continues where the stage stopped, at this run's step size
-                keras_schedules.start_at_step(net, self.start.epoch * self.steps_per_epoch)
+                keras_schedules.start_at_step(net, self.start.epoch * fed.steps)
         if continuing and state.learning_rate and self.schedule.level is not None:
             keras_model.set_learning_rate(net, state.learning_rate)  # the plateau level
+        self.stage_steps = fed.steps
         self.say(
             f"stage {stage_index + 1}/{len(self.stages)} {stage.name!r}: trainable="
             f"{stage.trainable} ({self.trainable_tensors} trainable tensors), "
             f"{stage.optimizer} lr={keras_model.current_learning_rate(net):.2e} "
             f"({stage.schedule.kind}), BatchNorm {'training' if trains else 'frozen'}, "
-            f"{stage.epochs} epochs"
+            f"{stage.epochs} epochs{fed.describe()}"
         )
         self.callbacks = keras_callbacks.stage_callbacks(
             self.schedule,
@@ -184,10 +214,10 @@ class _WorkerRun:
             state.callbacks if continuing else {},
         )
         net.fit(
-            self.input.train,
-            validation_data=self.input.val,
+            fed.train,
+            validation_data=fed.val,
             # the in-memory training data is endless (see tljob.run.feed.in_memory_train)
-            steps_per_epoch=self.steps_per_epoch if self.input.train_in_memory else None,
+            steps_per_epoch=fed.steps if fed.train_in_memory else None,
             epochs=stage.epochs,
             initial_epoch=self.start.epoch if continuing else 0,
             class_weight=dict(enumerate(self.loop.class_weights))
@@ -220,7 +250,7 @@ class _WorkerRun:
                     stages=len(self.stages),
                     epoch=epoch + 1,
                     epochs=self.stage.epochs,
-                    steps=self.steps_per_epoch,
+                    steps=self.stage_steps,
                 )
             )
 
@@ -239,7 +269,7 @@ class _WorkerRun:
             )
             return
         self.say(
-            f"{self._where()}: step {steps}/{self.steps_per_epoch} "
+            f"{self._where()}: step {steps}/{self.stage_steps} "
             f"loss={logs.get('loss', 0.0):.4f} accuracy={logs.get('accuracy', 0.0):.4f} "
             f"({rate:.0f} images/s)"
         )
@@ -296,7 +326,8 @@ class _WorkerRun:
             float(level.numpy()) if level is not None else keras_model.current_learning_rate(net)
         )
         state.callbacks = keras_callbacks.callback_state(self.callbacks)
-        weights = keras_io.get_weights(net)  # collective: every worker calls it
+        # the whole model's (a cached stage fits its head); collective: every worker calls it
+        weights = keras_io.get_weights(self.net)
         marks["weights_read"] = time.monotonic()
         if is_better(row, state.best, self.job.train.best_metric):
             state.best, self.best_weights = row, weights

@@ -1,0 +1,108 @@
+"""Cached backbone features on storage: their fingerprint, layout and publishing. Pure (no
+Ray, no TensorFlow).
+
+A head-only stage (``tljob.config.features``) trains on the pooled features of its frozen
+backbone. They are computed once, by the Ray Train workers of the first run that needs
+them, each over its own share of the training and validation images, and kept beside the
+prepared data they came from::
+
+    <prepared>/features/<fingerprint>/features.json         written last: complete
+    <prepared>/features/<fingerprint>/<attempt>/train/part-<rank>.parquet
+    <prepared>/features/<fingerprint>/<attempt>/val/part-<rank>.parquet
+
+Each part holds the rows of one worker: ``feature`` (float32, the pooled vector) and
+``label`` (int64). The fingerprint is a sha256 over everything the features depend on:
+the prepared data's fingerprint, the backbone, the sha256 of its initial weights, the image
+size, the backbone's preprocessing, the BatchNorm mode (inference: the backbone is frozen)
+and the numeric precision. Any change gives a new folder; an unchanged one is reused by
+every later run and sweep trial. Concurrent runs that compute the same features write
+under their own attempt; the first to create ``features.json`` wins, as with prepared
+data (``tljob.data.prepared.publish``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from tljob import storage
+
+FORMAT_VERSION = 1
+FEATURES_DIR = "features"
+MANIFEST_FILE = "features.json"
+SPLITS = ("train", "val")
+RUN_RECORD = "cached_features.json"  # in a run directory: what its cached stages used
+BATCHNORM_MODE = "inference"  # a frozen backbone's BatchNorm uses its moving statistics
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """What the features depend on: the parts of their fingerprint."""
+
+    prepared_fingerprint: str
+    backbone: str
+    weights_sha256: str
+    image_size: int
+    preprocessing: str
+    precision: str
+    batchnorm: str = BATCHNORM_MODE
+
+    def fingerprint(self) -> str:
+        parts = {"format_version": FORMAT_VERSION, **asdict(self)}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FeaturesManifest:
+    """``features.json``: which attempt holds the parts, and what they hold."""
+
+    fingerprint: str
+    attempt: str
+    key: dict
+    rows: dict  # split -> rows over every part
+    parts: dict  # split -> [file names under <attempt>/<split>]
+    dim: int
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeaturesManifest:
+        return cls(**json.loads(text))
+
+    def part_uris(self, folder: storage.Location, split: str) -> list[str]:
+        return [folder.join(self.attempt, split, name).uri for name in self.parts[split]]
+
+
+def features_dir(prepared_uri: str, key: FeatureKey) -> storage.Location:
+    """Where the features of ``key`` live: under the prepared data they came from."""
+    return storage.resolve(prepared_uri).join(FEATURES_DIR, key.fingerprint())
+
+
+def part_name(rank: int) -> str:
+    return f"part-{rank:05d}.parquet"
+
+
+def read_manifest(folder: storage.Location) -> FeaturesManifest | None:
+    """The published manifest of ``folder``, or None (nothing complete there yet, or an
+    older format, which is computed again)."""
+    loc = folder.join(MANIFEST_FILE)
+    if not storage.exists(loc):
+        return None
+    manifest = FeaturesManifest.from_json(storage.read_text(loc))
+    return manifest if manifest.format_version == FORMAT_VERSION else None
+
+
+def publish(folder: storage.Location, manifest: FeaturesManifest) -> FeaturesManifest:
+    """Publish ``manifest`` unless another run already did; return the published one
+    (ours, or the winner's: then our attempt is deleted)."""
+    if storage.create_exclusive(folder.join(MANIFEST_FILE), manifest.to_json().encode()):
+        return manifest
+    winner = read_manifest(folder)
+    if winner is None:  # an older format: replace it
+        storage.write_text(folder.join(MANIFEST_FILE), manifest.to_json())
+        return manifest
+    storage.delete_dir(folder.join(manifest.attempt))
+    return winner

@@ -1,0 +1,244 @@
+"""The features a cached stage trains on, in the Ray Train worker loop
+(``tljob.config.features`` says which stages; ``tljob.data.features`` where they live).
+
+``features_per_worker`` is called by every worker at the first cached stage. Rank 0 looks
+for published features of the run's ``FeatureKey`` and tells every worker what it found
+(so all take the same path):
+
+- found: each worker reads its equal, contiguous share of the rows (``rows // world`` of
+  each split; the few left over are left out, as the equal split of the images leaves them);
+- not found: each worker runs the frozen backbone once over its own shares of the training
+  and validation images (one pass of the Ray Data shards, on its GPU when it has one),
+  writes them as its part, and after all have written rank 0 publishes ``features.json``.
+
+Either way the worker holds (features, labels) for both splits in memory: a few KiB per
+image against the image's pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray.train
+import ray.train.collective
+
+from tljob import storage
+from tljob.data.features import (
+    RUN_RECORD,
+    SPLITS,
+    FeatureKey,
+    FeaturesManifest,
+    features_dir,
+    part_name,
+    publish,
+    read_manifest,
+)
+from tljob.nn.features import compute_features, feature_dim, features_model, head_model
+from tljob.run import feed
+from tljob.zoo import get_backbone
+
+_READ_ROWS = 1024  # images per batch of the one pass over a shard
+
+
+@dataclass
+class WorkerFeatures:
+    """A worker's features: per split, (float32 features (N, dim), int64 labels (N,))."""
+
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]]
+    folder: str  # the features' folder URI
+    fingerprint: str
+    computed: bool  # True: this run's backbone pass made them; False: found
+    seconds: float  # the pass (or the read), on rank 0
+
+    def record(self, stage: str) -> dict[str, Any]:
+        """``features.json`` of the run (and ``summary.json["features"]``)."""
+        return {
+            "stage": stage,
+            "folder": self.folder,
+            "fingerprint": self.fingerprint,
+            "computed": self.computed,
+            "seconds": round(self.seconds, 3),
+            "rows_per_worker": {s: int(len(a[1])) for s, a in self.arrays.items()},
+        }
+
+
+def feature_key(job: Any, prepared_uri: str, weights_sha256: str) -> FeatureKey:
+    """The fingerprint parts of a run's features (``tljob.data.features``)."""
+    spec = get_backbone(job.model.backbone)
+    return FeatureKey(
+        prepared_fingerprint=prepared_uri.rstrip("/").rsplit("/", 1)[-1],
+        backbone=spec.name,
+        weights_sha256=weights_sha256,
+        image_size=job.image_size,
+        preprocessing=spec.preprocessing,
+        precision=job.train.precision,
+    )
+
+
+def _part_bytes(features: np.ndarray, labels: np.ndarray) -> bytes:
+    dim = features.shape[1]
+    table = pa.table(
+        {
+            "feature": pa.FixedSizeListArray.from_arrays(
+                pa.array(features.reshape(-1), pa.float32()), dim
+            ),
+            "label": pa.array(labels.astype(np.int64), pa.int64()),
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def _rows_of(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    column = table["feature"].combine_chunks()
+    dim = column.type.list_size
+    features = column.flatten().to_numpy().astype(np.float32).reshape(-1, dim)
+    return features, table["label"].to_numpy().astype(np.int64)
+
+
+def _share(
+    folder: storage.Location, manifest: FeaturesManifest, split: str, rank: int, world: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``[rank * n, (rank + 1) * n)`` of ``split``'s parts in order, n = rows // world."""
+    per = manifest.rows[split] // world
+    start, end = rank * per, (rank + 1) * per
+    parts, offset = [], 0
+    for uri in manifest.part_uris(folder, split):
+        if offset >= end:
+            break
+        loc = storage.resolve(uri)
+        with loc.fs.open_input_file(loc.path) as f:
+            part = pq.ParquetFile(f)
+            rows = part.metadata.num_rows
+            if offset + rows > start:
+                table = part.read()
+                parts.append(table.slice(max(0, start - offset), end - max(start, offset)))
+        offset += rows
+    if not parts:
+        return np.zeros((0, manifest.dim), np.float32), np.zeros(0, np.int64)
+    return _rows_of(pa.concat_tables(parts))
+
+
+def _one_pass(shard: Any, extractor: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The features and labels of every row of a Ray Data shard (one pass of it)."""
+    labels: list[np.ndarray] = []
+
+    def images() -> Any:
+        for batch in shard.iter_batches(batch_size=_READ_ROWS, batch_format="numpy"):
+            labels.append(np.asarray(batch["label"], np.int64))
+            yield batch["image"]
+
+    features = compute_features(extractor, images())
+    return features, (np.concatenate(labels) if labels else np.zeros(0, np.int64))
+
+
+def features_per_worker(
+    net: Any, key: FeatureKey, prepared_uri: str, shards: dict[str, Any]
+) -> WorkerFeatures:
+    """This worker's features for the cached stages (see the module docstring); every
+    worker calls it together. ``shards``: the split name -> this worker's image shard."""
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    folder = features_dir(prepared_uri, key)
+    started = time.monotonic()
+    found = read_manifest(folder) if rank == 0 else None
+    found = ray.train.collective.broadcast_from_rank_zero(found)
+    if found is not None:
+        arrays = {split: _share(folder, found, split, rank, world) for split in SPLITS}
+        return WorkerFeatures(
+            arrays, folder.uri, key.fingerprint(), False, time.monotonic() - started
+        )
+    extractor = features_model(net)
+    arrays = {split: _one_pass(shards[split], extractor) for split in SPLITS}
+    attempt = ray.train.collective.broadcast_from_rank_zero(uuid.uuid4().hex[:12])
+    for split, (features, labels) in arrays.items():
+        storage.write_bytes(
+            folder.join(attempt, split, part_name(rank)), _part_bytes(features, labels)
+        )
+    ray.train.collective.barrier()  # every part is written
+    if rank == 0:
+        # the equal split gives every worker as many rows as this one
+        rows = {split: len(arrays[split][1]) * world for split in SPLITS}
+        names = [part_name(r) for r in range(world)]
+        publish(
+            folder,
+            FeaturesManifest(
+                fingerprint=key.fingerprint(),
+                attempt=attempt,
+                key=key.__dict__.copy(),
+                rows=rows,
+                parts={split: names for split in SPLITS},
+                dim=feature_dim(net),
+            ),
+        )
+    return WorkerFeatures(arrays, folder.uri, key.fingerprint(), True, time.monotonic() - started)
+
+
+@dataclass
+class StageInput:
+    """What a stage fits: ``model`` on ``train`` / ``val`` for ``steps`` steps per epoch
+    (``train_in_memory``: the training data is endless, ``fit`` needs the steps)."""
+
+    model: Any
+    train: Any
+    val: Any
+    steps: int
+    train_in_memory: bool
+    features: WorkerFeatures | None = None
+
+    def describe(self) -> str:
+        """The tail of the stage's line: on what it trains, when on cached features."""
+        if self.features is None:
+            return ""
+        how = "computed now" if self.features.computed else "found"
+        return f", on cached features ({how}, {self.features.folder})"
+
+
+def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
+    """A cached stage's input for the worker loop ``worker`` (``tljob.run.worker``): the
+    model's head (built once, in the strategy's scope) and this worker's features, as
+    ``tljob.run.feed`` serves in-memory arrays; the features are computed or read at the
+    first cached stage (``features_per_worker``) and noted in ``features.json``."""
+    loop = worker.loop
+    if worker.features is None:
+        key = feature_key(worker.job, loop.prepared_uri, loop.weights_sha256)
+        shards = {split: ray.train.get_dataset_shard(split) for split in SPLITS}
+        found = features_per_worker(worker.net, key, loop.prepared_uri, shards)
+        worker.say(
+            f"features: {'the backbone ran once over' if found.computed else 'found for'} "
+            f"{sum(len(a[1]) for a in found.arrays.values())} images of this worker in "
+            f"{found.seconds:.1f}s; stored in {found.folder}"
+        )
+        if worker.rank == 0:
+            storage.write_text(
+                worker.run_dir.join(RUN_RECORD), json.dumps(found.record(stage), indent=1)
+            )
+        with worker.strategy.scope():
+            worker.head = head_model(worker.net)
+        worker.features = found
+    features = worker.features
+    train, val = features.arrays["train"], features.arrays["val"]
+    global_batch, world = worker.global_batch, worker.world_size
+    return StageInput(
+        model=worker.head,
+        train=feed.in_memory_train(
+            train,
+            global_batch,
+            worker.job.data.shuffle_buffer > 0,
+            worker.job.data.seed,
+            lambda: len(worker.state.history),
+        ),  # fmt: skip
+        val=feed.in_memory_val(val, global_batch),
+        steps=len(train[1]) // global_batch * world,
+        train_in_memory=True,
+        features=features,
+    )
