@@ -21,8 +21,16 @@ pytestmark = pytest.mark.ray
 
 
 def test_workers_without_a_keras_cache_train_from_the_weights_the_driver_shipped(
-    tmp_path, ray_cluster
+    tmp_path, ray_cluster, monkeypatch
 ):
+    """... and on cached features, which a sweep trial and a resumed run then find."""
+    config, driver_home, cached = _shipped_run(tmp_path, ray_cluster)
+    _check_a_trial_and_a_resumed_run_find_the_features(
+        tmp_path, ray_cluster, config, driver_home, cached, monkeypatch
+    )
+
+
+def _shipped_run(tmp_path: Path, ray_cluster) -> tuple[Path, Path, dict]:
     data = write_digits_tree(tmp_path / "digits", classes=4, per_class=20)
     driver_home, worker_home = tmp_path / "driver-keras", tmp_path / "worker-keras"
     worker_home.mkdir()
@@ -106,3 +114,82 @@ def test_workers_without_a_keras_cache_train_from_the_weights_the_driver_shipped
         assert np.array_equal(a, np.where(np.abs(b) < tiny, np.float32(0), b))
     random_init = mobilenet_v2_torchvision(input_shape=(32, 32, 3)).get_weights()
     assert not np.array_equal(got[0], random_init[0])
+
+    # The head stage trained on cached features (its backbone frozen, pretrained, no
+    # augmentation): the workers ran the backbone once over their images and stored them
+    # beside the prepared data. They are what the backbone gives on the same images.
+    cached = summary["cached_features"]
+    assert (cached["stage"], cached["computed"]) == ("head", True)
+    assert cached["rows_per_worker"] == {"train": 32, "val": 8}  # 64 / 2 and 16 / 2
+    _check_features_are_the_backbones(Path(cached["folder"]), summary["prepared_data"], run_dir)
+    return config, driver_home, cached
+
+
+def _check_features_are_the_backbones(folder: Path, prepared_uri: str, run_dir: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tljob.data.stream import shard_units
+    from tljob.infer.inputs import PreparedSplit
+    from tljob.infer.pipeline import read_prepared
+    from tljob.nn import io as nn_io
+    from tljob.nn.features import compute_features, features_model
+    from tljob.run.cached_stage import _rows_of
+    from tljob.storage import resolve
+
+    val = PreparedSplit.from_prepared(prepared_uri, "val")
+    rows = [
+        read_prepared(unit | {"path": [unit["path"]], "row_group": [unit["row_group"]]},
+                      resolve(val.folder_uri).fs, val.stored_size, val.pixels, 32)
+        for unit in shard_units(resolve(val.folder_uri), val.files)
+    ]  # fmt: skip
+    images = np.concatenate([r["image"] for r in rows])
+    labels = np.concatenate([r["label"] for r in rows])
+    model = nn_io.load_exported(run_dir / "model" / "model.keras")
+    want = compute_features(features_model(model), [images])
+    manifest = json.loads((folder / "features.json").read_text())
+    parts = sorted((folder / manifest["attempt"] / "val").iterdir())
+    assert [p.name for p in parts] == ["part-00000.parquet", "part-00001.parquet"]
+    got, got_labels = _rows_of(pa.concat_tables([pq.read_table(p) for p in parts]))
+    assert got.shape == (16, 1280) and manifest["rows"] == {"train": 64, "val": 16}
+    # every cached row is one of the images' features (to float tolerance), with its label,
+    # and no image twice
+    distance = np.abs(got[:, None, :] - want[None, :, :]).max(axis=2)
+    match = distance.argmin(axis=1)
+    assert len(set(match.tolist())) == 16
+    assert distance.min(axis=1).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+    np.testing.assert_array_equal(got_labels, labels[match])
+
+
+def _check_a_trial_and_a_resumed_run_find_the_features(
+    tmp_path, ray_cluster, config, driver_home, cached, monkeypatch
+) -> None:
+    import ray
+
+    from tljob.cli import main
+
+    monkeypatch.setenv("KERAS_HOME", str(driver_home))  # the converted weights, same sha256
+    if not ray.is_initialized():
+        ray.init(address=ray_cluster["gcs"], log_to_driver=False)
+    folder = Path(cached["folder"])
+    # a sweep trial (a new run at another learning rate) finds them: no backbone pass
+    sweep = tmp_path / "sweep.yaml"
+    tree = yaml.safe_load(config.read_text())
+    tree["search"] = {"train.stages.0.learning_rate": {"grid": [1e-2]}}
+    tree["tune"] = {"name": "reuse"}
+    sweep.write_text(yaml.safe_dump(tree))
+    assert main(["tune", "--config", str(sweep)]) == 0
+    [trial] = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("reuse-*/summary.json")]
+    assert trial["cached_features"]["computed"] is False
+    assert trial["cached_features"]["folder"] == str(folder)
+    # the first run, resumed to extend its head stage, finds them too: the head's optimizer
+    # state restored into the head, the schedule continued
+    assert main(["train", "--config", str(config), "--set", "train.stages.0.epochs=2"]) == 0
+    resumed = json.loads((tmp_path / "runs" / "shipped" / "summary.json").read_text())
+    assert resumed["epochs"] == 2
+    assert resumed["cached_features"]["computed"] is False
+    assert resumed["cached_features"]["folder"] == str(folder)
+    # one backbone pass in all three runs: one attempt folder beside features.json
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [
+        json.loads((folder / "features.json").read_text())["attempt"]
+    ]
