@@ -213,10 +213,15 @@ def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
         key = feature_key(worker.job, loop.prepared_uri, loop.weights_sha256)
         shards = {split: ray.train.get_dataset_shard(split) for split in SPLITS}
         found = features_per_worker(worker.net, key, loop.prepared_uri, shards)
+        counts = (
+            f"{len(found.arrays['train'][1])} training + {len(found.arrays['val'][1])} "
+            "validation images of this worker"
+        )
         worker.say(
-            f"features: {'the backbone ran once over' if found.computed else 'found for'} "
-            f"{sum(len(a[1]) for a in found.arrays.values())} images of this worker in "
-            f"{found.seconds:.1f}s; stored in {found.folder}"
+            f"features: the backbone ran once over {counts} in {found.seconds:.1f}s; stored "
+            f"in {found.folder}"
+            if found.computed
+            else f"features: found in {found.folder}; read {counts} in {found.seconds:.1f}s"
         )
         if worker.rank == 0:
             storage.write_text(

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from tljob import preflight, storage
 from tljob.config import JobConfig
+from tljob.config.features import cached_stage_indices
 from tljob.data.listing import ImageListing
 from tljob.data.plan import DataPlan, plan_data
 from tljob.run.lock import RunLock, check_run_dir
@@ -62,7 +63,11 @@ def dry_run(
 
     say(HEADER)
     scaling = job.scaling
-    stages = ", ".join(f"{s.name} {_plural(s.epochs, 'epoch')}" for s in job.train.stages)
+    cached = cached_stage_indices(job)
+    stages = ", ".join(
+        f"{s.name} {_plural(s.epochs, 'epoch')}" + (" on cached features" if i in cached else "")
+        for i, s in enumerate(job.train.stages)
+    )
     say(
         checked(
             "config",
