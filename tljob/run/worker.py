@@ -37,7 +37,7 @@ from tljob.nn import model as keras_model
 from tljob.nn import schedules as keras_schedules
 from tljob.nn.labels import LabelFormat
 from tljob.run import checkpoint as ckpt_files
-from tljob.run import failures, feed, shipped
+from tljob.run import failures, feed, lr_auto, shipped
 from tljob.run.attempts import record_epoch_begun
 from tljob.run.failed_run import note_checkpoint
 from tljob.run.ledger import EpochRow, history_csv, is_better
@@ -160,6 +160,8 @@ class _WorkerRun:
                 self.batchnorm_trains = trains
             net = self.net
             self.trainable_tensors = keras_model.set_trainable(net, stage.trainable)
+            # `learning_rate: auto`: a range test, or its record on resume, gives the number
+            self.stage = stage = lr_auto.auto_stage_per_worker(self, stage_index, stage)
             self.schedule = keras_model.compile_stage(
                 net, stage, self.steps_per_epoch, self.job.train.jit_compile, self.labels
             )
