@@ -41,7 +41,9 @@ def test_rates_rise_exponentially_from_1e_7_to_1():
     assert len(rates) == 100
     assert rates[0] == 1e-7 and math.isclose(rates[-1], 1.0, rel_tol=1e-12)
     ratio = 10 ** (7 / 99)  # the same factor every step
-    assert all(math.isclose(b / a, ratio, rel_tol=1e-9) for a, b in zip(rates, rates[1:]))
+    assert all(
+        math.isclose(b / a, ratio, rel_tol=1e-9) for a, b in zip(rates, rates[1:], strict=False)
+    )
     assert (lr_curve.range_test_steps(74), lr_curve.range_test_steps(500)) == (74, 100)
 
 
@@ -143,7 +145,10 @@ def test_the_range_test_puts_every_weight_back_bit_for_bit():
     assert len(after) == len(before)
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
     assert net.optimizer is not optimizer  # the test had its own; the old one never stepped
-    assert all(np.array_equal(v.numpy(), a) for v, a in zip(optimizer.variables, optimizer_before))
+    assert all(
+        np.array_equal(v.numpy(), a)
+        for v, a in zip(optimizer.variables, optimizer_before, strict=True)
+    )
 
 
 def test_a_stream_is_read_to_its_end_and_divergence_stops_the_curve():
