@@ -39,7 +39,7 @@ def auto_stage_per_worker(worker: Any, stage_index: int, stage: StageSection) ->
         return stage
     folder = worker.run_dir.join(RECORD_DIR)
     json_file = folder.join(record_stem(stage_index, stage) + ".json")
-    how = "recorded by the run's first attempt"
+    how = "recorded earlier in this run, reused"
     if storage.exists(json_file):
         record = lr_curve.RangeTest.from_json(json.loads(storage.read_text(json_file)))
     else:
@@ -50,7 +50,7 @@ def auto_stage_per_worker(worker: Any, stage_index: int, stage: StageSection) ->
             worker.net,
             stage,
             worker.input.train,
-            lr_curve.range_test_steps(worker.steps_per_epoch),
+            lr_curve.range_test_steps(worker.steps_per_epoch, worker.input.train_in_memory),
             endless=worker.input.train_in_memory,
             strategy=worker.strategy,
             labels=worker.labels,

@@ -22,6 +22,7 @@ from typing import Any
 
 START, END = 1e-7, 1.0
 MAX_STEPS = 100  # and at most one epoch of the stage
+MIN_STEPS = 20  # when the data is in memory (range_test_steps)
 BETA = 0.98
 DIVERGED = 4.0
 TAIL = 5
@@ -29,9 +30,12 @@ MIN_VALLEY = 8
 RULE = "valley"
 
 
-def range_test_steps(steps_per_epoch: int) -> int:
-    """How many steps the range test trains: ``MAX_STEPS`` or one epoch, the smaller."""
-    return max(1, min(MAX_STEPS, steps_per_epoch))
+def range_test_steps(steps_per_epoch: int, in_memory: bool) -> int:
+    """How many steps the range test trains: ``MAX_STEPS`` or one epoch, the smaller; but
+    at least ``MIN_STEPS`` when the training data is in memory (it then cycles: a curve of
+    a few steps cannot be read, and a stream can only be read once)."""
+    steps = min(MAX_STEPS, steps_per_epoch)
+    return max(steps, MIN_STEPS) if in_memory else max(1, steps)
 
 
 def rates(steps: int, start: float = START, end: float = END) -> list[float]:
