@@ -314,7 +314,7 @@ def test_values_that_can_never_be_valid_are_refused_now(tmp_path):
         "('resnet5'): unknown backbone 'resnet5'; did you mean 'resnet50' or 'resnet152' or "
         "'resnet50_v2'? `tljob backbones` lists the 38 registered backbones\n"
         "  `search.train.stages.0.learning_rate` value -0.1 can never be valid: "
-        "`train.stages.0.learning_rate` (-0.1): Input should be greater than 0"
+        "`train.stages.0.learning_rate` (-0.1): must be a positive number or 'auto'"
     )
 
 
