@@ -175,3 +175,14 @@ def test_a_stream_is_read_to_its_end_and_divergence_stops_the_curve():
     assert len(read) == 20  # all 20 batches of the epoch read, though 12 at most trained
     assert record.stopped_early and len(record.losses) < 12
     assert all(np.array_equal(a, b) for a, b in zip(before, net.get_weights(), strict=True))
+
+
+def test_a_sweep_over_auto_and_numbers_plots_by_trial():
+    from tljob.tune.outputs import _lr_path
+    from tljob.tune.results import TrialRecord
+
+    path = "train.stages.0.learning_rate"  # a sweep may list `auto` (test_sweep_config)
+    numbers = [TrialRecord("a", "TERMINATED", {path: 1e-3}), TrialRecord("b", "TERMINATED")]
+    assert _lr_path([path], numbers) == path
+    with_auto = [*numbers, TrialRecord("c", "TERMINATED", {path: "auto"})]
+    assert _lr_path([path], with_auto) is None  # no rate to put on a log axis
