@@ -6,6 +6,7 @@ bit for bit on a tiny model.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -26,14 +27,20 @@ def test_auto_is_accepted_and_read_back(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("value", "shown"), [("0", "0"), ("-1e-3", "'-1e-3'"), ("fast", "'fast'"), (".nan", "nan")]
+    ("value", "shown", "rule"),
+    [
+        ("0", "0", "must be a positive number or 'auto'"),
+        ("-1e-3", "'-1e-3'", "must be a positive number or 'auto'"),
+        ("fast", "'fast'", "must be a positive number or 'auto'"),
+        ("[auto]", "['auto']", "must be a positive number or 'auto'"),
+        (".inf", "inf", "must be a finite number, not inf or nan"),  # as every float field
+    ],
 )
-def test_bad_learning_rates_are_refused(value, shown):
+def test_bad_learning_rates_are_refused(value, shown, rule):
     with pytest.raises(ConfigError) as err:
         load_config(None, ["data.source=/x", f"train.stages.0.learning_rate={value}"])
-    assert f"`train.stages.0.learning_rate` ({shown}): must be a positive number or 'auto'" in str(
-        err.value
-    )
+    expected = f"invalid config:\n  `train.stages.0.learning_rate` ({shown}): {rule}"
+    assert str(err.value) == expected
 
 
 def test_rates_rise_exponentially_from_1e_7_to_1():
@@ -85,6 +92,11 @@ def test_pick_rate_reads_the_window_and_drops_the_diverged_steps():
     # window: the first tenth (6 steps) and the last 5 left out; a rising curve has no fall
     assert record.window == (6, 55) and record.rule == "valley"
     assert chosen == rates[6] and len(record.smoothed) == 60
+    # the record's JSON is standard (null for the diverged steps) and reads back equal
+    text = json.dumps(record.to_json(), allow_nan=False)
+    again = lr_curve.RangeTest.from_json(json.loads(text))
+    assert again.losses[:60] == losses[:60] and all(math.isnan(v) for v in again.losses[60:])
+    assert (again.chosen, again.window, again.rates) == (chosen, (6, 55), rates)
 
 
 def test_a_short_curve_gets_minimum_over_ten():

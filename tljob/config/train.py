@@ -80,7 +80,9 @@ def _learning_rate(value: Any) -> Any:
             number = float(value)
         except ValueError:
             number = None
-    if number is None or not math.isfinite(number) or number <= 0:
+    if number is not None and not math.isfinite(number):
+        raise ValueError("must be a finite number, not inf or nan")  # as every float field
+    if number is None or number <= 0:
         raise ValueError(f"must be a positive number or {AUTO_LEARNING_RATE!r}")
     return float(number)
 

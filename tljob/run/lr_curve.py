@@ -97,12 +97,15 @@ class RangeTest:
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as JSON values: a non-finite loss (the step that diverged) is null."""
+        data = asdict(self)
+        data["losses"] = [v if math.isfinite(v) else None for v in self.losses]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RangeTest:
-        data = {**data, "window": tuple(data["window"])}
-        return cls(**data)
+        losses = [math.nan if v is None else v for v in data["losses"]]
+        return cls(**{**data, "losses": losses, "window": tuple(data["window"])})
 
     def summary(self) -> str:
         """What the tljob line says after the arrow: how the rate was picked."""
