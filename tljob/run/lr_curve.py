@@ -1,16 +1,17 @@
 """The learning-rate range test's arithmetic (pure): its rates, its curve, and the rule that
 picks a rate from it (``learning_rate: auto``; the Keras part is ``tljob.nn.lr_find``).
 
-As fastai's ``lr_find``: step ``i`` of ``n`` trains at ``START * (END / START) ** (i / (n - 1))``
-(exponential from 1e-7 to 1), the loss of every step is smoothed by a debiased exponential
-moving average (``BETA``), and the test stops once the smoothed loss is non-finite or more
-than ``DIVERGED`` times its lowest value. The rule (``pick_rate``) is fastai's default,
-"valley": on the curve without its first tenth and its last ``TAIL`` points, find the
-longest run of steps along which the smoothed loss keeps falling (the longest decreasing
-subsequence, fastai's code), and take the rate about two thirds of the way down it. It
-lands where the loss falls fastest but well before the minimum, where the rate is already
-too high to train at; ``minimum / 10``, the older rule, is recorded beside it. A curve too
-short for the valley (fewer than ``MIN_VALLEY`` points) gets the minimum's rate / 10.
+As fastai's ``lr_find``: step ``i`` of ``n`` (``range_test_steps``: at most 100 and one
+epoch; at least 20 when the data is in memory) trains at
+``START * (END / START) ** (i / (n - 1))`` (exponential from 1e-7 to 1), the loss of every
+step is smoothed by a debiased exponential moving average (``BETA``), and the test stops
+once the smoothed loss is non-finite or more than ``DIVERGED`` times its lowest value. The
+rule (``pick_rate``) is fastai's default, "valley": on the curve without its first tenth
+and its last ``TAIL`` points, find the longest run of steps along which the smoothed loss
+keeps falling (the longest decreasing subsequence, fastai's code), and take the rate about
+two thirds of the way down it: on the fall, before the minimum, where the rate is about to
+diverge. ``minimum / 10``, the older rule, is recorded beside it. A curve too short for
+the valley (fewer than ``MIN_VALLEY`` points) gets the minimum's rate / 10.
 """
 
 from __future__ import annotations
