@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import yaml
@@ -174,7 +175,7 @@ def test_every_float_field_refuses_inf_and_nan():
             ann = field.annotation
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 walk(ann, f"{prefix}{name}.")
-            elif ann is float or ann == float | None:
+            elif ann is float or ann in (float | None, float | Literal["auto"]):
                 floats.append(prefix + name)
 
     walk(JobConfig, "")

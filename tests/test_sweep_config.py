@@ -314,8 +314,11 @@ def test_values_that_can_never_be_valid_are_refused_now(tmp_path):
         "('resnet5'): unknown backbone 'resnet5'; did you mean 'resnet50' or 'resnet152' or "
         "'resnet50_v2'? `tljob backbones` lists the 38 registered backbones\n"
         "  `search.train.stages.0.learning_rate` value -0.1 can never be valid: "
-        "`train.stages.0.learning_rate` (-0.1): Input should be greater than 0"
+        "`train.stages.0.learning_rate` (-0.1): must be a positive number or 'auto'"
     )
+    # `auto` is one of a rate's valid values (a range test picks the rate in the trial)
+    auto = {"train.stages.0.learning_rate": {"grid": ["auto", 0.001]}}
+    assert load_sweep(sweep_file(tmp_path, auto)).search["train.stages.0.learning_rate"]
 
 
 def test_searchers_refuse_the_spaces_they_cannot_run(tmp_path):

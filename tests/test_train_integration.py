@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO, write_digits_tree
+from PIL import Image
 
 from tljob import output, storage
 from tljob.config import load_config
@@ -148,7 +149,7 @@ def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_clust
     data = write_digits_tree(tmp_path / "digits", classes=3, per_class=10)
     stages = [
         {"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable": "head"},
-        {"name": "fine_tune", "epochs": 4, "learning_rate": 1e-4, "trainable": "top:4"},
+        {"name": "fine_tune", "epochs": 4, "learning_rate": "auto", "trainable": "top:4"},
     ]
     # a progress line every step, were it not for the rerun's terminal
     config = job_yaml(tmp_path, data, "crashy", stages, run={"progress_seconds": 0.001})
@@ -179,6 +180,21 @@ def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_clust
     out = first.stdout.read()
     assert "[tljob] interrupted. Rerun the same command to resume from checkpoint_epoch_" in out
     assert "tljob: interrupted" in out
+    # learning_rate auto: a range test before the stage (20 steps: the 2-step epochs of the
+    # data in memory cycle), its record kept; the rule is tested in test_lr_auto.py
+    record_file = run_dir / "lr_find" / "stage_2_fine_tune.json"
+    record = json.loads(record_file.read_text())
+    steps = len(record["losses"])  # 20, or fewer where the loss diverged
+    assert steps == 20 or (record["stopped_early"] and steps >= 13)
+    rates = [1e-7 * 10 ** (7 * i / 19) for i in range(steps)]
+    assert record["rates"] == pytest.approx(rates, rel=1e-12)
+    lo, hi = record["window"]
+    assert (lo, hi) == (steps // 10, steps - 5) and record["rule"] == "valley"
+    assert record["chosen"] in record["rates"][lo:hi]
+    assert f"[tljob] stage 2/2 'fine_tune': learning rate auto -> {record['chosen']:.1e}" in out
+    with Image.open(run_dir / "lr_find" / "stage_2_fine_tune.png") as curve:
+        assert curve.size == (700, 450)
+    record_bytes = record_file.read_bytes()
     assert not (run_dir / "run.lock").exists()  # the interrupted run let go of its lock
     last, _ = ckpt_files.newest_complete(run_loc)
     state = json.loads((run_dir / last / "state.json").read_text())
@@ -213,6 +229,12 @@ def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_clust
         assert float(after["val_loss"]) == pytest.approx(before["val_loss"], rel=1e-6)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 5
+    # the resumed stage reused the recorded rate instead of testing again; the steps of the
+    # range test are no epoch of the history
+    assert record_file.read_bytes() == record_bytes
+    assert "learning rate auto -> " + f"{record['chosen']:.1e}" in screen
+    assert "recorded earlier in this run, reused" in screen
+    assert float(history[1]["learning_rate"]) == pytest.approx(record["chosen"], rel=1e-6)
 
     lines = [segment for line in screen.split("\n") for segment in line.split("\r")]
     # the live row was drawn: stage, epoch, step n/N (2: each worker's 12 of the 24 training

@@ -36,6 +36,7 @@ from tljob.config.train import (
     ClassWeightName,
     EarlyStoppingSection,
     FeaturesName,
+    LearningRate,
     OptimizerName,
     PrecisionName,
     ReduceLRSection,
@@ -120,7 +121,13 @@ class ModelSection(_Section):
 class StageSection(_Section):
     name: str = Field(..., min_length=1, description="Stage name, shown in logs and metrics.")
     epochs: int = Field(..., ge=1, description="Epochs in this stage.")
-    learning_rate: float = Field(..., gt=0.0, description="Initial learning rate of the stage.")
+    learning_rate: LearningRate = Field(
+        ...,
+        description="Initial learning rate of the stage: a positive number, or 'auto': a "
+        "learning-rate range test on the training split picks it before the stage trains "
+        "(docs/pages/training.md#learning-rate-auto; the curve and the choice are kept in "
+        "the run directory's `lr_find/`, and a resumed run reuses them).",
+    )
     optimizer: OptimizerName = Field(
         "adam", description="Optimizer: " + ", ".join(OPTIMIZERS) + " (a fresh one per stage)."
     )

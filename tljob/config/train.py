@@ -12,6 +12,7 @@ matrix summed over every replica, so they are global figures under the strategy.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -66,6 +67,29 @@ def _reported_metric(name: Any) -> Any:
 
 
 OptimizerName = Annotated[Optimizer, _one_of(OPTIMIZERS)]
+
+AUTO_LEARNING_RATE = "auto"
+
+
+def _learning_rate(value: Any) -> Any:
+    # One message for every wrong value (pydantic's union errors would list both branches).
+    if value == AUTO_LEARNING_RATE:
+        return value
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is not None and not math.isfinite(number):
+        raise ValueError("must be a finite number, not inf or nan")  # as every float field
+    if number is None or number <= 0:
+        raise ValueError(f"must be a positive number or {AUTO_LEARNING_RATE!r}")
+    return float(number)
+
+
+# A positive rate, or 'auto': picked by a learning-rate range test (tljob.run.lr_auto).
+LearningRate = Annotated[float | Literal["auto"], BeforeValidator(_learning_rate)]
 MetricName = Annotated[Metric, BeforeValidator(_reported_metric)]
 
 

@@ -59,6 +59,8 @@ class StageSchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
 
     @classmethod
     def for_stage(cls, stage: StageSection, steps_per_epoch: int) -> StageSchedule:
+        if isinstance(stage.learning_rate, str):  # 'auto': tljob.run.lr_auto gives the number
+            raise ValueError(f"stage {stage.name!r}: learning rate {stage.learning_rate!r} not set")
         sched = stage.schedule
         warmup = sched.warmup_steps or sched.warmup_epochs * steps_per_epoch
         return cls(

@@ -39,7 +39,7 @@ from tljob.nn import model as keras_model
 from tljob.nn import schedules as keras_schedules
 from tljob.nn.labels import LabelFormat
 from tljob.run import checkpoint as ckpt_files
-from tljob.run import failures, feed, shipped
+from tljob.run import failures, feed, lr_auto, shipped
 from tljob.run.attempts import record_epoch_begun
 from tljob.run.cached_stage import StageInput, WorkerFeatures, cached_input_per_worker
 from tljob.run.failed_run import note_checkpoint
@@ -189,6 +189,8 @@ class _WorkerRun:
                 self.batchnorm_trains = trains
             net = fed.model
             self.trainable_tensors = keras_model.set_trainable(self.net, stage.trainable)
+            # `learning_rate: auto`: a range test, or its record on resume, gives the number
+            self.stage = stage = lr_auto.auto_stage_per_worker(self, stage_index, stage, fed)
             self.schedule = keras_model.compile_stage(
                 net, stage, fed.steps, self.job.train.jit_compile, self.labels
             )

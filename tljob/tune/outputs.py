@@ -241,7 +241,9 @@ def write_outputs(
     plot_loc = where.join("sweep.png")
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, "sweep.png")
-        sweep_png(records, histories, metric, mode, _lr_path(paths), _colour_path(paths), local)
+        sweep_png(
+            records, histories, metric, mode, _lr_path(paths, records), _colour_path(paths), local
+        )
         with open(local, "rb") as f:
             storage.write_bytes(plot_loc, f.read())
     # Only a trial that ran to its end exported a model (a stopped one has checkpoints).
@@ -267,8 +269,12 @@ def write_outputs(
     )
 
 
-def _lr_path(paths: list[str]) -> str | None:
-    return next((p for p in paths if p.endswith("learning_rate")), None)
+def _lr_path(paths: list[str], records: list[TrialRecord]) -> str | None:
+    """The swept learning rate, the plot's x axis, unless a trial's is 'auto' (no number)."""
+    path = next((p for p in paths if p.endswith("learning_rate")), None)
+    if path is None or any(isinstance(r.sampled.get(path), str) for r in records):
+        return None
+    return path
 
 
 def _colour_path(paths: list[str]) -> str | None:
