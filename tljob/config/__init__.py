@@ -22,10 +22,9 @@ from tljob.config.schema import (
     ModelSection,
     RunSection,
     ScalingSection,
-    StageSection,
-    Trainable,
     TrainSection,
 )
+from tljob.config.stage import StageSection
 from tljob.config.train import (
     BEST_METRICS,
     LOSS,
@@ -42,6 +41,7 @@ from tljob.config.train import (
     balanced_class_weights,
     higher_is_better,
 )
+from tljob.config.trainable import Trainable
 
 __all__ = [
     "BEST_METRICS",

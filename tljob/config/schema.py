@@ -26,24 +26,16 @@ from tljob.config.augment import AugmentSection
 from tljob.config.data import DataSection
 from tljob.config.features import refuse_invalid_cached
 from tljob.config.s3 import S3Section, credential_keys
+from tljob.config.stage import StageSection, _default_stages
 from tljob.config.train import (
     BEST_METRICS,
-    DEFAULT_MOMENTUM,
-    OPTIMIZERS,
     PRECISIONS,
-    BatchNormName,
     BestMetricName,
     ClassWeightName,
     EarlyStoppingSection,
-    FeaturesName,
-    LearningRate,
-    OptimizerName,
     PrecisionName,
     ReduceLRSection,
-    ScheduleSection,
-    check_stage_settings,
 )
-from tljob.config.trainable import Trainable
 from tljob.errors import UserError
 from tljob.zoo import WeightsSource, get_backbone
 
@@ -61,9 +53,6 @@ def _parse_weights(value: Any) -> WeightsSource:
 
 
 # Typed in Python, the user's spelling in YAML and JSON.
-TrainableSpec = Annotated[
-    Trainable, PlainValidator(Trainable.parse), PlainSerializer(str, return_type=str)
-]
 WeightsSpec = Annotated[
     WeightsSource, PlainValidator(_parse_weights), PlainSerializer(str, return_type=str)
 ]
@@ -116,82 +105,6 @@ class ModelSection(_Section):
     def _registered_backbone(cls, name: str) -> str:
         get_backbone(name)  # raises, listing the registered names
         return name
-
-
-class StageSection(_Section):
-    name: str = Field(..., min_length=1, description="Stage name, shown in logs and metrics.")
-    epochs: int = Field(..., ge=1, description="Epochs in this stage.")
-    learning_rate: LearningRate = Field(
-        ...,
-        description="Initial learning rate of the stage: a positive number, or 'auto': a "
-        "learning-rate range test on the training split picks it before the stage trains "
-        "(docs/pages/training.md#learning-rate-auto; the curve and the choice are kept in "
-        "the run directory's `lr_find/`, and a resumed run reuses them).",
-    )
-    optimizer: OptimizerName = Field(
-        "adam", description="Optimizer: " + ", ".join(OPTIMIZERS) + " (a fresh one per stage)."
-    )
-    trainable: TrainableSpec = Field(
-        Trainable("head"),
-        description="What is trained: 'head' (backbone frozen), 'top_layers:N' (the last N "
-        "backbone layers and the head; 'top:N' is the same), 'top_blocks:K' (the last K "
-        "blocks of the backbone, per its registry entry, and the head) or 'all'.",
-    )
-    weight_decay: float = Field(
-        0.0, ge=0.0, description="'adamw' only: decoupled weight decay (tf_keras AdamW)."
-    )
-    momentum: float | None = Field(
-        None,
-        ge=0.0,
-        lt=1.0,
-        description="'sgd' / 'rmsprop' only: momentum; empty means "
-        + ", ".join(f"{k} {v}" for k, v in DEFAULT_MOMENTUM.items())
-        + ".",
-    )
-    schedule: ScheduleSection = Field(
-        default_factory=ScheduleSection, description="The stage's learning-rate schedule."
-    )
-    label_smoothing: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="Label smoothing of the cross-entropy (training and validation loss); "
-        "labels stay class indices.",
-    )
-    batchnorm: BatchNormName = Field(
-        "auto",
-        description="BatchNorm statistics of unfrozen backbone layers: 'frozen' (inference "
-        "mode, the pretrained statistics kept), 'train' (updated from the batches), or "
-        "'auto': frozen with pretrained weights, trained from random ones.",
-    )
-    features: FeaturesName = Field(
-        "auto",
-        description="What a head-only stage trains on: 'images', or 'cached' pooled features "
-        "(the backbone run once over the training and validation images, stored beside the "
-        "prepared data and reused by later runs and sweep trials); 'auto': cached whenever "
-        "valid (trainable 'head', no earlier stage training the backbone, pretrained "
-        "weights, no augmentation).",
-    )
-
-    @model_validator(mode="after")
-    def _optimizer_settings(self) -> StageSection:
-        check_stage_settings(self)
-        return self
-
-
-def _default_stages() -> list[StageSection]:
-    return [
-        StageSection(
-            name="head", epochs=5, learning_rate=1e-4, optimizer="adam", trainable=Trainable("head")
-        ),
-        StageSection(
-            name="fine_tune",
-            epochs=5,
-            learning_rate=1e-5,
-            optimizer="adam",
-            trainable=Trainable("top", 30),
-        ),
-    ]
 
 
 class TrainSection(_Section):
