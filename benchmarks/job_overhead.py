@@ -75,14 +75,15 @@ def arrays(job) -> dict[str, tuple]:
     """The job's train/val split as uint8 arrays, decoded and resized like the pipeline."""
     import numpy as np
 
-    from tljob.data.listing import list_images, split_stratified
+    from tljob.data.listing import list_images
+    from tljob.data.split import split_stratified
     from tljob.images import load_image, resize_bilinear_uint8
 
     train, val = split_stratified(list_images(job.data.source), job.data.val_fraction, 0)
     out = {}
     for split, items in (("train", train), ("val", val)):
-        x = np.stack([resize_bilinear_uint8(load_image(it["path"]), 32) for it in items])
-        out[split] = (x, np.array([it["label"] for it in items], dtype=np.int64))
+        x = np.stack([resize_bilinear_uint8(load_image(path), 32) for path, _ in items])
+        out[split] = (x, np.array([label for _, label in items], dtype=np.int64))
     return out
 
 

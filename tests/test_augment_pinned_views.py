@@ -227,3 +227,24 @@ def test_the_composed_maps_are_the_multiplied_out_ones_bit_for_bit(name):
     params = geometry.draw(section, SEED, 2, np.arange(4000, dtype=np.uint64), 256, 224)
     expected = multiplied_out(params, 256, 224)
     np.testing.assert_array_equal(geometry.affine_matrices(params, 256, 224), expected)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_views_written_into_a_given_array_are_the_pinned_pixels(name):
+    # The training stream's tasks write each row group's views into a slice of one
+    # output array (``out``): the same pixels, and nothing outside the slice touched.
+    images, keys = stored_batch()
+    task_output = np.full((8, OUT, OUT, 3), 7, np.uint8)
+    digests = []
+    for epoch in EPOCHS:
+        target = task_output[1:7]
+        assert augmenter(name)(images, keys, epoch, out=target) is target
+        digests.append(digest(target))
+    assert digests == PINNED[name]["views"]
+    assert (task_output[[0, 7]] == 7).all()
+
+
+def test_an_output_array_of_the_wrong_shape_is_refused():
+    images, keys = stored_batch()
+    with pytest.raises(ValueError, match=r"out is uint8 \(6, 32, 31, 3\), not uint8"):
+        augmenter("seed")(images, keys, 0, out=np.empty((6, OUT, OUT - 1, 3), np.uint8))

@@ -3,6 +3,8 @@ reproducible row-group order every epoch, resized to the training size."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -118,3 +120,70 @@ def test_prepared_shards_have_row_groups_and_an_uncompressed_image_column(tmp_pa
             assert columns["image"].compression == "UNCOMPRESSED", split
             assert columns["uri"].compression == "SNAPPY", split
             assert meta.num_row_groups == -(-meta.num_rows // store.rows_per_group())
+
+
+def _write_view_shards(folder, stored: int, rows_per_file: list[int], group: int) -> list[str]:
+    """Raw shards of random pixels with ``label`` and ``sha256`` columns, as prepared
+    training shards have; row groups of ``group`` rows."""
+    rng = np.random.default_rng(5)
+    start, names = 0, []
+    for k, n in enumerate(rows_per_file):
+        labels = np.arange(start, start + n) % 3
+        images = [rng.integers(0, 256, (stored, stored, 3), np.uint8).tobytes() for _ in labels]
+        sha = [hashlib.sha256(b).hexdigest() for b in images]
+        table = pa.table(
+            {"image": pa.array(images, pa.binary()), "label": pa.array(labels), "sha256": sha}
+        )
+        pq.write_table(table, folder / f"v{k}.parquet", row_group_size=group)
+        names.append(f"v{k}.parquet")
+        start += n
+    return names
+
+
+@pytest.mark.parametrize(
+    "augment", [{"preset": "none"}, {"preset": "seed"}, {"preset": "light", "mixup_alpha": 0.4}]
+)
+def test_a_task_delivers_its_row_groups_views_in_order_bit_for_bit(tmp_path, augment):
+    # The task writes every row group's views into one output array; before, each row
+    # group's rows were made apart and concatenated. The same images and labels, in the
+    # same order, bit for bit.
+    from tljob.config.augment import AugmentSection
+    from tljob.data.stream import _read_units, decode_all
+    from tljob.data.views import TrainingViews, training_views
+
+    names = _write_view_shards(tmp_path, 20, [10, 7], group=3)
+    folder = storage.resolve(str(tmp_path))
+    units = shard_units(folder, names)
+    views = TrainingViews(AugmentSection.model_validate(augment), seed=3, num_classes=3)
+    batch = {k: np.array([u[k] for u in units[::-1]]) for k in ("path", "row_group", "rows")}
+    got = _read_units(batch, folder.fs, 20, "raw", 16, views)
+    expected = []
+    for unit in units[::-1]:
+        table = pq.ParquetFile(unit["path"]).read_row_group(unit["row_group"])
+        stored = decode_all(table["image"], 20, "raw")
+        sha = table["sha256"].to_numpy(zero_copy_only=False)
+        expected.append(training_views(stored, table["label"].to_numpy(), sha, views, 16, 0))
+    np.testing.assert_array_equal(got["image"], np.concatenate([e["image"] for e in expected]))
+    np.testing.assert_array_equal(got["label"], np.concatenate([e["label"] for e in expected]))
+    assert (
+        got["image"].shape == (17, 16, 16, 3) and got["label"].dtype == expected[0]["label"].dtype
+    )
+    assert len({e["image"].tobytes() for e in expected}) == len(expected)  # distinct groups
+
+
+def test_validation_rows_of_several_row_groups_in_order_and_one_hot(tmp_path):
+    from tljob.data.stream import _read_units
+
+    names = _write_shards(tmp_path, 12, [10, 7], group=3)
+    folder = storage.resolve(str(tmp_path))
+    units = shard_units(folder, names)
+    batch = {k: np.array([u[k] for u in units[1:5]]) for k in ("path", "row_group", "rows")}
+    got = _read_units(batch, folder.fs, 12, "raw", 12, one_hot_classes=20)
+    labels = [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]  # groups 1-2 of s0, then 0 of s1 (s0 ends at 9)
+    assert np.argmax(got["label"], axis=1).tolist() == labels
+    assert got["label"].dtype == np.float32 and got["label"].sum() == len(labels)
+    assert [int(img[0, 0, 0]) for img in got["image"]] == labels
+    # a row group whose row count differs from the footer's the stream was built with
+    batch["rows"] = batch["rows"] + np.array([0, 1, 0, 0])
+    with pytest.raises(RuntimeError, match=r"row group 2: 3 rows, not 4"):
+        _read_units(batch, folder.fs, 12, "raw", 12)

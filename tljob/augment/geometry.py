@@ -210,11 +210,14 @@ def warp(
     out_size: int,
     fill_mode: str = "nearest",
     cval: float = 0.0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """(N, out_size, out_size, 3) uint8: each uint8 (H, W, 3) image pulled through its
     inverse map (bilinear), one OpenCV call per image; points outside the image are filled
-    by ``fill_mode`` as scipy's (see the module docstring for the edges)."""
-    out = np.empty((len(images), out_size, out_size, 3), dtype=np.uint8)
+    by ``fill_mode`` as scipy's (see the module docstring for the edges). Written into
+    ``out`` (C-contiguous, that shape, returned) when given."""
+    if out is None:
+        out = np.empty((len(images), out_size, out_size, 3), dtype=np.uint8)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     fill = int(np.clip(np.rint(cval), 0, 255))
     size = (out_size, out_size)

@@ -47,27 +47,44 @@ class Augmenter:
         return geometry.draw(self.section, self.seed, epoch, keys, in_size, self.out_size)
 
     def __call__(
-        self, images: Sequence[np.ndarray] | np.ndarray, keys: np.ndarray, epoch: int
+        self,
+        images: Sequence[np.ndarray] | np.ndarray,
+        keys: np.ndarray,
+        epoch: int,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """(N, out_size, out_size, 3) uint8 views of uint8 (S, S, 3) ``images`` (any S, one
-        key each) in ``epoch``."""
+        key each) in ``epoch``. With ``out`` (a C-contiguous uint8 array of that shape, say
+        a slice of a task's whole output) the views are written there and ``out`` is
+        returned: the same pixels, without a copy of them afterwards."""
         keys = np.asarray(keys)
         if len(images) != len(keys):
             raise ValueError(f"{len(images)} images but {len(keys)} keys")
+        shape = (len(images), self.out_size, self.out_size, 3)
+        if out is not None and (out.shape != shape or out.dtype != np.uint8):
+            raise ValueError(f"out is {out.dtype} {out.shape}, not uint8 {shape}")
+        views = out if out is not None else np.empty(shape, dtype=np.uint8)
         if self.geometric:
             sizes = np.array([image.shape[0] for image in images], dtype=np.int64)
-            views = self._render(images, self.draw(keys, epoch, sizes), sizes)
+            self._render(images, self.draw(keys, epoch, sizes), sizes, views)
         else:
-            views = np.empty((len(images), self.out_size, self.out_size, 3), dtype=np.uint8)
             for i, image in enumerate(images):
-                views[i] = resize_fast_uint8(image, self.out_size)
+                resize_fast_uint8(image, self.out_size, dst=views[i])
         if self.photometric is not None and self.photometric.active:
-            views = self.photometric(views, keys, epoch, self.seed)
+            coloured = self.photometric(views, keys, epoch, self.seed)
+            if out is None:
+                return coloured
+            if coloured is not out:
+                out[...] = coloured
         return views
 
     def _render(
-        self, images: Sequence[np.ndarray] | np.ndarray, params: GeometryParams, sizes: np.ndarray
-    ) -> np.ndarray:
+        self,
+        images: Sequence[np.ndarray] | np.ndarray,
+        params: GeometryParams,
+        sizes: np.ndarray,
+        views: np.ndarray,
+    ) -> None:
         """Warp each image through its map; an image whose draw is only a crop (or the whole
         image) and flips (every geometry op's ``without_warp``) is resized and flipped
         instead: the same pixels as torchvision's crop-then-resize, at about a third of a
@@ -76,10 +93,11 @@ class Augmenter:
         matrices = geometry.affine_matrices(params, sizes, out)
         boxes = params.box if params.box is not None else whole_boxes(sizes, len(sizes))
         aligned = np.logical_and.reduce([op.without_warp(params) for op in GEOMETRY_OPS])
-        views = np.empty((len(images), out, out, 3), dtype=np.uint8)
         warped = np.flatnonzero(~aligned)
-        if len(warped):
-            section = self.section
+        section = self.section
+        if len(warped) == len(images):  # every image warped (the heavy presets): in place
+            geometry.warp(images, matrices, out, section.fill_mode, section.cval, out=views)
+        elif len(warped):
             subset = [images[i] for i in warped]
             views[warped] = geometry.warp(
                 subset, matrices[warped], out, section.fill_mode, section.cval
@@ -92,7 +110,6 @@ class Augmenter:
             if params.flip_v[i]:
                 view = view[::-1]
             views[i] = view
-        return views
 
     def describe(self, params: GeometryParams, i: int) -> str:
         """A short label of image ``i``'s draw, each geometry op's in registry order, e.g.

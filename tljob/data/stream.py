@@ -85,12 +85,18 @@ def shard_units_in_tasks(folder: storage.Location, files: Sequence[str]) -> list
 
 
 def to_training_rows(
-    batch: dict[str, np.ndarray], stored_size: int, pixels: str, image_size: int
+    batch: dict[str, np.ndarray],
+    stored_size: int,
+    pixels: str,
+    image_size: int,
+    out: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Shard rows -> uint8 ``image`` (N, image_size, image_size, 3) + int64 ``label``."""
-    images = np.empty((len(batch["label"]), image_size, image_size, 3), dtype=np.uint8)
+    """Shard rows -> uint8 ``image`` (N, image_size, image_size, 3) + int64 ``label``; the
+    images written into ``out`` (that shape, C-contiguous) when given."""
+    shape = (len(batch["label"]), image_size, image_size, 3)
+    images = out if out is not None else np.empty(shape, dtype=np.uint8)
     for i, data in enumerate(batch["image"]):
-        images[i] = resize_fast_uint8(decode_stored(data, stored_size, pixels), image_size)
+        resize_fast_uint8(decode_stored(data, stored_size, pixels), image_size, dst=images[i])
     return {"image": images, "label": np.asarray(batch["label"], dtype=np.int64)}
 
 
@@ -128,30 +134,37 @@ def _read_units(
     first_execution: int = 0,
 ) -> dict[str, np.ndarray]:
     """Read the row groups named in ``batch`` and return their training rows: augmented
-    views with ``views``, plain resized otherwise (labels one-hot with ``one_hot_classes``)."""
+    views with ``views``, plain resized otherwise (labels one-hot with ``one_hot_classes``).
+
+    Every row group's images are written straight into one array of the task's rows (its
+    size known from ``batch["rows"]``): concatenating per-group arrays copied every image
+    once more, about a third of a plain task's CPU (measured)."""
     columns = ["image", "label", "sha256"] if views is not None else ["image", "label"]
     epoch = execution_epoch(first_execution, views.epoch_offset) if views is not None else 0
-    parts = []
-    for path, group in zip(batch["path"], batch["row_group"], strict=True):
+    total = int(np.sum(batch["rows"]))
+    images = np.empty((total, image_size, image_size, 3), dtype=np.uint8)
+    labels: list[np.ndarray] = []
+    start = 0
+    for path, group, rows in zip(batch["path"], batch["row_group"], batch["rows"], strict=True):
         with fs.open_input_file(str(path)) as handle:
             table = pq.ParquetFile(handle).read_row_group(int(group), columns=columns)
-        labels = table["label"].to_numpy()
+        if table.num_rows != int(rows):  # the footer was read when the stream was built
+            raise RuntimeError(f"{path} row group {group}: {table.num_rows} rows, not {rows}")
+        out = images[start : start + table.num_rows]
+        start += table.num_rows
+        group_labels = table["label"].to_numpy()
         if views is not None:
             stored = decode_all(table["image"], stored_size, pixels)
             sha256 = table["sha256"].to_numpy(zero_copy_only=False)
-            parts.append(training_views(stored, labels, sha256, views, image_size, epoch))
+            part = training_views(stored, group_labels, sha256, views, image_size, epoch, out)
+            labels.append(part["label"])
             continue
         data = table["image"].to_numpy(zero_copy_only=False)
-        rows = to_training_rows({"image": data, "label": labels}, stored_size, pixels, image_size)
-        if one_hot_classes:
-            rows["label"] = one_hot(rows["label"], one_hot_classes)
-        parts.append(rows)
-    if len(parts) == 1:  # one row group per task: no 6 MB copy
-        return parts[0]
-    return {
-        "image": np.concatenate([p["image"] for p in parts]),
-        "label": np.concatenate([p["label"] for p in parts]),
-    }
+        part = to_training_rows(
+            {"image": data, "label": group_labels}, stored_size, pixels, image_size, out
+        )
+        labels.append(one_hot(part["label"], one_hot_classes) if one_hot_classes else part["label"])
+    return {"image": images, "label": np.concatenate(labels)}
 
 
 def _units_per_task(units: Sequence[dict[str, Any]]) -> int:

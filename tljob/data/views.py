@@ -106,12 +106,14 @@ def training_views(
     views: TrainingViews,
     image_size: int,
     epoch: int,
+    out: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """One row group's stored images (N, S, S, 3) uint8 -> its training rows in ``epoch``:
     ``image`` (N, image_size, image_size, 3) uint8, ``label`` int64 (N,), or float32
-    (N, num_classes) class probabilities when MixUp / CutMix are on."""
+    (N, num_classes) class probabilities when MixUp / CutMix are on. With ``out`` (uint8,
+    that shape, C-contiguous) the images are written there and ``image`` is ``out``."""
     keys = image_keys(sha256)
-    images = Augmenter(views.section, image_size, views.seed)(stored, keys, epoch)
+    images = Augmenter(views.section, image_size, views.seed)(stored, keys, epoch, out=out)
     labels = np.asarray(labels, dtype=np.int64)
     for op in BATCH_OPS:  # MixUp / CutMix: at most one is registered (ops.check_registry)
         if op.batch_options_on(views.section):
@@ -124,6 +126,9 @@ def training_views(
                 epoch,
                 row_group_key(keys),
             )
+            if out is not None:
+                out[...] = mixed
+                mixed = out
             return {"image": mixed, "label": np.asarray(soft, dtype=np.float32)}
     return {"image": images, "label": labels}
 
