@@ -41,6 +41,7 @@ from tljob.data.features import (
     publish,
     read_manifest,
 )
+from tljob.nn import io as keras_io
 from tljob.nn.features import compute_features, feature_dim, features_model, head_model
 from tljob.run import feed
 from tljob.zoo import get_backbone
@@ -247,3 +248,20 @@ def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
         train_in_memory=True,
         features=features,
     )
+
+
+def whole_weights(worker: Any, fitted: Any) -> list[np.ndarray]:
+    """The whole model's weights after an epoch of ``fitted`` (the model a stage fits).
+
+    Reading them is a collective under the strategy (BatchNorm statistics are synchronised
+    on read): every worker calls this together. A cached stage fits the head, the rest is
+    the frozen backbone: its weights are read once, at the stage's first epoch, and the
+    head's (no synchronised variable) are read every epoch and appended, in model order."""
+    if fitted is worker.net:
+        worker.frozen_weights = None
+        return keras_io.get_weights(worker.net)
+    if worker.frozen_weights is None:
+        whole = keras_io.get_weights(worker.net)
+        worker.frozen_weights = whole[: len(whole) - len(fitted.weights)]
+        return whole
+    return worker.frozen_weights + [np.asarray(v.numpy()) for v in fitted.weights]

@@ -41,7 +41,12 @@ from tljob.nn.labels import LabelFormat
 from tljob.run import checkpoint as ckpt_files
 from tljob.run import failures, feed, lr_auto, shipped
 from tljob.run.attempts import record_epoch_begun
-from tljob.run.cached_stage import StageInput, WorkerFeatures, cached_input_per_worker
+from tljob.run.cached_stage import (
+    StageInput,
+    WorkerFeatures,
+    cached_input_per_worker,
+    whole_weights,
+)
 from tljob.run.failed_run import note_checkpoint
 from tljob.run.ledger import EpochRow, history_csv, is_better
 from tljob.run.loop import LoopConfig
@@ -84,6 +89,7 @@ class _WorkerRun:
         # stages on cached features (tljob.config.features): their inputs, read at the first
         self.cached_stages = cached_stage_indices(job)
         self.features: WorkerFeatures | None = None
+        self.frozen_weights: list[np.ndarray] | None = None  # tljob.run.cached_stage
         keras_model.set_precision(job.train.precision)  # before any layer is created
         self.local = tempfile.TemporaryDirectory(prefix="tljob-worker-")
         weights_file = None  # the driver's resolved file, shipped through the run directory
@@ -328,8 +334,8 @@ class _WorkerRun:
             float(level.numpy()) if level is not None else keras_model.current_learning_rate(net)
         )
         state.callbacks = keras_callbacks.callback_state(self.callbacks)
-        # the whole model's (a cached stage fits its head); collective: every worker calls it
-        weights = keras_io.get_weights(self.net)
+        # the whole model's (a cached stage: its frozen part read once); every worker calls it
+        weights = whole_weights(self, net)
         marks["weights_read"] = time.monotonic()
         if is_better(row, state.best, self.job.train.best_metric):
             state.best, self.best_weights = row, weights
