@@ -68,10 +68,9 @@ def choose_rows(prepared_uri: str, n: int, seed: int) -> extract.Subsample:
     from tljob.infer.inputs import PreparedSplit
 
     units, uris, labels = {}, {}, {}
-    stored = None
     for split, rows in (("train", n), ("val", validation_rows(n))):
         prepared = PreparedSplit.from_prepared(prepared_uri, split)
-        stored = prepared
+        stored = {"stored_size": prepared.stored_size, "pixels": prepared.pixels}
         all_units, all_uris, all_labels = extract.split_rows(prepared)
         chosen = stratified_subsample(all_labels, rows, seed)
         starts = np.cumsum([0] + [u["rows"] for u in all_units])
@@ -79,12 +78,9 @@ def choose_rows(prepared_uri: str, n: int, seed: int) -> extract.Subsample:
         for i, unit in enumerate(all_units):
             keep = chosen[(chosen >= starts[i]) & (chosen < starts[i + 1])] - starts[i]
             if len(keep):
-                picked.append({**unit, "keep": [int(k) for k in keep]})
+                picked.append({**unit, **stored, "keep": [int(k) for k in keep]})
         units[split], uris[split], labels[split] = picked, all_uris[chosen], all_labels[chosen]
-    assert stored is not None
-    return extract.Subsample(
-        units, uris, labels, stored.stored_size, stored.pixels, stored.folder_uri
-    )
+    return extract.Subsample(units, uris, labels, storage.resolve(prepared_uri).uri)
 
 
 def _resolve(job: JobConfig) -> str | None:

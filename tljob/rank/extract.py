@@ -49,11 +49,9 @@ class Subsample:
     """The chosen rows of the prepared splits: per split, the row groups that hold any,
     with the row indices to keep; and the chosen rows' uris and labels, in that order."""
 
-    units: dict[str, list[dict[str, Any]]]
+    units: dict[str, list[dict[str, Any]]]  # each also names its split's storage
     uris: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
-    stored_size: int
-    pixels: str
     folder_uri: str
 
     def digest(self) -> str:
@@ -82,15 +80,20 @@ def split_rows(split: PreparedSplit) -> tuple[list[dict[str, Any]], np.ndarray, 
     return units, np.concatenate(uris), np.concatenate(labels)
 
 
-def read_chosen(
-    batch: dict[str, np.ndarray], fs: Any, stored_size: int, pixels: str, image_size: int
-) -> dict[str, np.ndarray]:
-    """The rows ``keep`` of the row groups in ``batch`` -> ``image`` (at ``image_size``),
-    ``label``, ``uri``, ``split``."""
+def read_chosen(batch: dict[str, np.ndarray], fs: Any, image_size: int) -> dict[str, np.ndarray]:
+    """The rows ``keep`` of the row groups in ``batch`` (stored at ``stored_size`` as
+    ``pixels``) -> ``image`` (at ``image_size``), ``label``, ``uri``, ``split``."""
     parts = []
-    for path, group, keep, split in zip(
-        batch["path"], batch["row_group"], batch["keep"], batch["split"], strict=True
+    for path, group, keep, split, stored_size, pixels in zip(
+        batch["path"],
+        batch["row_group"],
+        batch["keep"],
+        batch["split"],
+        batch["stored_size"],
+        batch["pixels"],
+        strict=True,
     ):
+        stored_size, pixels = int(stored_size), str(pixels)
         with fs.open_input_file(str(path)) as handle:
             table = pq.ParquetFile(handle).read_row_group(
                 int(group), columns=["image", "label", "uri"]
@@ -119,12 +122,7 @@ def images_dataset(subsample: Subsample, image_size: int) -> ray.data.Dataset:
         ray.data.from_items(items, override_num_blocks=max(1, len(items)))
         .map_batches(
             read_chosen,
-            fn_kwargs={
-                "fs": fs,
-                "stored_size": subsample.stored_size,
-                "pixels": subsample.pixels,
-                "image_size": image_size,
-            },
+            fn_kwargs={"fs": fs, "image_size": image_size},
             batch_size=1,
             udf_modifying_row_count=True,
         )

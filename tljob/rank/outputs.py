@@ -158,7 +158,8 @@ def format_table(rows: list[Ranked], written: dict[str, str]) -> str:
     for record, row in zip(records(rows), ordered(rows), strict=True):
         weights = row.weights if len(row.weights) <= 9 else "file"
         if row.skipped:
-            lines.append(f"{'-':>2}  {row.candidate:<24} {weights:<9} skipped: {row.skipped}")
+            reason = row.skipped if len(row.skipped) <= 90 else row.skipped[:87] + "..."
+            lines.append(f"{'-':>2}  {row.candidate:<24} {weights:<9} skipped: {reason}")
             continue
         lines.append(
             f"{record['rank']:>2}  {row.candidate:<24} {weights:<9} {row.image_size:>4} "
@@ -166,5 +167,7 @@ def format_table(rows: list[Ranked], written: dict[str, str]) -> str:
             f"{row.ms_per_image:>7.2f} {row.parameters / 1e6:>6.1f}M"
             + (f"  ({'; '.join(row.notes)})" if row.notes else "")
         )
+    if any(row.skipped for row in rows):
+        lines.append("(rank.csv and rank.json give each skipped candidate's whole reason)")
     lines += [f"{name}: {uri}" for name, uri in written.items()]
     return "\n".join(lines)
