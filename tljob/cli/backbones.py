@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rank.add_argument("--config", help="The job's YAML config file (required with `rank`).")
     rank.add_argument(
         "--candidates",
-        metavar="NAME,...|all|small",
+        metavar="LIST",
         help="Backbones to rank: comma-separated names (NAME:none or NAME:imagenet sets that "
         "candidate's weights; else the job's `model.weights`), 'all', or 'small' (at most "
         f"8M parameters). Default: {DEFAULT_CANDIDATES}.",
