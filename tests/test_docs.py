@@ -60,7 +60,7 @@ def test_the_cli_page_has_every_command_and_its_arguments():
         page
     )
     assert "| `--lock-wait SECONDS` | `0.0` | When another run holds" in page
-    assert "| `NAME` | optional | Backbones to describe. |" in page
+    assert "| `NAME` | optional | Backbones to describe; or `rank` to rank candidates" in page
     assert "| `--gpu-toleration KEY[=VALUE]:EFFECT` | none (repeatable) |" in page
 
 

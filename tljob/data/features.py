@@ -14,7 +14,9 @@ Each part holds the rows of one worker: ``feature`` (float32, the pooled vector)
 ``label`` (int64). The fingerprint is a sha256 over everything the features depend on:
 the prepared data's fingerprint, the backbone, the sha256 of its initial weights, the image
 size, the backbone's preprocessing, the BatchNorm mode (inference: the backbone is frozen)
-and the numeric precision. Any change gives a new folder; an unchanged one is reused by
+and the numeric precision; for ``tljob backbones rank``'s features of a subsample, also
+what identifies the subsample (``tljob.rank``: one part per split there, and its timing).
+Any change gives a new folder; an unchanged one is reused by
 every later run and sweep trial. Concurrent runs that compute the same features write
 under their own attempt; the first to create ``features.json`` wins, as with prepared
 data (``tljob.data.prepared.publish``).
@@ -47,9 +49,14 @@ class FeatureKey:
     preprocessing: str
     precision: str
     batchnorm: str = BATCHNORM_MODE
+    # What identifies a subset of the rows (``tljob backbones rank``'s subsample: a sha256
+    # of its uris); "" for every row, and then no part of the fingerprint.
+    subsample: str = ""
 
     def fingerprint(self) -> str:
         parts = {"format_version": FORMAT_VERSION, **asdict(self)}
+        if not self.subsample:
+            del parts["subsample"]
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
