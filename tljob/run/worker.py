@@ -40,6 +40,7 @@ from tljob.run import checkpoint as ckpt_files
 from tljob.run import failures, feed, shipped
 from tljob.run.attempts import record_epoch_begun
 from tljob.run.failed_run import note_checkpoint
+from tljob.run.input_clock import InputWaitCallback
 from tljob.run.ledger import EpochRow, history_csv, is_better
 from tljob.run.loop import LoopConfig
 from tljob.run.rescore import rescore_per_worker
@@ -69,18 +70,18 @@ class _WorkerRun:
         self.stages = job.train.stages
         self.run_dir = storage.resolve(loop.run_dir)
         self.loop = loop
-        # Each worker's shard is cut into global batches (drop_last), each split into
-        # world_size replica batches that this worker steps through.
         shard_rows = loop.train_images // self.world_size
-        global_batch = job.train.batch_size * self.world_size
-        self.steps_per_epoch = shard_rows // global_batch * self.world_size
 
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
         self.labels = LabelFormat.for_job(job.augment, len(loop.classes))  # the one switch
+        # training in batches of batch_size per replica (tljob.run.feed), at most
+        # batch_size - 1 of a worker's rows left out of an epoch
         self.input = feed.worker_input_per_worker(
             {split: ray.train.get_dataset_shard(split) for split in ("train", "val")},
+            self.strategy,
+            self.world_size,
             train_rows=shard_rows,
-            global_batch=global_batch,
+            batch_size=job.train.batch_size,
             image_size=job.image_size,
             shuffle=job.data.shuffle_buffer,
             seed=job.data.seed,
@@ -90,6 +91,7 @@ class _WorkerRun:
             labels=self.labels,
             train_streamed_because=feed.train_streamed_because(job.augment),
         )
+        self.steps_per_epoch = self.input.steps_per_epoch
         keras_model.set_precision(job.train.precision)  # before any layer is created
         self.local = tempfile.TemporaryDirectory(prefix="tljob-worker-")
         weights_file = None  # the driver's resolved file, shipped through the run directory
@@ -186,8 +188,7 @@ class _WorkerRun:
         net.fit(
             self.input.train,
             validation_data=self.input.val,
-            # the in-memory training data is endless (see tljob.run.feed.in_memory_train)
-            steps_per_epoch=self.steps_per_epoch if self.input.train_in_memory else None,
+            steps_per_epoch=self.steps_per_epoch,  # the training data is endless (run.feed)
             epochs=stage.epochs,
             initial_epoch=self.start.epoch if continuing else 0,
             class_weight=dict(enumerate(self.loop.class_weights))
@@ -196,6 +197,7 @@ class _WorkerRun:
             callbacks=[
                 self.nan_guard,
                 self.clock,
+                InputWaitCallback(self.input.clock),  # tljob.run.input_wait
                 *self.callbacks,
                 keras_callbacks.BatchProgress(
                     self.on_progress,
@@ -235,6 +237,7 @@ class _WorkerRun:
                     accuracy=float(logs.get("accuracy", 0.0)),
                     images_per_s=rate,
                     elapsed_s=elapsed,
+                    input_wait_ratio=self.input.clock.epoch_figures()["input_wait_ratio"],
                 )
             )
             return
@@ -308,7 +311,7 @@ class _WorkerRun:
             f"{self._where()}: loss={row.loss:.4f} accuracy={row.accuracy:.4f} "
             f"val_loss={row.val_loss:.4f} val_accuracy={row.val_accuracy:.4f} "
             f"val_macro_f1={row.val_macro_f1:.4f} "
-            f"lr={row.learning_rate:.2e} ({row.seconds:.1f}s)",
+            f"lr={row.learning_rate:.2e} ({row.seconds:.1f}s, {self.input.wait_text()})",
             live.EpochFinished,
         )
         with tempfile.TemporaryDirectory() as ckpt_dir:
@@ -326,7 +329,7 @@ class _WorkerRun:
         marks["history_written"] = time.monotonic()
         self.tensorboard.write(row)
         # rank 0 rewrites timings.json: where each epoch of this process went
-        self.timings.append(epoch_timing(row.global_epoch, marks))
+        self.timings.append(epoch_timing(row.global_epoch, marks, self.input.epoch_figures()))
         storage.write_text(self.run_dir.join("timings.json"), json.dumps(self.timings, indent=1))
 
     def _write_checkpoint(
