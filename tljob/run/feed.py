@@ -243,7 +243,7 @@ class WorkerInput:
     def epoch_figures(self) -> dict[str, Any]:
         """This epoch's input figures (``InputClock.epoch_figures``), with the stream's
         measured images per CPU-second when training streams (None when not measured)."""
-        figures = self.clock.epoch_figures()
+        figures = {**self.clock.epoch_figures(), "streamed": not self.train_in_memory}
         if not self.train_in_memory:
             from tljob import ray_private
 

@@ -152,17 +152,16 @@ def more_data_cpus(
     return max(0, math.ceil(missing - 1e-9))
 
 
-def input_summary(
-    epochs: list[dict[str, Any]], images_per_step: int, streamed: bool
-) -> dict[str, Any] | None:
+def input_summary(epochs: list[dict[str, Any]], images_per_step: int) -> dict[str, Any] | None:
     """The summary's ``input`` section from ``timings.json``'s epochs (those with an
-    ``input`` entry), or None when there are none: the mean step and wait over the epochs,
-    their ratio, whether it passes ``STARVED_FRACTION``, and when it does and the training
-    split is streamed, the Ray Data CPUs that would feed it (from the epochs' measured
+    ``input`` entry; ``images_per_step``: the global batch), or None when there are none:
+    the mean step and wait over the epochs, their ratio, whether it passes
+    ``STARVED_FRACTION``, and when it does and the training split is streamed, the Ray Data CPUs that would feed it (from the epochs' measured
     ``stream_images_per_cpu_s``)."""
     figures = [e["input"] for e in epochs if e.get("input", {}).get("steps")]
     if not figures:
         return None
+    streamed = any(f.get("streamed") for f in figures)
     steps = sum(f["steps"] for f in figures)
     step = sum(f["step_seconds"] * f["steps"] for f in figures)
     wait = sum(f["input_wait_seconds"] * f["steps"] for f in figures)
