@@ -156,8 +156,8 @@ def input_summary(epochs: list[dict[str, Any]], images_per_step: int) -> dict[st
     """The summary's ``input`` section from ``timings.json``'s epochs (those with an
     ``input`` entry; ``images_per_step``: the global batch), or None when there are none:
     the mean step and wait over the epochs, their ratio, whether it passes
-    ``STARVED_FRACTION``, and when it does and the training split is streamed, the Ray Data CPUs that would feed it (from the epochs' measured
-    ``stream_images_per_cpu_s``)."""
+    ``STARVED_FRACTION``, and when it does and the training split is streamed, the Ray
+    Data CPUs that would feed it (from the epochs' measured ``stream_images_per_cpu_s``)."""
     figures = [e["input"] for e in epochs if e.get("input", {}).get("steps")]
     if not figures:
         return None
