@@ -187,7 +187,9 @@ def in_memory_train(
             epoch += 1
 
     dataset = tf.data.Dataset.from_generator(batches, output_signature=_array_specs(arrays))
-    return _per_worker_only(dataset.prefetch(2))
+    # endless already; repeat() makes its cardinality infinite, so the strategy need not
+    # check with every worker, each step, whether all still have a batch
+    return _per_worker_only(dataset.repeat().prefetch(2))
 
 
 def stamped(dataset: tf.data.Dataset, clock: InputClock) -> tf.data.Dataset:

@@ -17,9 +17,11 @@ deliveries (the latest of them decides).
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 # A run whose steps wait for input longer than this share of their time is told how many
@@ -54,6 +56,16 @@ class EpochGate:
             self._generation += 1
             self._open = False
             self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def fitting(self) -> Iterator[None]:
+        """Around the ``fit`` calls: the stream ends when they end, by an exception too (an
+        iterator goes only once its generator returns, and a waiting generator never would;
+        a ``fit`` that returns ends it already, ``close`` at its end)."""
+        try:
+            yield
+        finally:
+            self.close()
 
     def generation(self) -> int:
         with self._cond:

@@ -70,17 +70,15 @@ class _WorkerRun:
         self.stages = job.train.stages
         self.run_dir = storage.resolve(loop.run_dir)
         self.loop = loop
-        shard_rows = loop.train_images // self.world_size
 
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
         self.labels = LabelFormat.for_job(job.augment, len(loop.classes))  # the one switch
-        # training in batches of batch_size per replica (tljob.run.feed), at most
-        # batch_size - 1 of a worker's rows left out of an epoch
+        # training batches of batch_size per replica: tljob.run.feed
         self.input = feed.worker_input_per_worker(
             {split: ray.train.get_dataset_shard(split) for split in ("train", "val")},
             self.strategy,
             self.world_size,
-            train_rows=shard_rows,
+            train_rows=loop.train_images // self.world_size,
             batch_size=job.train.batch_size,
             image_size=job.image_size,
             shuffle=job.data.shuffle_buffer,
@@ -146,9 +144,10 @@ class _WorkerRun:
         self.say(self.input.describe())
         if steps := keras_model.augmentation_steps(self.net):
             self.say(f"augment: in the model, training only: {', '.join(steps)}")
-        for stage_index, stage in enumerate(self.stages):
-            if stage_index >= self.start.stage_index and self.diverged is None:
-                self.run_stage(stage_index, stage)
+        with self.input.clock.gate.fitting():  # a streamed epoch waiting ends, however
+            for stage_index, stage in enumerate(self.stages):
+                if stage_index >= self.start.stage_index and self.diverged is None:
+                    self.run_stage(stage_index, stage)
         self.finish()
 
     def run_stage(self, stage_index: int, stage: StageSection) -> None:
