@@ -70,7 +70,6 @@ class _WorkerRun:
         self.stages = job.train.stages
         self.run_dir = storage.resolve(loop.run_dir)
         self.loop = loop
-
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
         self.labels = LabelFormat.for_job(job.augment, len(loop.classes))  # the one switch
         # training batches of batch_size per replica: tljob.run.feed
