@@ -234,15 +234,22 @@ def stream_images_per_cpu_s(shard: Any) -> float | None:
     CPU-second its tasks used (every operator's remote CPU time), or None when unknown.
 
     Relies on ``StreamSplitDataIterator._coord_actor.stats`` (the split coordinator's
-    ``DatasetStats``; the public ``stats()`` gives only its text) and on
-    ``DatasetStatsSummary.operators_stats``' ``cpu_time`` and ``output_num_rows``."""
+    ``DatasetStats``; the public ``stats()`` gives only its text), whose summary holds the
+    split operator and, in its ``parents``, the operators before it: their
+    ``output_num_rows`` and ``get_total_cpu_time()``."""
     try:
         import ray
 
-        stats = ray.get(shard._coord_actor.stats.remote(), timeout=30).to_summary()
-        operators = list(stats.operators_stats)
-        cpu = sum(op.cpu_time.sum for op in operators if op.cpu_time is not None)
-        rows = operators[-1].output_num_rows.sum if operators[-1].output_num_rows else 0
+        summary = ray.get(shard._coord_actor.stats.remote(), timeout=30).to_summary()
+        cpu = summary.get_total_cpu_time()
+        rows, pending = 0, [summary]
+        while pending and not rows:  # the rows out of the operator nearest the split
+            node = pending.pop(0)
+            rows = next(
+                (op.output_num_rows.sum for op in node.operators_stats if op.output_num_rows),
+                0,
+            )
+            pending.extend(node.parents)
     except Exception:  # a figure for the summary: never a reason to stop training
         log.debug("no stream statistics", exc_info=True)
         return None
