@@ -196,16 +196,31 @@ def stamped(dataset: tf.data.Dataset, clock: InputClock) -> tf.data.Dataset:
     """``dataset`` whose batches note the time they leave it (``InputClock.delivered``):
     the last stage of the pipeline, after its prefetch buffers, run when a batch is taken."""
 
-    def stamp(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def stamp(*batch: tf.Tensor) -> tuple[tf.Tensor, ...]:
         def note(rows: np.ndarray) -> np.int8:
             clock.delivered(int(rows))
             return np.int8(0)
 
-        noted = tf.numpy_function(note, [tf.shape(images)[0]], tf.int8)
+        noted = tf.numpy_function(note, [tf.shape(batch[0])[0]], tf.int8)
         with tf.control_dependencies([noted]):
-            return tf.identity(images), tf.identity(labels)
+            return tuple(tf.identity(t) for t in batch)
 
     return dataset.map(stamp)
+
+
+def class_weighted(dataset: tf.data.Dataset, weights: Any) -> tf.data.Dataset:
+    """(images, labels, sample weights): each row weighted by its class's weight (of the
+    most likely class for soft labels), as ``fit``'s ``class_weight`` would, which Keras
+    refuses for a distributed dataset. ``weights``: per class index; None: unchanged."""
+    if not weights:
+        return dataset
+    table = tf.constant(list(weights), tf.float32)
+
+    def weigh(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        classes = tf.argmax(labels, axis=-1) if labels.shape.rank == 2 else labels
+        return images, labels, tf.gather(table, classes)
+
+    return dataset.map(weigh)
 
 
 def per_replica(strategy: Any, dataset: tf.data.Dataset) -> Any:
@@ -288,6 +303,7 @@ def worker_input_per_worker(
     first_epoch: Callable[[], int],
     labels: LabelFormat = SPARSE,
     train_streamed_because: str | None = None,
+    class_weights: Any = None,
 ) -> WorkerInput:
     """In memory what fits in ``limit_bytes`` (training first: its row count is known
     before reading, so a shard that is too big is never read in vain), streamed the rest;
@@ -321,7 +337,7 @@ def worker_input_per_worker(
         )
     )
     return WorkerInput(
-        train=per_replica(strategy, stamped(train, clock)),
+        train=per_replica(strategy, stamped(class_weighted(train, class_weights), clock)),
         val=(
             in_memory_val(val_arrays, global_batch)
             if val_arrays is not None

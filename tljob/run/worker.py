@@ -87,6 +87,7 @@ class _WorkerRun:
             first_epoch=lambda: len(self.state.history),
             labels=self.labels,
             train_streamed_because=feed.train_streamed_because(job.augment),
+            class_weights=loop.class_weights,  # as fit's class_weight would weigh rows
         )
         self.steps_per_epoch = self.input.steps_per_epoch
         keras_model.set_precision(job.train.precision)  # before any layer is created
@@ -189,9 +190,6 @@ class _WorkerRun:
             steps_per_epoch=self.steps_per_epoch,  # the training data is endless (run.feed)
             epochs=stage.epochs,
             initial_epoch=self.start.epoch if continuing else 0,
-            class_weight=dict(enumerate(self.loop.class_weights))
-            if self.loop.class_weights
-            else None,
             callbacks=[
                 self.nan_guard,
                 self.clock,
