@@ -174,7 +174,10 @@ def test_steps_per_epoch_counts_as_the_workers_do():
     # 64 training images, 2 workers, batch 4: the "step N/8" lines of the two-worker run
     assert steps_per_epoch(64, 4, 2) == 8
     assert steps_per_epoch(24, 4, 1) == 6
-    assert steps_per_epoch(30, 4, 2) == 2  # 15 each, one global batch of 8, the rest dropped
+    # 15 each, 3 batches of 4 per worker (per replica, tljob.run.feed), 3 rows each dropped:
+    # in global batches of 8 it was 1 batch of 8 split over the 2 replicas, 2 steps
+    assert steps_per_epoch(30, 4, 2) == 3
+    assert steps_per_epoch(64, 32, 2) == 1  # a global batch of 64 took 128 images
 
 
 def test_dry_run_refuses_a_batch_too_large_with_the_message_a_run_gives(tmp_path, capsys):
@@ -196,7 +199,7 @@ def test_dry_run_refuses_a_batch_too_large_with_the_message_a_run_gives(tmp_path
     assert dry.err == real.err
     assert dry.err.startswith(
         "tljob: error: too few training images for one step: 24 training images over 1 "
-        "worker (`scaling.num_workers`) give each worker 24, fewer than one global batch of "
+        "worker (`scaling.num_workers`) give each worker 24, fewer than one batch of "
         "`train.batch_size` (32)"
     )
     assert dry.out.splitlines() == [

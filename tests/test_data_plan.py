@@ -314,6 +314,25 @@ def test_a_train_on_a_folder_and_a_pseudo_label_manifest_prints_json_and_frees_i
     }
     assert data["listed"] == 21 + 6 + data["duplicates"] + data["quarantined"]
     assert data["quarantined_reasons"] == {"label_conflict": 1}
+    # the steps' input wait (tljob.run.input_wait): 21 training images in batches of 4, 5
+    # steps taking 20 of them, served from worker memory; the ratio is the wait over the step
+    figures = saved["input"]
+    assert set(figures) == {
+        "streamed", "epochs", "steps", "step_seconds", "input_wait_seconds",
+        "input_wait_ratio", "images_per_step", "starved", "stream_images_per_cpu_s",
+    }  # fmt: skip
+    assert (figures["streamed"], figures["epochs"], figures["steps"]) == (False, 1, 5)
+    assert (figures["images_per_step"], figures["stream_images_per_cpu_s"]) == (4, None)
+    step, wait = figures["step_seconds"], figures["input_wait_seconds"]
+    assert isinstance(step, float) and isinstance(wait, float) and 0 <= wait <= step
+    assert 0 <= figures["input_wait_ratio"] <= 1
+    assert figures["input_wait_ratio"] == pytest.approx(wait / step, abs=1e-4 + 1e-6 / step)
+    assert figures["starved"] is (figures["input_wait_ratio"] > 0.2)
+    (timing,) = json.loads((run_dir / "timings.json").read_text())
+    assert {k: timing["input"][k] for k in ("steps", "images", "streamed")} == {
+        "steps": 5, "images": 20, "streamed": False,
+    }  # fmt: skip
+    assert timing["input"]["step_seconds"] == step
     report = json.loads((run_dir / "data_report.json").read_text())
     assert report["quarantined_files"] == [
         {

@@ -98,15 +98,15 @@ def test_the_readme_flow_starts_ray_with_a_token_and_submits_the_local_folder_ex
         assert "[tljob] stage 1/2 'head' epoch 1/1: loss=" in submitted.stdout
         assert "val_acc best" in submitted.stdout
         assert "oneDNN" not in out
-        # progress lines show global figures (4 steps: each worker's 20 of the 40 training
-        # images in global batches of 2 x 4), and the last step's running accuracy is the
+        # progress lines show global figures (5 steps: each worker's 20 of the 40 training
+        # images in batches of 4 per replica), and the last step's running accuracy is the
         # epoch's
         for tag in ("stage 1/2 'head' epoch 1/1", "stage 2/2 'fine_tune' epoch 1/1"):
             steps = re.findall(
                 rf"\[tljob\] {tag}: step (\d+)/(\d+) loss=\S+ accuracy=(\S+)", submitted.stdout
             )
             epoch = re.search(rf"\[tljob\] {tag}: loss=\S+ accuracy=(\S+)", submitted.stdout)
-            assert steps and steps[-1][0] == steps[-1][1] == "4", steps
+            assert steps and steps[-1][0] == steps[-1][1] == "5", steps
             assert all(float(acc) <= 1.0 for _, _, acc in steps)
             assert steps[-1][2] == epoch.group(1)
         for output in (started, refused, submitted):

@@ -27,9 +27,10 @@ class RowsShard:
         )
         self.handed_out = 0
 
-    def iter_batches(self, batch_size: int, batch_format: str):
+    def iter_batches(self, batch_size: int, batch_format: str, drop_last: bool = False, **_):
         assert batch_format == "numpy"
-        for start in range(0, len(self.labels), batch_size):
+        end = len(self.labels) // batch_size * batch_size if drop_last else len(self.labels)
+        for start in range(0, end, batch_size):
             self.handed_out += len(self.labels[start : start + batch_size])
             yield {
                 "image": self.images[start : start + batch_size],
@@ -162,8 +163,10 @@ def test_training_is_streamed_every_epoch_when_the_data_pipeline_draws_new_views
     assert because == reason
     fed = feed.worker_input_per_worker(
         shards,
+        tf.distribute.MirroredStrategy(["/cpu:0"]),
+        1,
         train_rows=32,
-        global_batch=8,
+        batch_size=8,
         image_size=SIZE,
         shuffle=0,
         seed=0,
@@ -179,8 +182,18 @@ def test_training_is_streamed_every_epoch_when_the_data_pipeline_draws_new_views
     else:
         # never read into memory: a cache would freeze epoch 0's views
         assert not fed.train_in_memory and shards["train"].handed_out == 0
-        assert fed.train == "streamed" and shards["train"].streamed["drop_last"] is True
-        assert shards["train"].streamed["label_type_spec"] == labels.spec()
+        assert fed.steps_per_epoch == 4
+        fed.clock.fit_begins()  # the stream's epoch starts when training begins it
+        fed.clock.epoch_begins()
+        batches = iter(fed.train)
+        images, batch_labels = next(batches)  # one replica: its batch
+        assert images.shape == (8, SIZE, SIZE, 3) and images.dtype == tf.uint8
+        assert batch_labels.dtype == labels.spec().dtype
+        assert batch_labels.shape[1:] == labels.spec().shape[1:]
+        # the stream waits for training's next epoch until the fit ends: only then may its
+        # iterator go (tf.data waits for a running generator to return)
+        fed.clock.gate.close()
+        del batches
         assert fed.describe() == (
             "input: val held in worker memory, the rest streamed from Ray Data every epoch: "
             f"training because {reason}"

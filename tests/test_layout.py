@@ -60,6 +60,7 @@ PURE = [
     "tljob.run.attempts",
     "tljob.run.failures",
     "tljob.run.timings",
+    "tljob.run.input_wait",
     "tljob.run.rescore",
     "tljob.run.loop",
     "tljob.run.job",

@@ -380,19 +380,20 @@ def test_24_images_cannot_fill_a_batch_of_32():
         check_batches(24, 6, 32, 1)
     assert str(err.value) == (
         "too few training images for one step: 24 training images over 1 worker "
-        "(`scaling.num_workers`) give each worker 24, fewer than one global batch of "
-        "`train.batch_size` (32) × 1 = 32 images (the last partial batch is dropped), so an "
-        "epoch would have no steps. Use `train.batch_size` <= 24, or more training images."
+        "(`scaling.num_workers`) give each worker 24, fewer than one batch of "
+        "`train.batch_size` (32) images (the last partial batch is dropped), so an epoch "
+        "would have no steps. Use `train.batch_size` <= 24, or more training images."
     )
     check_batches(24, 6, 24, 1)  # the suggestion works
 
 
 @pytest.mark.parametrize(
     ("train_images", "fits"),
-    [(128, True), (129, True), (127, False), (64, False)],
+    [(64, True), (65, True), (63, False), (40, False)],
 )
-def test_two_workers_need_a_global_batch_each(train_images, fits):
-    # 2 workers, batch 32: each worker's train_images // 2 must reach 32 x 2 = 64
+def test_two_workers_need_a_batch_each(train_images, fits):
+    # 2 workers, batch 32: each worker's train_images // 2 must reach 32 (batches are per
+    # replica: no longer 32 x 2 = 64, tljob.run.feed)
     if fits:
         check_batches(train_images, 2, 32, 2)
         return
@@ -401,18 +402,18 @@ def test_two_workers_need_a_global_batch_each(train_images, fits):
     per_worker = train_images // 2
     assert (
         f"{train_images} training images over 2 workers (`scaling.num_workers`) give each "
-        f"worker {per_worker}, fewer than one global batch of `train.batch_size` (32) × 2 = 64"
+        f"worker {per_worker}, fewer than one batch of `train.batch_size` (32) images"
         in str(err.value)
     )
-    assert f"Use `train.batch_size` <= {per_worker // 2}, or `scaling.num_workers` <= 1" in str(
+    assert f"Use `train.batch_size` <= {per_worker}, or `scaling.num_workers` <= 1" in str(
         err.value
     )
-    check_batches(train_images, 2, per_worker // 2, 2)  # the largest batch that works
+    check_batches(train_images, 2, per_worker, 2)  # the largest batch that works
 
 
 def test_when_no_batch_size_works():
     with pytest.raises(TooFewImagesError) as err:
-        check_batches(3, 6, 32, 2)
+        check_batches(1, 6, 32, 2)
     assert str(err.value).endswith(
         "so an epoch would have no steps. No `train.batch_size` works with 2 workers. "
         "Use more training images."

@@ -62,18 +62,18 @@ def test_epoch_start_shows_an_empty_bar_and_no_eta():
     )
 
 
-def test_step_shows_running_metrics_rate_and_eta_from_the_epoch_pace():
+def test_step_shows_running_metrics_rate_input_wait_and_eta_from_the_epoch_pace():
     state = ProgressState()
     state.apply(HEAD)
-    # 10 of 50 steps in 4 s: the other 40 take 16 s at that pace
-    assert state.apply(StepDone(10, 0.98765, 0.123449, 79.6, 4.0)) == []
+    # 10 of 50 steps in 4 s: the other 40 take 16 s at that pace; 23.4 % of it waiting
+    assert state.apply(StepDone(10, 0.98765, 0.123449, 79.6, 4.0, 0.234)) == []
     assert state.columns() == Columns(
         where="stage 1/2 head epoch 1/3",
         completed=10,
         total=50,
         steps="step 10/50",
         metrics="loss=0.9877 accuracy=0.1234",
-        rate="80 images/s",
+        rate="80 images/s, input wait 23%",
         eta="ETA 0:16",
     )
 

@@ -255,3 +255,26 @@ def test_the_key_value_store_keeps_a_note_across_processes(ray_connected):
     assert ray_private.kv_get("probe", namespace="tljob-test") == b"checkpoint_epoch_0004"
     ray_private.kv_del("probe", namespace="tljob-test")
     assert ray_private.kv_get("probe", namespace="tljob-test") is None
+
+
+@pytest.mark.ray
+def test_a_streaming_splits_rate_per_cpu_second_is_its_rows_over_its_tasks_cpu_time(
+    ray_connected,
+):
+    import time
+
+    import numpy as np
+    import ray
+
+    def burn(batch):  # 40 ms of CPU for every 8 rows: 200 rows per CPU-second
+        end = time.process_time() + 0.04
+        while time.process_time() < end:
+            pass
+        return {"id": np.asarray(batch["id"])}
+
+    dataset = ray.data.range(64, override_num_blocks=8).map_batches(burn, batch_size=8)
+    (shard,) = dataset.streaming_split(1, equal=True)
+    assert sum(len(b["id"]) for b in shard.iter_batches(batch_size=16)) == 64
+    rate = ray_private.stream_images_per_cpu_s(shard)
+    assert 150 <= rate <= 200  # Ray's task overhead adds CPU time, never removes it
+    assert ray_private.stream_images_per_cpu_s(object()) is None

@@ -237,12 +237,16 @@ def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_clust
     assert float(history[1]["learning_rate"]) == pytest.approx(record["chosen"], rel=1e-6)
 
     lines = [segment for line in screen.split("\n") for segment in line.split("\r")]
-    # the live row was drawn: stage, epoch, step n/N (2: each worker's 12 of the 24 training
-    # images in global batches of 2 x 4, tljob.preflight.batches.steps_per_epoch), running
-    # figures, speed and ETA
-    live = [ln for ln in lines if re.match(r"stage 2/2 fine_tune epoch \d/4 .*step \d/2", ln)]
+    # the live row was drawn: stage, epoch, step n/N (3: each worker's 12 of the 24 training
+    # images in batches of 4 per replica, tljob.preflight.batches.steps_per_epoch), running
+    # figures, speed, the share of the steps' time spent waiting for input, and ETA
+    live = [ln for ln in lines if re.match(r"stage 2/2 fine_tune epoch \d/4 .*step \d/3", ln)]
     assert any(
-        re.search(r"step \d/2 loss=\d\.\d{4} accuracy=\d\.\d{4} \d+ images/s ETA \d+:\d\d", ln)
+        re.search(
+            r"step \d/3 loss=\d\.\d{4} accuracy=\d\.\d{4} \d+ images/s, input wait \d+% "
+            r"ETA \d+:\d\d",
+            ln,
+        )
         for ln in live
     ), screen[-4000:]
     # one finished line per epoch, with its validation figures, stays on screen: the
@@ -257,7 +261,7 @@ def test_rerun_resumes_from_the_last_checkpoint_after_ctrl_c(tmp_path, ray_clust
     # asks for one every step, run.progress_seconds) and no TensorFlow start-up lines
     assert any(re.match(r"\[tljob\] stage 2/2 'fine_tune': trainable=", ln) for ln in lines)
     assert any(ln.startswith("[tljob] exported the best epoch (") for ln in lines)
-    assert not any(re.match(r"\[tljob\] .*: step \d+/2 ", ln) for ln in lines)
+    assert not any(re.match(r"\[tljob\] .*: step \d+/3 ", ln) for ln in lines)
     assert not any(output.is_native_log_line(ln) for ln in lines)
     # the final summary comes after the display has gone
     table = screen[screen.index("tljob run 'crashy'") :]
@@ -337,8 +341,12 @@ def test_schedules_class_weights_macro_f1_and_in_model_augmentation_on_two_worke
     }
     assert (summary["precision"], summary["jit_compile"]) == ("float32", False)
     history = read_history(run_dir)
-    # 40 training images, 2 workers, batch 4: 20 per worker, 2 global batches of 8, 4 steps
-    steps = 4
+    # 40 training images, 2 workers, batch 4: 20 per worker, 5 batches of 4 per replica, 5
+    # steps (in global batches of 8 it was 2 batches split in 2: 4 steps, 16 of the 20)
+    steps = 5
+    # rank 0 counted the images its steps took each epoch: all its 20, none left out
+    timings = json.loads((run_dir / "timings.json").read_text())
+    assert [(t["input"]["steps"], t["input"]["images"]) for t in timings] == [(5, 20)] * 3
     assert [float(r["learning_rate"]) for r in history] == pytest.approx(
         [1e-3 * 1 / 4, 1e-3 * 1 / steps, 1e-3], rel=1e-6
     )

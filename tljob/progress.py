@@ -35,6 +35,7 @@ class StepDone:
     accuracy: float
     images_per_s: float
     elapsed_s: float  # since the epoch started
+    input_wait_ratio: float = 0.0  # of the steps' time so far, waiting for input
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,6 @@ class ProgressState:
             total=epoch.steps,
             steps=f"step {done}/{epoch.steps}",
             metrics=f"loss={step.loss:.4f} accuracy={step.accuracy:.4f}",
-            rate=f"{step.images_per_s:.0f} images/s",
+            rate=f"{step.images_per_s:.0f} images/s, input wait {step.input_wait_ratio:.0%}",
             eta=f"ETA {format_eta(eta)}",
         )

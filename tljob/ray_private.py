@@ -1,6 +1,6 @@
 """Every use tljob makes of Ray's private APIs, in one room.
 
-Ray offers no public way to do these six things, so tljob reaches inside; each function
+Ray offers no public way to do these seven things, so tljob reaches inside; each function
 below says what it relies on, and ``tests/test_ray_private.py`` has a test per use that
 fails when Ray changes the behaviour relied on. They were verified on the Ray versions in
 ``VERIFIED_RAY_VERSIONS``; ``check_ray_version`` refuses any other (the escape hatch is
@@ -20,6 +20,8 @@ fails when Ray changes the behaviour relied on. They were verified on the Ray ve
 6. ``ray.experimental.internal_kv``'s ``_internal_kv_put/get/del``: the cluster's key-value
    store (in the GCS, not on the run's storage), where rank 0 notes each checkpoint it
    saved so that a run whose storage failed can still name where a rerun resumes.
+7. ``StreamSplitDataIterator._coord_actor.stats``: a streaming split's execution
+   statistics as data (rows out, the tasks' CPU time), for the stream's rate per CPU.
 
 Nothing here imports Ray at module level: the driver-side helpers of ``tljob.output`` use
 it lazily.
@@ -222,3 +224,33 @@ def requested_resources() -> list[dict[str, float]]:
 
     raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
     return json.loads(raw) if raw else []
+
+
+# 7. A streaming split's execution statistics
+
+
+def stream_images_per_cpu_s(shard: Any) -> float | None:
+    """Rows the current execution of a ``streaming_split`` shard's dataset produced per
+    CPU-second its tasks used (every operator's remote CPU time), or None when unknown.
+
+    Relies on ``StreamSplitDataIterator._coord_actor.stats`` (the split coordinator's
+    ``DatasetStats``; the public ``stats()`` gives only its text), whose summary holds the
+    split operator and, in its ``parents``, the operators before it: their
+    ``output_num_rows`` and ``get_total_cpu_time()``."""
+    try:
+        import ray
+
+        summary = ray.get(shard._coord_actor.stats.remote(), timeout=30).to_summary()
+        cpu = summary.get_total_cpu_time()
+        rows, pending = 0, [summary]
+        while pending and not rows:  # the rows out of the operator nearest the split
+            node = pending.pop(0)
+            rows = next(
+                (op.output_num_rows.sum for op in node.operators_stats if op.output_num_rows),
+                0,
+            )
+            pending.extend(node.parents)
+    except Exception:  # a figure for the summary: never a reason to stop training
+        log.debug("no stream statistics", exc_info=True)
+        return None
+    return round(rows / cpu, 1) if cpu > 0 and rows > 0 else None

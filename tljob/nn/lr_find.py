@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -63,6 +64,7 @@ def range_test(
     labels: LabelFormat = SPARSE,
     jit_compile: bool = False,
     class_weight: dict[int, float] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> lr_curve.RangeTest:
     """Train ``steps`` steps of ``train`` at ``lr_curve.rates(steps)`` with the stage's
     optimizer, loss and trainable layers, then restore every weight (trainable or not,
@@ -72,7 +74,8 @@ def range_test(
     and is read to its end (a Ray Data stream must be), training only its first ``steps``
     batches. The model is left compiled for the test with an optimizer of its own: compile
     it for the stage afterwards (tljob compiles every stage afresh); the optimizer it had
-    before is not stepped."""
+    before is not stepped. ``callbacks``: more for the test's ``fit`` (a worker's input
+    clock, which opens a streamed epoch)."""
     began = time.monotonic()
     saved = keras_io.get_weights(model)  # collective under the strategy
     test_stage = stage.model_copy(
@@ -89,7 +92,7 @@ def range_test(
         steps_per_epoch=steps if endless else None,
         epochs=1,
         class_weight=class_weight,
-        callbacks=[rising],
+        callbacks=[*callbacks, rising],
         verbose=0,
     )
     keras_io.set_weights(model, saved)

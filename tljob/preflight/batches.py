@@ -13,9 +13,9 @@ def check_batches(train_images: int, val_images: int, batch_size: int, num_worke
     leave a worker nothing to validate on.
 
     Ray Train splits each dataset evenly: every worker gets ``images // num_workers`` rows.
-    A worker's training rows are cut into global batches of ``batch_size * num_workers``
-    (Keras splits each across the replicas), and the last partial batch is dropped; so an
-    epoch has no step when a worker's share is smaller than one global batch.
+    A worker's training rows are cut into batches of ``batch_size`` (one per replica and
+    step, ``tljob.run.feed``), and the last partial batch is dropped; so an epoch has no
+    step when a worker's share is smaller than one batch.
     """
     # Made once per run and batch size (tljob.data.plan): this line lets a test count them.
     log.debug(
@@ -23,27 +23,25 @@ def check_batches(train_images: int, val_images: int, batch_size: int, num_worke
         f"batch_size {batch_size} x {num_workers} worker(s)"
     )
     per_worker = train_images // num_workers
-    global_batch = batch_size * num_workers
     workers = f"{num_workers} worker{'s' if num_workers != 1 else ''}"
-    if per_worker < global_batch:
-        largest_batch = per_worker // num_workers
+    if per_worker < batch_size:
         most_workers = next(
-            (k for k in range(num_workers - 1, 0, -1) if train_images // k >= batch_size * k),
-            None,
+            (k for k in range(num_workers - 1, 0, -1) if train_images // k >= batch_size), None
         )
         options = []
-        if largest_batch:
-            options.append(f"`train.batch_size` <= {largest_batch}")
+        if per_worker:
+            options.append(f"`train.batch_size` <= {per_worker}")
         if most_workers:
             options.append(f"`scaling.num_workers` <= {most_workers}")
         options.append("more training images")
-        none_works = "" if largest_batch else f" No `train.batch_size` works with {workers}."
+        none_works = "" if per_worker else f" No `train.batch_size` works with {workers}."
         raise TooFewImagesError(
             f"too few training images for one step: {train_images} training images over "
             f"{workers} (`scaling.num_workers`) give each worker {per_worker}, fewer than "
-            f"one global batch of `train.batch_size` ({batch_size}) × {num_workers} = "
-            f"{global_batch} images (the last partial batch is dropped), so an epoch would "
-            f"have no steps.{none_works} Use " + ", or ".join(options) + "."
+            f"one batch of `train.batch_size` ({batch_size}) images (the last partial batch "
+            f"is dropped), so an epoch would have no steps.{none_works} Use "
+            + ", or ".join(options)
+            + "."
         )
     if val_images < num_workers:
         options = [f"`scaling.num_workers` <= {val_images}"] if val_images else []
@@ -58,7 +56,7 @@ def check_batches(train_images: int, val_images: int, batch_size: int, num_worke
 
 
 def steps_per_epoch(train_images: int, batch_size: int, num_workers: int) -> int:
-    """Training steps of one epoch, as ``tljob.run.worker`` counts them: each worker's
-    share (``train_images // num_workers``) cut into global batches (the last partial one
-    dropped), each global batch one step on every worker."""
-    return train_images // num_workers // (batch_size * num_workers) * num_workers
+    """Training steps of one epoch, as ``tljob.run.feed.training_steps`` counts them (one
+    replica per worker): each worker's share (``train_images // num_workers``) cut into
+    batches of ``batch_size`` (the last partial one dropped), one batch a step."""
+    return train_images // num_workers // batch_size

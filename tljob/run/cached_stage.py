@@ -186,15 +186,28 @@ def features_per_worker(
 
 @dataclass
 class StageInput:
-    """What a stage fits: ``model`` on ``train`` / ``val`` for ``steps`` steps per epoch
-    (``train_in_memory``: the training data is endless, ``fit`` needs the steps)."""
+    """What a stage fits: ``model`` on ``input`` (``tljob.run.feed.WorkerInput``: images,
+    or, with ``features``, this worker's cached features)."""
 
     model: Any
-    train: Any
-    val: Any
-    steps: int
-    train_in_memory: bool
+    input: feed.WorkerInput
     features: WorkerFeatures | None = None
+
+    @property
+    def train(self) -> Any:
+        return self.input.train
+
+    @property
+    def val(self) -> Any:
+        return self.input.val
+
+    @property
+    def steps(self) -> int:
+        return self.input.steps_per_epoch
+
+    @property
+    def train_in_memory(self) -> bool:
+        return self.input.train_in_memory
 
     def describe(self) -> str:
         """The tail of the stage's line: on what it trains, when on cached features."""
@@ -231,23 +244,19 @@ def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
         with worker.strategy.scope():
             worker.head = head_model(worker.net)
         worker.features = found
-    features = worker.features
-    train, val = features.arrays["train"], features.arrays["val"]
-    global_batch, world = worker.global_batch, worker.world_size
-    return StageInput(
-        model=worker.head,
-        train=feed.in_memory_train(
-            train,
-            global_batch,
-            worker.job.data.shuffle_buffer > 0,
-            worker.job.data.seed,
-            lambda: len(worker.state.history),
-        ),  # fmt: skip
-        val=feed.in_memory_val(val, global_batch),
-        steps=len(train[1]) // global_batch * world,
-        train_in_memory=True,
-        features=features,
+    features, job = worker.features, worker.job
+    worker_input = feed.arrays_input_per_worker(
+        features.arrays["train"],
+        features.arrays["val"],
+        worker.strategy,
+        worker.world_size,
+        batch_size=job.train.batch_size,
+        shuffle=job.data.shuffle_buffer,
+        seed=job.data.seed,
+        first_epoch=lambda: len(worker.state.history),
+        class_weights=loop.class_weights,
     )
+    return StageInput(model=worker.head, input=worker_input, features=features)
 
 
 def whole_weights(worker: Any, fitted: Any) -> list[np.ndarray]:

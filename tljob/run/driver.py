@@ -40,6 +40,7 @@ from tljob.run.attempts import clear_attempts, read_attempts, restart_figures
 from tljob.run.connect import check_cluster, ensure_ray, release_resource_request
 from tljob.run.failed_run import NewestCheckpoint
 from tljob.run.failures import DIVERGED_FILE
+from tljob.run.input_wait import input_summary, starvation_line
 from tljob.run.ledger import (
     ResumePlan,
     class_weights,
@@ -303,6 +304,14 @@ def _train_and_summarise(
     summary["prepared_data"] = prepared.prepared_uri
     if storage.exists(record := run_dir.join(CACHED_FEATURES_RECORD)):
         summary["cached_features"] = json.loads(storage.read_text(record))
+    timings = run_dir.join("timings.json")  # the steps' input wait (tljob.run.input_wait)
+    images_per_step = job.train.batch_size * job.scaling.num_workers
+    if storage.exists(timings) and (
+        section := input_summary(json.loads(storage.read_text(timings)), images_per_step)
+    ):
+        summary["input"] = section
+        if line := starvation_line(section):
+            say(line)
     if shipped is not None:
         summary["initial_weights"] = {"file": shipped.uri, "sha256": shipped.sha256}
     digests = [

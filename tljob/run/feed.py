@@ -10,12 +10,21 @@ they are read once into this worker's memory (``read_shard_per_worker``) and eac
 served from the arrays: the training rows in a new order every epoch, drawn from
 ``(data.seed, global epoch)`` so that a resumed run sees the orders a straight run would
 have seen; the validation rows in the order read.
-Under MultiWorkerMirroredStrategy Keras treats each batch as a global batch and splits it
-across the ``world_size`` replicas, so batches of ``batch_size * world_size`` give every
-worker ``batch_size`` images per step. Training drops the last partial batch; validation
-keeps every row, so its last batch may be short: Keras cuts it into ``world_size`` pieces
-(the batch size of these datasets is not static), and 1 row over 2 replicas leaves one of
-them a 0-row batch, which the model answers with 0 rows (``tljob.nn.layers.ImageClassifier``).
+Training is batched per replica: each worker's training rows are cut into batches of
+``batch_size`` (the last partial one dropped), one batch per replica and step, handed to
+Keras through ``strategy.distribute_datasets_from_function`` (``per_replica``), so an
+epoch leaves out at most ``batch_size - 1`` of a worker's rows. Such a dataset is
+iterated once per ``fit`` (Keras never recreates its iterator), so the training datasets
+are endless; the streamed one starts each epoch's Ray Data execution only when training
+begins that epoch (``tljob.run.input_wait.EpochGate``: with ``streaming_split`` every
+worker must start every epoch, and a prefetch past a stage's last epoch would start one
+on some workers only). Each training batch is stamped as it leaves the pipeline
+(``stamped``) for the input wait (``tljob.run.input_wait``).
+Validation keeps Keras' own distribution: batches of ``batch_size * world_size`` split
+across the ``world_size`` replicas, every row kept, so its last batch may be short: Keras
+cuts it into ``world_size`` pieces (the batch size of these datasets is not static), and 1
+row over 2 replicas leaves one of them a 0-row batch, which the model answers with 0 rows
+(``tljob.nn.layers.ImageClassifier``).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import tensorflow as tf
 
 from tljob.config.augment import AugmentSection
 from tljob.nn.labels import SPARSE, LabelFormat
+from tljob.run.input_wait import EpochGate, InputClock
 
 _READ_ROWS = 1024  # rows per batch when a shard is read into memory
 
@@ -76,7 +86,8 @@ def streamed_per_worker(
     shuffle: int,
     label_format: LabelFormat = SPARSE,
 ) -> tf.data.Dataset:
-    """The Ray Data shard, streamed again every epoch (shuffled when ``shuffle`` > 0)."""
+    """The Ray Data shard, streamed again every epoch (shuffled when ``shuffle`` > 0), in
+    batches of ``global_batch`` (validation: Keras splits them over the replicas)."""
     features, labels = _specs(image_size, label_format)
     return shard.to_tf(
         feature_columns="image",
@@ -88,6 +99,42 @@ def streamed_per_worker(
         feature_type_spec=features,
         label_type_spec=labels,
     )
+
+
+def streamed_train_per_worker(
+    shard: Any,
+    batch_size: int,
+    batches_per_epoch: int,
+    image_size: int,
+    shuffle: int,
+    gate: EpochGate,
+    label_format: LabelFormat = SPARSE,
+) -> tf.data.Dataset:
+    """The training shard streamed, endless: epoch ``n`` of the Ray Data stream starts when
+    ``gate`` says training began epoch ``n`` of the current ``fit``; each epoch yields its
+    first ``batches_per_epoch`` full batches of ``batch_size`` (shuffled when ``shuffle`` >
+    0) and reads the rest of the stream to its end; the dataset ends with the ``fit``."""
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        generation, epoch = gate.generation(), 0
+        while gate.wait_for_epoch(generation, epoch):
+            served = 0
+            for batch in shard.iter_batches(
+                batch_size=batch_size,
+                batch_format="numpy",
+                drop_last=True,
+                prefetch_batches=2,
+                local_shuffle_buffer_size=max(shuffle, batch_size) if shuffle else None,
+            ):
+                if served < batches_per_epoch:
+                    served += 1
+                    yield batch["image"], label_format.as_array(batch["label"])
+            epoch += 1
+
+    dataset = tf.data.Dataset.from_generator(
+        batches, output_signature=_specs(image_size, label_format)
+    )
+    return _per_worker_only(dataset.prefetch(2))
 
 
 def read_shard_per_worker(
@@ -111,22 +158,24 @@ def read_shard_per_worker(
 
 def in_memory_train(
     arrays: tuple[np.ndarray, np.ndarray],
-    global_batch: int,
+    batch_size: int,
     shuffled: bool,
     seed: int,
     first_epoch: Callable[[], int],
+    batches_per_epoch: int | None = None,
 ) -> tf.data.Dataset:
-    """Training batches from the arrays, endless: epoch after epoch, each cut into
-    ``len // global_batch`` full batches (drop_last), so pass ``steps_per_epoch`` to ``fit``.
+    """Training batches of ``batch_size`` rows from the arrays, endless: epoch after epoch,
+    each the first ``batches_per_epoch`` (default: all ``len // batch_size``) full batches
+    of the epoch's order, so pass ``steps_per_epoch`` to ``fit``.
 
-    Endless because Keras then creates one iterator per ``fit`` and never a throw-away one
-    (with a finite dataset it makes an extra one before the first epoch, and prefetching
+    Endless because Keras creates one iterator per ``fit`` over a distributed dataset (and
+    with a finite one it would make an extra one before the first epoch, and prefetching
     could start it): the orders are then fixed. ``first_epoch()`` is read when ``fit``
     starts: the run's global epochs done, so a resumed run continues with the orders a
     straight run would use. The rows of epoch ``e`` are permuted by ``(seed, e)``.
     """
     images, labels = arrays
-    full = len(labels) // global_batch * global_batch
+    batches_per_epoch = batches_per_epoch or len(labels) // batch_size
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         epoch = first_epoch()
@@ -136,13 +185,53 @@ def in_memory_train(
                 if shuffled
                 else np.arange(len(labels))
             )
-            for start in range(0, full, global_batch):
-                rows = order[start : start + global_batch]
+            for start in range(0, batches_per_epoch * batch_size, batch_size):
+                rows = order[start : start + batch_size]
                 yield images[rows], labels[rows]
             epoch += 1
 
     dataset = tf.data.Dataset.from_generator(batches, output_signature=_array_specs(arrays))
-    return _per_worker_only(dataset.prefetch(2))
+    # endless already; repeat() makes its cardinality infinite, so the strategy need not
+    # check with every worker, each step, whether all still have a batch
+    return _per_worker_only(dataset.repeat().prefetch(2))
+
+
+def stamped(dataset: tf.data.Dataset, clock: InputClock) -> tf.data.Dataset:
+    """``dataset`` whose batches note the time they leave it (``InputClock.delivered``):
+    the last stage of the pipeline, after its prefetch buffers, run when a batch is taken."""
+
+    def stamp(*batch: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        def note(rows: np.ndarray) -> np.int8:
+            clock.delivered(int(rows))
+            return np.int8(0)
+
+        noted = tf.numpy_function(note, [tf.shape(batch[0])[0]], tf.int8)
+        with tf.control_dependencies([noted]):
+            return tuple(tf.identity(t) for t in batch)
+
+    return dataset.map(stamp)
+
+
+def class_weighted(dataset: tf.data.Dataset, weights: Any) -> tf.data.Dataset:
+    """(images, labels, sample weights): each row weighted by its class's weight (of the
+    most likely class for soft labels), as ``fit``'s ``class_weight`` would, which Keras
+    refuses for a distributed dataset. ``weights``: per class index; None: unchanged."""
+    if not weights:
+        return dataset
+    table = tf.constant(list(weights), tf.float32)
+
+    def weigh(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        classes = tf.argmax(labels, axis=-1) if labels.shape.rank == 2 else labels
+        return images, labels, tf.gather(table, classes)
+
+    return dataset.map(weigh)
+
+
+def per_replica(strategy: Any, dataset: tf.data.Dataset) -> Any:
+    """``dataset`` (this worker's, batched per replica) as the distribution strategy's
+    input: each of this worker's replicas takes its next batch every step; no rebatching
+    into global batches and no sharding (each worker holds only its own rows)."""
+    return strategy.distribute_datasets_from_function(lambda _context: dataset)
 
 
 def in_memory_val(arrays: tuple[np.ndarray, np.ndarray], global_batch: int) -> tf.data.Dataset:
@@ -160,13 +249,33 @@ def in_memory_val(arrays: tuple[np.ndarray, np.ndarray], global_batch: int) -> t
 
 @dataclass
 class WorkerInput:
-    """A worker's training and validation datasets, and how they are fed."""
+    """A worker's training (distributed, endless) and validation datasets, the training
+    steps of an epoch, the clock of its input wait, and how they are fed."""
 
-    train: tf.data.Dataset
+    train: Any  # per_replica's distributed dataset
     val: tf.data.Dataset
-    train_in_memory: bool  # True: endless, ``fit`` needs ``steps_per_epoch``
+    steps_per_epoch: int
+    clock: InputClock
+    train_in_memory: bool
     val_in_memory: bool
     train_streamed_because: str | None = None  # ``train_streamed_because``'s reason
+    train_shard: Any = None  # the Ray Data shard the training batches stream from
+
+    def epoch_figures(self) -> dict[str, Any]:
+        """This epoch's input figures (``InputClock.epoch_figures``), with the stream's
+        measured images per CPU-second when training streams (None when not measured)."""
+        figures = {**self.clock.epoch_figures(), "streamed": not self.train_in_memory}
+        if not self.train_in_memory:
+            from tljob import ray_private
+
+            figures["stream_images_per_cpu_s"] = ray_private.stream_images_per_cpu_s(
+                self.train_shard
+            )
+        return figures
+
+    def wait_text(self) -> str:
+        """The epoch line's words on the input wait."""
+        return f"input wait {self.clock.epoch_figures()['input_wait_ratio']:.0%}"
 
     def describe(self) -> str:
         """The worker's line about what it holds in memory, and why training streams."""
@@ -179,10 +288,18 @@ class WorkerInput:
         return line
 
 
+def training_steps(train_rows: int, batch_size: int, replicas_here: int = 1) -> int:
+    """A worker's training steps per epoch: its rows in full batches of ``batch_size``,
+    one batch per replica on this worker and step."""
+    return train_rows // batch_size // replicas_here
+
+
 def worker_input_per_worker(
     shards: dict[str, Any],
+    strategy: Any,
+    world_size: int,
     train_rows: int,
-    global_batch: int,
+    batch_size: int,
     image_size: int,
     shuffle: int,
     seed: int,
@@ -190,13 +307,20 @@ def worker_input_per_worker(
     first_epoch: Callable[[], int],
     labels: LabelFormat = SPARSE,
     train_streamed_because: str | None = None,
+    class_weights: Any = None,
 ) -> WorkerInput:
     """In memory what fits in ``limit_bytes`` (training first: its row count is known
     before reading, so a shard that is too big is never read in vain), streamed the rest;
-    training always streamed when ``train_streamed_because`` gives a reason.
+    training always streamed when ``train_streamed_because`` gives a reason. Training in
+    batches of ``batch_size`` per replica of ``strategy`` (over ``world_size`` workers);
+    validation in global batches.
 
     Every worker gets the same row counts from the equal split, so all decide alike and
     step through the same number of batches."""
+    replicas_here = max(1, strategy.num_replicas_in_sync // world_size)
+    steps = training_steps(train_rows, batch_size, replicas_here)
+    clock = InputClock(batches_per_step=replicas_here)
+    global_batch = batch_size * strategy.num_replicas_in_sync
     train_bytes = train_rows * image_size * image_size * 3
     train_arrays = (
         read_shard_per_worker(shards["train"], limit_bytes, labels)
@@ -208,20 +332,54 @@ def worker_input_per_worker(
         raise RuntimeError(f"training shard has {len(train_arrays[1])} rows, not {train_rows}")
     left = limit_bytes - (train_arrays[0].nbytes if train_arrays is not None else 0)
     val_arrays = read_shard_per_worker(shards["val"], left, labels) if left > 0 else None
+    per_epoch = steps * replicas_here
+    train = (
+        in_memory_train(train_arrays, batch_size, shuffle > 0, seed, first_epoch, per_epoch)
+        if train_arrays is not None
+        else streamed_train_per_worker(
+            shards["train"], batch_size, per_epoch, image_size, shuffle, clock.gate, labels
+        )
+    )
     return WorkerInput(
-        train=(
-            in_memory_train(train_arrays, global_batch, shuffle > 0, seed, first_epoch)
-            if train_arrays is not None
-            else streamed_per_worker(
-                shards["train"], global_batch, image_size, True, shuffle, labels
-            )
-        ),
+        train=per_replica(strategy, stamped(class_weighted(train, class_weights), clock)),
         val=(
             in_memory_val(val_arrays, global_batch)
             if val_arrays is not None
             else streamed_per_worker(shards["val"], global_batch, image_size, False, 0, labels)
         ),
+        steps_per_epoch=steps,
+        clock=clock,
         train_in_memory=train_arrays is not None,
         val_in_memory=val_arrays is not None,
         train_streamed_because=train_streamed_because,
+        train_shard=shards["train"],
+    )
+
+
+def arrays_input_per_worker(
+    train_arrays: tuple[np.ndarray, np.ndarray],
+    val_arrays: tuple[np.ndarray, np.ndarray],
+    strategy: Any,
+    world_size: int,
+    batch_size: int,
+    shuffle: int,
+    seed: int,
+    first_epoch: Callable[[], int],
+    class_weights: Any = None,
+) -> WorkerInput:
+    """A worker's input from arrays it already holds (the pooled features of a cached
+    stage, ``tljob.run.cached_stage``), batched as ``worker_input_per_worker`` batches
+    images held in memory: training per replica, endless; validation in global batches."""
+    replicas_here = max(1, strategy.num_replicas_in_sync // world_size)
+    steps = training_steps(len(train_arrays[1]), batch_size, replicas_here)
+    clock = InputClock(batches_per_step=replicas_here)
+    per_epoch = steps * replicas_here
+    train = in_memory_train(train_arrays, batch_size, shuffle > 0, seed, first_epoch, per_epoch)
+    return WorkerInput(
+        train=per_replica(strategy, stamped(class_weighted(train, class_weights), clock)),
+        val=in_memory_val(val_arrays, batch_size * strategy.num_replicas_in_sync),
+        steps_per_epoch=steps,
+        clock=clock,
+        train_in_memory=True,
+        val_in_memory=True,
     )

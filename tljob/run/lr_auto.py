@@ -48,20 +48,20 @@ def auto_stage_per_worker(
         record = lr_curve.RangeTest.from_json(json.loads(storage.read_text(json_file)))
     else:
         from tljob.nn import lr_find  # TensorFlow: workers only
+        from tljob.run.input_clock import InputWaitCallback
 
-        job = worker.job
         record = lr_find.range_test(
             fed.model,
             stage,
             fed.train,
             lr_curve.range_test_steps(fed.steps, fed.train_in_memory),
-            endless=fed.train_in_memory,
+            endless=True,  # every worker's training input is (tljob.run.feed)
             strategy=worker.strategy,
             labels=worker.labels,
-            jit_compile=job.train.jit_compile,
-            class_weight=dict(enumerate(worker.loop.class_weights))
-            if worker.loop.class_weights
-            else None,
+            jit_compile=worker.job.train.jit_compile,
+            # class weights are in the input's sample weights (fit refuses class_weight
+            # with a distributed dataset); the clock opens a streamed epoch
+            callbacks=[InputWaitCallback(fed.input.clock)],
         )
         record.stage, record.stage_index = stage.name, stage_index
         how = f"{record.seconds:.1f}s"

@@ -19,11 +19,16 @@ PHASES = (
 )
 
 
-def epoch_timing(global_epoch: int, marks: dict[str, float]) -> dict[str, Any]:
+def epoch_timing(
+    global_epoch: int, marks: dict[str, float], input_figures: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The seconds of each phase of epoch ``global_epoch``, from ``marks`` (name ->
-    ``time.monotonic()``), rounded to 0.1 ms."""
+    ``time.monotonic()``), rounded to 0.1 ms; with ``input_figures`` (the training steps'
+    input wait, ``tljob.run.input_wait``) under ``input``."""
     entry: dict[str, Any] = {"global_epoch": global_epoch}
     entry.update(
         {name: round(marks[b] - marks[a], 4) for name, a, b in PHASES if {a, b} <= set(marks)}
     )
+    if input_figures is not None:
+        entry["input"] = input_figures
     return entry

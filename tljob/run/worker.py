@@ -48,6 +48,7 @@ from tljob.run.cached_stage import (
     whole_weights,
 )
 from tljob.run.failed_run import note_checkpoint
+from tljob.run.input_clock import InputWaitCallback
 from tljob.run.ledger import EpochRow, history_csv, is_better
 from tljob.run.loop import LoopConfig
 from tljob.run.rescore import rescore_per_worker
@@ -77,15 +78,13 @@ class _WorkerRun:
         self.stages = job.train.stages
         self.run_dir = storage.resolve(loop.run_dir)
         self.loop = loop
-        # Each worker's shard is cut into global batches (drop_last), each split into
-        # world_size replica batches that this worker steps through.
         shard_rows = loop.train_images // self.world_size
-        global_batch = job.train.batch_size * self.world_size
-        self.steps_per_epoch = shard_rows // global_batch * self.world_size
-
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
         self.labels = LabelFormat.for_job(job.augment, len(loop.classes))  # the one switch
-        self.shard_rows, self.global_batch = shard_rows, global_batch
+        self.shard_rows = shard_rows
+        # training batches of batch_size per replica (tljob.run.feed): this worker's steps
+        replicas_here = max(1, self.strategy.num_replicas_in_sync // self.world_size)
+        self.steps_per_epoch = feed.training_steps(shard_rows, job.train.batch_size, replicas_here)
         # stages on cached features (tljob.config.features): their inputs, read at the first
         self.cached_stages = cached_stage_indices(job)
         self.features: WorkerFeatures | None = None
@@ -110,6 +109,7 @@ class _WorkerRun:
         self.stage_index, self.stage = 0, self.stages[0]
         self.trainable_tensors = 0
         self.stage_steps = self.steps_per_epoch  # the fitted stage's steps per epoch
+        self.fed: StageInput | None = None  # the stage's model and input (while it fits)
         self.schedule: Any = None  # the stage's StageSchedule
         self.callbacks: list[Any] = []
         self.nan_guard = keras_callbacks.StopOnNonFiniteLoss()
@@ -130,8 +130,10 @@ class _WorkerRun:
         job = self.job
         worker_input = feed.worker_input_per_worker(
             {split: ray.train.get_dataset_shard(split) for split in ("train", "val")},
+            self.strategy,
+            self.world_size,
             train_rows=self.shard_rows,
-            global_batch=self.global_batch,
+            batch_size=job.train.batch_size,
             image_size=job.image_size,
             shuffle=job.data.shuffle_buffer,
             seed=job.data.seed,
@@ -140,6 +142,7 @@ class _WorkerRun:
             first_epoch=lambda: len(self.state.history),
             labels=self.labels,
             train_streamed_because=feed.train_streamed_because(job.augment),
+            class_weights=self.loop.class_weights,  # as fit's class_weight would weigh rows
         )
         self.say(worker_input.describe())
         return worker_input
@@ -174,21 +177,22 @@ class _WorkerRun:
         """What the stage fits: the full model on images, or, for a cached stage, the
         model's head on this worker's features (computed or read at the first)."""
         if stage_index not in self.cached_stages:
-            worker_input = self.input
-            return StageInput(
-                self.net, worker_input.train, worker_input.val, self.steps_per_epoch,
-                worker_input.train_in_memory,
-            )  # fmt: skip
+            return StageInput(self.net, self.input)
         cached = cached_input_per_worker(self, self.stages[stage_index].name)
         self.features = cached.features
         return cached
 
     def run_stage(self, stage_index: int, stage: StageSection) -> None:
+        fed = self.stage_input(stage_index)
+        self.fed = fed
+        with fed.input.clock.gate.fitting():  # a streamed epoch waiting ends, however
+            self._run_stage(stage_index, stage, fed)
+
+    def _run_stage(self, stage_index: int, stage: StageSection, fed: StageInput) -> None:
         state = self.state
         self.stage_index, self.stage = stage_index, stage
         continuing = stage_index == self.start.stage_index and self.start.epoch > 0
         trains = keras_model.batchnorm_trains(self.job.model, stage)
-        fed = self.stage_input(stage_index)
         with self.strategy.scope():
             if trains != self.batchnorm_trains and fed.model is self.net:  # rewired
                 self.net = fed.model = keras_model.with_batchnorm(self.net, trains)
@@ -224,16 +228,13 @@ class _WorkerRun:
         net.fit(
             fed.train,
             validation_data=fed.val,
-            # the in-memory training data is endless (see tljob.run.feed.in_memory_train)
-            steps_per_epoch=fed.steps if fed.train_in_memory else None,
+            steps_per_epoch=fed.steps,  # the training data is endless (run.feed)
             epochs=stage.epochs,
             initial_epoch=self.start.epoch if continuing else 0,
-            class_weight=dict(enumerate(self.loop.class_weights))
-            if self.loop.class_weights
-            else None,
             callbacks=[
                 self.nan_guard,
                 self.clock,
+                InputWaitCallback(fed.input.clock),  # tljob.run.input_wait
                 *self.callbacks,
                 keras_callbacks.BatchProgress(
                     self.on_progress,
@@ -273,6 +274,7 @@ class _WorkerRun:
                     accuracy=float(logs.get("accuracy", 0.0)),
                     images_per_s=rate,
                     elapsed_s=elapsed,
+                    input_wait_ratio=self.fed.input.clock.epoch_figures()["input_wait_ratio"],
                 )
             )
             return
@@ -347,7 +349,7 @@ class _WorkerRun:
             f"{self._where()}: loss={row.loss:.4f} accuracy={row.accuracy:.4f} "
             f"val_loss={row.val_loss:.4f} val_accuracy={row.val_accuracy:.4f} "
             f"val_macro_f1={row.val_macro_f1:.4f} "
-            f"lr={row.learning_rate:.2e} ({row.seconds:.1f}s)",
+            f"lr={row.learning_rate:.2e} ({row.seconds:.1f}s, {self.fed.input.wait_text()})",
             live.EpochFinished,
         )
         with tempfile.TemporaryDirectory() as ckpt_dir:
@@ -365,7 +367,7 @@ class _WorkerRun:
         marks["history_written"] = time.monotonic()
         self.tensorboard.write(row)
         # rank 0 rewrites timings.json: where each epoch of this process went
-        self.timings.append(epoch_timing(row.global_epoch, marks))
+        self.timings.append(epoch_timing(row.global_epoch, marks, self.fed.input.epoch_figures()))
         storage.write_text(self.run_dir.join("timings.json"), json.dumps(self.timings, indent=1))
 
     def _write_checkpoint(
