@@ -61,7 +61,7 @@ def driver_env(ray_cluster) -> dict[str, str]:
 def digest_of_weights_file(run_dir: Path, checkpoint: str, config: Path) -> str:
     from tljob.nn import io as nn_io
     from tljob.nn import model as nn_model
-    from tljob.run.worker import weights_digest
+    from tljob.run.worker_end import weights_digest
 
     job = load_config(config)
     labels = json.loads((run_dir / "labels.json").read_text())

@@ -15,11 +15,9 @@ Every worker of a (re)started worker group restores the checkpoint its attempt r
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from typing import Any
@@ -51,20 +49,12 @@ from tljob.run.failed_run import note_checkpoint
 from tljob.run.input_clock import InputWaitCallback
 from tljob.run.ledger import EpochRow, history_csv, is_better
 from tljob.run.loop import LoopConfig
-from tljob.run.rescore import rescore_per_worker
 from tljob.run.restore import restore_attempt
 from tljob.run.tensorboard import epoch_summaries
 from tljob.run.timings import epoch_timing
+from tljob.run.worker_end import finish_per_worker, write_epoch_checkpoint
 
 log = output.logger("run")
-
-
-def weights_digest(weights: list[np.ndarray]) -> str:
-    """sha256 over every weight tensor's bytes, in model order."""
-    h = hashlib.sha256()
-    for w in weights:
-        h.update(np.ascontiguousarray(w).tobytes())
-    return h.hexdigest()
 
 
 class _WorkerRun:
@@ -373,51 +363,10 @@ class _WorkerRun:
     def _write_checkpoint(
         self, weights: list[np.ndarray], optimizer: list[np.ndarray], directory: str
     ) -> None:
-        def save_best(best: str, current: str) -> None:
-            # The best weights change only when an epoch improves on them: then they are
-            # this epoch's file; otherwise the file kept from that epoch. Serialising them
-            # again every epoch cost as much as the current weights.
-            if self.best_weights is weights:
-                shutil.copyfile(current, self.best_file)
-            elif not os.path.exists(self.best_file):  # the best came from a resumed checkpoint
-                keras_io.save_weights(self.plain, self.best_weights, self.best_file)
-            shutil.copyfile(self.best_file, best)
-
-        ckpt_files.write_checkpoint(
-            directory,
-            save_weights=lambda path: keras_io.save_weights(self.plain, weights, path),
-            save_best_weights=save_best,
-            optimizer=optimizer,
-            state=self.state,
-        )
+        write_epoch_checkpoint(self, weights, optimizer, directory)
 
     def finish(self) -> None:
-        """Record this replica's weight digest; rank 0 exports the best epoch (or, after a
-        non-finite loss, records where it happened and exports nothing)."""
-        if self.diverged is not None:
-            if self.rank == 0:
-                storage.write_text(
-                    self.run_dir.join(failures.DIVERGED_FILE), json.dumps(self.diverged, indent=1)
-                )
-            return
-        # Gradients are all-reduced, so every replica must end with the same weights; each
-        # worker records a digest and the driver checks that they agree.
-        final_weights = keras_io.get_weights(self.net)
-        storage.write_text(
-            self.run_dir.join("replicas", f"rank_{self.rank}.sha256"),
-            weights_digest(final_weights),
-        )
-        if self.rank != 0:
-            return
-        with tempfile.TemporaryDirectory() as export_dir:
-            best = self.best_weights if self.best_weights is not None else final_weights
-            self.plain.set_weights(best)
-            keras_io.export_model(self.plain, os.path.join(export_dir, "model.keras"))
-            storage.upload_dir(export_dir, self.run_dir.join("model"))
-        best_epoch = self.state.best.global_epoch if self.state.best else "-"
-        exported = self.run_dir.join("model", "model.keras").uri
-        self.say(f"exported the best epoch ({best_epoch}) to {exported}")
-        rescore_per_worker(self.run_dir, self.loop)  # before the workers' resources go back
+        finish_per_worker(self)
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
