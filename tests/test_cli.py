@@ -205,8 +205,7 @@ def test_dry_run_refuses_a_batch_too_large_with_the_message_a_run_gives(tmp_path
     assert dry.out.splitlines() == [
         "tljob train --dry-run: checks only; nothing is trained, prepared or written",
         f"ok     config        {tmp_path / 'job.yaml'}: run 'tljob', backbone "
-        "mobilenet_v2 at 224 px, 1 worker, stages head 5 epochs on cached features, "
-        "fine_tune 5 epochs",
+        "mobilenet_v2 at 224 px, 1 worker, stages head 5 epochs, fine_tune 5 epochs",
         "ok     object store  none used (local paths only)",
         f"ok     data          {data}: 3 classes, 30 images listed",
     ]  # the lines of the checks that passed, then the refusal
