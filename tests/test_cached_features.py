@@ -158,3 +158,23 @@ def test_the_head_on_the_features_is_the_model_and_trains_the_models_own_layers(
     np.testing.assert_allclose(
         head(features, training=False).numpy(), net(images, training=False).numpy(), atol=1e-5
     )
+
+
+def test_the_weights_digest_is_over_the_arrays_not_the_files_bytes(tmp_path):
+    import h5py
+
+    from tljob.zoo.weights_record import tensors_sha256
+
+    def write(path, scale, note):
+        with h5py.File(path, "w") as f:
+            f.attrs["written"] = note  # what a second conversion changes, besides HDF5's own
+            f.create_dataset("layers/conv/vars/0", data=np.arange(6, dtype=np.float32) * scale)
+            f.create_dataset("layers/dense/vars/0", data=np.ones((2, 3), np.float32))
+        return path
+
+    first = write(tmp_path / "a.weights.h5", 1.0, "first")
+    again = write(tmp_path / "b.weights.h5", 1.0, "second, another day")
+    other = write(tmp_path / "c.weights.h5", 2.0, "first")
+    assert first.read_bytes() != again.read_bytes()
+    assert tensors_sha256(first) == tensors_sha256(again)
+    assert tensors_sha256(other) != tensors_sha256(first)

@@ -176,12 +176,16 @@ def _check_a_trial_and_a_resumed_run_find_the_features(
     sweep = tmp_path / "sweep.yaml"
     tree = yaml.safe_load(config.read_text())
     tree["search"] = {"train.stages.0.learning_rate": {"grid": [1e-2]}}
+    # one worker: a 2-worker trial on the 2-CPU cluster would leave Ray Data no CPU, and
+    # reads the 2 workers' parts as its one share
+    tree["scaling"]["num_workers"] = 1
     tree["tune"] = {"name": "reuse"}
     sweep.write_text(yaml.safe_dump(tree))
     assert main(["tune", "--config", str(sweep)]) == 0
     [trial] = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("reuse-*/summary.json")]
     assert trial["cached_features"]["computed"] is False
     assert trial["cached_features"]["folder"] == str(folder)
+    assert trial["cached_features"]["rows_per_worker"] == {"train": 64, "val": 16}
     # the first run, resumed to extend its head stage, finds them too: the head's optimizer
     # state restored into the head, the schedule continued
     assert main(["train", "--config", str(config), "--set", "train.stages.0.epochs=2"]) == 0

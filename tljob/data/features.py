@@ -12,7 +12,9 @@ prepared data they came from::
 
 Each part holds the rows of one worker: ``feature`` (float32, the pooled vector) and
 ``label`` (int64). The fingerprint is a sha256 over everything the features depend on:
-the prepared data's fingerprint, the backbone, the sha256 of its initial weights, the image
+the prepared data's fingerprint, the backbone, the sha256 of its initial weights' arrays
+(``tljob.zoo.weights_record.tensors_sha256``: not of the file, which converting the same
+checkpoint twice writes differently), the image
 size, the backbone's preprocessing, the BatchNorm mode (inference: the backbone is frozen)
 and the numeric precision; for ``tljob backbones rank``'s features of a subsample, also
 what identifies the subsample (``tljob.rank``: one part per split there, and its timing).

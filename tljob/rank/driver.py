@@ -20,7 +20,8 @@ from tljob.errors import UserError
 from tljob.rank import extract
 from tljob.rank.choose import Candidate, stratified_subsample, validation_rows
 from tljob.rank.probe import probe
-from tljob.zoo import WeightsSource, file_sha256, get_backbone
+from tljob.zoo import WeightsSource, get_backbone
+from tljob.zoo.weights_record import tensors_sha256
 
 log = output.logger("rank")
 
@@ -141,7 +142,7 @@ def rank_driver_fn(
             log.info(f"{head}: skipped: {e}")
             results.append(row)
             continue
-        sha = file_sha256(local) if local else f"random:seed={job.data.seed}"
+        sha = tensors_sha256(local) if local else f"random:seed={job.data.seed}"
         key = FeatureKey(
             prepared_fingerprint=prepared.prepared_uri.rstrip("/").rsplit("/", 1)[-1],
             backbone=spec.name,

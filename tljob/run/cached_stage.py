@@ -224,7 +224,7 @@ def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
     first cached stage (``features_per_worker``) and noted in ``features.json``."""
     loop = worker.loop
     if worker.features is None:
-        key = feature_key(worker.job, loop.prepared_uri, loop.weights_sha256)
+        key = feature_key(worker.job, loop.prepared_uri, loop.weights_content_sha256)
         shards = {split: ray.train.get_dataset_shard(split) for split in SPLITS}
         found = features_per_worker(worker.net, key, loop.prepared_uri, shards)
         counts = (

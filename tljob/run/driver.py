@@ -358,6 +358,7 @@ def _trainer(
             ),
             weights_file=shipped.uri if shipped else None,
             weights_sha256=shipped.sha256 if shipped else "",
+            weights_content_sha256=shipped.content_sha256 if shipped else "",
             checkpoint_note=checkpoint_note,
             prepared_uri=prepared.prepared_uri,
             test=test,

@@ -35,6 +35,7 @@ class LoopConfig:
     # and their sha256; None: random initialisation (``model.weights: none``).
     weights_file: str | None = None
     weights_sha256: str = ""
+    weights_content_sha256: str = ""  # over the arrays: what cached features are keyed by
     # Rank 0 notes each checkpoint it saved under this key in Ray's key-value store, for
     # the driver when the storage fails (``tljob.run.failed_run``); "": no note.
     checkpoint_note: str = ""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from tljob import storage
 from tljob.errors import JobFailedError
 from tljob.zoo import file_sha256
+from tljob.zoo.weights_record import tensors_sha256
 
 FOLDER = "weights"
 
@@ -27,6 +28,9 @@ class ShippedWeights:
 
     uri: str
     sha256: str
+    # over the arrays only (tljob.zoo.weights_record.tensors_sha256): the same weights
+    # converted twice give two files, one digest (what cached features are keyed by)
+    content_sha256: str = ""
 
 
 def ship(
@@ -48,7 +52,7 @@ def ship(
         storage.put_file(local_file, dest)
         storage.write_text(digest_file, digest + "\n")
     say(f"weights: {local_file} shipped to the workers as {dest.uri} (sha256 {digest[:12]})")
-    return ShippedWeights(dest.uri, digest)
+    return ShippedWeights(dest.uri, digest, tensors_sha256(local_file))
 
 
 def fetch(uri: str, sha256: str, folder: str) -> str:

@@ -255,3 +255,22 @@ def layout_mismatch(found: FileLayout, needed: Sequence[LayerWeights]) -> str:
             "backbone; a file saved with a classifier, or from another network"
         )
     return ""
+
+
+def tensors_sha256(path: str | Path) -> str:
+    """sha256 over a weights file's arrays (each dataset's path, dtype, shape and bytes, in
+    sorted path order): what the weights *are*, where the file's own sha256 also covers
+    HDF5's metadata (converting the same checkpoint twice gives files that differ)."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    with _open(path, f"weights file {path}") as f:
+        names: list[str] = []
+        f.visititems(lambda name, item: names.append(name) if hasattr(item, "dtype") else None)
+        for name in sorted(names):
+            array = np.ascontiguousarray(f[name][()])
+            digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
