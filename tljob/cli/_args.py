@@ -28,6 +28,17 @@ def seconds(text: str) -> float:
     return value
 
 
+def positive(text: str) -> int:
+    """argparse type: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def add_config_args(parser: argparse.ArgumentParser, file: bool, required: bool = False) -> None:
     """``--config FILE`` (when ``file``) and ``--set``, as ``train``, ``prepare``, ``demo``
     and ``config`` take them."""

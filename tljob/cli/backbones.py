@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tljob.cli._args import add_overrides, add_verbose
+from tljob.cli._args import add_overrides, add_verbose, positive
 from tljob.errors import UserError
 
 NAME = "backbones"
@@ -26,17 +26,6 @@ DEFAULT_SUBSAMPLE = 1000
 DEFAULT_TOP = 3
 # the options only `rank` takes, by their dest
 RANK_OPTIONS = ("config", "candidates", "subsample", "top", "out", "overrides")
-
-
-def _positive(text: str) -> int:
-    """argparse type: a whole number of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,14 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     rank.add_argument(
         "--subsample",
-        type=_positive,
+        type=positive,
         metavar="N",
         help=f"Training images the probe fits on (default {DEFAULT_SUBSAMPLE}; every class in "
         "proportion, seeded by data.seed); half as many validation images score it.",
     )
     rank.add_argument(
         "--top",
-        type=_positive,
+        type=positive,
         metavar="K",
         help=f"Backbones in sweep.yaml's grid: the K best (default {DEFAULT_TOP}).",
     )

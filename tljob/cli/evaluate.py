@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from tljob.cli._args import add_overrides, add_verbose
-from tljob.cli.predict import _positive, configure_s3
+from tljob.cli._args import add_overrides, add_verbose, positive
+from tljob.cli.predict import configure_s3
 
 NAME = "evaluate"
 HELP = (
@@ -47,13 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive,
         metavar="N",
         help="Images per model call (default: sized from the input size, as for predict).",
     )
     parser.add_argument(
         "--actors",
-        type=_positive,
+        type=positive,
         metavar="N",
         help="Model actors (default: one per GPU, or per CPU without GPUs).",
     )

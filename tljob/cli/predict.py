@@ -10,23 +10,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tljob.cli._args import add_overrides, add_verbose
+from tljob.cli._args import add_overrides, add_verbose, positive
 
 NAME = "predict"
 HELP = (
     "Predict the classes of new images (a folder, a manifest or an s3:// prefix) with an "
     "exported model, on the Ray workers; Parquet or CSV parts that a rerun completes."
 )
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return value
 
 
 def _probability(text: str) -> float:
@@ -66,28 +56,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--top-k",
-        type=_positive,
+        type=positive,
         metavar="K",
         help="Class names and probabilities per image, most probable first (default: 5, or "
         "the number of classes if fewer).",
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive,
         metavar="N",
         help="Images per model call (default: sized from the input size, see the predict "
         "page: 32 at 224 px on CPU, 128 on GPU).",
     )
     parser.add_argument(
         "--actors",
-        type=_positive,
+        type=positive,
         metavar="N",
         help="Model actors (default: one per GPU, or per CPU without GPUs, but no more than "
         "the images keep busy, 4 batches each).",
     )
     parser.add_argument(
         "--part-size",
-        type=_positive,
+        type=positive,
         default=10_000,
         metavar="N",
         help="Images per part file (default 10000); a killed run loses at most the parts "

@@ -31,6 +31,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from tljob import storage
+from tljob.data.prepared import publish_first
 
 FORMAT_VERSION = 1
 FEATURES_DIR = "features"
@@ -106,12 +107,5 @@ def read_manifest(folder: storage.Location) -> FeaturesManifest | None:
 
 def publish(folder: storage.Location, manifest: FeaturesManifest) -> FeaturesManifest:
     """Publish ``manifest`` unless another run already did; return the published one
-    (ours, or the winner's: then our attempt is deleted)."""
-    if storage.create_exclusive(folder.join(MANIFEST_FILE), manifest.to_json().encode()):
-        return manifest
-    winner = read_manifest(folder)
-    if winner is None:  # an older format: replace it
-        storage.write_text(folder.join(MANIFEST_FILE), manifest.to_json())
-        return manifest
-    storage.delete_dir(folder.join(manifest.attempt))
-    return winner
+    (``tljob.data.prepared.publish_first``)."""
+    return publish_first(folder, MANIFEST_FILE, manifest, read_manifest)

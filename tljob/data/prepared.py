@@ -37,7 +37,7 @@ import io
 import itertools
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -238,17 +238,29 @@ def read_manifest(folder: storage.Location) -> PreparedManifest | None:
     return manifest if manifest.format_version == FORMAT_VERSION else None
 
 
-def publish(folder: storage.Location, manifest: PreparedManifest) -> PreparedManifest:
-    """Publish ``manifest`` unless another preparation already did; return the one that
-    is published (ours, or the winner's: then our attempt is deleted)."""
-    if storage.create_exclusive(folder.join(MANIFEST_FILE), manifest.to_json().encode()):
+def publish_first(
+    folder: storage.Location,
+    name: str,
+    manifest: Any,
+    read_published: Callable[[storage.Location], Any],
+) -> Any:
+    """Publish ``manifest`` (``to_json()``, naming its ``attempt`` folder) as ``folder/name``
+    unless another writer already did; return the one published: ours, or the winner's
+    (then our attempt is deleted). A published one that ``read_published`` cannot read (an
+    older format: None) is replaced."""
+    if storage.create_exclusive(folder.join(name), manifest.to_json().encode()):
         return manifest
-    winner = read_manifest(folder)
-    if winner is None:  # an older format: replace it
-        storage.write_text(folder.join(MANIFEST_FILE), manifest.to_json())
+    winner = read_published(folder)
+    if winner is None:
+        storage.write_text(folder.join(name), manifest.to_json())
         return manifest
     storage.delete_dir(folder.join(manifest.attempt))
     return winner
+
+
+def publish(folder: storage.Location, manifest: PreparedManifest) -> PreparedManifest:
+    """Publish ``manifest`` unless another preparation already did (``publish_first``)."""
+    return publish_first(folder, MANIFEST_FILE, manifest, read_manifest)
 
 
 def remove_abandoned_attempts(

@@ -35,10 +35,9 @@ from tljob.data.features import (
     publish,
     read_manifest,
 )
-from tljob.data.stream import decode_all, shard_units
-from tljob.images import resize_bilinear_uint8
+from tljob.data.stream import shard_units
 from tljob.infer.inputs import PreparedSplit
-from tljob.infer.pipeline import Workers
+from tljob.infer.pipeline import Workers, read_row_group
 
 TIMING_FILE = "timing.json"  # in the features' attempt folder
 PART = "part-00000.parquet"
@@ -93,23 +92,9 @@ def read_chosen(batch: dict[str, np.ndarray], fs: Any, image_size: int) -> dict[
         batch["pixels"],
         strict=True,
     ):
-        stored_size, pixels = int(stored_size), str(pixels)
-        with fs.open_input_file(str(path)) as handle:
-            table = pq.ParquetFile(handle).read_row_group(
-                int(group), columns=["image", "label", "uri"]
-            )
-        table = table.take(pa.array(np.asarray(keep, np.int64)))
-        images = decode_all(table["image"], stored_size, pixels)
-        if stored_size != image_size:
-            images = np.stack([resize_bilinear_uint8(im, image_size) for im in images])
-        parts.append(
-            {
-                "image": images,
-                "label": table["label"].to_numpy().astype(np.int64),
-                "uri": table["uri"].to_numpy(zero_copy_only=False).astype(object),
-                "split": np.array([str(split)] * len(images), dtype=object),
-            }
-        )
+        part = read_row_group(fs, path, group, int(stored_size), str(pixels), image_size, keep)
+        part["split"] = np.array([str(split)] * len(part["label"]), dtype=object)
+        parts.append(part)
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
