@@ -130,8 +130,7 @@ def _check_features_are_the_backbones(folder: Path, prepared_uri: str, run_dir: 
     import pyarrow.parquet as pq
 
     from tljob.data.stream import shard_units
-    from tljob.infer.inputs import PreparedSplit
-    from tljob.infer.pipeline import read_prepared
+    from tljob.infer.inputs import PreparedSplit, read_prepared
     from tljob.nn import io as nn_io
     from tljob.nn.features import compute_features, features_model
     from tljob.run.cached_stage import _rows_of

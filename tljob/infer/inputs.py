@@ -26,6 +26,7 @@ import io
 import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -266,3 +267,45 @@ def read_input(uri: str, size: int) -> tuple[np.ndarray | None, str]:
     except (OSError, storage.StorageError) as e:
         return None, f"unreadable_file: {clean_reason(str(e))}"
     return decode_input(data, size)
+
+
+def read_row_group(
+    fs: Any,
+    path: str,
+    group: int,
+    stored_size: int,
+    pixels: str,
+    image_size: int,
+    rows: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """One row group of a prepared shard (``rows``: only those, in that order) -> ``image``
+    (at ``image_size``, resized with the model's kernel where stored at another size),
+    ``label``, ``uri``."""
+    from tljob.data.stream import decode_all  # Ray's side; this module stays pure
+
+    with fs.open_input_file(str(path)) as handle:
+        table = pq.ParquetFile(handle).read_row_group(int(group), columns=["image", "label", "uri"])
+    if rows is not None:
+        table = table.take(pa.array(np.asarray(rows, np.int64)))
+    images = decode_all(table["image"], stored_size, pixels)
+    if stored_size != image_size:
+        images = np.stack([resize_bilinear_uint8(im, image_size) for im in images])
+    return {
+        "image": images,
+        "label": table["label"].to_numpy().astype(np.int64),
+        "uri": table["uri"].to_numpy(zero_copy_only=False).astype(object),
+    }
+
+
+def read_prepared(
+    batch: dict[str, np.ndarray], fs: Any, stored_size: int, pixels: str, image_size: int
+) -> dict[str, np.ndarray]:
+    """The row groups named in ``batch`` -> rows of ``image``, ``label``, ``uri``
+    (``read_row_group``), ``error``."""
+    parts = [
+        read_row_group(fs, path, group, stored_size, pixels, image_size)
+        for path, group in zip(batch["path"], batch["row_group"], strict=True)
+    ]
+    rows = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    rows["error"] = np.array([""] * len(rows["label"]), dtype=object)
+    return rows

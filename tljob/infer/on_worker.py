@@ -1,5 +1,5 @@
 """The inference path inside a process that already holds TensorFlow and a device: a Ray
-Train worker at the end of its run. The same reader (``pipeline.read_prepared``) and the
+Train worker at the end of its run. The same reader (``inputs.read_prepared``) and the
 same ``Predictor`` as the actor pool, called in this process, so that a run's re-check of
 its exported model and its test score use the training workers' resources before Ray
 Train gives them back (no second TensorFlow start, no CPU or GPU asked for again)."""
@@ -12,9 +12,9 @@ import numpy as np
 
 from tljob import storage
 from tljob.data.stream import shard_units
-from tljob.infer.inputs import PreparedSplit
+from tljob.infer.inputs import PreparedSplit, read_prepared
 from tljob.infer.model_file import resolve_model
-from tljob.infer.pipeline import Predictor, read_prepared, scored_of
+from tljob.infer.pipeline import Predictor, scored_of
 from tljob.infer.results import Scored
 
 

@@ -36,8 +36,8 @@ from tljob.data.features import (
     read_manifest,
 )
 from tljob.data.stream import shard_units
-from tljob.infer.inputs import PreparedSplit
-from tljob.infer.pipeline import Workers, read_row_group
+from tljob.infer.inputs import PreparedSplit, read_row_group
+from tljob.infer.pipeline import Workers
 
 TIMING_FILE = "timing.json"  # in the features' attempt folder
 PART = "part-00000.parquet"
