@@ -21,6 +21,7 @@ import io
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,10 +144,14 @@ def _one_pass(shard: Any, extractor: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def features_per_worker(
-    net: Any, key: FeatureKey, prepared_uri: str, shards: dict[str, Any]
+    local_model: Callable[[], Any], key: FeatureKey, prepared_uri: str, shards: dict[str, Any]
 ) -> WorkerFeatures:
     """This worker's features for the cached stages (see the module docstring); every
-    worker calls it together. ``shards``: the split name -> this worker's image shard."""
+    worker calls it together. ``shards``: the split name -> this worker's image shard;
+    ``local_model``: called (by every worker, only when the features are computed) for a
+    copy of the model outside the strategy with the model's weights, which the backbone
+    pass runs: the distributed model's BatchNorm statistics, read outside a replica, are a
+    collective between the workers on every call."""
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     folder = features_dir(prepared_uri, key)
@@ -158,6 +163,7 @@ def features_per_worker(
         return WorkerFeatures(
             arrays, folder.uri, key.fingerprint(), False, time.monotonic() - started
         )
+    net = local_model()
     extractor = features_model(net)
     arrays = {split: _one_pass(shards[split], extractor) for split in SPLITS}
     attempt = ray.train.collective.broadcast_from_rank_zero(uuid.uuid4().hex[:12])
@@ -226,7 +232,7 @@ def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
     if worker.features is None:
         key = feature_key(worker.job, loop.prepared_uri, loop.weights_content_sha256)
         shards = {split: ray.train.get_dataset_shard(split) for split in SPLITS}
-        found = features_per_worker(worker.net, key, loop.prepared_uri, shards)
+        found = features_per_worker(lambda: _local_copy(worker), key, loop.prepared_uri, shards)
         counts = (
             f"{len(found.arrays['train'][1])} training + {len(found.arrays['val'][1])} "
             "validation images of this worker"
@@ -257,6 +263,15 @@ def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
         class_weights=loop.class_weights,
     )
     return StageInput(model=worker.head, input=worker_input, features=features)
+
+
+def _local_copy(worker: Any) -> Any:
+    """The worker's plain model (outside the strategy) holding the distributed model's
+    weights, read once (a collective); the frozen part is kept for ``whole_weights``."""
+    whole = keras_io.get_weights(worker.net)
+    worker.plain.set_weights(whole)
+    worker.frozen_weights = whole[: len(whole) - len(head_model(worker.plain).weights)]
+    return worker.plain
 
 
 def whole_weights(worker: Any, fitted: Any) -> list[np.ndarray]:
