@@ -75,6 +75,23 @@ def test_a_set_concurrency_that_starves_the_data_is_refused(tmp_path):
     check_concurrency(s, {"CPU": 3.0}, count)  # 1.5 reserved, 1.5 left: fine
 
 
+def test_a_single_trial_that_starves_its_data_is_refused(tmp_path):
+    from tljob.tune.plan import check_concurrency, max_concurrent
+
+    # 2 workers x 0.5 CPU + 0.25 for the trial's driver leave 0.75 of 2 CPUs: under one
+    # Ray Data task's CPU, so the trial's pipeline would wait forever (it hung, once)
+    s = sweep(tmp_path, "scaling.num_workers=2", "scaling.cpus_per_worker=0.5")
+    assert s.tune.trial_cpus == 0.25
+    assert max_concurrent(s, {"CPU": 2.0}) == 1
+    with pytest.raises(UserError) as err:
+        check_concurrency(s, {"CPU": 2.0}, 1)
+    assert str(err.value).startswith(
+        "`scaling.cpus_per_worker` (0.5): one trial of 2 worker(s) x 0.5 CPU + 0.25 CPU"
+    )
+    assert "reserves 1.25 of the cluster's 2 CPUs, leaving 0.75" in str(err.value)
+    check_concurrency(s, {"CPU": 2.25}, 1)  # 1 CPU left: fine
+
+
 def test_search_space_and_scheduler(tmp_path):
     from ray.tune.schedulers import ASHAScheduler
 

@@ -108,21 +108,33 @@ def max_concurrent(sweep: Sweep, resources: Mapping[str, float]) -> int:
 
 
 def check_concurrency(sweep: Sweep, resources: Mapping[str, float], count: int) -> None:
-    """Refuse (exit 2) a ``tune.max_concurrent_trials`` whose trials would reserve so much
-    CPU that no Ray Data task could run: every trial would wait for its images forever."""
+    """Refuse (exit 2) ``count`` concurrent trials (``tune.max_concurrent_trials``, or one
+    trial) that would reserve so much CPU that no Ray Data task could run: every trial would
+    wait for its images forever."""
     scaling, cpus = sweep.job.scaling, resources.get("CPU", 0.0)
-    if scaling.use_gpu or count == 1:
+    if scaling.use_gpu:
         return
     reserved = scaling.num_workers * scaling.cpus_per_worker + sweep.tune.trial_cpus
     left = cpus - count * reserved
-    if left < DATA_TASK_CPUS - 1e-9:
+    if left >= DATA_TASK_CPUS - 1e-9:
+        return
+    if count == 1:
         raise ConcurrencyError(
-            f"`tune.max_concurrent_trials` ({count}): {count} trials of {scaling.num_workers} "
-            f"worker(s) x {scaling.cpus_per_worker:g} CPU + {sweep.tune.trial_cpus:g} CPU for "
-            f"the trial's driver reserve {count * reserved:g} of the cluster's {cpus:g} CPUs, "
-            f"leaving {max(left, 0):g}; the trials' data pipelines need at least "
-            f"{DATA_TASK_CPUS:g} CPU free and would wait forever. Lower it, or leave it empty"
+            f"`scaling.cpus_per_worker` ({scaling.cpus_per_worker:g}): one trial of "
+            f"{scaling.num_workers} worker(s) x {scaling.cpus_per_worker:g} CPU + "
+            f"{sweep.tune.trial_cpus:g} CPU for its driver (`tune.trial_cpus`) reserves "
+            f"{reserved:g} of the cluster's {cpus:g} CPUs, leaving {max(left, 0):g}; its data "
+            f"pipeline needs at least {DATA_TASK_CPUS:g} CPU free and would wait forever. "
+            "Lower `scaling.cpus_per_worker`, `scaling.num_workers` or `tune.trial_cpus`, or "
+            "add CPUs to the cluster"
         )
+    raise ConcurrencyError(
+        f"`tune.max_concurrent_trials` ({count}): {count} trials of {scaling.num_workers} "
+        f"worker(s) x {scaling.cpus_per_worker:g} CPU + {sweep.tune.trial_cpus:g} CPU for "
+        f"the trial's driver reserve {count * reserved:g} of the cluster's {cpus:g} CPUs, "
+        f"leaving {max(left, 0):g}; the trials' data pipelines need at least "
+        f"{DATA_TASK_CPUS:g} CPU free and would wait forever. Lower it, or leave it empty"
+    )
 
 
 def sweep_resource_request(sweep: Sweep, concurrency: int) -> list[dict[str, float]]:
