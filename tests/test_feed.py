@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tljob.config import load_config
 from tljob.nn.labels import LabelFormat
-from tljob.run import feed
+from tljob.run import feed, feed_arrays
 
 SIZE = 2
 
@@ -93,6 +93,23 @@ def test_validation_keeps_every_row_in_order_with_a_short_last_batch():
             assert (images.numpy()[:, 0, 0, 0] == batch_labels.numpy() % 256).all()
             labels.extend(batch_labels.numpy().tolist())
         assert sizes == [16, 16, 5] and labels == list(range(37))
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_per_replica_validation_gives_every_replica_a_batch_every_step_and_each_row_once(
+    replicas,
+):
+    arrays = feed.read_shard_per_worker(RowsShard(37), limit_bytes=10**6)
+    dataset, steps = feed_arrays.in_memory_val_per_replica(arrays, 16, replicas)
+    assert steps == (3 if replicas == 1 else 2)
+    assert int(dataset.cardinality()) == steps * replicas  # known: fit may run many a call
+    sizes, labels = [], []
+    for images, batch_labels in dataset:
+        sizes.append(len(batch_labels))
+        assert (images.numpy()[:, 0, 0, 0] == batch_labels.numpy() % 256).all()
+        labels.extend(batch_labels.numpy().tolist())
+    assert labels == list(range(37)) and max(sizes) <= 16 and max(sizes) - min(sizes) <= 1
+    assert len(sizes) == steps * replicas
 
 
 class SoftRowsShard(RowsShard):

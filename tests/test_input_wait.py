@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from tljob.nn.keras import tf_keras
-from tljob.run import feed
+from tljob.run import feed, feed_arrays
 from tljob.run.input_clock import InputWaitCallback
 from tljob.run.input_wait import input_summary, more_data_cpus, starvation_line
 
@@ -109,6 +109,46 @@ def test_a_fast_in_memory_feed_shows_almost_no_wait_and_leaves_out_less_than_a_b
     assert [(f["steps"], f["images"]) for f in figures] == [(9, 36)] * 3  # 1 row left out
     for f in figures[1:]:
         assert f["input_wait_seconds"] <= 0.001 and f["input_wait_ratio"] <= 0.1, f
+
+
+def test_features_in_memory_run_many_steps_a_call_and_still_count_and_validate_every_row():
+    # a cached stage's input (arrays_input_per_worker): 67 training rows of 4 = 16 steps,
+    # run in calls of up to feed_arrays.ARRAY_STEPS_PER_EXECUTION; 11 validation rows, each once
+    rng = np.random.default_rng(0)
+    train = (rng.normal(size=(67, 3)).astype(np.float32), rng.integers(0, 2, 67))
+    val = (rng.normal(size=(11, 3)).astype(np.float32), rng.integers(0, 2, 11))
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    data = feed_arrays.arrays_input_per_worker(train, val, strategy, 1, BATCH, 0, 0, lambda: 0)
+    assert (data.steps_per_epoch, data.steps_per_execution, data.validation_steps) == (16, 16, 3)
+    with strategy.scope():
+        model = tf_keras.Sequential([tf_keras.Input((3,)), tf_keras.layers.Dense(2)])
+        model.compile(
+            "sgd",
+            tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            steps_per_execution=data.steps_per_execution,
+        )
+    figures: list[dict] = []
+    history = model.fit(
+        data.train,
+        validation_data=data.val,
+        validation_steps=data.validation_steps,
+        steps_per_epoch=data.steps_per_epoch,
+        epochs=2,
+        callbacks=[
+            InputWaitCallback(data.clock),
+            tf_keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: figures.append(data.clock.epoch_figures())
+            ),
+        ],
+        verbose=0,
+    )
+    assert [(f["steps"], f["images"]) for f in figures] == [(16, 64)] * 2  # 3 rows left out
+    # the batches wait in memory: a call's first step hardly waits (the first epoch's call
+    # also traces the step, before it takes a batch)
+    assert figures[1]["input_wait_ratio"] <= 0.1, figures
+    predicted = model.predict(val[0], verbose=0).argmax(axis=1)
+    assert history.history["val_accuracy"][-1] == pytest.approx((predicted == val[1]).mean())
 
 
 def test_the_cpus_asked_for_make_the_stream_as_fast_as_the_steps():

@@ -299,6 +299,7 @@ def compile_stage(
     steps_per_epoch: int,
     jit_compile: bool = False,
     labels: LabelFormat = SPARSE,
+    steps_per_execution: int = 1,
 ) -> StageSchedule:
     """Compile for ``stage`` with a fresh optimizer driven by its schedule; call inside the
     distribution strategy's scope. Returns the schedule (the plateau callback moves it).
@@ -306,7 +307,8 @@ def compile_stage(
     The loss and the accuracy follow ``labels`` (``LabelFormat.loss``, label-smoothed by
     ``stage.label_smoothing``); the metrics are ``tljob.config.METRICS``, which also derives
     ``REPORTED_METRICS``, the names callbacks may monitor. Class weights passed to ``fit``
-    weight each row by its label's class (the argmax of a soft label).
+    weight each row by its label's class (the argmax of a soft label). One call of the
+    compiled step runs ``steps_per_execution`` steps (batch callbacks see one per call).
     """
     num_classes = int(model.output_shape[-1])
     schedule = StageSchedule.for_stage(stage, steps_per_epoch)
@@ -316,6 +318,7 @@ def compile_stage(
         loss=labels.loss(num_classes, stage.label_smoothing),
         metrics=[labels.accuracy(), ClassMetrics(num_classes)],
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
     # Under MultiWorkerMirroredStrategy the metrics are already global; Keras' default
     # ("auto" = sum over replicas) would show per-batch figures num_workers times too big.

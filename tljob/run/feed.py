@@ -50,7 +50,7 @@ def _specs(image_size: int, labels: LabelFormat) -> tuple[tf.TensorSpec, tf.Tens
     )
 
 
-def _array_specs(arrays: tuple[np.ndarray, np.ndarray]) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+def array_specs(arrays: tuple[np.ndarray, np.ndarray]) -> tuple[tf.TensorSpec, tf.TensorSpec]:
     """The specs of in-memory arrays: uint8 images as ``read_shard_per_worker`` returns
     them, or float32 pooled features (``tljob.run.cached_stage``); (N, C) labels are soft."""
     inputs, labels = arrays
@@ -71,7 +71,7 @@ def train_streamed_because(augment: AugmentSection) -> str | None:
     return None
 
 
-def _per_worker_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def per_worker_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Each worker already holds only its own rows: Keras must not shard them again."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -134,7 +134,7 @@ def streamed_train_per_worker(
     dataset = tf.data.Dataset.from_generator(
         batches, output_signature=_specs(image_size, label_format)
     )
-    return _per_worker_only(dataset.prefetch(2))
+    return per_worker_only(dataset.prefetch(2))
 
 
 def read_shard_per_worker(
@@ -190,10 +190,10 @@ def in_memory_train(
                 yield images[rows], labels[rows]
             epoch += 1
 
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=_array_specs(arrays))
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=array_specs(arrays))
     # endless already; repeat() makes its cardinality infinite, so the strategy need not
     # check with every worker, each step, whether all still have a batch
-    return _per_worker_only(dataset.repeat().prefetch(2))
+    return per_worker_only(dataset.repeat().prefetch(2))
 
 
 def stamped(dataset: tf.data.Dataset, clock: InputClock) -> tf.data.Dataset:
@@ -243,8 +243,8 @@ def in_memory_val(arrays: tuple[np.ndarray, np.ndarray], global_batch: int) -> t
         for start in range(0, len(labels), global_batch):
             yield images[start : start + global_batch], labels[start : start + global_batch]
 
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=_array_specs(arrays))
-    return _per_worker_only(dataset.prefetch(2))
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=array_specs(arrays))
+    return per_worker_only(dataset.prefetch(2))
 
 
 @dataclass
@@ -253,13 +253,17 @@ class WorkerInput:
     steps of an epoch, the clock of its input wait, and how they are fed."""
 
     train: Any  # per_replica's distributed dataset
-    val: tf.data.Dataset
+    val: Any  # a tf.data.Dataset, or per_replica's distributed dataset
     steps_per_epoch: int
     clock: InputClock
     train_in_memory: bool
     val_in_memory: bool
     train_streamed_because: str | None = None  # ``train_streamed_because``'s reason
     train_shard: Any = None  # the Ray Data shard the training batches stream from
+    # steps run by one call of the compiled step (fit's ``steps_per_execution``), and the
+    # validation steps when they must be known (more than one step per call)
+    steps_per_execution: int = 1
+    validation_steps: int | None = None
 
     def epoch_figures(self) -> dict[str, Any]:
         """This epoch's input figures (``InputClock.epoch_figures``), with the stream's
@@ -353,33 +357,4 @@ def worker_input_per_worker(
         val_in_memory=val_arrays is not None,
         train_streamed_because=train_streamed_because,
         train_shard=shards["train"],
-    )
-
-
-def arrays_input_per_worker(
-    train_arrays: tuple[np.ndarray, np.ndarray],
-    val_arrays: tuple[np.ndarray, np.ndarray],
-    strategy: Any,
-    world_size: int,
-    batch_size: int,
-    shuffle: int,
-    seed: int,
-    first_epoch: Callable[[], int],
-    class_weights: Any = None,
-) -> WorkerInput:
-    """A worker's input from arrays it already holds (the pooled features of a cached
-    stage, ``tljob.run.cached_stage``), batched as ``worker_input_per_worker`` batches
-    images held in memory: training per replica, endless; validation in global batches."""
-    replicas_here = max(1, strategy.num_replicas_in_sync // world_size)
-    steps = training_steps(len(train_arrays[1]), batch_size, replicas_here)
-    clock = InputClock(batches_per_step=replicas_here)
-    per_epoch = steps * replicas_here
-    train = in_memory_train(train_arrays, batch_size, shuffle > 0, seed, first_epoch, per_epoch)
-    return WorkerInput(
-        train=per_replica(strategy, stamped(class_weighted(train, class_weights), clock)),
-        val=in_memory_val(val_arrays, batch_size * strategy.num_replicas_in_sync),
-        steps_per_epoch=steps,
-        clock=clock,
-        train_in_memory=True,
-        val_in_memory=True,
     )

@@ -85,8 +85,10 @@ class InputClock:
     """One worker's training steps: when each began and ended, and when each batch left the
     pipeline. ``delivered`` runs on a tf.data thread, the rest on the training thread."""
 
-    def __init__(self, batches_per_step: int = 1) -> None:
-        self.batches_per_step = batches_per_step
+    def __init__(self, batches_per_step: int = 1, steps_per_call: int = 1) -> None:
+        # A call of the compiled step may run several steps (fit's steps_per_execution):
+        # the hooks then bracket the call, and only its first step's wait is seen.
+        self.batches_per_step, self.steps_per_call = batches_per_step, steps_per_call
         self.gate = EpochGate()
         self._lock = threading.Lock()
         self._deliveries: collections.deque[tuple[float, int]] = collections.deque()
@@ -119,10 +121,13 @@ class InputClock:
         with self._lock:
             taken = [
                 self._deliveries.popleft()
-                for _ in range(min(self.batches_per_step, len(self._deliveries)))
+                for _ in range(
+                    min(self.batches_per_step * self.steps_per_call, len(self._deliveries))
+                )
             ]
-        arrived = max((t for t, _ in taken), default=self._step_began)
-        self.steps += 1
+        first_step = taken[: self.batches_per_step]
+        arrived = max((t for t, _ in first_step), default=self._step_began)
+        self.steps += max(1, -(-len(taken) // self.batches_per_step))
         self.images += sum(rows for _, rows in taken)
         self.step_seconds += step
         self.wait_seconds += min(step, max(0.0, arrived - self._step_began))

@@ -192,7 +192,12 @@ class _WorkerRun:
             # `learning_rate: auto`: a range test, or its record on resume, gives the number
             self.stage = stage = lr_auto.auto_stage_per_worker(self, stage_index, stage, fed)
             self.schedule = keras_model.compile_stage(
-                net, stage, fed.steps, self.job.train.jit_compile, self.labels
+                net,
+                stage,
+                fed.steps,
+                self.job.train.jit_compile,
+                self.labels,
+                fed.input.steps_per_execution,
             )
             if continuing:
                 if self.restored_optimizer:
@@ -218,6 +223,7 @@ class _WorkerRun:
         net.fit(
             fed.train,
             validation_data=fed.val,
+            validation_steps=fed.input.validation_steps,
             steps_per_epoch=fed.steps,  # the training data is endless (run.feed)
             epochs=stage.epochs,
             initial_epoch=self.start.epoch if continuing else 0,
