@@ -24,7 +24,8 @@ A candidate ``NAME:none`` starts from random weights (seeded), ``NAME:imagenet``
 NAME, the job's weights being 'imagenet') from ImageNet's. Printed: a markdown table of both
 figures per candidate with both rankings, and Spearman's rank correlation and Kendall's tau
 between the probe's accuracy and the fine-tuned accuracy (``scipy.stats``), n = candidates.
-Everything is also written to ``<workdir>/results.json`` as it is measured.
+Everything is also written to ``<workdir>/results.json`` as it is measured;
+``--report <workdir>/results.json`` prints a finished run's report again.
 """
 
 from __future__ import annotations
@@ -107,13 +108,48 @@ def fine_tune(job) -> dict[str, float]:
     }
 
 
-def ranks(values: list[float]) -> list[int]:
-    """1 for the highest value (ties: in the given order)."""
-    order = sorted(range(len(values)), key=lambda i: -values[i])
-    out = [0] * len(values)
-    for place, i in enumerate(order, 1):
-        out[i] = place
-    return out
+def ranks(values: list[float]) -> list[float]:
+    """1 for the highest value; tied values share the mean of their places (as Spearman's
+    rho ranks them)."""
+    from scipy.stats import rankdata
+
+    return [float(r) for r in rankdata([-v for v in values], method="average")]
+
+
+def report(record: dict) -> None:
+    """Print a run's ``results.json``: the settings, the table, the two correlations."""
+    from scipy.stats import kendalltau, spearmanr
+
+    results = record["rows"]
+    labels = list(results)
+    probe = [results[k]["probe_val_accuracy"] for k in labels]
+    tuned = [results[k]["best_val_accuracy"] for k in labels]
+    rho, rho_p = spearmanr(probe, tuned)
+    tau, tau_p = kendalltau(probe, tuned)  # tau-b: ties counted
+    settings = record.get("settings")  # absent from a results.json of an earlier version
+    if settings:
+        print(
+            f"\n{settings['per_class']} images per class at 96 px; probe on "
+            f"{settings['subsample']} training images; fine-tuning {settings['head_epochs']} "
+            f"head + {settings['fine_tune_epochs']} top:60 epochs; rank "
+            f"{record['rank_seconds']:.0f} s, all {record['total_seconds']:.0f} s\n"
+        )
+    print(
+        "| candidate | weights | probe val_accuracy | probe macro-F1 | ms per image "
+        "| probe rank | fine-tuned best val_accuracy | fine-tuned rank | fine-tune run, s |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, p_rank, t_rank in zip(labels, ranks(probe), ranks(tuned), strict=True):
+        r = results[label]
+        print(
+            f"| {label} | {r['weights']} | {r['probe_val_accuracy']:.4f} | "
+            f"{r['probe_val_macro_f1']:.4f} | {r['ms_per_image']:.2f} | {p_rank:g} | "
+            f"{r['best_val_accuracy']:.4f} | {t_rank:g} | {r['run_wall']:.0f} |"
+        )
+    print(
+        f"\nn = {len(labels)}: Spearman's rho {rho:.3f} (p {rho_p:.3f}), "
+        f"Kendall's tau-b {tau:.3f} (p {tau_p:.3f})"
+    )
 
 
 def main() -> None:
@@ -124,14 +160,19 @@ def main() -> None:
     parser.add_argument("--fine-tune-epochs", type=int, default=3)
     parser.add_argument("--candidates", default=CANDIDATES)
     parser.add_argument("--workdir", default="/tmp/tljob-rankcorr")
+    parser.add_argument(
+        "--report", metavar="RESULTS_JSON", help="Only print an earlier run's report."
+    )
     args = parser.parse_args()
+    if args.report:
+        report(json.loads(Path(args.report).read_text()))
+        return
     workdir = Path(args.workdir).resolve()
     source = demo_tree(workdir, args.per_class)
     stamp = time.strftime("%H%M%S")
     began = time.monotonic()
 
     import ray
-    from scipy.stats import kendalltau, spearmanr
 
     from tljob import output
 
@@ -168,45 +209,18 @@ def main() -> None:
     finally:
         ray.shutdown()
 
-    labels = list(results)
-    probe = [results[k]["probe_val_accuracy"] for k in labels]
-    tuned = [results[k]["best_val_accuracy"] for k in labels]
-    rho, rho_p = spearmanr(probe, tuned)
-    tau, tau_p = kendalltau(probe, tuned)
-    total = time.monotonic() - began
     record.write_text(
         json.dumps(
             {
+                "settings": vars(args),
                 "rank_seconds": rank_seconds,
                 "rows": results,
-                "spearman": [rho, rho_p],
-                "kendall": [tau, tau_p],
-                "total_seconds": total,
+                "total_seconds": time.monotonic() - began,
             },
             indent=1,
         )
     )
-    print(
-        f"\n{args.per_class} images per class at 96 px; probe on {args.subsample} training "
-        f"images; fine-tuning {args.head_epochs} head + {args.fine_tune_epochs} top:60 epochs; "
-        f"rank {rank_seconds:.0f} s, all {total:.0f} s\n"
-    )
-    print(
-        "| candidate | weights | probe val_accuracy | probe macro-F1 | ms per image "
-        "| probe rank | fine-tuned best val_accuracy | fine-tuned rank | fine-tune run, s |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for label, p_rank, t_rank in zip(labels, ranks(probe), ranks(tuned), strict=True):
-        r = results[label]
-        print(
-            f"| {label} | {r['weights']} | {r['probe_val_accuracy']:.4f} | "
-            f"{r['probe_val_macro_f1']:.4f} | {r['ms_per_image']:.2f} | {p_rank} | "
-            f"{r['best_val_accuracy']:.4f} | {t_rank} | {r['run_wall']:.0f} |"
-        )
-    print(
-        f"\nn = {len(labels)}: Spearman's rho {rho:.3f} (p {rho_p:.3f}), "
-        f"Kendall's tau {tau:.3f} (p {tau_p:.3f})"
-    )
+    report(json.loads(record.read_text()))
 
 
 def row_weights(results: dict[str, dict], candidate) -> str:
