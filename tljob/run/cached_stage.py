@@ -32,12 +32,14 @@ import ray.train
 import ray.train.collective
 
 from tljob import storage
+from tljob.config.features import job_feature_views
 from tljob.data.features import (
     RUN_RECORD,
-    SPLITS,
     FeatureKey,
     FeaturesManifest,
+    augment_sha256,
     features_dir,
+    image_dataset,
     part_name,
     publish,
     read_manifest,
@@ -59,6 +61,14 @@ class WorkerFeatures:
     fingerprint: str
     computed: bool  # True: this run's backbone pass made them; False: found
     seconds: float  # the pass (or the read), on rank 0
+    views: int = 0  # K augmented views of the training images (``features: views K``)
+
+    @property
+    def train(self) -> Any:
+        """The training arrays: one (features, labels), or the K views' in order."""
+        if not self.views:
+            return self.arrays["train"]
+        return [a for split, a in self.arrays.items() if split != "val"]
 
     def record(self, stage: str) -> dict[str, Any]:
         """``features.json`` of the run (and ``summary.json["features"]``)."""
@@ -67,6 +77,7 @@ class WorkerFeatures:
             "folder": self.folder,
             "fingerprint": self.fingerprint,
             "computed": self.computed,
+            "views": self.views,
             "seconds": round(self.seconds, 3),
             "rows_per_worker": {s: int(len(a[1])) for s, a in self.arrays.items()},
         }
@@ -75,6 +86,8 @@ class WorkerFeatures:
 def feature_key(job: Any, prepared_uri: str, weights_sha256: str) -> FeatureKey:
     """The fingerprint parts of a run's features (``tljob.data.features``)."""
     spec = get_backbone(job.model.backbone)
+    views = job_feature_views(job)
+    seed = job.augment.seed if job.augment.seed is not None else job.data.seed
     return FeatureKey(
         prepared_fingerprint=prepared_uri.rstrip("/").rsplit("/", 1)[-1],
         backbone=spec.name,
@@ -82,6 +95,8 @@ def feature_key(job: Any, prepared_uri: str, weights_sha256: str) -> FeatureKey:
         image_size=job.image_size,
         preprocessing=spec.preprocessing,
         precision=job.train.precision,
+        views=views,
+        augment=augment_sha256(job.augment.model_dump(mode="json"), seed) if views else "",
     )
 
 
@@ -151,7 +166,8 @@ def features_per_worker(
     ``local_model``: called (by every worker, only when the features are computed) for a
     copy of the model outside the strategy with the model's weights, which the backbone
     pass runs: the distributed model's BatchNorm statistics, read outside a replica, are a
-    collective between the workers on every call."""
+    collective between the workers on every call. With ``key.views`` = K, ``shards``
+    holds ``VIEWS_DATASET`` too, iterated K times: its k-th execution is view k."""
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     folder = features_dir(prepared_uri, key)
@@ -159,13 +175,14 @@ def features_per_worker(
     found = read_manifest(folder) if rank == 0 else None
     found = ray.train.collective.broadcast_from_rank_zero(found)
     if found is not None:
-        arrays = {split: _share(folder, found, split, rank, world) for split in SPLITS}
+        arrays = {split: _share(folder, found, split, rank, world) for split in key.splits}
         return WorkerFeatures(
-            arrays, folder.uri, key.fingerprint(), False, time.monotonic() - started
+            arrays, folder.uri, key.fingerprint(), False, time.monotonic() - started, key.views
         )
     net = local_model()
     extractor = features_model(net)
-    arrays = {split: _one_pass(shards[split], extractor) for split in SPLITS}
+    # in order: the views' dataset's k-th pass (execution) is view k
+    arrays = {split: _one_pass(shards[image_dataset(split)], extractor) for split in key.splits}
     attempt = ray.train.collective.broadcast_from_rank_zero(uuid.uuid4().hex[:12])
     for split, (features, labels) in arrays.items():
         storage.write_bytes(
@@ -174,7 +191,7 @@ def features_per_worker(
     ray.train.collective.barrier()  # every part is written
     if rank == 0:
         # the equal split gives every worker as many rows as this one
-        rows = {split: len(arrays[split][1]) * world for split in SPLITS}
+        rows = {split: len(arrays[split][1]) * world for split in key.splits}
         names = [part_name(r) for r in range(world)]
         publish(
             folder,
@@ -183,11 +200,13 @@ def features_per_worker(
                 attempt=attempt,
                 key=key.__dict__.copy(),
                 rows=rows,
-                parts={split: names for split in SPLITS},
+                parts={split: names for split in key.splits},
                 dim=feature_dim(net),
             ),
         )
-    return WorkerFeatures(arrays, folder.uri, key.fingerprint(), True, time.monotonic() - started)
+    return WorkerFeatures(
+        arrays, folder.uri, key.fingerprint(), True, time.monotonic() - started, key.views
+    )
 
 
 @dataclass
@@ -220,7 +239,8 @@ class StageInput:
         if self.features is None:
             return ""
         how = "computed now" if self.features.computed else "found"
-        return f", on cached features ({how}, {self.features.folder})"
+        views = f"{self.features.views} views, " if self.features.views else ""
+        return f", on cached features ({views}{how}, {self.features.folder})"
 
 
 def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
@@ -231,14 +251,17 @@ def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
     loop = worker.loop
     if worker.features is None:
         key = feature_key(worker.job, loop.prepared_uri, loop.weights_content_sha256)
-        shards = {split: ray.train.get_dataset_shard(split) for split in SPLITS}
+        names = {image_dataset(split) for split in key.splits}
+        shards = {name: ray.train.get_dataset_shard(name) for name in names}
         found = features_per_worker(lambda: _local_copy(worker), key, loop.prepared_uri, shards)
+        train_rows = len(found.arrays[key.splits[0]][1])
         counts = (
-            f"{len(found.arrays['train'][1])} training + {len(found.arrays['val'][1])} "
-            "validation images of this worker"
+            f"{train_rows} training + {len(found.arrays['val'][1])} validation images of "
+            "this worker" + (f", in {key.views} augmented views" if key.views else "")
         )
+        passes = f"{key.views + 1} times (each view, validation)" if key.views else "once"
         worker.say(
-            f"features: the backbone ran once over {counts} in {found.seconds:.1f}s; stored "
+            f"features: the backbone ran {passes} over {counts} in {found.seconds:.1f}s; stored "
             f"in {found.folder}"
             if found.computed
             else f"features: found in {found.folder}; read {counts} in {found.seconds:.1f}s"
@@ -252,7 +275,7 @@ def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
         worker.features = found
     features, job = worker.features, worker.job
     worker_input = feed.arrays_input_per_worker(
-        features.arrays["train"],
+        features.train,
         features.arrays["val"],
         worker.strategy,
         worker.world_size,

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from tljob.config.augment import AugmentSection
+from tljob.data.features import view_of_epoch
 from tljob.nn.labels import SPARSE, LabelFormat
 from tljob.run.input_wait import EpochGate, InputClock
 
@@ -157,7 +158,7 @@ def read_shard_per_worker(
 
 
 def in_memory_train(
-    arrays: tuple[np.ndarray, np.ndarray],
+    arrays: tuple[np.ndarray, np.ndarray] | list[tuple[np.ndarray, np.ndarray]],
     batch_size: int,
     shuffled: bool,
     seed: int,
@@ -173,13 +174,18 @@ def in_memory_train(
     could start it): the orders are then fixed. ``first_epoch()`` is read when ``fit``
     starts: the run's global epochs done, so a resumed run continues with the orders a
     straight run would use. The rows of epoch ``e`` are permuted by ``(seed, e)``.
+    A list of K (inputs, labels) of one length (views, ``tljob.run.cached_stage``): epoch
+    ``e`` draws from the ``view_of_epoch(e, K)``-th.
     """
-    images, labels = arrays
-    batches_per_epoch = batches_per_epoch or len(labels) // batch_size
+    views = arrays if isinstance(arrays, list) else [arrays]
+    if len({len(labels) for _, labels in views}) != 1:
+        raise ValueError(f"views of different lengths: {[len(v[1]) for v in views]}")
+    batches_per_epoch = batches_per_epoch or len(views[0][1]) // batch_size
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         epoch = first_epoch()
         while True:
+            images, labels = views[view_of_epoch(epoch, len(views))]
             order = (
                 np.random.default_rng([seed, epoch]).permutation(len(labels))
                 if shuffled
@@ -190,7 +196,7 @@ def in_memory_train(
                 yield images[rows], labels[rows]
             epoch += 1
 
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=_array_specs(arrays))
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=_array_specs(views[0]))
     # endless already; repeat() makes its cardinality infinite, so the strategy need not
     # check with every worker, each step, whether all still have a batch
     return _per_worker_only(dataset.repeat().prefetch(2))
@@ -357,7 +363,7 @@ def worker_input_per_worker(
 
 
 def arrays_input_per_worker(
-    train_arrays: tuple[np.ndarray, np.ndarray],
+    train_arrays: tuple[np.ndarray, np.ndarray] | list[tuple[np.ndarray, np.ndarray]],
     val_arrays: tuple[np.ndarray, np.ndarray],
     strategy: Any,
     world_size: int,
@@ -368,10 +374,12 @@ def arrays_input_per_worker(
     class_weights: Any = None,
 ) -> WorkerInput:
     """A worker's input from arrays it already holds (the pooled features of a cached
-    stage, ``tljob.run.cached_stage``), batched as ``worker_input_per_worker`` batches
-    images held in memory: training per replica, endless; validation in global batches."""
+    stage, ``tljob.run.cached_stage``; a list: its views), batched as
+    ``worker_input_per_worker`` batches images held in memory: training per replica,
+    endless; validation in global batches."""
     replicas_here = max(1, strategy.num_replicas_in_sync // world_size)
-    steps = training_steps(len(train_arrays[1]), batch_size, replicas_here)
+    first = train_arrays[0] if isinstance(train_arrays, list) else train_arrays
+    steps = training_steps(len(first[1]), batch_size, replicas_here)
     clock = InputClock(batches_per_step=replicas_here)
     per_epoch = steps * replicas_here
     train = in_memory_train(train_arrays, batch_size, shuffle > 0, seed, first_epoch, per_epoch)
