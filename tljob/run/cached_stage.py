@@ -158,6 +158,15 @@ def _one_pass(shard: Any, extractor: Any) -> tuple[np.ndarray, np.ndarray]:
     return features, (np.concatenate(labels) if labels else np.zeros(0, np.int64))
 
 
+def backbone_passes(
+    shards: dict[str, Any], extractor: Any, key: FeatureKey
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The features of every split of ``key``, one pass of its images' shard (``shards``:
+    the trainer's dataset name -> this worker's shard) each, in order: with views, the
+    k-th pass of ``VIEWS_DATASET`` (its k-th execution) is view k."""
+    return {split: _one_pass(shards[image_dataset(split)], extractor) for split in key.splits}
+
+
 def features_per_worker(
     local_model: Callable[[], Any], key: FeatureKey, prepared_uri: str, shards: dict[str, Any]
 ) -> WorkerFeatures:
@@ -180,9 +189,7 @@ def features_per_worker(
             arrays, folder.uri, key.fingerprint(), False, time.monotonic() - started, key.views
         )
     net = local_model()
-    extractor = features_model(net)
-    # in order: the views' dataset's k-th pass (execution) is view k
-    arrays = {split: _one_pass(shards[image_dataset(split)], extractor) for split in key.splits}
+    arrays = backbone_passes(shards, features_model(net), key)
     attempt = ray.train.collective.broadcast_from_rank_zero(uuid.uuid4().hex[:12])
     for split, (features, labels) in arrays.items():
         storage.write_bytes(
@@ -254,12 +261,12 @@ def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
         names = {image_dataset(split) for split in key.splits}
         shards = {name: ray.train.get_dataset_shard(name) for name in names}
         found = features_per_worker(lambda: _local_copy(worker), key, loop.prepared_uri, shards)
-        train_rows = len(found.arrays[key.splits[0]][1])
+        views = f" x {key.views} augmented views" if key.views else ""
         counts = (
-            f"{train_rows} training + {len(found.arrays['val'][1])} validation images of "
-            "this worker" + (f", in {key.views} augmented views" if key.views else "")
+            f"{len(found.arrays[key.splits[0]][1])} training{views} + "
+            f"{len(found.arrays['val'][1])} validation images of this worker"
         )
-        passes = f"{key.views + 1} times (each view, validation)" if key.views else "once"
+        passes = f"{key.views + 1} passes" if key.views else "once"
         worker.say(
             f"features: the backbone ran {passes} over {counts} in {found.seconds:.1f}s; stored "
             f"in {found.folder}"
