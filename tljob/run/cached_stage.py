@@ -13,6 +13,12 @@ for published features of the run's ``FeatureKey`` and tells every worker what i
 
 Either way the worker holds (features, labels) for both splits in memory: a few KiB per
 image against the image's pixels.
+
+With ``features: views K`` the training split is K splits, ``train-view-<k>``: the pass
+over the training images runs K times over the worker's shard of ``VIEWS_DATASET`` (the
+training stream with its augmentation, started at epoch 0 whatever the run's epoch; its
+k-th execution draws the views of epoch k), and the stage's epoch e trains on view
+e mod K (``tljob.run.feed.in_memory_train``).
 """
 
 from __future__ import annotations
