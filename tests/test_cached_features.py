@@ -178,3 +178,133 @@ def test_the_weights_digest_is_over_the_arrays_not_the_files_bytes(tmp_path):
     assert first.read_bytes() != again.read_bytes()
     assert tensors_sha256(first) == tensors_sha256(again)
     assert tensors_sha256(other) != tensors_sha256(first)
+
+
+# features: views K -- K augmented views of the training images, cycled by epoch
+
+SEED_AUG = {"augment": {"preset": "seed"}}
+
+
+def test_views_are_cached_features_valid_with_augmentation_in_data():
+    from tljob.config.features import job_feature_views
+
+    job = _job(stages=({**HEAD, "features": "views  3"}, TOP), **SEED_AUG)
+    assert job.train.stages[0].features == "views 3"  # saved in one spelling
+    choices = stage_features(job)
+    assert [(c.cached, c.views) for c in choices] == [(True, 3), (False, 0)]
+    assert job_feature_views(job) == 3
+    # without augmentation they are valid too (K copies of the same images)
+    assert stage_features(_job(stages=({**HEAD, "features": "views 1"},)))[0].views == 1
+    # auto never chooses views: with augmentation in data it chooses images
+    auto = _job(stages=(HEAD, TOP), **SEED_AUG)
+    assert [(c.cached, c.views) for c in stage_features(auto)] == [(False, 0), (False, 0)]
+    assert job_feature_views(auto) == 0 and job_feature_views(_job()) == 0
+
+
+@pytest.mark.parametrize(
+    ("stages", "sections", "reason"),
+    [
+        (
+            ({**HEAD, "features": "views 2"},),
+            {"augment": {"where": "model", "horizontal_flip": True}},
+            "stage 'head' cannot train on cached features of augmented views because "
+            "augmentation (augment.where: model) draws new views every epoch",
+        ),
+        (
+            ({**HEAD, "features": "views 2"},),
+            {"augment": {"preset": "seed", "mixup_alpha": 0.2}},
+            "because MixUp / CutMix mix new batches every epoch",
+        ),
+        (
+            (HEAD, {**TOP, "features": "views 2"}),
+            SEED_AUG,
+            "`train.stages.1.features` ('views 2'): stage 'top' cannot train on cached "
+            "features of augmented views because it trains backbone layers",
+        ),
+        (
+            ({**HEAD, "features": "views 2"},),
+            {"model": {"backbone": "mobilenet_v2_tv", "weights": "none"}},
+            "because the backbone's weights are random (model.weights: none)",
+        ),
+        (
+            # auto caches the first (nothing augments), the second asks for views
+            (HEAD, {**HEAD, "name": "head2", "features": "views 2"}),
+            {},
+            "`train.stages.1.features` ('views 2'): every stage on cached features trains on "
+            "the same features, and stage 1 'head' trains on un-augmented ones; give both the "
+            "same 'views K', or set one to 'images'",
+        ),
+    ],
+)
+def test_views_are_refused_where_steps_change_or_features_differ(stages, sections, reason):
+    with pytest.raises(ValidationError) as refused:
+        _job(stages=stages, **sections)
+    assert reason in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["views 0", "views", "views two", "view 3", "views -1", "4"])
+def test_malformed_views_are_refused_naming_the_field_the_value_and_the_rule(value):
+    from tljob.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, ["data.source=/x", f"train.stages.0.features={value}"])
+    shown = repr(int(value)) if value.isdigit() else repr(value)
+    assert str(refused.value) == (
+        f"invalid config:\n  `train.stages.0.features` ({shown}): must be one of auto, "
+        "images, cached, or 'views K' with K an integer >= 1 (cached features of K augmented "
+        "views of the training images)"
+    )
+
+
+def test_plain_features_keep_their_fingerprint_and_views_have_their_own():
+    from tljob.run.cached_stage import feature_key
+
+    # the fingerprint of KEY before views existed: un-augmented features are found again
+    assert KEY.fingerprint() == "e18fc97ab1ddcfb9d378051db03710b0b1757fb193ca06b34b6b1069fb534561"
+    assert KEY.splits == ("train", "val")
+
+    def key(stages=({**HEAD, "features": "views 3"},), **sections):
+        job = _job(stages=stages, **{"augment": {"preset": "seed"}, **sections})
+        return feature_key(job, "/p/prepared/abc", "b" * 64)
+
+    plain = feature_key(_job(), "/p/prepared/abc", "b" * 64)
+    assert (plain.views, plain.augment) == (0, "")
+    views = key()
+    assert views.views == 3 and len(views.augment) == 64
+    assert views.splits == ("train-view-0", "train-view-1", "train-view-2", "val")
+    assert FeatureKey(**{**views.__dict__, "views": 0, "augment": ""}) == plain
+    changed = [
+        key(stages=({**HEAD, "features": "views 4"},)),
+        key(augment={"preset": "seed", "rotation_range": 10.0}),
+        key(augment={"preset": "light"}),
+        key(data={"source": "/data", "image_size": 32, "seed": 7}),  # augment.seed unset
+        key(augment={"preset": "seed", "seed": 7}),
+    ]
+    fingerprints = {k.fingerprint() for k in [plain, views, *changed]}
+    assert len(fingerprints) == 2 + len(changed)
+    # augment.seed set: data.seed no longer draws the views
+    assert (
+        key(augment={"preset": "seed", "seed": 7}, data={"source": "/d", "image_size": 32}).augment
+        == key(
+            augment={"preset": "seed", "seed": 7},
+            data={"source": "/d", "image_size": 32, "seed": 9},
+        ).augment
+    )
+
+
+def test_epoch_e_trains_on_view_e_mod_k_counted_over_the_run():
+    from tljob.data.features import view_of_epoch
+    from tljob.run import feed
+
+    assert [view_of_epoch(e, 3) for e in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+    # 3 views of 4 rows, each row's features holding its view's number
+    views = [(np.full((4, 2), k, np.float32), np.arange(4)) for k in range(3)]
+    # a stage starting at global epoch 4 (a resumed run): views 1, 2, 0, 1
+    dataset = feed.in_memory_train(views, 2, shuffled=True, seed=0, first_epoch=lambda: 4)
+    batches = [(f.numpy(), y.numpy()) for f, y in dataset.take(8)]
+    assert [int(f[0, 0]) for f, _ in batches] == [1, 1, 2, 2, 0, 0, 1, 1]
+    for epoch in range(4):  # every row once per epoch, in the epoch's own order
+        rows = np.concatenate([y for _, y in batches[2 * epoch : 2 * epoch + 2]])
+        np.testing.assert_array_equal(rows, np.random.default_rng([0, 4 + epoch]).permutation(4))
+    with pytest.raises(ValueError, match="views of different lengths"):
+        feed.in_memory_train([views[0], (views[1][0][:1], views[1][1][:1])], 2, False, 0, lambda: 0)

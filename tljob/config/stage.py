@@ -78,7 +78,10 @@ class StageSection(_Section):
         "(the backbone run once over the training and validation images, stored beside the "
         "prepared data and reused by later runs and sweep trials); 'auto': cached whenever "
         "valid (trainable 'head', no earlier stage training the backbone, pretrained "
-        "weights, no augmentation).",
+        "weights, no augmentation); 'views K' (K >= 1): cached features of K augmented "
+        "views of the training images (K backbone passes; epoch e trains on view e mod K), "
+        "valid as 'cached' is but with augmentation in data (not in the model, no MixUp / "
+        "CutMix).",
     )
 
     @model_validator(mode="after")

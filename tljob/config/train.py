@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BeforeValidator, Field, model_validator
 
 from tljob.config._base import _Section
-from tljob.config.features import FEATURES_MODES, FeaturesMode
+from tljob.config.features import parse_features
 
 Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
@@ -152,7 +152,8 @@ ClassWeightName = Annotated[ClassWeight, _one_of(CLASS_WEIGHTS)]
 PrecisionName = Annotated[Precision, _one_of(PRECISIONS)]
 BestMetricName = Annotated[BestMetric, _one_of(BEST_METRICS)]
 BatchNormName = Annotated[BatchNormMode, _one_of(BATCHNORM_MODES)]
-FeaturesName = Annotated[FeaturesMode, _one_of(FEATURES_MODES)]
+# 'auto', 'images', 'cached' or 'views K' (tljob.config.features)
+FeaturesName = Annotated[str, BeforeValidator(parse_features)]
 
 
 def check_stage_settings(stage: Any) -> None:

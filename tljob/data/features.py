@@ -17,7 +17,10 @@ the prepared data's fingerprint, the backbone, the sha256 of its initial weights
 checkpoint twice writes differently), the image
 size, the backbone's preprocessing, the BatchNorm mode (inference: the backbone is frozen)
 and the numeric precision; for ``tljob backbones rank``'s features of a subsample, also
-what identifies the subsample (``tljob.rank``: one part per split there, and its timing).
+what identifies the subsample (``tljob.rank``: one part per split there, and its timing);
+for ``features: views K``, K and a sha256 of the ``augment`` section and its seed, the
+training split then stored as K splits ``train-view-<k>``, the k-th drawn as the training
+stream draws epoch k (``tljob.run.feature_views``).
 Any change gives a new folder; an unchanged one is reused by
 every later run and sweep trial. Concurrent runs that compute the same features write
 under their own attempt; the first to create ``features.json`` wins, as with prepared
@@ -38,6 +41,9 @@ FEATURES_DIR = "features"
 MANIFEST_FILE = "features.json"
 SPLITS = ("train", "val")
 RUN_RECORD = "cached_features.json"  # in a run directory: what its cached stages used
+# The trainer's dataset of the training images whose executions are views 0, 1, ...
+# (``features: views K``; given to the workers only then, never executed otherwise)
+VIEWS_DATASET = "train_views"
 BATCHNORM_MODE = "inference"  # a frozen backbone's BatchNorm uses its moving statistics
 
 
@@ -55,12 +61,49 @@ class FeatureKey:
     # What identifies a subset of the rows (``tljob backbones rank``'s subsample: a sha256
     # of its uris); "" for every row, and then no part of the fingerprint.
     subsample: str = ""
+    # K augmented views of the training images (``features: views K``) and what draws
+    # them (``augment_sha256``); 0 and "" for the images as they are, and then no part of
+    # the fingerprint (un-augmented features keep theirs).
+    views: int = 0
+    augment: str = ""
 
     def fingerprint(self) -> str:
         parts = {"format_version": FORMAT_VERSION, **asdict(self)}
-        if not self.subsample:
-            del parts["subsample"]
+        for optional in ("subsample", "views", "augment"):
+            if not parts[optional]:
+                del parts[optional]
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits of these features: ``SPLITS``, or one training split per view."""
+        if not self.views:
+            return SPLITS
+        return (*(view_split(k) for k in range(self.views)), "val")
+
+
+def view_split(view: int) -> str:
+    """The split name of the training images' augmented view ``view`` (0-based)."""
+    return f"train-view-{view}"
+
+
+def image_dataset(split: str) -> str:
+    """The trainer's dataset that features ``split`` is computed from (each view's split:
+    one execution of ``VIEWS_DATASET``)."""
+    return VIEWS_DATASET if split.startswith("train-view-") else split
+
+
+def view_of_epoch(global_epoch: int, views: int) -> int:
+    """The view a stage trains on in the run's 0-based ``global_epoch``: the views cycle by
+    epoch, counted over the whole run, so a resumed run continues the cycle."""
+    return global_epoch % views
+
+
+def augment_sha256(section: dict, seed: int) -> str:
+    """What draws the augmented views: the ``augment`` section (as saved) and its seed
+    (``augment.seed``, else ``data.seed``), as a sha256."""
+    text = json.dumps({"augment": section, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

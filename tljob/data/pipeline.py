@@ -47,7 +47,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,7 @@ import ray.data
 
 from tljob import output, storage
 from tljob.config import JobConfig
+from tljob.config.features import job_feature_views
 from tljob.data.listing import (
     CheckedListing,
     DataError,
@@ -122,6 +123,8 @@ class PreparedData:
     # The test split's rows as validation's are (uint8 image, int64 label: never one-hot),
     # None without a test split. Never given to training.
     test: ray.data.Dataset | None = None
+    # ``features: views K``: training's stream whose k-th execution is view k, else None
+    train_views: ray.data.Dataset | None = None
 
     def summary(self) -> dict[str, Any]:
         """The counts (``summary.json["data"]``); see the module docstring."""
@@ -195,6 +198,9 @@ def prepare_data(
     prepared = _from_manifest(
         manifest, folder, listing, job.image_size, data_cfg.seed, reused, views
     )
+    if job_feature_views(job):  # executions 0, 1, ...: views 0, 1, ..., whatever the offset
+        first = replace(views, epoch_offset=0)
+        prepared.train_views = _split(manifest, folder, "train", job.image_size, first, None)
     # Also for prepared data published before this check existed: it is reused as it is.
     refuse_classes_without_training_images(
         data_cfg.source,
@@ -317,18 +323,8 @@ def _from_manifest(
     reused: bool,
     views: TrainingViews | None = None,
 ) -> PreparedData:
-    soft = views is not None and views.soft_labels
     datasets = {
-        name: split_dataset(
-            folder,
-            manifest.files[name],
-            StoreSettings(**manifest.store).size_of(name),
-            manifest.store["pixels"],
-            image_size,
-            shuffle_seed=seed if name == "train" else None,
-            views=views if name == "train" else None,
-            one_hot_classes=len(manifest.classes) if soft and name == "val" else 0,
-        )
+        name: _split(manifest, folder, name, image_size, views, seed)
         for name in manifest.files  # "train", "val", and "test" when there is one
     }
     return PreparedData(
@@ -344,6 +340,28 @@ def _from_manifest(
         prepared_uri=folder.uri,
         quarantine_uri=folder.join(manifest.attempt, QUARANTINE_FILE).uri,
         reused=reused,
+    )
+
+
+def _split(
+    manifest: PreparedManifest,
+    folder: storage.Location,
+    name: str,
+    image_size: int,
+    views: TrainingViews | None,
+    seed: int | None,
+) -> ray.data.Dataset:
+    """``name``'s stream; training's with ``views``, in row-group orders from ``seed``."""
+    soft = views is not None and views.soft_labels
+    return split_dataset(
+        folder,
+        manifest.files[name],
+        StoreSettings(**manifest.store).size_of(name),
+        manifest.store["pixels"],
+        image_size,
+        shuffle_seed=seed if name == "train" else None,
+        views=views if name == "train" else None,
+        one_hot_classes=len(manifest.classes) if soft and name == "val" else 0,
     )
 
 

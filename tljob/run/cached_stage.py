@@ -13,6 +13,12 @@ for published features of the run's ``FeatureKey`` and tells every worker what i
 
 Either way the worker holds (features, labels) for both splits in memory: a few KiB per
 image against the image's pixels.
+
+With ``features: views K`` the training split is K splits, ``train-view-<k>``: the pass
+over the training images runs K times over the worker's shard of ``VIEWS_DATASET`` (the
+training stream with its augmentation, started at epoch 0 whatever the run's epoch; its
+k-th execution draws the views of epoch k), and the stage's epoch e trains on view
+e mod K (``tljob.run.feed.in_memory_train``).
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ import ray.train
 import ray.train.collective
 
 from tljob import storage
+from tljob.config.features import job_feature_views
 from tljob.data.features import (
     RUN_RECORD,
-    SPLITS,
     FeatureKey,
     FeaturesManifest,
+    augment_sha256,
     features_dir,
+    image_dataset,
     part_name,
     publish,
     read_manifest,
@@ -61,6 +69,14 @@ class WorkerFeatures:
     seconds: float  # the pass (or the read), on rank 0
     # of a pass: waiting for the shards' images, and the backbone's calls (tracing included)
     pass_seconds: dict[str, float] | None = None
+    views: int = 0  # K augmented views of the training images (``features: views K``)
+
+    @property
+    def train(self) -> Any:
+        """The training arrays: one (features, labels), or the K views' in order."""
+        if not self.views:
+            return self.arrays["train"]
+        return [a for split, a in self.arrays.items() if split != "val"]
 
     def record(self, stage: str) -> dict[str, Any]:
         """``features.json`` of the run (and ``summary.json["features"]``)."""
@@ -69,6 +85,7 @@ class WorkerFeatures:
             "folder": self.folder,
             "fingerprint": self.fingerprint,
             "computed": self.computed,
+            "views": self.views,
             "seconds": round(self.seconds, 3),
             **(
                 {"pass_seconds": {k: round(v, 3) for k, v in self.pass_seconds.items()}}
@@ -82,6 +99,8 @@ class WorkerFeatures:
 def feature_key(job: Any, prepared_uri: str, weights_sha256: str) -> FeatureKey:
     """The fingerprint parts of a run's features (``tljob.data.features``)."""
     spec = get_backbone(job.model.backbone)
+    views = job_feature_views(job)
+    seed = job.augment.seed if job.augment.seed is not None else job.data.seed
     return FeatureKey(
         prepared_fingerprint=prepared_uri.rstrip("/").rsplit("/", 1)[-1],
         backbone=spec.name,
@@ -89,6 +108,8 @@ def feature_key(job: Any, prepared_uri: str, weights_sha256: str) -> FeatureKey:
         image_size=job.image_size,
         preprocessing=spec.preprocessing,
         precision=job.train.precision,
+        views=views,
+        augment=augment_sha256(job.augment.model_dump(mode="json"), seed) if views else "",
     )
 
 
@@ -168,6 +189,24 @@ def _one_pass(
     return np.concatenate(features), (np.concatenate(labels) if labels else np.zeros(0, np.int64))
 
 
+def backbone_passes(
+    shards: dict[str, Any],
+    extractor: Any,
+    key: FeatureKey,
+    seconds: dict[str, float] | None = None,
+    chunk_bytes: int = 2**30,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The features of every split of ``key``, one pass of its images' shard (``shards``:
+    the trainer's dataset name -> this worker's shard) each, in order: with views, the
+    k-th pass of ``VIEWS_DATASET`` (its k-th execution) is view k. ``seconds`` and
+    ``chunk_bytes``: as ``_one_pass``'s."""
+    seconds = {"read": 0.0, "backbone": 0.0} if seconds is None else seconds
+    return {
+        split: _one_pass(shards[image_dataset(split)], extractor, seconds, chunk_bytes)
+        for split in key.splits
+    }
+
+
 def features_per_worker(
     local_model: Callable[[], Any],
     key: FeatureKey,
@@ -181,7 +220,8 @@ def features_per_worker(
     ``local_model``: called (by every worker, only when the features are computed) for a
     copy of the model outside the strategy with the model's weights, which the backbone
     pass runs: the distributed model's BatchNorm statistics, read outside a replica, are a
-    collective between the workers on every call."""
+    collective between the workers on every call. With ``key.views`` = K, ``shards``
+    holds ``VIEWS_DATASET`` too, iterated K times: its k-th execution is view k."""
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     folder = features_dir(prepared_uri, key)
@@ -189,14 +229,18 @@ def features_per_worker(
     found = read_manifest(folder) if rank == 0 else None
     found = ray.train.collective.broadcast_from_rank_zero(found)
     if found is not None:
-        arrays = {split: _share(folder, found, split, rank, world) for split in SPLITS}
+        arrays = {split: _share(folder, found, split, rank, world) for split in key.splits}
         return WorkerFeatures(
-            arrays, folder.uri, key.fingerprint(), False, time.monotonic() - started
+            arrays,
+            folder.uri,
+            key.fingerprint(),
+            False,
+            time.monotonic() - started,
+            views=key.views,
         )
     net = local_model()
-    extractor = features_model(net)
     parts = {"read": 0.0, "backbone": 0.0}
-    arrays = {split: _one_pass(shards[split], extractor, parts, chunk_bytes) for split in SPLITS}
+    arrays = backbone_passes(shards, features_model(net), key, parts, chunk_bytes)
     attempt = ray.train.collective.broadcast_from_rank_zero(uuid.uuid4().hex[:12])
     for split, (features, labels) in arrays.items():
         storage.write_bytes(
@@ -205,7 +249,7 @@ def features_per_worker(
     ray.train.collective.barrier()  # every part is written
     if rank == 0:
         # the equal split gives every worker as many rows as this one
-        rows = {split: len(arrays[split][1]) * world for split in SPLITS}
+        rows = {split: len(arrays[split][1]) * world for split in key.splits}
         names = [part_name(r) for r in range(world)]
         publish(
             folder,
@@ -214,12 +258,18 @@ def features_per_worker(
                 attempt=attempt,
                 key=key.__dict__.copy(),
                 rows=rows,
-                parts={split: names for split in SPLITS},
+                parts={split: names for split in key.splits},
                 dim=feature_dim(net),
             ),
         )
     return WorkerFeatures(
-        arrays, folder.uri, key.fingerprint(), True, time.monotonic() - started, parts
+        arrays,
+        folder.uri,
+        key.fingerprint(),
+        True,
+        time.monotonic() - started,
+        pass_seconds=parts,
+        views=key.views,
     )
 
 
@@ -253,7 +303,8 @@ class StageInput:
         if self.features is None:
             return ""
         how = "computed now" if self.features.computed else "found"
-        return f", on cached features ({how}, {self.features.folder})"
+        views = f"{self.features.views} views, " if self.features.views else ""
+        return f", on cached features ({views}{how}, {self.features.folder})"
 
 
 def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
@@ -264,7 +315,8 @@ def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
     loop = worker.loop
     if worker.features is None:
         key = feature_key(worker.job, loop.prepared_uri, loop.weights_content_sha256)
-        shards = {split: ray.train.get_dataset_shard(split) for split in SPLITS}
+        names = {image_dataset(split) for split in key.splits}
+        shards = {name: ray.train.get_dataset_shard(name) for name in names}
         found = features_per_worker(
             lambda: _local_copy(worker),
             key,
@@ -273,15 +325,17 @@ def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
             # images read before the backbone runs over them: what a worker may hold
             chunk_bytes=int(worker.job.scaling.worker_cache_mib * 2**20),
         )
+        views = f" x {key.views} augmented views" if key.views else ""
         counts = (
-            f"{len(found.arrays['train'][1])} training + {len(found.arrays['val'][1])} "
-            "validation images of this worker"
+            f"{len(found.arrays[key.splits[0]][1])} training{views} + "
+            f"{len(found.arrays['val'][1])} validation images of this worker"
         )
         parts = found.pass_seconds or {}
+        passes = f"{key.views + 1} passes" if key.views else "once"
         worker.say(
-            f"features: the backbone ran once over {counts} in {found.seconds:.1f}s (reading "
-            f"images {parts.get('read', 0.0):.1f}s, the backbone {parts.get('backbone', 0.0):.1f}s)"
-            f"; stored in {found.folder}"
+            f"features: the backbone ran {passes} over {counts} in {found.seconds:.1f}s "
+            f"(reading images {parts.get('read', 0.0):.1f}s, the backbone "
+            f"{parts.get('backbone', 0.0):.1f}s); stored in {found.folder}"
             if found.computed
             else f"features: found in {found.folder}; read {counts} in {found.seconds:.1f}s"
         )
@@ -294,7 +348,7 @@ def cached_input_per_worker(worker: Any, stage: str) -> StageInput:
         worker.features = found
     features, job = worker.features, worker.job
     worker_input = feed_arrays.arrays_input_per_worker(
-        features.arrays["train"],
+        features.train,
         features.arrays["val"],
         worker.strategy,
         worker.world_size,

@@ -28,6 +28,7 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from tljob import output, storage
 from tljob.config import JobConfig, dump_config
 from tljob.data.features import RUN_RECORD as CACHED_FEATURES_RECORD
+from tljob.data.features import VIEWS_DATASET
 from tljob.data.pipeline import PreparedData, prepare_data
 from tljob.data.plan import DataPlan
 from tljob.errors import JobFailedError, UserError
@@ -383,6 +384,8 @@ def _trainer(
         datasets={
             "train": TrainDatasetPerAttempt(prepared.train, run_dir, next_epoch=epochs_done),
             "val": prepared.val,
+            # features: views K (tljob.run.cached_stage): the views' passes, never "train"
+            **({VIEWS_DATASET: prepared.train_views} if prepared.train_views is not None else {}),
         },
     )
 

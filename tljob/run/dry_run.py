@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from tljob import preflight, storage
 from tljob.config import JobConfig
-from tljob.config.features import cached_stage_indices
+from tljob.config.features import stage_features
 from tljob.data.listing import ImageListing
 from tljob.data.plan import DataPlan, plan_data
 from tljob.run.lock import RunLock, check_run_dir
@@ -63,9 +63,11 @@ def dry_run(
 
     say(HEADER)
     scaling = job.scaling
-    cached = cached_stage_indices(job)
+    cached = {c.index: c.views for c in stage_features(job) if c.cached}
     stages = ", ".join(
-        f"{s.name} {_plural(s.epochs, 'epoch')}" + (" on cached features" if i in cached else "")
+        f"{s.name} {_plural(s.epochs, 'epoch')}"
+        + (" on cached features" if i in cached else "")
+        + (f" ({cached[i]} views)" if cached.get(i) else "")
         for i, s in enumerate(job.train.stages)
     )
     say(

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from tljob.config.augment import AugmentSection
+from tljob.data.features import view_of_epoch
 from tljob.nn.labels import SPARSE, LabelFormat
 from tljob.run.input_wait import EpochGate, InputClock
 
@@ -157,7 +158,7 @@ def read_shard_per_worker(
 
 
 def in_memory_train(
-    arrays: tuple[np.ndarray, np.ndarray],
+    arrays: tuple[np.ndarray, np.ndarray] | list[tuple[np.ndarray, np.ndarray]],
     batch_size: int,
     shuffled: bool,
     seed: int,
@@ -173,13 +174,18 @@ def in_memory_train(
     could start it): the orders are then fixed. ``first_epoch()`` is read when ``fit``
     starts: the run's global epochs done, so a resumed run continues with the orders a
     straight run would use. The rows of epoch ``e`` are permuted by ``(seed, e)``.
+    A list of K (inputs, labels) of one length (views, ``tljob.run.cached_stage``): epoch
+    ``e`` draws from the ``view_of_epoch(e, K)``-th.
     """
-    images, labels = arrays
-    batches_per_epoch = batches_per_epoch or len(labels) // batch_size
+    views = arrays if isinstance(arrays, list) else [arrays]
+    if len({len(labels) for _, labels in views}) != 1:
+        raise ValueError(f"views of different lengths: {[len(v[1]) for v in views]}")
+    batches_per_epoch = batches_per_epoch or len(views[0][1]) // batch_size
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         epoch = first_epoch()
         while True:
+            images, labels = views[view_of_epoch(epoch, len(views))]
             order = (
                 np.random.default_rng([seed, epoch]).permutation(len(labels))
                 if shuffled
@@ -190,7 +196,7 @@ def in_memory_train(
                 yield images[rows], labels[rows]
             epoch += 1
 
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=array_specs(arrays))
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=array_specs(views[0]))
     # endless already; repeat() makes its cardinality infinite, so the strategy need not
     # check with every worker, each step, whether all still have a batch
     return per_worker_only(dataset.repeat().prefetch(2))

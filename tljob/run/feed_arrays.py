@@ -50,7 +50,7 @@ def in_memory_val_per_replica(
 
 
 def arrays_input_per_worker(
-    train_arrays: tuple[np.ndarray, np.ndarray],
+    train_arrays: tuple[np.ndarray, np.ndarray] | list[tuple[np.ndarray, np.ndarray]],
     val_arrays: tuple[np.ndarray, np.ndarray],
     strategy: Any,
     world_size: int,
@@ -61,10 +61,12 @@ def arrays_input_per_worker(
     class_weights: Any = None,
 ) -> WorkerInput:
     """A worker's input from arrays it already holds (the pooled features of a cached
-    stage, ``tljob.run.cached_stage``), batched as ``worker_input_per_worker`` batches
-    images held in memory: training per replica, endless; validation in global batches."""
+    stage, ``tljob.run.cached_stage``; a list: its views, one per epoch in turn), batched
+    as ``worker_input_per_worker`` batches images held in memory: training per replica,
+    endless, many steps a call; validation per replica (``in_memory_val_per_replica``)."""
     replicas_here = max(1, strategy.num_replicas_in_sync // world_size)
-    steps = training_steps(len(train_arrays[1]), batch_size, replicas_here)
+    first = train_arrays[0] if isinstance(train_arrays, list) else train_arrays
+    steps = training_steps(len(first[1]), batch_size, replicas_here)
     # A step on features is a few matrix products: the call into the compiled step, the
     # per-step callbacks and their log reads cost more than it, so a call runs many steps
     # (the callbacks, the clock and the live display then see one "step" per call).
