@@ -52,14 +52,18 @@ def feature_dim(model: tf_keras.Model) -> int:
     return int(model.get_layer(POOL_LAYER).output_shape[-1])
 
 
+def head_layers(model: tf_keras.Model) -> list[tf_keras.layers.Layer]:
+    """``model``'s layers after its pooling layer, in order: the head."""
+    layers = _chain(model)
+    return layers[[layer.name for layer in layers].index(POOL_LAYER) + 1 :]
+
+
 def head_model(model: tf_keras.Model) -> tf_keras.Model:
     """Pooled features (float32, ``feature_dim``) -> ``model``'s class probabilities,
     through ``model``'s own head layers."""
     features = tf_keras.Input(shape=(feature_dim(model),), dtype="float32", name="feature")
-    layers = _chain(model)
-    start = [layer.name for layer in layers].index(POOL_LAYER) + 1
     x = features
-    for layer in layers[start:]:
+    for layer in head_layers(model):
         x = layer(x)
     return tf_keras.Model(features, x, name=f"{model.name}_head")
 
