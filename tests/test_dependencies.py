@@ -91,6 +91,7 @@ def test_the_extra_only_packages_are_imported_lazily():
         "tljob/run/worker.py",
         "tljob/run/loop.py",
         "tljob/run/feed.py",
+        "tljob/run/feed_arrays.py",
         "tljob/serving/graph.py",
         "tljob/serving/exif.py",
         "tljob/serving/formats.py",
