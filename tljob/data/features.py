@@ -20,7 +20,7 @@ and the numeric precision; for ``tljob backbones rank``'s features of a subsampl
 what identifies the subsample (``tljob.rank``: one part per split there, and its timing);
 for ``features: views K``, K and a sha256 of the ``augment`` section and its seed, the
 training split then stored as K splits ``train-view-<k>``, the k-th drawn as the training
-stream draws epoch k (``tljob.run.feature_views``).
+stream draws epoch k (``tljob.run.cached_stage``).
 Any change gives a new folder; an unchanged one is reused by
 every later run and sweep trial. Concurrent runs that compute the same features write
 under their own attempt; the first to create ``features.json`` wins, as with prepared
@@ -44,6 +44,7 @@ RUN_RECORD = "cached_features.json"  # in a run directory: what its cached stage
 # The trainer's dataset of the training images whose executions are views 0, 1, ...
 # (``features: views K``; given to the workers only then, never executed otherwise)
 VIEWS_DATASET = "train_views"
+VIEW_SPLIT_PREFIX = "train-view-"  # + k: the features of the training images' view k
 BATCHNORM_MODE = "inference"  # a frozen backbone's BatchNorm uses its moving statistics
 
 
@@ -84,13 +85,13 @@ class FeatureKey:
 
 def view_split(view: int) -> str:
     """The split name of the training images' augmented view ``view`` (0-based)."""
-    return f"train-view-{view}"
+    return f"{VIEW_SPLIT_PREFIX}{view}"
 
 
 def image_dataset(split: str) -> str:
     """The trainer's dataset that features ``split`` is computed from (each view's split:
     one execution of ``VIEWS_DATASET``)."""
-    return VIEWS_DATASET if split.startswith("train-view-") else split
+    return VIEWS_DATASET if split.startswith(VIEW_SPLIT_PREFIX) else split
 
 
 def view_of_epoch(global_epoch: int, views: int) -> int:

@@ -232,18 +232,17 @@ def features_per_worker(
     rank, world = context.get_world_rank(), context.get_world_size()
     folder = features_dir(prepared_uri, key)
     started = time.monotonic()
+
+    def held(arrays: dict, computed: bool, parts: dict[str, float] | None) -> WorkerFeatures:
+        seconds = time.monotonic() - started
+        return WorkerFeatures(
+            arrays, folder.uri, key.fingerprint(), computed, seconds, parts, key.views
+        )
+
     found = read_manifest(folder) if rank == 0 else None
     found = ray.train.collective.broadcast_from_rank_zero(found)
     if found is not None:
-        arrays = {split: _share(folder, found, split, rank, world) for split in key.splits}
-        return WorkerFeatures(
-            arrays,
-            folder.uri,
-            key.fingerprint(),
-            False,
-            time.monotonic() - started,
-            views=key.views,
-        )
+        return held({s: _share(folder, found, s, rank, world) for s in key.splits}, False, None)
     net = local_model()
     parts = {"read": 0.0, "backbone": 0.0}
     arrays = backbone_passes(shards, features_model(net), key, parts, chunk_bytes)
@@ -268,15 +267,7 @@ def features_per_worker(
                 dim=feature_dim(net),
             ),
         )
-    return WorkerFeatures(
-        arrays,
-        folder.uri,
-        key.fingerprint(),
-        True,
-        time.monotonic() - started,
-        pass_seconds=parts,
-        views=key.views,
-    )
+    return held(arrays, True, parts)
 
 
 @dataclass
